@@ -1,0 +1,299 @@
+"""The router's exceptions: one tree, every error a caller can see is a RouterError.
+
+::
+
+    RouterError
+    ├── ConfigError                  providers.yaml (or a template) is wrong; lists every problem
+    ├── TemplateError                a call's variables do not fit the route's templates
+    ├── BudgetExceededError          no step of the chain fits a budget
+    ├── DeadlineExceededError        the call's deadline was spent (carries the attempts)
+    ├── AllProvidersFailedError      every step failed (carries the attempts)
+    └── ProviderError                one provider call failed (provider, model, status, ...)
+        ├── RateLimitError           429
+        ├── ServerError              5xx, Anthropic 529 overloaded
+        ├── ProviderTimeoutError     connect/read/attempt timeout
+        ├── ProviderConnectionError  connection refused/reset, protocol error
+        ├── AuthenticationError      401/403: the key is bad
+        ├── ModelNotFoundError       404 / unknown model
+        ├── BadRequestError          other 4xx
+        │   ├── ContextLengthError   the prompt does not fit the model's context
+        │   └── ContentFilterError   refused by the provider's content policy
+        ├── InvalidResponseError     a body that does not match the wire format
+        └── StreamInterruptedError   a stream failed after text was delivered
+
+Every message passes through :func:`router.redact.redact`, so no error text,
+``str()`` or ``repr()`` carries an API key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, ClassVar
+
+from router.redact import redact
+
+if TYPE_CHECKING:
+    from router.types import Attempt, Usage
+
+__all__ = [
+    "AllProvidersFailedError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "ConfigError",
+    "ConfigProblem",
+    "ContentFilterError",
+    "ContextLengthError",
+    "DeadlineExceededError",
+    "InvalidResponseError",
+    "ModelNotFoundError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "RateLimitError",
+    "RouterError",
+    "ServerError",
+    "StreamInterruptedError",
+    "TemplateError",
+]
+
+
+class RouterError(Exception):
+    """Base of every error the router raises to a caller."""
+
+    def __init__(self, message: str) -> None:
+        self.message = redact(message)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One problem found in a config: where it is and what is wrong."""
+
+    file: str
+    line: int | None
+    col: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.col is not None:
+                where += f":{self.col}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(RouterError):
+    """The config is invalid. ``problems`` lists every problem found, each with its place."""
+
+    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in config"
+        super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class TemplateError(RouterError):
+    """A route's templates cannot be rendered with the given variables (raised before any traffic)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        route: str | None = None,
+        template: str | None = None,
+        variable: str | None = None,
+    ) -> None:
+        self.route = route
+        self.template = template
+        self.variable = variable
+        super().__init__(message)
+
+
+class BudgetExceededError(RouterError):
+    """No step of the chain could reserve its worst-case cost within a budget."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: str,
+        limit_usd: Decimal,
+        spent_usd: Decimal,
+        reserved_usd: Decimal,
+        attempts: Sequence[Attempt] = (),
+    ) -> None:
+        self.budget = budget
+        self.limit_usd = limit_usd
+        self.spent_usd = spent_usd
+        self.reserved_usd = reserved_usd
+        self.attempts = list(attempts)
+        super().__init__(message)
+
+
+def _trail(attempts: Sequence[Attempt]) -> str:
+    parts = []
+    for a in attempts:
+        what = a.reason or (type(a.error).__name__ if a.error else a.outcome)
+        parts.append(f"{a.provider}/{a.model}: {what}")
+    return "; ".join(parts)
+
+
+class DeadlineExceededError(RouterError):
+    """The call's deadline was spent before any step succeeded."""
+
+    def __init__(self, deadline_s: float, attempts: Sequence[Attempt], route: str = "") -> None:
+        self.deadline_s = deadline_s
+        self.route = route
+        self.attempts = list(attempts)
+        msg = f"route {route!r}: deadline of {deadline_s:g}s spent after {len(self.attempts)} attempt(s)"
+        if self.attempts:
+            msg += f" [{_trail(self.attempts)}]"
+        super().__init__(msg)
+
+
+class AllProvidersFailedError(RouterError):
+    """Every step of the chain failed or was skipped."""
+
+    def __init__(self, attempts: Sequence[Attempt], route: str = "") -> None:
+        self.route = route
+        self.attempts = list(attempts)
+        super().__init__(
+            f"route {route!r}: all {len(self.attempts)} attempt(s) failed [{_trail(self.attempts)}]"
+        )
+
+
+class ProviderError(RouterError):
+    """One call to one provider failed.
+
+    Attributes:
+        provider: the provider's name in providers.yaml.
+        model: the model asked for.
+        status: the HTTP status, or None when there was no response.
+        retryable: whether trying the same provider again may succeed.
+        retry_after: seconds the provider asked us to wait, when it said so.
+        request_id: the provider's request id header, when present.
+    """
+
+    # Short stable name used in logs, metrics and the YAML ``fallback_on`` list.
+    kind: ClassVar[str] = "provider"
+    retryable_default: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str,
+        status: int | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.model = model
+        self.status = status
+        self.retryable = self.retryable_default if retryable is None else retryable
+        self.retry_after = retry_after
+        self.request_id = request_id
+        where = f"{provider}/{model}"
+        if status is not None:
+            where += f" HTTP {status}"
+        super().__init__(f"{where}: {message}")
+        # The readable part alone, without the provider prefix.
+        self.detail = redact(message)
+
+
+class RateLimitError(ProviderError):
+    kind = "rate_limit"
+    retryable_default = True
+
+
+class ServerError(ProviderError):
+    kind = "server"
+    retryable_default = True
+
+
+class ProviderTimeoutError(ProviderError):
+    kind = "timeout"
+    retryable_default = True
+
+
+class ProviderConnectionError(ProviderError):
+    kind = "connection"
+    retryable_default = True
+
+
+class AuthenticationError(ProviderError):
+    kind = "auth"
+
+
+class ModelNotFoundError(ProviderError):
+    kind = "model_not_found"
+
+
+class BadRequestError(ProviderError):
+    kind = "bad_request"
+
+
+class ContextLengthError(BadRequestError):
+    kind = "context_length"
+
+
+class ContentFilterError(BadRequestError):
+    kind = "content_filter"
+
+
+class InvalidResponseError(ProviderError):
+    kind = "invalid_response"
+    retryable_default = True
+
+
+class StreamInterruptedError(ProviderError):
+    """A stream failed after text had been delivered; carries what arrived."""
+
+    kind = "stream_interrupted"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str,
+        partial_text: str,
+        usage: Usage | None = None,
+        cause: ProviderError | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.partial_text = partial_text
+        self.usage = usage
+        self.cause = cause
+        super().__init__(message, provider=provider, model=model, status=status, retryable=False)
+
+
+# Every ProviderError kind, for validating ``fallback_on`` and labelling metrics.
+ERROR_KINDS: dict[str, type[ProviderError]] = {
+    cls.kind: cls
+    for cls in (
+        RateLimitError,
+        ServerError,
+        ProviderTimeoutError,
+        ProviderConnectionError,
+        AuthenticationError,
+        ModelNotFoundError,
+        BadRequestError,
+        ContextLengthError,
+        ContentFilterError,
+        InvalidResponseError,
+    )
+}

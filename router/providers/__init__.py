@@ -1,0 +1,1 @@
+"""Wire-protocol adapters: pure translation between the router's types and each API."""

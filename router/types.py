@@ -1,0 +1,122 @@
+"""Result and message types shared by every layer.
+
+These are slotted dataclasses, not pydantic models: they are built on every
+call, and the hot path allocates nothing it does not need. pydantic is kept for
+the config and for validating wire bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from router.errors import RouterError
+
+Role = Literal["system", "user", "assistant"]
+Outcome = Literal["ok", "error", "skipped"]
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    """One chat message as rendered from a route's templates."""
+
+    role: Role
+    content: str
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage in one convention for every provider.
+
+    ``input_tokens`` counts every prompt token processed, cached or not;
+    ``cached_input_tokens`` and ``cache_write_tokens`` are parts of it.
+    ``output_tokens`` includes reasoning; ``reasoning_tokens`` is the part of it
+    spent thinking. ``estimated`` is true when the provider reported no usage and
+    the router estimated it.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class Reply:
+    """What an adapter makes of a successful response body: the provider-neutral core."""
+
+    text: str
+    finish_reason: str | None
+    usage: Usage
+    response_id: str | None = None
+    # Vendor fields with no common meaning (reasoning text, citations, tool calls...).
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try (or skip) of one chain step during a call."""
+
+    provider: str
+    model: str
+    outcome: Outcome
+    error: RouterError | None = None
+    status: int | None = None
+    latency_s: float = 0.0
+    cost_usd: Decimal = Decimal(0)
+    # Why a step was skipped (cooldown, limiter past deadline, budget name...).
+    reason: str | None = None
+
+    def __repr__(self) -> str:
+        extra = f" status={self.status}" if self.status is not None else ""
+        if self.reason:
+            extra += f" reason={self.reason!r}"
+        if self.error is not None:
+            extra += f" error={type(self.error).__name__}"
+        return (
+            f"<Attempt {self.provider}/{self.model} {self.outcome}{extra}"
+            f" latency={self.latency_s * 1000:.1f}ms>"
+        )
+
+
+@dataclass(slots=True)
+class Completion:
+    """The answer to one routed call."""
+
+    text: str
+    route: str
+    provider: str
+    model: str
+    usage: Usage
+    cost_usd: Decimal
+    finish_reason: str | None
+    latency_s: float
+    attempts: list[Attempt]
+    response_id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, frozen=True)
+class StreamEvent:
+    """One decoded event of a streamed response (adapters produce these from bytes).
+
+    ``text`` is a visible text delta (may be empty); ``usage`` and
+    ``finish_reason`` are set when the event carries them; ``done`` marks the
+    provider's end-of-stream; ``details`` carries vendor deltas such as
+    reasoning text.
+    """
+
+    text: str = ""
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    response_id: str | None = None
+    done: bool = False
+    details: dict[str, Any] | None = None
