@@ -2,15 +2,67 @@
 
 Every model forbids unknown keys. Defaults here are the documented defaults
 (docs/config.md is tested against this schema, so the two cannot drift).
+
+:func:`load_config` reads the YAML with positions (:mod:`router.yamlsrc`),
+validates it against this schema, cross-checks what a schema cannot express
+(chains name declared providers and models, budgets name declared scopes, URLs
+are safe, keys are present), compiles the templates (:mod:`router.templates`),
+and raises one :class:`~router.errors.ConfigError` listing every problem, each
+as ``providers.yaml:LINE:COL: dotted.path: message``.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    Tag,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+
+from router.errors import ConfigError, ConfigProblem
+from router.redact import register_secret
+from router.templates import RouteTemplates, compile_routes, parse_var_type
+from router.yamlsrc import YamlDoc, did_you_mean, format_path, load_yaml, validation_problems
+
+__all__ = [
+    "FREE",
+    "Backoff",
+    "BudgetConfig",
+    "Config",
+    "Cooldown",
+    "LedgerSettings",
+    "Limits",
+    "LogSettings",
+    "MockSettings",
+    "ModelConfig",
+    "Price",
+    "ProviderConfig",
+    "RouteConfig",
+    "Settings",
+    "StepConfig",
+    "TemplateFile",
+    "config_json_schema",
+    "default_base_url",
+    "load_config",
+]
 
 ProviderKind = Literal["openai", "anthropic", "ollama", "mock"]
 ErrorKind = Literal[
@@ -31,7 +83,11 @@ Usd = Annotated[Decimal, Field(ge=0)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Unknown keys are errors; inf/nan are refused; inputs never appear in error text
+    # (an input may be a pasted key).
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, hide_input_in_errors=True
+    )
 
 
 class Backoff(_Strict):
@@ -58,9 +114,9 @@ class LedgerSettings(_Strict):
         Literal["sqlite", "memory"],
         Field(description="sqlite persists across restarts; memory forgets on exit."),
     ] = "sqlite"
-    path: Annotated[
-        str, Field(description="SQLite file, relative to the YAML file's folder.")
-    ] = "spend.sqlite3"
+    path: Annotated[str, Field(description="SQLite file, relative to the YAML file's folder.")] = (
+        "spend.sqlite3"
+    )
 
 
 class LogSettings(_Strict):
@@ -116,18 +172,31 @@ class Settings(_Strict):
 class Limits(_Strict):
     """Per-provider admission limits; null means unlimited."""
 
-    requests_per_minute: Annotated[int | None, Field(ge=1)] = None
-    tokens_per_minute: Annotated[int | None, Field(ge=1)] = None
-    max_concurrency: Annotated[int | None, Field(ge=1)] = None
+    requests_per_minute: Annotated[
+        int | None, Field(ge=1, description="Requests admitted per minute; null: no limit.")
+    ] = None
+    tokens_per_minute: Annotated[
+        int | None, Field(ge=1, description="Tokens (input + output) per minute; null: no limit.")
+    ] = None
+    max_concurrency: Annotated[
+        int | None, Field(ge=1, description="Requests in flight at once; null: no limit.")
+    ] = None
 
 
 class Price(_Strict):
     """USD per million tokens. Cached input and cache writes default to the input price."""
 
-    input_per_mtok: Usd
-    output_per_mtok: Usd
-    cached_input_per_mtok: Usd | None = None
-    cache_write_per_mtok: Usd | None = None
+    input_per_mtok: Annotated[Usd, Field(description="USD per million input tokens.")]
+    output_per_mtok: Annotated[
+        Usd, Field(description="USD per million output tokens (reasoning included).")
+    ]
+    cached_input_per_mtok: Annotated[
+        Usd | None, Field(description="USD per million cache-read input tokens; null: input price.")
+    ] = None
+    cache_write_per_mtok: Annotated[
+        Usd | None,
+        Field(description="USD per million cache-write input tokens; null: input price."),
+    ] = None
 
 
 FREE = Price(input_per_mtok=Decimal(0), output_per_mtok=Decimal(0))
@@ -140,8 +209,12 @@ class ModelConfig(_Strict):
         Price | None,
         Field(description="Required for openai/anthropic kinds; free (0) for ollama and mock."),
     ] = None
-    context_window: Annotated[int | None, Field(ge=1)] = None
-    max_output_tokens: Annotated[int | None, Field(ge=1)] = None
+    context_window: Annotated[
+        int | None, Field(ge=1, description="Largest prompt + output in tokens; null: unknown.")
+    ] = None
+    max_output_tokens: Annotated[
+        int | None, Field(ge=1, description="Largest output the model allows; null: unknown.")
+    ] = None
     extra: Annotated[
         dict[str, Any], Field(description="Body fields sent with every request to this model.")
     ] = {}
@@ -169,15 +242,101 @@ class MockSettings(_Strict):
     ] = []
 
 
+# An env var name: what api_key_env must hold.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Prefixes of real provider keys (OpenAI, Anthropic, xAI, Groq, Google, HF, GitHub...).
+_KEY_PREFIXES = ("sk-", "sk_", "xai-", "gsk_", "pk-", "rk-", "AIza", "hf_", "ghp_", "Bearer ")
+# Headers that carry credentials: keys come from api_key_env, never from YAML.
+_SECRET_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "x-goog-api-key"}
+)
+
+
+def _looks_like_key(value: str) -> bool:
+    """Whether a string is more likely a credential than an env var name."""
+    if value.startswith(_KEY_PREFIXES):
+        return True
+    if not _ENV_NAME.fullmatch(value):
+        return len(value) >= 16
+    # A long run of mixed-case letters and digits is a token; env names are words.
+    digits = sum(c.isdigit() for c in value)
+    return (
+        len(value) >= 20
+        and digits > 0
+        and any(c.islower() for c in value)
+        and ("_" not in value or digits >= 6)
+    )
+
+
+def _env_name(value: str) -> str:
+    if _looks_like_key(value):
+        # Scrub it from every later message, whatever else happens to it.
+        register_secret(value)
+        raise ValueError(
+            "this looks like an API key, not an environment variable name: put the key in an "
+            "environment variable and write the variable's NAME here (e.g. OPENAI_API_KEY)"
+        )
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            "must be the NAME of an environment variable "
+            "(letters, digits and '_', not starting with a digit)"
+        )
+    return value
+
+
+def _header_name(value: str) -> str:
+    if value.lower() in _SECRET_HEADERS:
+        raise ValueError(
+            f"header {value!r} carries a credential; keys come from api_key_env, never YAML"
+        )
+    return value
+
+
+def _header_value(value: str) -> str:
+    # Only known key shapes: ids and versions in headers are long and token-like too.
+    if value.strip().startswith(_KEY_PREFIXES):
+        register_secret(value)
+        raise ValueError("this header value looks like a credential; headers must be non-secret")
+    if "\r" in value or "\n" in value:
+        raise ValueError("a header value cannot contain a line break")
+    return value
+
+
+def _provider_name(value: str) -> str:
+    if not value or "/" in value or value != value.strip():
+        raise ValueError(
+            "a provider name must be non-empty, without '/' or surrounding spaces "
+            "(steps are written provider/model)"
+        )
+    return value
+
+
+def _model_name(value: str) -> str:
+    if not value or value != value.strip():
+        raise ValueError("a model name must be non-empty, without surrounding spaces")
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+HeaderValue = Annotated[str, AfterValidator(_header_value)]
+ProviderName = Annotated[str, AfterValidator(_provider_name)]
+ModelName = Annotated[str, AfterValidator(_model_name)]
+
+
 class ProviderConfig(_Strict):
     """One provider endpoint."""
 
-    kind: ProviderKind
+    kind: Annotated[
+        ProviderKind,
+        Field(description="Wire protocol: openai (and compatibles), anthropic, ollama, mock."),
+    ]
     base_url: Annotated[
         str | None, Field(description="API root; defaults per kind (see docs/config.md).")
     ] = None
     api_key_env: Annotated[
-        str | None, Field(description="NAME of the env var holding the key (never the key).")
+        EnvName | None,
+        Field(description="NAME of the env var holding the key (never the key)."),
     ] = None
     optional: Annotated[
         bool, Field(description="If the key is missing: true disables the provider, false fails.")
@@ -187,46 +346,71 @@ class ProviderConfig(_Strict):
     ] = False
     timeout_s: Annotated[PositiveSeconds, Field(description="Cap on one attempt.")] = 60.0
     connect_timeout_s: Annotated[PositiveSeconds, Field(description="TCP+TLS connect cap.")] = 5.0
-    headers: Annotated[dict[str, str], Field(description="Extra non-secret headers.")] = {}
-    limits: Limits = Limits()
-    extra: Annotated[
-        dict[str, Any], Field(description="Body fields sent with every request.")
+    headers: Annotated[
+        dict[HeaderName, HeaderValue], Field(description="Extra non-secret headers.")
     ] = {}
-    models: Annotated[dict[str, ModelConfig], Field(min_length=1)]
-    mock: Annotated[
-        MockSettings | None, Field(description="Only for kind: mock.")
-    ] = None
+    limits: Limits = Limits()
+    extra: Annotated[dict[str, Any], Field(description="Body fields sent with every request.")] = {}
+    models: Annotated[
+        dict[ModelName, ModelConfig],
+        Field(min_length=1, description="The models this provider serves, by API model name."),
+    ]
+    mock: Annotated[MockSettings | None, Field(description="Only for kind: mock.")] = None
 
 
 class BudgetConfig(_Strict):
     """A spending limit over a UTC period, optionally scoped to a provider or route."""
 
-    limit_usd: Usd
-    period: Literal["day", "month", "total"] = "day"
-    provider: str | None = None
-    route: str | None = None
+    limit_usd: Annotated[Usd, Field(description="Most that may be spent in one period, USD.")]
+    period: Annotated[
+        Literal["day", "month", "total"],
+        Field(description="UTC calendar day, UTC calendar month, or all time."),
+    ] = "day"
+    provider: Annotated[
+        str | None, Field(description="Count only this provider's spend; null: all providers.")
+    ] = None
+    route: Annotated[
+        str | None, Field(description="Count only this route's spend; null: all routes.")
+    ] = None
 
 
 class TemplateFile(_Strict):
     """A template kept in a file under settings.templates_dir."""
 
-    file: str
+    file: Annotated[str, Field(description="File name relative to settings.templates_dir.")]
 
 
-TemplateSource = str | TemplateFile
+def _template_kind(value: Any) -> str | None:
+    if isinstance(value, str):
+        return "inline-template"
+    if isinstance(value, dict | TemplateFile):
+        return "template-file"
+    return None
+
+
+# A string is inline template text; a mapping {file: name} names a file (one rule, no guessing).
+TemplateSource = Annotated[
+    Annotated[str, Tag("inline-template")] | Annotated[TemplateFile, Tag("template-file")],
+    Discriminator(
+        _template_kind,
+        custom_error_type="template_source",
+        custom_error_message="must be inline template text or a mapping {file: name.j2}",
+    ),
+]
 
 
 class StepConfig(_Strict):
     """One step of a fallback chain: ``provider/model`` plus overrides."""
 
     model: Annotated[str, Field(description="provider/model; split at the first '/'.")]
-    retries: Annotated[int | None, Field(ge=0, le=10)] = None
+    retries: Annotated[
+        int | None,
+        Field(ge=0, le=10, description="Extra tries of this step; null: the route's retries."),
+    ] = None
     timeout_s: Annotated[
         PositiveSeconds | None, Field(description="Cap on each attempt of this step.")
     ] = None
-    params: Annotated[
-        dict[str, Any], Field(description="Body fields for this step only.")
-    ] = {}
+    params: Annotated[dict[str, Any], Field(description="Body fields for this step only.")] = {}
 
     @field_validator("model")
     @classmethod
@@ -238,32 +422,74 @@ class StepConfig(_Strict):
 
     @property
     def provider_name(self) -> str:
+        """The provider part of ``model`` (before the first '/')."""
         return self.model.partition("/")[0]
 
     @property
     def model_name(self) -> str:
+        """The model part of ``model`` (after the first '/'; may itself contain '/')."""
         return self.model.partition("/")[2]
 
 
-VarType = str  # "str" | "int" | "float" | "bool" | "dict" | "list" | "list[T]"
+def _var_type(spec: str) -> str:
+    parse_var_type(spec)  # raises ValueError with a did-you-mean
+    return spec
+
+
+def _var_name(name: str) -> str:
+    if not name.isidentifier():
+        raise ValueError("a template variable name must be a Python-style identifier")
+    return name
+
+
+_VAR_TYPE_PATTERN = r"^\s*(str|int|float|bool|dict|list(\[.+\])?)\s*$"
+VarType = Annotated[
+    str,
+    AfterValidator(_var_type),
+    WithJsonSchema({"type": "string", "pattern": _VAR_TYPE_PATTERN}),
+]
+VarName = Annotated[str, AfterValidator(_var_name)]
 
 
 class RouteConfig(_Strict):
     """A named route: templates, call parameters and the fallback chain."""
 
-    system: TemplateSource | None = None
-    prompt: TemplateSource
+    system: Annotated[
+        TemplateSource | None,
+        Field(description="System message template: inline text or {file: name.j2}."),
+    ] = None
+    prompt: Annotated[
+        TemplateSource, Field(description="User message template: inline text or {file: name.j2}.")
+    ]
     vars: Annotated[
-        dict[str, VarType] | None,
+        dict[VarName, VarType] | None,
         Field(description="Declared variables and types; null means undeclared (not checked)."),
     ] = None
-    max_tokens: Annotated[int | None, Field(ge=1)] = None
-    temperature: Annotated[float | None, Field(ge=0, le=2)] = None
-    deadline_s: PositiveSeconds | None = None
-    retries: Annotated[int | None, Field(ge=0, le=10)] = None
-    max_cost_usd: Usd | None = None
-    fallback_on: list[ErrorKind] | None = None
-    fallback: Annotated[list[StepConfig], Field(min_length=1)]
+    max_tokens: Annotated[
+        int | None, Field(ge=1, description="Output token cap; null: settings.max_tokens.")
+    ] = None
+    temperature: Annotated[
+        float | None, Field(ge=0, le=2, description="Sampling temperature; null: provider default.")
+    ] = None
+    deadline_s: Annotated[
+        PositiveSeconds | None,
+        Field(description="Whole-call deadline; null: settings.deadline_s."),
+    ] = None
+    retries: Annotated[
+        int | None,
+        Field(ge=0, le=10, description="Extra tries per step; null: settings.retries."),
+    ] = None
+    max_cost_usd: Annotated[
+        Usd | None, Field(description="Most one call may cost (worst case reserved); null: no cap.")
+    ] = None
+    fallback_on: Annotated[
+        list[ErrorKind] | None,
+        Field(description="Error kinds that move to the next step; null: settings.fallback_on."),
+    ] = None
+    fallback: Annotated[
+        list[StepConfig],
+        Field(min_length=1, description="Ordered steps: 'provider/model' or a step mapping."),
+    ]
 
     @field_validator("fallback", mode="before")
     @classmethod
@@ -274,18 +500,434 @@ class RouteConfig(_Strict):
 
 
 class Config(_Strict):
-    """A loaded providers.yaml. Build it with :func:`load_config`."""
+    """A loaded providers.yaml. Build it with :func:`load_config`.
 
-    version: Literal[1]
+    The router only reads what this object exposes: the schema fields, plus the
+    accessors below for what loading resolved (keys, disabled providers,
+    compiled templates, effective chains, prices and URLs).
+    """
+
+    version: Annotated[Literal[1], Field(description="Schema version; always 1.")]
     settings: Settings = Settings()
-    providers: dict[str, ProviderConfig]
-    budgets: dict[str, BudgetConfig] = {}
-    routes: dict[str, RouteConfig]
+    providers: Annotated[
+        dict[ProviderName, ProviderConfig],
+        Field(min_length=1, description="Providers by name; steps refer to them."),
+    ]
+    budgets: Annotated[dict[str, BudgetConfig], Field(description="Spending limits by name.")] = {}
+    routes: Annotated[dict[str, RouteConfig], Field(min_length=1, description="Routes by name.")]
 
     # Set by load_config, not read from YAML:
     # the file it came from (None when built in code),
     _source: Path | None = PrivateAttr(default=None)
+    # the folder relative paths (templates_dir, ledger path) are resolved against,
+    _base_dir: Path = PrivateAttr(default_factory=Path)
     # each enabled provider's key, by provider name (absent for keyless providers),
     _keys: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
-    # providers dropped because optional and their key is missing.
+    # providers dropped because their key is missing (optional, or require_env=False),
     _disabled: set[str] = PrivateAttr(default_factory=set)
+    # each route's compiled templates, by route name.
+    _templates: dict[str, RouteTemplates] = PrivateAttr(default_factory=dict)
+
+    @property
+    def source_path(self) -> Path | None:
+        """The YAML file this config was loaded from (None when built in code)."""
+        return self._source
+
+    @property
+    def base_dir(self) -> Path:
+        """The folder relative paths in the config are resolved against."""
+        return self._base_dir
+
+    @property
+    def disabled_providers(self) -> frozenset[str]:
+        """Providers dropped from every chain because their key is missing."""
+        return frozenset(self._disabled)
+
+    @property
+    def templates(self) -> Mapping[str, RouteTemplates]:
+        """Each route's compiled templates, by route name (read-only)."""
+        return MappingProxyType(self._templates)
+
+    def api_key(self, provider: str) -> SecretStr | None:
+        """The loaded key of ``provider``, or None for a keyless or disabled provider."""
+        return self._keys.get(provider)
+
+    def chain(self, route: str) -> list[StepConfig]:
+        """The steps of ``route`` whose provider is enabled, in order.
+
+        Raises:
+            KeyError: ``route`` is not declared.
+        """
+        try:
+            steps = self.routes[route].fallback
+        except KeyError:
+            raise KeyError(f"unknown route {route!r}{did_you_mean(route, self.routes)}") from None
+        return [s for s in steps if s.provider_name not in self._disabled]
+
+    def price(self, provider: str, model: str) -> Price:
+        """The price of ``provider``'s ``model`` (:data:`FREE` when it declares none).
+
+        Raises:
+            KeyError: the provider or model is not declared.
+        """
+        return self.providers[provider].models[model].price or FREE
+
+    def resolved_base_url(self, provider: str) -> str:
+        """``provider``'s base_url, or its kind's default, without a trailing '/'.
+
+        Raises:
+            KeyError: the provider is not declared.
+        """
+        p = self.providers[provider]
+        return (p.base_url or default_base_url(p.kind)).rstrip("/")
+
+
+# ---------------------------------------------------------------------------
+# Loading
+
+_DEFAULT_BASE_URLS: dict[str, str] = {
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+    "ollama": "http://localhost:11434",
+    "mock": "mock://local",
+}
+_M = TypeVar("_M", bound=BaseModel)
+# Kinds whose models cost nothing, so a model may omit its price.
+_FREE_KINDS = frozenset({"ollama", "mock"})
+# Kinds that always authenticate when talking to a remote host.
+_KEYED_KINDS = frozenset({"openai", "anthropic"})
+
+
+def default_base_url(kind: str) -> str:
+    """The base_url used for a provider of ``kind`` that sets none."""
+    return _DEFAULT_BASE_URLS[kind]
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    require_env: bool = True,
+) -> Config:
+    """Load, validate and cross-check a providers.yaml; compile its templates.
+
+    Args:
+        path: the YAML file. Problems are reported under this name as given.
+        env: where API keys are read from; defaults to ``os.environ``.
+        require_env: when true, a non-optional provider whose key variable is
+            unset is an error. When false, every provider whose key is unset is
+            disabled instead (for validating structure without secrets).
+
+    Returns:
+        A complete :class:`Config`: keys loaded (as ``SecretStr``, registered
+        for redaction), disabled providers dropped from chains, templates compiled.
+
+    Raises:
+        ConfigError: listing every problem found, each with its file, line and path.
+    """
+    source = Path(path)
+    doc = load_yaml(source, os.fspath(path))
+    return _Loader(doc, source, os.environ if env is None else env, require_env).run()
+
+
+class _Loader:
+    """One load: validate, cross-check, resolve keys, compile; collect every problem."""
+
+    def __init__(
+        self, doc: YamlDoc, source: Path, env: Mapping[str, str], require_env: bool
+    ) -> None:
+        self.doc = doc
+        self.source = source
+        self.env = env
+        self.require_env = require_env
+        self.problems: list[ConfigProblem] = list(doc.problems)
+        # The parts that validated on their own, for cross-checks even when others failed.
+        self.settings = Settings()
+        self.settings_ok = True
+        self.providers: dict[str, ProviderConfig] = {}
+        self.routes: dict[str, RouteConfig] = {}
+        self.budgets: dict[str, BudgetConfig] = {}
+        # Every name declared, valid or not: a bad provider is not also an unknown one.
+        self.provider_names: set[str] = set()
+        self.route_names: set[str] = set()
+
+    def run(self) -> Config:
+        config = self._validate()
+        self._check_providers()
+        keys, disabled, dropped = self._resolve_env()
+        self._check_routes(dropped)
+        self._check_budgets()
+        templates: dict[str, RouteTemplates] = {}
+        if self.settings_ok:
+            tdir = Path(self.settings.templates_dir)
+            label = os.fspath(self.source.parent / tdir) if not tdir.is_absolute() else str(tdir)
+            templates, problems = compile_routes(
+                self.routes, self.source.parent / tdir, label, self.doc
+            )
+            self.problems += problems
+        if self.problems or config is None:
+            main = self.doc.file
+            self.problems.sort(key=lambda p: (p.file != main, p.file, p.line or 0, p.col or 0))
+            raise ConfigError(self.problems)
+        config._source = self.source.resolve()
+        config._base_dir = self.source.parent.resolve()
+        config._keys = keys
+        config._disabled = disabled
+        config._templates = templates
+        return config
+
+    def _validate(self) -> Config | None:
+        data = self.doc.data
+        errors: list[ConfigProblem] = []
+        try:
+            config = Config.model_validate(data)
+        except ValidationError as exc:
+            errors = validation_problems(exc, self.doc, Config)
+            config = None
+        # Problems are added outside the except block so that no ValidationError
+        # (which holds the inputs) is chained to the ConfigError.
+        self.problems += errors
+        raw_providers = data.get("providers")
+        raw_routes = data.get("routes")
+        if isinstance(raw_providers, dict):
+            self.provider_names = {k for k in raw_providers if isinstance(k, str)}
+        if isinstance(raw_routes, dict):
+            self.route_names = {k for k in raw_routes if isinstance(k, str)}
+        if config is not None:
+            self.settings = config.settings
+            self.providers = dict(config.providers)
+            self.routes = dict(config.routes)
+            self.budgets = dict(config.budgets)
+            return config
+        settings = _part(Settings, data.get("settings") or {})
+        self.settings_ok = settings is not None
+        if settings is not None:
+            self.settings = settings
+        self.providers = _parts(ProviderConfig, raw_providers)
+        self.routes = _parts(RouteConfig, raw_routes)
+        self.budgets = _parts(BudgetConfig, data.get("budgets"))
+        return None
+
+    def _add(self, path: tuple[Any, ...], message: str, *, at_key: bool = False) -> None:
+        self.problems.append(self.doc.problem(path, message, at_key=at_key))
+
+    def _check_providers(self) -> None:
+        for name, p in self.providers.items():
+            where = ("providers", name)
+            host = self._check_url(name, p)
+            local = host is not None and _is_local(host)
+            if p.kind in _KEYED_KINDS and not local and p.api_key_env is None:
+                self._add(
+                    where,
+                    f"kind {p.kind} on a non-local host needs api_key_env "
+                    "(the NAME of the env var holding the key)",
+                    at_key=True,
+                )
+            if p.mock is not None and p.kind != "mock":
+                self._add((*where, "mock"), "a mock: section is only for kind: mock", at_key=True)
+            if p.kind not in _FREE_KINDS:
+                for model, m in p.models.items():
+                    if m.price is None:
+                        self._add(
+                            (*where, "models", model),
+                            f"price is required for kind {p.kind} "
+                            "(only ollama and mock models are free)",
+                            at_key=True,
+                        )
+
+    def _check_url(self, name: str, p: ProviderConfig) -> str | None:
+        """Check base_url; return its host (None when it is not usable)."""
+        url = p.base_url or default_base_url(p.kind)
+        where = ("providers", name, "base_url")
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError as exc:
+            self._add(where, f"invalid URL: {exc}")
+            return None
+        if p.kind == "mock":
+            if parts.scheme != "mock":
+                self._add(where, "a mock provider never uses the network; use mock://... or omit")
+            return "localhost"
+        if parts.scheme not in ("http", "https") or not host:
+            self._add(where, "must be an http(s) URL with a host, e.g. https://api.example.com/v1")
+            return None
+        if parts.username or parts.password:
+            self._add(where, "must not contain credentials; keys come from api_key_env")
+        if parts.query or parts.fragment:
+            self._add(where, "must not contain a query or fragment")
+        if parts.scheme == "http" and not _is_local(host) and not p.allow_http:
+            self._add(
+                where,
+                f"plain http:// to non-local host {host!r} is refused: use https://, "
+                "or set allow_http: true on this provider",
+            )
+        return host
+
+    def _resolve_env(self) -> tuple[dict[str, SecretStr], set[str], set[str]]:
+        """Read keys. Returns (keys, disabled providers, providers that production drops too)."""
+        # Imported here: structlog is only needed when a provider is disabled, and
+        # keeping it off the import path keeps `import router.config` fast.
+        import structlog
+
+        log = structlog.get_logger("router.config")
+        keys: dict[str, SecretStr] = {}
+        disabled: set[str] = set()
+        dropped: set[str] = set()
+        for name, p in self.providers.items():
+            var = p.api_key_env
+            if var is None:
+                continue
+            value = (self.env.get(var) or "").strip()
+            if value:
+                register_secret(value)
+                keys[name] = SecretStr(value)
+                continue
+            if p.optional or not self.require_env:
+                disabled.add(name)
+                if p.optional:
+                    dropped.add(name)
+                log.warning("provider_disabled", provider=name, env_var=var, reason="key not set")
+                continue
+            self._missing_key(name, var)
+        if self.require_env:
+            self._missing_keys_of_invalid_providers()
+        return keys, disabled, dropped
+
+    def _missing_key(self, provider: str, var: str) -> None:
+        self._add(
+            ("providers", provider, "api_key_env"),
+            f"environment variable {var} is not set (provider {provider!r} needs it; "
+            "set it, or mark the provider optional: true)",
+        )
+
+    def _missing_keys_of_invalid_providers(self) -> None:
+        """Report unset key variables of providers with other problems too (all at once)."""
+        raw = self.doc.data.get("providers")
+        if not isinstance(raw, dict):
+            return
+        for name, body in raw.items():
+            if name in self.providers or not isinstance(name, str) or not isinstance(body, dict):
+                continue
+            var = body.get("api_key_env")
+            if (
+                isinstance(var, str)
+                and _ENV_NAME.fullmatch(var)
+                and not _looks_like_key(var)
+                and body.get("optional") is not True
+                and not (self.env.get(var) or "").strip()
+            ):
+                self._missing_key(name, var)
+
+    def _check_routes(self, dropped: set[str]) -> None:
+        for rname, route in self.routes.items():
+            raw = self.doc.data["routes"][rname]["fallback"]
+            usable = False
+            bad = False  # some step names an unknown provider or model (reported below)
+            for i, step in enumerate(route.fallback):
+                where: tuple[Any, ...] = ("routes", rname, "fallback", i)
+                if isinstance(raw[i], dict):
+                    where = (*where, "model")
+                prov = step.provider_name
+                if prov not in self.provider_names:
+                    bad = True
+                    self._add(
+                        where,
+                        f"unknown provider {prov!r}" + did_you_mean(prov, self.provider_names),
+                    )
+                    continue
+                p = self.providers.get(prov)
+                if p is None:  # declared but invalid: reported already
+                    bad = True
+                    continue
+                if step.model_name not in p.models:
+                    bad = True
+                    self._add(
+                        where,
+                        f"model {step.model_name!r} is not declared under "
+                        f"{format_path(('providers', prov, 'models'))}"
+                        + did_you_mean(step.model_name, p.models),
+                    )
+                    continue
+                if prov not in dropped:
+                    usable = True
+            if not usable and not bad:
+                names = ", ".join(
+                    f"{s.provider_name} ({self.providers[s.provider_name].api_key_env} not set)"
+                    for s in route.fallback
+                    if s.provider_name in dropped
+                )
+                self._add(
+                    ("routes", rname, "fallback"),
+                    f"no usable step: every provider in the chain is disabled: {names}",
+                    at_key=True,
+                )
+
+    def _check_budgets(self) -> None:
+        for bname, b in self.budgets.items():
+            where = ("budgets", bname)
+            if b.provider is not None and b.route is not None:
+                self._add(where, "scope a budget to a provider or a route, not both", at_key=True)
+            if b.provider is not None and b.provider not in self.provider_names:
+                self._add(
+                    (*where, "provider"),
+                    f"unknown provider {b.provider!r}"
+                    + did_you_mean(b.provider, self.provider_names),
+                )
+            if b.route is not None and b.route not in self.route_names:
+                self._add(
+                    (*where, "route"),
+                    f"unknown route {b.route!r}" + did_you_mean(b.route, self.route_names),
+                )
+
+
+def _part(model: type[_M], raw: Any) -> _M | None:
+    """``raw`` validated as ``model``, or None (its errors were reported by the full pass)."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _parts(model: type[_M], raw: Any) -> dict[str, _M]:
+    """Validate each entry of a mapping on its own; keep those that pass."""
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, _M] = {}
+    for name, value in raw.items():
+        if isinstance(name, str):
+            part = _part(model, value)
+            if part is not None:
+                out[name] = part
+    return out
+
+
+def _is_local(host: str) -> bool:
+    """Whether ``host`` is this machine (localhost or a loopback address)."""
+    host = host.lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of providers.yaml (committed as docs/providers.schema.json)."""
+    schema = Config.model_json_schema()
+    # Steps may also be written as bare "provider/model" strings (converted on load).
+    fallback = schema["$defs"]["RouteConfig"]["properties"]["fallback"]
+    fallback["items"] = {
+        "anyOf": [
+            {"type": "string", "pattern": "^[^/]+/.+$", "description": "provider/model"},
+            {"$ref": "#/$defs/StepConfig"},
+        ]
+    }
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "providers.yaml",
+        "description": "Configuration of the LLM router (see docs/config.md).",
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }

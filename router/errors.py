@@ -6,6 +6,7 @@
     ├── ConfigError                  providers.yaml (or a template) is wrong; lists every problem
     ├── TemplateError                a call's variables do not fit the route's templates
     ├── BudgetExceededError          no step of the chain fits a budget
+    ├── LedgerError                  the spend ledger cannot be opened, read or written
     ├── DeadlineExceededError        the call's deadline was spent (carries the attempts)
     ├── AllProvidersFailedError      every step failed (carries the attempts)
     └── ProviderError                one provider call failed (provider, model, status, ...)
@@ -48,6 +49,7 @@ __all__ = [
     "ContextLengthError",
     "DeadlineExceededError",
     "InvalidResponseError",
+    "LedgerError",
     "ModelNotFoundError",
     "ProviderConnectionError",
     "ProviderError",
@@ -138,6 +140,18 @@ class BudgetExceededError(RouterError):
         self.spent_usd = spent_usd
         self.reserved_usd = reserved_usd
         self.attempts = list(attempts)
+        super().__init__(message)
+
+
+class LedgerError(RouterError):
+    """The spend ledger cannot be opened, read or written (never read as zero spend).
+
+    Attributes:
+        path: the ledger's location (a file path), or None for an in-memory ledger.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
         super().__init__(message)
 
 

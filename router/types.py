@@ -120,3 +120,17 @@ class StreamEvent:
     response_id: str | None = None
     done: bool = False
     details: dict[str, Any] | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class HealthReport:
+    """One provider's health, from a free model-listing request."""
+
+    provider: str
+    ok: bool
+    reachable: bool
+    status: int | None
+    latency_s: float
+    # Configured models the provider did not list (with a hint), empty when all present.
+    missing_models: list[str] = field(default_factory=list)
+    error: str | None = None

@@ -6,34 +6,56 @@ headers and body bytes into a :class:`~router.types.Reply`, a stream event, or
 a typed :class:`~router.errors.ProviderError`. It never opens a connection,
 sleeps, reads the clock or logs.
 
-Error bodies are decoded once, here (:func:`decode_error_body`); an adapter only
-says which error type a status and decoded body mean (``classify_error``).
+Shared here, written once for every adapter:
+
+- error bodies are decoded by :func:`decode_error_body` (JSON, HTML, text,
+  empty, truncated, not UTF-8); an adapter only supplies its tables for
+  :func:`classify` (which error type a status and decoded body mean);
+- wire bodies are validated by :func:`parse_wire` against an adapter's pydantic
+  models (:class:`Wire`); a body that does not match is an
+  :class:`~router.errors.InvalidResponseError` naming the fields, and a 2xx
+  body that is an error object raises that error's type;
+- stream events: ``details`` of a :class:`~router.types.StreamEvent` carries
+  *deltas* under the same keys for every protocol: ``"reasoning"`` or
+  ``"thinking"`` (a text fragment) and ``"tool_calls"`` (a list of fragments
+  ``{"index", "id", "name", "arguments"}``, where id/name come once and the
+  ``arguments`` strings concatenate). ``usage`` holds the cumulative counts known
+  at that event for the fields it reports, so merging events' usage field-wise
+  with ``max()`` gives the final usage.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import (
     AuthenticationError,
     BadRequestError,
+    ContentFilterError,
+    ContextLengthError,
     InvalidResponseError,
     ModelNotFoundError,
     ProviderError,
     RateLimitError,
     ServerError,
 )
-from router.types import Message, Reply, StreamEvent
+from router.types import Message, Reply, StreamEvent, Usage
 
 # How much of a non-JSON error body is kept as the message.
 ERROR_TEXT_LIMIT = 300
+# How much of a JSON error message is kept (provider messages are sentences, some long).
+ERROR_MESSAGE_LIMIT = 1000
+# How much of a non-JSON body is looked at: the title or first words are near the top,
+# and a bound keeps the HTML clean-up linear on hostile bodies.
+ERROR_SCAN_LIMIT = 16 * 1024
 
 
 @dataclass(slots=True, frozen=True)
@@ -50,21 +72,30 @@ class WireRequest:
 class ErrorBody:
     """An error response body decoded once for every adapter."""
 
-    message: str  # readable text: the JSON message, else the start of the text
+    message: str  # readable one-line text: the JSON message, else the start of the text
     data: Any = None  # the parsed JSON document, when the body was JSON
-    code: str | None = None  # the provider's error code/type, when the JSON had one
+    code: str | None = None  # the provider's error code (else its type or status), if any
+    type: str | None = None  # the provider's error type (OpenAI/Anthropic ``type``), if any
 
 
 class Adapter(Protocol):
-    """What every protocol adapter provides. See ``openai.py`` for the reference shape."""
+    """What every protocol adapter provides. See ``openai.py`` for the reference shape.
+
+    Adapters are built as ``XAdapter(provider, api_key, headers)``.
+    """
 
     # The provider's name in providers.yaml; every error carries it.
     provider: str
     # How a streamed body is framed: server-sent events or newline-delimited JSON.
     stream_format: ClassVar[Literal["sse", "ndjson"]]
 
+    def __init__(
+        self, provider: str, api_key: str | None, headers: Mapping[str, str] | None = None
+    ) -> None: ...
+
     def auth_headers(self) -> dict[str, str]:
-        """Headers sent with every request (auth, API version). Built once at start."""
+        """Headers sent with every request (auth, API version, the YAML's extra headers).
+        Built once at construction."""
         ...
 
     def chat_request(
@@ -85,12 +116,17 @@ class Adapter(Protocol):
         ...
 
     def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:
-        """Say which error type an error status and its decoded body mean."""
+        """Say which error type an error status and its decoded body mean.
+
+        ``status`` is 0 for an error that arrived inside a 2xx body or a stream
+        without a status of its own; the adapter infers one from the error type.
+        """
         ...
 
     def parse_stream_event(self, model: str, event: str, data: str) -> StreamEvent | None:
         """Decode one stream event (SSE ``event``/``data``; for NDJSON ``event`` is
-        empty and ``data`` is one line). None for events that carry nothing."""
+        empty and ``data`` is one line). None for events that carry nothing.
+        Raises the typed ProviderError for an error event."""
         ...
 
     def health_request(self) -> WireRequest:
@@ -100,6 +136,60 @@ class Adapter(Protocol):
     def parse_models(self, body: bytes) -> set[str]:
         """The model names a health response lists."""
         ...
+
+    def missing_model_hint(self, model: str) -> str:
+        """What to tell the operator when a configured model is not in the listing."""
+        ...
+
+
+class AdapterBase:
+    """Construction, auth headers and a key-free ``repr`` shared by the adapters.
+
+    Subclasses set ``stream_format`` and build their auth headers in
+    :meth:`_auth`; the key is kept only inside those headers.
+    """
+
+    __slots__ = ("_headers", "provider")
+    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
+
+    def __init__(
+        self, provider: str, api_key: str | None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.provider = provider
+        # Auth + version headers, then the YAML's extra headers (which may override them).
+        self._headers: dict[str, str] = {**self._auth(api_key), **(headers or {})}
+
+    def _auth(self, api_key: str | None) -> dict[str, str]:
+        """Headers that carry the key (and API version); none by default."""
+        return {}
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers sent with every request (a copy; built once at construction)."""
+        return dict(self._headers)
+
+    def missing_model_hint(self, model: str) -> str:
+        """What to tell the operator when ``model`` is not in the provider's listing."""
+        return "not listed by the provider"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} provider={self.provider!r}>"
+
+    __str__ = __repr__
+
+
+# -- wire validation ------------------------------------------------------------------
+
+
+class Wire(BaseModel):
+    """Base of every wire-format model: unknown fields ignored, read fields strict."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+W = TypeVar("W", bound=Wire)
+
+# A token count: a negative one is a malformed body, not a number to bill.
+Count = Annotated[int, Field(ge=0)]
 
 
 def invalid(provider: str, model: str, what: str, status: int | None = 200) -> InvalidResponseError:
@@ -112,46 +202,190 @@ def invalid(provider: str, model: str, what: str, status: int | None = 200) -> I
 def validation_summary(exc: ValidationError) -> str:
     """One line naming the first few fields of a wire body that did not match."""
     parts = []
-    for err in exc.errors(include_url=False)[:3]:
+    for err in exc.errors(include_url=False, include_input=False)[:3]:
         loc = ".".join(str(p) for p in err["loc"]) or "<body>"
         parts.append(f"{loc}: {err['msg']}")
     more = exc.error_count() - len(parts)
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
-_TAG = re.compile(r"<[^>]+>")
+def parse_wire(
+    adapter: Adapter, model: str, cls: type[W], body: bytes | str, status: int = 200
+) -> W:
+    """Validate ``body`` as ``cls``; raise the typed error if it is an error object,
+    else InvalidResponseError naming what did not match."""
+    try:
+        return cls.model_validate_json(body)
+    except ValidationError as exc:
+        embedded = embedded_error(adapter, model, body, status)
+        if embedded is not None:
+            raise embedded from None
+        raise invalid(adapter.provider, model, validation_summary(exc), status) from None
+
+
+def embedded_error(
+    adapter: Adapter, model: str, body: bytes | str, status: int = 200
+) -> ProviderError | None:
+    """The typed error for a 2xx body (or stream event) that is an error object, else None.
+
+    The error's status is the one the body states (``status_code``, a numeric
+    ``code``), else the HTTP status the response really had.
+    """
+    decoded = decode_error_body(body.encode() if isinstance(body, str) else body)
+    data = decoded.data
+    if not isinstance(data, dict) or not data.get("error"):
+        return None
+    stated = stated_status(data)
+    cls = adapter.classify_error(stated or 0, decoded)
+    return cls(decoded.message, provider=adapter.provider, model=model, status=stated or status)
+
+
+def stated_status(data: Any) -> int | None:
+    """An HTTP status an error document states about itself (groq ``status_code``,
+    OpenRouter's numeric ``code``), if any."""
+    if not isinstance(data, dict):
+        return None
+    err = data.get("error")
+    for holder in (err, data):
+        if not isinstance(holder, dict):
+            continue
+        for key in ("status_code", "status", "code"):
+            value = holder.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+                return value
+    return None
+
+
+def map_finish_reason(
+    raw: str | None, table: Mapping[str, str], details: dict[str, Any]
+) -> str | None:
+    """Normalize a finish reason with an adapter's table (unknown values pass through);
+    a raw value that the table changed is kept in ``details["finish_reason"]``."""
+    if raw is None:
+        return None
+    finish = table.get(raw, raw)
+    if finish != raw:
+        details["finish_reason"] = raw
+    return finish
+
+
+def reported_usage(
+    input_tokens: int | None,
+    output_tokens: int | None,
+    details: dict[str, Any],
+    **parts: int,
+) -> Usage:
+    """Usage as the provider reported it. A count it left out is 0 and named in
+    ``details["usage_missing"]``; with neither count the usage is ``estimated``."""
+    missing = [
+        name
+        for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens))
+        if value is None
+    ]
+    if missing:
+        details["usage_missing"] = missing
+    return Usage(
+        input_tokens=input_tokens or 0,
+        output_tokens=output_tokens or 0,
+        estimated=len(missing) == 2,
+        **parts,
+    )
+
+
+def event_usage(usage: Usage) -> Usage | None:
+    """A stream event's usage, or None when the event reported no count at all."""
+    return None if usage.estimated else usage
+
+
+def stream_error(adapter: Adapter, model: str, payload: str) -> ProviderError:
+    """The typed error for an error event inside a 200 stream."""
+    return embedded_error(adapter, model, payload) or ServerError(
+        f"error event: {decode_error_body(payload.encode()).message}",
+        provider=adapter.provider,
+        model=model,
+        status=200,
+    )
+
+
+def filtered(adapter: Adapter, model: str, why: str) -> ContentFilterError:
+    """A 200 reply whose only content the provider withheld."""
+    return ContentFilterError(why, provider=adapter.provider, model=model, status=200)
+
+
+def compact_json(value: Any) -> str:
+    """Tool-call arguments given as a JSON value, as the JSON text OpenAI would send."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# -- error bodies ---------------------------------------------------------------------
+
+_TAG = re.compile(r"<[^<>]*>")
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
 _SPACE = re.compile(r"\s+")
 
 
-def _text_message(text: str) -> str:
-    stripped = text.lstrip()
-    if stripped[:1] == "<":  # HTML (or XML) error page from a proxy
-        title = _TITLE.search(text)
-        text = title.group(1) if title else _TAG.sub(" ", text)
+def _one_line(text: str, limit: int) -> str:
     text = _SPACE.sub(" ", text).strip()
-    if len(text) > ERROR_TEXT_LIMIT:
-        text = text[:ERROR_TEXT_LIMIT] + "..."
+    if len(text) > limit:
+        text = text[:limit] + "..."
     return text
 
 
-def _json_message(data: Any) -> tuple[str | None, str | None]:
-    """Find (message, code) in the common error shapes of every provider."""
+def _text_message(text: str) -> str:
+    text = text[:ERROR_SCAN_LIMIT]
+    stripped = text.lstrip()
+    if stripped[:1] == "<":  # HTML (or XML) error page from a proxy
+        title = _TITLE.search(text)
+        text = title.group(1) if title else _TAG.sub(" ", _SCRIPT.sub(" ", text))
+    return _one_line(text, ERROR_TEXT_LIMIT)
+
+
+def _scalar(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list) or value == "":
+        return None
+    return str(value)
+
+
+def _upstream_message(err: dict[str, Any]) -> str | None:
+    """OpenRouter wraps an upstream provider's error in ``metadata.raw`` (a JSON string)."""
+    metadata = err.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("raw"), str):
+        return None
+    raw: str = metadata["raw"]
+    try:
+        inner = json.loads(raw)
+    except ValueError:
+        inner = None
+    message, _, _ = _json_message(inner) if inner is not None else (raw, None, None)
+    if not message:
+        return None
+    who = metadata.get("provider_name")
+    return f"{who}: {message}" if isinstance(who, str) and who else message
+
+
+def _json_message(data: Any) -> tuple[str | None, str | None, str | None]:
+    """Find (message, code, type) in the common error shapes of every provider."""
+    if isinstance(data, list) and data and isinstance(data[0], dict):  # Gemini streams errors
+        data = data[0]
     if not isinstance(data, dict):
-        return None, None
+        return None, None, None
     err = data.get("error", data)
-    if isinstance(err, str):
-        return err, None
+    if isinstance(err, str):  # Ollama and xAI: {"error": "text"}
+        return err, _scalar(data.get("code")), None
     if isinstance(err, list) and err and isinstance(err[0], dict):  # Gemini-style lists
         err = err[0].get("error", err[0])
     if not isinstance(err, dict):
-        return None, None
-    message = err.get("message") or err.get("detail") or data.get("message")
-    code = err.get("code") or err.get("type") or err.get("status")
-    return (
-        str(message) if message is not None else None,
-        str(code) if code is not None else None,
+        return None, None, None
+    message = (
+        _scalar(err.get("message")) or _scalar(err.get("detail")) or _scalar(data.get("message"))
     )
+    upstream = _upstream_message(err)
+    if upstream and message:
+        message = f"{message} ({upstream})"
+    err_type = _scalar(err.get("type"))
+    code = _scalar(err.get("code")) or err_type or _scalar(err.get("status"))
+    return message, code, err_type
 
 
 def decode_error_body(body: bytes) -> ErrorBody:
@@ -161,12 +395,22 @@ def decode_error_body(body: bytes) -> ErrorBody:
     text = body.decode("utf-8", errors="replace")
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return ErrorBody(message=_text_message(text) or "(blank body)")
-    message, code = _json_message(data)
-    if message is None:
-        message = _text_message(text)
-    return ErrorBody(message=message, data=data, code=code)
+    message, code, err_type = _json_message(data)
+    message = _one_line(message, ERROR_MESSAGE_LIMIT) if message else _text_message(text)
+    return ErrorBody(message=message or "(blank body)", data=data, code=code, type=err_type)
+
+
+def _seconds(value: str | None) -> float | None:
+    """A non-negative finite number from a header value ("nan", "inf", "soon": None)."""
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return max(number, 0.0) if math.isfinite(number) else None
 
 
 def parse_retry_after(headers: Mapping[str, str], now_epoch: float | None = None) -> float | None:
@@ -175,27 +419,25 @@ def parse_retry_after(headers: Mapping[str, str], now_epoch: float | None = None
     ``now_epoch`` is the current wall time for an HTTP-date; adapters read no
     clock, so the transport passes it in.
     """
-    ms = headers.get("retry-after-ms")
-    if ms:
-        try:
-            return max(float(ms) / 1000.0, 0.0)
-        except ValueError:
-            pass
+    ms = _seconds(headers.get("retry-after-ms"))
+    if ms is not None:
+        return ms / 1000.0
     value = headers.get("retry-after")
     if not value:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    seconds = _seconds(value)
+    if seconds is not None:
+        return seconds
     if now_epoch is None:
         return None
     try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    return max(when.timestamp() - now_epoch, 0.0)
+    return max(when - now_epoch, 0.0)
 
+
+# -- classification -------------------------------------------------------------------
 
 # Status -> error type when an adapter has nothing more specific to say.
 STATUS_ERRORS: dict[int, type[ProviderError]] = {
@@ -205,6 +447,9 @@ STATUS_ERRORS: dict[int, type[ProviderError]] = {
     404: ModelNotFoundError,
     408: ServerError,
     409: ServerError,
+    # Payload too large: it will not fit this provider however often it is sent;
+    # another provider may take it, which is what ContextLengthError means to the router.
+    413: ContextLengthError,
     422: BadRequestError,
     429: RateLimitError,
 }
@@ -217,6 +462,77 @@ def status_error(status: int) -> type[ProviderError]:
     if status >= 500:
         return ServerError
     return BadRequestError
+
+
+# (pattern searched in the lower-cased code, type and message; error type when it matches)
+ErrorRules = Sequence[tuple[re.Pattern[str], type[ProviderError]]]
+
+# What every provider family says in words; adapters put their own rules first.
+COMMON_RULES: ErrorRules = (
+    (
+        re.compile(
+            r"context_length_exceeded|context[ _]length|context window|prompt is too long"
+            r"|prompt too long|maximum prompt length"
+        ),
+        ContextLengthError,
+    ),
+    (
+        re.compile(
+            r"content[_ ]?filter|content_policy|content policy|content management policy"
+            r"|safety system|responsible ai"
+        ),
+        ContentFilterError,
+    ),
+    (
+        re.compile(
+            r"invalid[_ ]api[_ ]key|incorrect api key|invalid x-api-key|api key not valid"
+            r"|authentication[_ ]?(?:error|fails|failed)|permission_error|unauthori[sz]ed"
+        ),
+        AuthenticationError,
+    ),
+    (
+        re.compile(
+            r"model_not_found|not_found_error|model\b[^.]{0,100}?\b(?:not found|does not exist)"
+        ),
+        ModelNotFoundError,
+    ),
+)
+
+
+def error_text(body: ErrorBody) -> str:
+    """The lower-cased code, type and message of an error body, for rule matching."""
+    return " | ".join(p for p in (body.code, body.type, body.message) if p).lower()
+
+
+def _by_rules(text: str, rules: ErrorRules) -> type[ProviderError] | None:
+    return next((cls for pattern, cls in rules if pattern.search(text)), None)
+
+
+def classify(
+    status: int,
+    body: ErrorBody,
+    rules: ErrorRules,
+    type_status: Mapping[str, int] | None = None,
+) -> type[ProviderError]:
+    """The shared decision order behind every adapter's ``classify_error``.
+
+    5xx and 529 are server errors; then the adapter's ``rules`` decide (what the
+    body says: context length, content filter, a bad key said with a 400, an
+    unknown model...); then the status alone. A status of 0 (an error inside a
+    2xx body or stream) is first inferred from the error type with
+    ``type_status``; an unknown type is judged by its words alone, else taken
+    for a server-side failure.
+    """
+    text = error_text(body)
+    if status == 0:
+        types = type_status or {}
+        inferred = next((types[k] for k in (body.type, body.code) if k and k in types), None)
+        if inferred is None:
+            return _by_rules(text, rules) or ServerError
+        status = inferred
+    if status >= 500:
+        return ServerError
+    return _by_rules(text, rules) or status_error(status)
 
 
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")

@@ -1,0 +1,65 @@
+"""A declarative LLM router: one providers.yaml decides providers, keys, prices,
+budgets and fallback chains; apps call ``await router.complete(route, vars)``.
+
+Everything importable from here is the public API; other modules are internal.
+"""
+
+from __future__ import annotations
+
+from router.budget import BudgetStatus
+from router.config import Config, load_config
+from router.errors import (
+    AllProvidersFailedError,
+    AuthenticationError,
+    BadRequestError,
+    BudgetExceededError,
+    ConfigError,
+    ConfigProblem,
+    ContentFilterError,
+    ContextLengthError,
+    DeadlineExceededError,
+    InvalidResponseError,
+    ModelNotFoundError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    RateLimitError,
+    RouterError,
+    ServerError,
+    StreamInterruptedError,
+    TemplateError,
+)
+from router.router import Router
+from router.types import Attempt, Completion, HealthReport, Message, StreamEvent, Usage
+
+__all__ = [
+    "AllProvidersFailedError",
+    "Attempt",
+    "AuthenticationError",
+    "BadRequestError",
+    "BudgetExceededError",
+    "BudgetStatus",
+    "Completion",
+    "Config",
+    "ConfigError",
+    "ConfigProblem",
+    "ContentFilterError",
+    "ContextLengthError",
+    "DeadlineExceededError",
+    "HealthReport",
+    "InvalidResponseError",
+    "Message",
+    "ModelNotFoundError",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "RateLimitError",
+    "Router",
+    "RouterError",
+    "ServerError",
+    "StreamEvent",
+    "StreamInterruptedError",
+    "TemplateError",
+    "Usage",
+    "load_config",
+]

@@ -1,0 +1,265 @@
+"""``router`` / ``python -m router``: validate, schema, render, complete, health, spend."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any, TextIO
+
+from router.config import Config, load_config
+from router.errors import RouterError
+from router.types import Attempt, Completion
+
+
+def _parse_vars(pairs: Sequence[str], declared: dict[str, str] | None) -> dict[str, Any]:
+    """``k=v`` pairs; a value is JSON unless its declared type is ``str``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--var {pair!r}: expected NAME=VALUE")
+        if declared is not None and declared.get(key) == "str":
+            out[key] = raw
+            continue
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def _load(args: argparse.Namespace) -> Config:
+    return load_config(args.config, require_env=not args.no_env)
+
+
+def _money(value: Decimal) -> str:
+    return f"${value:.6f}"
+
+
+def _trail(attempts: Sequence[Attempt], out: TextIO) -> None:
+    for i, a in enumerate(attempts, 1):
+        what = a.reason or (str(a.error) if a.error is not None else "")
+        status = a.status if a.status is not None else "-"
+        line = f"  {i}. {a.provider}/{a.model:<28} {a.outcome:<7} status={status:<4}"
+        line += f" {a.latency_s * 1000:8.1f} ms"
+        if a.outcome == "ok":
+            line += f"  {_money(a.cost_usd)}"
+        out.write(line + (f"  {what}" if what else "") + "\n")
+
+
+def _print_completion(c: Completion, as_json: bool, out: TextIO) -> None:
+    if as_json:
+        doc = {
+            "text": c.text,
+            "route": c.route,
+            "provider": c.provider,
+            "model": c.model,
+            "usage": {
+                "input_tokens": c.usage.input_tokens,
+                "output_tokens": c.usage.output_tokens,
+                "cached_input_tokens": c.usage.cached_input_tokens,
+                "cache_write_tokens": c.usage.cache_write_tokens,
+                "reasoning_tokens": c.usage.reasoning_tokens,
+                "estimated": c.usage.estimated,
+            },
+            "cost_usd": str(c.cost_usd),
+            "finish_reason": c.finish_reason,
+            "latency_s": round(c.latency_s, 6),
+            "attempts": [
+                {
+                    "provider": a.provider,
+                    "model": a.model,
+                    "outcome": a.outcome,
+                    "status": a.status,
+                    "error": str(a.error) if a.error else None,
+                    "reason": a.reason,
+                    "latency_s": round(a.latency_s, 6),
+                    "cost_usd": str(a.cost_usd),
+                }
+                for a in c.attempts
+            ],
+        }
+        out.write(json.dumps(doc, indent=2) + "\n")
+        return
+    out.write(c.text.rstrip("\n") + "\n\n")
+    est = " (estimated)" if c.usage.estimated else ""
+    out.write(
+        f"answered by {c.provider}/{c.model} in {c.latency_s * 1000:.1f} ms: "
+        f"{c.usage.input_tokens} in / {c.usage.output_tokens} out tokens{est}, "
+        f"cost {_money(c.cost_usd)}\n"
+    )
+    out.write("attempts:\n")
+    _trail(c.attempts, out)
+
+
+async def _complete(args: argparse.Namespace, out: TextIO) -> int:
+    from router.router import Router
+
+    config = _load(args)
+    route = config.routes.get(args.route)
+    variables = _parse_vars(args.var, route.vars if route else None)
+    async with Router(config) as router:
+        try:
+            result = await router.complete(args.route, variables, deadline_s=args.deadline)
+        except RouterError as exc:
+            out.write(f"error: {exc}\n")
+            attempts = getattr(exc, "attempts", None)
+            if attempts:
+                out.write("attempts:\n")
+                _trail(attempts, out)
+            return 1
+    _print_completion(result, args.json, out)
+    return 0
+
+
+def _render(args: argparse.Namespace, out: TextIO) -> int:
+    from router.router import Router
+
+    config = _load(args)
+    route = config.routes.get(args.route)
+    router = Router(config)
+    messages = router.render(args.route, _parse_vars(args.var, route.vars if route else None))
+    for m in messages:
+        out.write(f"--- {m.role} ---\n{m.content.rstrip()}\n")
+    out.write("--- chain (dry run: nothing sent) ---\n")
+    for i, (provider, model, price, retries, cap) in enumerate(router.chain(args.route), 1):
+        out.write(
+            f"  {i}. {provider}/{model}: ${price.input_per_mtok}/M in, ${price.output_per_mtok}/M out,"
+            f" retries={retries}, attempt cap {cap:g}s\n"
+        )
+    return 0
+
+
+async def _health(args: argparse.Namespace, out: TextIO) -> int:
+    from router.router import Router
+
+    async with Router(_load(args)) as router:
+        reports = await router.health()
+    bad = 0
+    for r in reports:
+        status = "ok" if r.ok else "FAIL"
+        bad += not r.ok
+        line = f"  {r.provider:<14} {status:<5} {r.latency_s * 1000:7.1f} ms"
+        if r.missing_models:
+            line += f"  missing: {', '.join(r.missing_models)}"
+        if r.error:
+            line += f"  {r.error}"
+        out.write(line + "\n")
+    return 1 if bad else 0
+
+
+async def _spend(args: argparse.Namespace, out: TextIO) -> int:
+    from router.router import Router
+
+    async with Router(_load(args)) as router:
+        rows = router.spend()
+    if args.json:
+        out.write(
+            json.dumps(
+                [
+                    {
+                        "budget": s.name,
+                        "period": s.period,
+                        "period_start": s.period_start.isoformat() if s.period_start else None,
+                        "limit_usd": str(s.limit_usd),
+                        "spent_usd": str(s.spent_usd),
+                        "reserved_usd": str(s.reserved_usd),
+                        "remaining_usd": str(s.remaining_usd),
+                        "provider": s.provider,
+                        "route": s.route,
+                    }
+                    for s in rows
+                ],
+                indent=2,
+            )
+            + "\n"
+        )
+        return 0
+    out.write(
+        f"{'budget':<18}{'period':<8}{'limit':>12}{'spent':>14}{'reserved':>12}{'remaining':>14}\n"
+    )
+    for s in rows:
+        out.write(
+            f"{s.name:<18}{s.period:<8}{s.limit_usd:>12.2f}{s.spent_usd:>14.6f}"
+            f"{s.reserved_usd:>12.6f}{s.remaining_usd:>14.6f}\n"
+        )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="router", description="Declarative LLM router")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", default="providers.yaml", help="path to providers.yaml")
+        sp.add_argument(
+            "--no-env",
+            action="store_true",
+            help="disable providers whose key env var is missing instead of failing",
+        )
+
+    sub.add_parser(
+        "validate",
+        help="validate a providers.yaml (see scripts/validate_config.py)",
+        add_help=False,
+    )
+    sub.add_parser("schema", help="print the JSON Schema of providers.yaml")
+
+    for name, help_text in (
+        ("render", "render a route's messages and show its chain; sends nothing"),
+        ("complete", "run a route and print the answer, cost and attempt trail"),
+    ):
+        sp = sub.add_parser(name, help=help_text)
+        sp.add_argument("route")
+        sp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
+        with_config(sp)
+        if name == "complete":
+            sp.add_argument("--json", action="store_true")
+            sp.add_argument("--deadline", type=float, default=None, metavar="SECONDS")
+
+    sp = sub.add_parser("health", help="check each provider with free listing endpoints")
+    with_config(sp)
+    sp = sub.add_parser("spend", help="per-budget spend for the current period")
+    sp.add_argument("--json", action="store_true")
+    with_config(sp)
+    return p
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = out or sys.stdout
+    if argv and argv[0] == "validate":
+        from router.validate import main as validate_main
+
+        return validate_main(argv[1:])
+    args = _parser().parse_args(argv)
+    from router.logging import configure
+
+    configure(level="warning")
+    try:
+        if args.command == "schema":
+            from router.config import config_json_schema
+
+            out.write(json.dumps(config_json_schema(), indent=2) + "\n")
+            return 0
+        if args.command == "render":
+            return _render(args, out)
+        if args.command == "complete":
+            return asyncio.run(_complete(args, out))
+        if args.command == "health":
+            return asyncio.run(_health(args, out))
+        if args.command == "spend":
+            return asyncio.run(_spend(args, out))
+    except RouterError as exc:
+        out.write(f"error: {exc}\n")
+        return 1
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

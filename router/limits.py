@@ -1,0 +1,193 @@
+"""Per-provider admission: request rate, token rate, concurrency, cooldown.
+
+A :class:`ProviderGate` decides whether an attempt may go to its provider now,
+and how long it would have to wait. Nothing here waits past the time the
+caller allows: a wait that cannot fit is refused with a reason, and the router
+records it as a skipped attempt and moves on.
+
+Loop-bound objects (limiters, the semaphore) are created on first use inside
+the running loop; the Router checks that it is always used from that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiolimiter import AsyncLimiter
+
+from router.config import Cooldown, Limits
+from router.policy import Rule
+
+
+def _limiter_wait(limiter: AsyncLimiter, amount: float) -> float:
+    """Seconds until ``limiter`` can grant ``amount``, counting queued waiters.
+
+    aiolimiter exposes ``has_capacity`` but not the wait; the leaky bucket's
+    level and drain rate give it exactly.
+    """
+    if not limiter._waiters and limiter.has_capacity(amount):
+        return 0.0
+    queued = sum(w[0] for w in limiter._waiters)
+    excess = limiter._level + queued + amount - limiter.max_rate
+    return max(excess, 0.0) / limiter._rate_per_sec
+
+
+class ProviderGate:
+    """Admission and health state of one provider, shared by all calls."""
+
+    def __init__(
+        self,
+        name: str,
+        limits: Limits,
+        cooldown: Cooldown,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self.cooldown = cooldown
+        self._clock = clock
+        self._sleep = sleep
+        # Limiters and semaphore, created lazily in the running loop.
+        self._rpm: AsyncLimiter | None = None
+        self._tpm: AsyncLimiter | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._started = False
+        # Consecutive failures that count towards a cooldown.
+        self.failures = 0
+        # Monotonic time until which the provider is cooling down (0: not).
+        self.cooldown_until = 0.0
+        # True while the single half-open probe after a cooldown is in flight.
+        self.probing = False
+        # Monotonic time before which the provider asked not to be called (Retry-After).
+        self.not_before = 0.0
+        # Attempts admitted and not yet released.
+        self.in_flight = 0
+
+    def _start(self) -> None:
+        lim = self.limits
+        if lim.requests_per_minute:
+            self._rpm = AsyncLimiter(lim.requests_per_minute, 60.0)
+        if lim.tokens_per_minute:
+            self._tpm = AsyncLimiter(lim.tokens_per_minute, 60.0)
+        if lim.max_concurrency:
+            self._sem = asyncio.Semaphore(lim.max_concurrency)
+        self._started = True
+
+    def unavailable(self) -> str | None:
+        """Why the provider must be skipped right now (cooldown), or None.
+
+        After a cooldown ends, exactly one call goes through as a probe
+        (half-open); others keep skipping until it has answered.
+        """
+        if self.cooldown_until == 0.0:
+            return None
+        now = self._clock()
+        if now < self.cooldown_until:
+            return f"cooling down for {self.cooldown_until - now:.1f}s more"
+        if self.probing:
+            return "cooling down: a probe call is in flight"
+        self.probing = True
+        return None
+
+    async def admit(self, tokens: int, wait_s: float) -> str | None:
+        """Take a slot for one attempt, waiting at most ``wait_s``.
+
+        Returns None when admitted (then :meth:`release` must follow), or the
+        reason the attempt is skipped.
+        """
+        if not self._started:
+            self._start()
+        reason = await self._admit(tokens, wait_s)
+        if reason is not None and self.probing:
+            self.probing = False  # the probe never went out; let another call try
+        return reason
+
+    async def _admit(self, tokens: int, wait_s: float) -> str | None:
+        start = self._clock()
+        wait = self.not_before - start
+        if wait > 0:
+            if wait > wait_s:
+                return f"provider asked to wait {wait:.1f}s (Retry-After), past this call's deadline share"
+            await self._sleep(wait)
+        tpm = self._tpm
+        if tpm is not None and tokens > tpm.max_rate:
+            return f"request of ~{tokens} tokens exceeds tokens_per_minute={int(tpm.max_rate)}"
+        for limiter, amount, what in ((self._rpm, 1, "requests"), (tpm, tokens, "tokens")):
+            if limiter is None:
+                continue
+            left = wait_s - (self._clock() - start)
+            need = _limiter_wait(limiter, amount)
+            if need > left:
+                return (
+                    f"{what}_per_minute limit would need {need:.2f}s, only {max(left, 0):.2f}s left"
+                )
+            try:
+                async with asyncio.timeout(max(left, 0.0)):
+                    await limiter.acquire(amount)
+            except TimeoutError:
+                return f"{what}_per_minute limit did not admit within {max(left, 0):.2f}s"
+        sem = self._sem
+        if sem is not None:
+            left = wait_s - (self._clock() - start)
+            if sem.locked():
+                if left <= 0:
+                    return f"max_concurrency={self.limits.max_concurrency} reached"
+                try:
+                    async with asyncio.timeout(left):
+                        await sem.acquire()
+                except TimeoutError:
+                    return f"max_concurrency={self.limits.max_concurrency} full for {left:.2f}s"
+            else:
+                await sem.acquire()
+        self.in_flight += 1
+        return None
+
+    def release(self) -> None:
+        """Give back the slot taken by a successful :meth:`admit`."""
+        self.in_flight -= 1
+        if self._sem is not None:
+            self._sem.release()
+
+    def succeeded(self) -> None:
+        """An attempt got a valid answer: the provider is healthy."""
+        self.failures = 0
+        self.cooldown_until = 0.0
+        self.probing = False
+
+    def failed(self, rule: Rule, retry_after: float | None = None) -> None:
+        """An attempt failed; update cooldown and Retry-After state by the policy rule."""
+        now = self._clock()
+        if retry_after:
+            self.not_before = max(self.not_before, now + retry_after)
+        was_probe = self.probing
+        self.probing = False
+        if rule.cooldown_now or (was_probe and rule.counts_failure):
+            self.cooldown_until = now + self.cooldown.seconds
+            return
+        if rule.counts_failure:
+            self.failures += 1
+            if self.failures >= self.cooldown.failures:
+                self.failures = 0
+                self.cooldown_until = now + self.cooldown.seconds
+
+    def reset_probe(self) -> None:
+        """The probe's outcome said nothing about health (e.g. a bad request)."""
+        if self.probing:
+            self.probing = False
+            self.cooldown_until = 0.0
+
+    @property
+    def idle(self) -> bool:
+        """No attempt holds a slot."""
+        return self.in_flight == 0
+
+    def __repr__(self) -> str:
+        state = []
+        if self.cooldown_until:
+            state.append(f"cooldown_until={self.cooldown_until:.1f}")
+        if self.failures:
+            state.append(f"failures={self.failures}")
+        return f"<ProviderGate {self.name} in_flight={self.in_flight} {' '.join(state)}>".rstrip()

@@ -1,0 +1,282 @@
+"""Anthropic Messages API.
+
+Requests: ``POST /v1/messages`` with ``x-api-key`` and ``anthropic-version:
+2023-06-01``; system messages become the top-level ``system`` field;
+``max_tokens`` is required by the API (the router always passes it; a default
+covers direct use).
+
+Usage: Anthropic's ``input_tokens`` counts only the uncached prompt tokens;
+``cache_read_input_tokens`` and ``cache_creation_input_tokens`` are *beside*
+it (a cache-read reply: input 10, cache read 7351). So ``input_tokens`` here is
+their sum, with the two cache counts as its parts. ``output_tokens`` includes
+extended thinking; ``output_tokens_details.thinking_tokens``, when present, is
+the part spent thinking. In a stream, ``message_start`` carries the input side
+(and a provisional output count) and ``message_delta`` the cumulative output
+(newer API versions repeat the input side there too), so a field-wise ``max()``
+over the events is the final usage.
+
+Thinking blocks go to ``details["thinking"]``, tool_use blocks to
+``details["tool_calls"]`` (``arguments`` as JSON text, like OpenAI's).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+from router.errors import AuthenticationError, ContextLengthError, ProviderError
+from router.providers.base import (
+    COMMON_RULES,
+    AdapterBase,
+    Count,
+    ErrorBody,
+    ErrorRules,
+    Wire,
+    WireRequest,
+    classify,
+    compact_json,
+    event_usage,
+    filtered,
+    map_finish_reason,
+    parse_wire,
+    reported_usage,
+    stream_error,
+)
+from router.types import Message, Reply, StreamEvent, Usage
+
+API_VERSION = "2023-06-01"
+# max_tokens when the caller gave none (the API requires one); the YAML default too.
+DEFAULT_MAX_TOKENS = 1024
+
+_FINISH_REASON_MAP = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+_ROUTER_PARAMS = frozenset({"max_tokens", "temperature"})
+_OWNED = frozenset({"model", "messages", "system", "stream"})
+
+_ERROR_RULES: ErrorRules = (
+    (re.compile(r"request_too_large"), ContextLengthError),
+    (re.compile(r"billing_error"), AuthenticationError),  # no credit: cool down like a bad key
+    *COMMON_RULES,
+)
+
+# Anthropic's documented error type -> HTTP status, for errors inside a 200 stream.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
+class _OutputDetails(Wire):
+    thinking_tokens: Count | None = None
+
+
+class _Usage(Wire):
+    input_tokens: Count | None = None
+    output_tokens: Count | None = None
+    cache_read_input_tokens: Count | None = None
+    cache_creation_input_tokens: Count | None = None
+    output_tokens_details: _OutputDetails | None = None
+
+
+class _Block(Wire):
+    type: str
+    text: str | None = None
+    thinking: str | None = None
+    id: str | None = None
+    name: str | None = None
+    input: Any = None
+
+
+class _Response(Wire):
+    id: str | None = None
+    content: list[_Block]
+    stop_reason: str | None = None
+    usage: _Usage | None = None
+
+
+class _Delta(Wire):
+    type: str | None = None
+    text: str | None = None
+    thinking: str | None = None
+    partial_json: str | None = None
+    stop_reason: str | None = None
+
+
+class _StartMessage(Wire):
+    id: str | None = None
+    usage: _Usage | None = None
+
+
+class _Event(Wire):
+    type: str
+    index: int | None = None
+    message: _StartMessage | None = None
+    content_block: _Block | None = None
+    delta: _Delta | None = None
+    usage: _Usage | None = None
+    error: Any = None
+
+
+class _ModelEntry(Wire):
+    id: str
+
+
+class _ModelList(Wire):
+    data: list[_ModelEntry]
+
+
+def _usage(u: _Usage, details: dict[str, Any]) -> Usage:
+    cache_read = u.cache_read_input_tokens or 0
+    cache_write = u.cache_creation_input_tokens or 0
+    uncached = u.input_tokens
+    thinking = u.output_tokens_details.thinking_tokens if u.output_tokens_details else None
+    return reported_usage(
+        None if uncached is None else uncached + cache_read + cache_write,
+        u.output_tokens,
+        details,
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=thinking or 0,
+    )
+
+
+class AnthropicAdapter(AdapterBase):
+    """Anthropic Messages (SSE streams)."""
+
+    __slots__ = ()
+    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
+
+    def _auth(self, api_key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": API_VERSION}
+        if api_key:
+            headers["x-api-key"] = api_key
+        return headers
+
+    def chat_request(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        *,
+        stream: bool = False,
+    ) -> WireRequest:
+        """``POST /v1/messages``: system hoisted, max_tokens always set, extras passed."""
+        body: dict[str, Any] = {
+            k: v for k, v in params.items() if k not in _ROUTER_PARAMS and k not in _OWNED
+        }
+        body["model"] = model
+        body["messages"] = [
+            {"role": m.role, "content": m.content} for m in messages if m.role != "system"
+        ]
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
+        if system:
+            body["system"] = system
+        max_tokens = params.get("max_tokens")
+        body["max_tokens"] = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
+        temperature = params.get("temperature")
+        if temperature is not None:
+            body["temperature"] = temperature
+        if stream:
+            body["stream"] = True
+        return WireRequest("POST", "/v1/messages", body)
+
+    def parse_reply(self, model: str, body: bytes) -> Reply:
+        """Parse a ``message`` body: text blocks joined; thinking and tools to details."""
+        resp = parse_wire(self, model, _Response, body)
+        texts: list[str] = []
+        thinking: list[str] = []
+        tool_calls: list[dict[str, Any]] = []
+        for block in resp.content:
+            if block.type == "text":
+                texts.append(block.text or "")
+            elif block.type == "thinking":
+                thinking.append(block.thinking or "")
+            elif block.type == "tool_use":
+                tool_calls.append(
+                    {"id": block.id, "name": block.name, "arguments": compact_json(block.input)}
+                )
+        text = "".join(texts)
+        details: dict[str, Any] = {}
+        if thinking:
+            details["thinking"] = "".join(thinking)
+        if tool_calls:
+            details["tool_calls"] = tool_calls
+        finish = map_finish_reason(resp.stop_reason, _FINISH_REASON_MAP, details)
+        if finish == "content_filter" and not text and not tool_calls:
+            raise filtered(self, model, "the model refused to answer (stop_reason: refusal)")
+        usage = _usage(resp.usage, details) if resp.usage is not None else Usage(estimated=True)
+        return Reply(text, finish, usage, resp.id, details)
+
+    def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:
+        """Status plus Anthropic's error ``type`` (529 ``overloaded_error`` is a server error)."""
+        return classify(status, body, _ERROR_RULES, _ERROR_STATUS)
+
+    def parse_stream_event(self, model: str, event: str, data: str) -> StreamEvent | None:
+        """One SSE event of the Messages stream; ``error`` events raise their type."""
+        payload = data.strip()
+        if not payload:
+            return None
+        ev = parse_wire(self, model, _Event, payload)
+        kind = ev.type
+        if kind == "error" or ev.error is not None:
+            raise stream_error(self, model, payload)
+        if kind == "content_block_delta" and ev.delta is not None:
+            delta = ev.delta
+            if delta.type == "text_delta":
+                return StreamEvent(text=delta.text) if delta.text else None
+            if delta.type == "thinking_delta":
+                return StreamEvent(details={"thinking": delta.thinking}) if delta.thinking else None
+            if delta.type == "input_json_delta":
+                fragment = {"index": ev.index, "id": None, "name": None}
+                return StreamEvent(
+                    details={"tool_calls": [{**fragment, "arguments": delta.partial_json or ""}]}
+                )
+            return None  # signature_delta, citations_delta...: nothing for the text
+        if kind == "message_start" and ev.message is not None:
+            start = ev.message.usage
+            return StreamEvent(
+                usage=event_usage(_usage(start, {})) if start is not None else None,
+                response_id=ev.message.id,
+            )
+        if kind == "content_block_start" and ev.content_block is not None:
+            block = ev.content_block
+            if block.type == "text" and block.text:
+                return StreamEvent(text=block.text)
+            if block.type == "tool_use":
+                call = {"index": ev.index, "id": block.id, "name": block.name, "arguments": ""}
+                return StreamEvent(details={"tool_calls": [call]})
+            return None
+        if kind == "message_delta":
+            details: dict[str, Any] = {}
+            raw = ev.delta.stop_reason if ev.delta is not None else None
+            finish = map_finish_reason(raw, _FINISH_REASON_MAP, details)
+            usage = event_usage(_usage(ev.usage, {})) if ev.usage is not None else None
+            return StreamEvent(usage=usage, finish_reason=finish, details=details or None)
+        if kind == "message_stop":
+            return StreamEvent(done=True)
+        return None  # ping, content_block_stop, and event types added later
+
+    def health_request(self) -> WireRequest:
+        """``GET /v1/models``: free; the listing pages at 20 by default, so ask for all."""
+        return WireRequest("GET", "/v1/models?limit=1000")
+
+    def parse_models(self, body: bytes) -> set[str]:
+        """The ``id`` of every model in the listing."""
+        listing = parse_wire(self, "*", _ModelList, body)
+        return {m.id for m in listing.data}

@@ -1,0 +1,184 @@
+"""The mock provider: a deterministic offline upstream that speaks OpenAI's wire format.
+
+:class:`MockAdapter` is the OpenAI adapter without a key. :class:`MockUpstream`
+plays the server: pure and deterministic (no I/O, no clock, no randomness), it
+turns a request into a :class:`MockResponse`; the router serves it through the
+transport as an in-process handler, so mock calls take the same path as real
+ones (admission, retries, parsing, costs).
+
+Behaviour, from the provider's ``mock:`` settings:
+
+- the first ``len(failures)`` chat requests answer with those statuses in
+  order, each with an OpenAI-shaped error body (429 carries ``retry-after: 1``);
+- then every chat request succeeds with ``reply`` (``{model}`` and ``{prompt}``,
+  the last user message, substituted literally) and a deterministic usage:
+  prompt tokens = ceil(characters of all messages / 4), completion tokens =
+  ceil(characters of the reply / 4);
+- ``stream: true`` gets an SSE body of word chunks, a finish chunk, a usage
+  chunk when ``stream_options.include_usage`` asks for it (as OpenAI does), and
+  ``[DONE]``;
+- ``GET .../models`` lists the model names given to the constructor (the
+  provider's configured models; the mock serves any name it is asked for);
+- every response is delayed by ``latency_s`` (the handler sleeps, not this class).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from router.config import MockSettings
+from router.providers.base import Wire
+from router.providers.openai import OpenAIAdapter
+
+_JSON = "application/json"
+_SSE = "text/event-stream; charset=utf-8"
+# Word-sized stream chunks: each run of non-space characters with the spaces after it.
+_WORDS = re.compile(r"\S+\s*|\s+")
+
+# status -> (OpenAI error type, code) for the failure bodies.
+_FAILURE_SHAPES = {
+    400: ("invalid_request_error", "invalid_request_error"),
+    401: ("invalid_request_error", "invalid_api_key"),
+    403: ("invalid_request_error", "permission_denied"),
+    404: ("invalid_request_error", "model_not_found"),
+    429: ("requests", "rate_limit_exceeded"),
+}
+
+
+class MockAdapter(OpenAIAdapter):
+    """The OpenAI wire format with no key."""
+
+    __slots__ = ()
+
+    def _auth(self, api_key: str | None) -> dict[str, str]:
+        return {}
+
+
+@dataclass(slots=True)
+class MockResponse:
+    """What the mock upstream answers: wait this long, then send this."""
+
+    delay_s: float
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+class _Msg(Wire):
+    role: str
+    content: str
+
+
+class _StreamOptions(Wire):
+    include_usage: bool = False
+
+
+class _ChatRequest(Wire):
+    model: str
+    messages: list[_Msg]
+    stream: bool = False
+    stream_options: _StreamOptions | None = None
+
+
+def _dumps(doc: Any) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _error_body(status: int, message: str) -> bytes:
+    err_type, code = _FAILURE_SHAPES.get(
+        status,
+        ("server_error", "server_error") if status >= 500 else ("invalid_request_error", None),
+    )
+    return _dumps({"error": {"message": message, "type": err_type, "param": None, "code": code}})
+
+
+class MockUpstream:
+    """A deterministic OpenAI-compatible server, as a pure function with a counter."""
+
+    __slots__ = ("_chats", "_models", "_settings")
+
+    def __init__(self, settings: MockSettings, models: Iterable[str] = ()) -> None:
+        self._settings = settings
+        # Names GET /models lists (the mock answers any model; health checks ask for these).
+        self._models = list(models)
+        # Chat requests answered so far; the first len(failures) of them fail.
+        self._chats = 0
+
+    def __repr__(self) -> str:
+        return f"<MockUpstream chats={self._chats} failures={list(self._settings.failures)}>"
+
+    def respond(self, method: str, path: str, body: bytes) -> MockResponse:
+        """Answer one request (``path`` may carry the base URL's path and a query)."""
+        route = path.split("?", 1)[0].rstrip("/")
+        if method == "POST" and route.endswith("/chat/completions"):
+            return self._chat(body)
+        if method == "GET" and route.endswith("/models"):
+            data = [{"id": m, "object": "model", "owned_by": "mock"} for m in self._models]
+            return self._send(200, _JSON, _dumps({"object": "list", "data": data}))
+        return self._send(404, _JSON, _error_body(404, f"mock: no route for {method} {path}"))
+
+    def _send(self, status: int, content_type: str, body: bytes) -> MockResponse:
+        head = {"content-type": content_type, "x-request-id": f"mock-req-{self._chats}"}
+        return MockResponse(self._settings.latency_s, status, head, body)
+
+    def _chat(self, body: bytes) -> MockResponse:
+        self._chats += 1
+        n = self._chats
+        failures = self._settings.failures
+        if n <= len(failures):
+            status = failures[n - 1]
+            message = f"mock failure {n} of {len(failures)}: HTTP {status}"
+            response = self._send(status, _JSON, _error_body(status, message))
+            if status == 429:
+                response.headers["retry-after"] = "1"
+            return response
+        try:
+            request = _ChatRequest.model_validate_json(body)
+        except ValidationError as exc:
+            message = f"mock: invalid chat request ({exc.error_count()} problem(s))"
+            return self._send(400, _JSON, _error_body(400, message))
+        prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        reply = self._settings.reply.replace("{model}", request.model).replace("{prompt}", prompt)
+        prompt_tokens = math.ceil(sum(len(m.content) for m in request.messages) / 4)
+        completion_tokens = math.ceil(len(reply) / 4)
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        head = {"id": f"mock-{n}", "created": 0, "model": request.model}
+        if not request.stream:
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": reply},
+                "finish_reason": "stop",
+            }
+            doc = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+            return self._send(200, _JSON, _dumps(doc))
+        include_usage = request.stream_options is not None and request.stream_options.include_usage
+        return self._send(200, _SSE, _sse(head, reply, usage if include_usage else None))
+
+
+def _sse(head: dict[str, Any], reply: str, usage: dict[str, int] | None) -> bytes:
+    chunk = {**head, "object": "chat.completion.chunk"}
+
+    def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return b"data: " + _dumps({**chunk, "choices": choices, **extra}) + b"\n\n"
+
+    def delta(d: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"index": 0, "delta": d, "finish_reason": finish}
+
+    parts = [event([delta({"role": "assistant", "content": ""})])]
+    parts += [event([delta({"content": word})]) for word in _WORDS.findall(reply)]
+    parts.append(event([delta({}, "stop")]))
+    if usage is not None:
+        parts.append(event([], usage=usage))
+    parts.append(b"data: [DONE]\n\n")
+    return b"".join(parts)

@@ -1,0 +1,331 @@
+"""OpenAI Chat Completions, and every API that speaks it (DeepSeek, xAI, Groq,
+OpenRouter, vLLM, Ollama's /v1, ...).
+
+Requests: ``POST /chat/completions`` relative to a base_url that includes
+``/v1``. Reasoning families (``o1``/``o3``/``o4``..., ``gpt-5``...) take
+``max_completion_tokens`` instead of ``max_tokens`` and reject any
+``temperature`` but the default (HTTP 400 ``unsupported_value``), so the router's
+temperature is left out for them; other models and compatible servers get
+``max_tokens``, which every compatible server understands. Only bare OpenAI
+model names are matched: an OpenRouter ``openai/o3`` goes through OpenRouter's
+own parameter mapping, which speaks ``max_tokens``.
+
+Usage, checked against the recorded fixtures:
+
+- ``prompt_tokens`` counts every prompt token; the cached ones are *inside* it
+  (OpenAI and xAI ``prompt_tokens_details.cached_tokens``, DeepSeek
+  ``prompt_cache_hit_tokens``, where ``prompt_tokens = hit + miss``).
+- OpenAI and DeepSeek count reasoning *inside* ``completion_tokens``
+  (``completion_tokens_details.reasoning_tokens`` is a part of it). xAI counts
+  it *beside*: its ``total_tokens = prompt + completion + reasoning`` (a grok-4.3
+  reply: 137 + 1 + 116 = 254) and bills reasoning as output. So when
+  ``total_tokens`` equals prompt + completion + reasoning and not prompt +
+  completion, the reasoning is added to ``output_tokens``; the rule is read
+  from the numbers, not from a provider name.
+
+Reasoning text (DeepSeek/xAI ``reasoning_content``, Groq/OpenRouter/vLLM
+``reasoning``) goes to ``details["reasoning"]``, never into the text.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal
+
+from router.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ContextLengthError,
+    ProviderError,
+)
+from router.providers.base import (
+    COMMON_RULES,
+    AdapterBase,
+    Count,
+    ErrorBody,
+    ErrorRules,
+    Wire,
+    WireRequest,
+    classify,
+    event_usage,
+    filtered,
+    invalid,
+    map_finish_reason,
+    parse_wire,
+    reported_usage,
+    stream_error,
+)
+from router.types import Message, Reply, StreamEvent, Usage
+
+_FINISH_REASON_MAP = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",  # the pre-tools name
+    "content_filter": "content_filter",
+    "eos": "stop",  # some self-hosted servers
+}
+
+# Model names that take max_completion_tokens and no temperature.
+_REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5)", re.IGNORECASE)
+
+# Router parameter names translated here; every other param passes into the body.
+_ROUTER_PARAMS = frozenset({"max_tokens", "temperature"})
+# Body keys the adapter owns (framing and identity); params cannot override them.
+_OWNED = frozenset({"model", "messages", "stream", "stream_options"})
+
+_ERROR_RULES: ErrorRules = (
+    # A request larger than the tokens-per-minute limit comes back as a 429 but can
+    # never fit this provider (the fixture: 2.5M tokens against a 2M TPM limit); it
+    # is not retried and another provider may take it: ContextLengthError.
+    (re.compile(r"request too large"), ContextLengthError),
+    # No credit left: the account, not the request, is the problem; the router cools
+    # the provider down as it does for a bad key.
+    (re.compile(r"insufficient_quota|exceeded your current quota"), AuthenticationError),
+    # OpenRouter's 403 when the upstream provider refuses our region: the key is fine.
+    (
+        re.compile(r"unsupported_country|request_forbidden|territory not supported"),
+        BadRequestError,
+    ),
+    *COMMON_RULES,
+)
+
+# The status an error object inside a 2xx body or stream stands for, by code/type.
+_ERROR_STATUS = {
+    "invalid_request_error": 400,
+    "invalid_api_key": 401,
+    "authentication_error": 401,
+    "model_not_found": 404,
+    "context_length_exceeded": 400,
+    "rate_limit_exceeded": 429,
+    "tokens": 429,
+    "requests": 429,
+    "server_error": 500,
+}
+
+
+class _PromptDetails(Wire):
+    cached_tokens: Count | None = None
+
+
+class _CompletionDetails(Wire):
+    reasoning_tokens: Count | None = None
+
+
+class _Usage(Wire):
+    prompt_tokens: Count | None = None
+    completion_tokens: Count | None = None
+    total_tokens: Count | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+    prompt_cache_hit_tokens: Count | None = None  # DeepSeek
+
+
+class _Function(Wire):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCall(Wire):
+    index: int | None = None
+    id: str | None = None
+    function: _Function | None = None
+
+
+class _Part(Wire):
+    type: str
+    text: str | None = None
+
+
+class _Message(Wire):
+    """A reply's ``message``, or a stream chunk's ``delta``."""
+
+    content: str | list[_Part] | None = None
+    reasoning_content: str | None = None  # DeepSeek, xAI
+    reasoning: str | None = None  # Groq, OpenRouter, vLLM
+    refusal: str | None = None
+    tool_calls: list[_ToolCall] | None = None
+
+
+class _Choice(Wire):
+    message: _Message
+    finish_reason: str | None = None
+
+
+class _Response(Wire):
+    id: str | None = None
+    choices: list[_Choice]
+    usage: _Usage | None = None
+    citations: list[Any] | None = None  # xAI live search
+
+
+class _ChunkChoice(Wire):
+    delta: _Message | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(Wire):
+    id: str | None = None
+    choices: list[_ChunkChoice] | None = None
+    usage: _Usage | None = None
+    citations: list[Any] | None = None
+    error: Any = None
+
+
+class _ModelEntry(Wire):
+    id: str
+
+
+class _ModelList(Wire):
+    data: list[_ModelEntry]
+
+
+def _text(content: str | list[_Part] | None) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(p.text or "" for p in content if p.type in ("text", "output_text"))
+
+
+def _usage(u: _Usage, details: dict[str, Any]) -> Usage:
+    prompt_details, output_details = u.prompt_tokens_details, u.completion_tokens_details
+    reasoning = (output_details.reasoning_tokens or 0) if output_details else 0
+    cached = prompt_details.cached_tokens if prompt_details else None
+    if cached is None:
+        cached = u.prompt_cache_hit_tokens  # DeepSeek without the OpenAI-style field
+    output = u.completion_tokens
+    if output is not None and reasoning:
+        prompt = u.prompt_tokens or 0
+        if u.total_tokens == prompt + output + reasoning != prompt + output:
+            output += reasoning  # xAI: reasoning counted beside completion_tokens
+    return reported_usage(
+        u.prompt_tokens,
+        output,
+        details,
+        cached_input_tokens=cached or 0,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _tool_call(tc: _ToolCall) -> dict[str, Any]:
+    fn = tc.function
+    return {
+        "id": tc.id,
+        "name": fn.name if fn else None,
+        "arguments": (fn.arguments if fn else None) or "",
+    }
+
+
+class OpenAIAdapter(AdapterBase):
+    """OpenAI Chat Completions and compatible APIs (SSE streams)."""
+
+    __slots__ = ()
+    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
+
+    def _auth(self, api_key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+    def chat_request(
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Mapping[str, Any],
+        *,
+        stream: bool = False,
+    ) -> WireRequest:
+        """``POST /chat/completions``: extras pass through; see the module docstring."""
+        body: dict[str, Any] = {
+            k: v for k, v in params.items() if k not in _ROUTER_PARAMS and k not in _OWNED
+        }
+        body["model"] = model
+        body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        reasoning = _REASONING_MODEL.match(model) is not None
+        max_tokens = params.get("max_tokens")
+        if max_tokens is not None:
+            body["max_completion_tokens" if reasoning else "max_tokens"] = max_tokens
+        temperature = params.get("temperature")
+        if temperature is not None and not reasoning:
+            body["temperature"] = temperature
+        if stream:
+            body["stream"] = True
+            extra_options = params.get("stream_options")
+            options = dict(extra_options) if isinstance(extra_options, Mapping) else {}
+            body["stream_options"] = {**options, "include_usage": True}
+        return WireRequest("POST", "/chat/completions", body)
+
+    def parse_reply(self, model: str, body: bytes) -> Reply:
+        """Parse a ``chat.completion`` body."""
+        resp = parse_wire(self, model, _Response, body)
+        if not resp.choices:
+            raise invalid(self.provider, model, "choices: empty list")
+        choice = resp.choices[0]
+        msg = choice.message
+        text = _text(msg.content)
+        details: dict[str, Any] = {}
+        reasoning = msg.reasoning_content or msg.reasoning
+        if reasoning:
+            details["reasoning"] = reasoning
+        if msg.tool_calls:
+            details["tool_calls"] = [_tool_call(tc) for tc in msg.tool_calls]
+        if msg.refusal:
+            details["refusal"] = msg.refusal
+        if resp.citations:
+            details["citations"] = resp.citations
+        finish = map_finish_reason(choice.finish_reason, _FINISH_REASON_MAP, details)
+        if finish == "content_filter" and not text and not msg.tool_calls:
+            why = msg.refusal or "the reply was withheld by the provider's content filter"
+            raise filtered(self, model, why)
+        usage = _usage(resp.usage, details) if resp.usage is not None else Usage(estimated=True)
+        return Reply(text, finish, usage, resp.id, details)
+
+    def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:
+        """Status plus OpenAI codes/messages and those of compatible servers."""
+        return classify(status, body, _ERROR_RULES, _ERROR_STATUS)
+
+    def parse_stream_event(self, model: str, event: str, data: str) -> StreamEvent | None:
+        """One SSE event: a ``chat.completion.chunk``, ``[DONE]``, or an error object."""
+        payload = data.strip()
+        if not payload:
+            return None
+        if payload == "[DONE]":
+            return StreamEvent(done=True)
+        chunk = parse_wire(self, model, _Chunk, payload)
+        if chunk.error is not None or event == "error":
+            raise stream_error(self, model, payload)
+        text = ""
+        finish = None
+        details: dict[str, Any] = {}
+        if chunk.choices:
+            choice = chunk.choices[0]
+            delta = choice.delta
+            if delta is not None:
+                text = _text(delta.content)
+                reasoning = delta.reasoning_content or delta.reasoning
+                if reasoning:
+                    details["reasoning"] = reasoning
+                if delta.tool_calls:
+                    details["tool_calls"] = [
+                        {**_tool_call(tc), "index": tc.index} for tc in delta.tool_calls
+                    ]
+            finish = map_finish_reason(choice.finish_reason, _FINISH_REASON_MAP, details)
+        if chunk.citations:
+            details["citations"] = chunk.citations
+        usage = event_usage(_usage(chunk.usage, details)) if chunk.usage is not None else None
+        return StreamEvent(
+            text=text,
+            usage=usage,
+            finish_reason=finish,
+            response_id=chunk.id,
+            details=details or None,
+        )
+
+    def health_request(self) -> WireRequest:
+        """``GET /models``: free, and it proves the key."""
+        return WireRequest("GET", "/models")
+
+    def parse_models(self, body: bytes) -> set[str]:
+        """The ``id`` of every model in the listing."""
+        listing = parse_wire(self, "*", _ModelList, body)
+        return {m.id for m in listing.data}

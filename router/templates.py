@@ -1,0 +1,467 @@
+"""Route prompts: Jinja2 templates compiled at load, rendered strictly per call.
+
+The rule for where a template lives: in ``providers.yaml`` a *string* value of a
+route's ``system`` or ``prompt`` is the template text itself (inline); a mapping
+``{file: name.j2}`` names a file under ``settings.templates_dir``.
+
+Templates run in a :class:`~jinja2.sandbox.SandboxedEnvironment` with
+:class:`~jinja2.StrictUndefined` (a missing variable is an error, never an empty
+string), autoescape off and trailing newlines kept. Everything is parsed and
+compiled once, at load: a syntax error, a missing file or (when the route
+declares ``vars``) an undeclared variable fails the load. ``{% include %}``,
+``{% import %}`` and ``{% extends %}`` are followed when their target is a
+literal name; their variables count as the route's. A computed target name is
+refused, since its variables cannot be known at load.
+
+Per call, :meth:`RouteTemplates.render` checks the variables against the
+declared types with validators built at load, then renders; nothing is parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, meta, nodes
+from jinja2.exceptions import TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import SandboxedEnvironment
+
+from router.errors import ConfigProblem, TemplateError
+from router.types import Message, Role
+from router.yamlsrc import did_you_mean, format_path
+
+if TYPE_CHECKING:
+    from router.config import RouteConfig
+    from router.yamlsrc import KeyPath, YamlDoc
+
+__all__ = [
+    "VAR_TYPES",
+    "RouteTemplates",
+    "compile_routes",
+    "make_environment",
+    "parse_var_type",
+]
+
+# Returns None when a value fits, else what is wrong ("must be int, got bool").
+VarCheck = Callable[[Any], "str | None"]
+
+# The simple type names a route may declare; ``list[T]`` nests any of them.
+VAR_TYPES = ("str", "int", "float", "bool", "dict", "list")
+
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_float(v: Any) -> bool:
+    # int widens to float; Decimal is accepted since prices often arrive as Decimal.
+    return isinstance(v, float | Decimal) or _is_int(v)
+
+
+_PREDICATES: dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "int": _is_int,
+    "float": _is_float,
+    "bool": lambda v: isinstance(v, bool),
+    "dict": lambda v: isinstance(v, Mapping),
+    "list": lambda v: isinstance(v, list | tuple),
+}
+
+
+def parse_var_type(spec: str) -> VarCheck:
+    """Compile a declared type (``str``, ``int``, ``float``, ``bool``, ``dict``, ``list``,
+    ``list[T]``) into a validator.
+
+    ``bool`` is not an ``int``; an ``int`` (or ``Decimal``) is accepted for ``float``;
+    a list may be a tuple; ``list[T]`` checks every item.
+
+    Raises:
+        ValueError: the spec is not one of the forms above.
+    """
+    text = spec.replace(" ", "")
+    if text in _PREDICATES:
+        pred = _PREDICATES[text]
+
+        def check(v: Any) -> str | None:
+            return None if pred(v) else f"must be {text}, got {type(v).__name__}"
+
+        return check
+    if text.startswith("list[") and text.endswith("]"):
+        inner = parse_var_type(text[5:-1])
+
+        def check_list(v: Any) -> str | None:
+            if not isinstance(v, list | tuple):
+                return f"must be {text}, got {type(v).__name__}"
+            for i, item in enumerate(v):
+                err = inner(item)
+                if err is not None:
+                    return f"item [{i}] {err}"
+            return None
+
+        return check_list
+    hint = did_you_mean(text, VAR_TYPES)
+    raise ValueError(
+        f"unknown type {spec!r}{hint}; use one of str, int, float, bool, dict, list, list[T]"
+    )
+
+
+def make_environment(templates_dir: Path) -> SandboxedEnvironment:
+    """The one Jinja2 environment of a config: sandboxed, strict, files from ``templates_dir``."""
+    return SandboxedEnvironment(
+        loader=FileSystemLoader(str(templates_dir)),
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        # Templates are fixed once loaded: no mtime checks on the hot path.
+        auto_reload=False,
+    )
+
+
+class RouteTemplates:
+    """A route's compiled templates and the checks its variables must pass.
+
+    Attributes:
+        route: the route's name.
+        variables: the names a call should pass: the declared ``vars`` when the
+            route declares them, else every name its templates use.
+    """
+
+    __slots__ = ("_checks", "_parts", "route", "variables")
+
+    def __init__(
+        self,
+        route: str,
+        parts: list[tuple[Role, str, Template]],
+        variables: frozenset[str],
+        checks: dict[str, VarCheck] | None,
+    ) -> None:
+        self.route = route
+        self.variables = variables
+        # (role, template name for errors, compiled template), system first.
+        self._parts = parts
+        # Declared name -> validator; None when the route declares no vars.
+        self._checks = checks
+
+    def __repr__(self) -> str:
+        names = ", ".join(name for _, name, _ in self._parts)
+        return f"<RouteTemplates {self.route!r} [{names}] vars={sorted(self.variables)}>"
+
+    def render(self, vars: Mapping[str, Any] | None = None) -> list[Message]:
+        """Render the route's messages: the system message (if any), then the user prompt.
+
+        Raises:
+            TemplateError: a variable is missing, unexpected or of the wrong type,
+                or a template fails while rendering. Nothing has been sent yet.
+        """
+        values: Mapping[str, Any] = {} if vars is None else vars
+        if not isinstance(values, Mapping):
+            raise TemplateError(
+                f"route {self.route!r}: vars must be a mapping, got {type(values).__name__}",
+                route=self.route,
+            )
+        if self._checks is not None:
+            self._check(values, self._checks)
+        out: list[Message] = []
+        for role, name, template in self._parts:
+            try:
+                text = template.render(values)
+            except UndefinedError as exc:
+                raise self._undefined(exc, name, values) from None
+            except Exception as exc:
+                # A template can raise anything on odd input (e.g. a type error inside
+                # an expression); it is still the caller's variables that did not fit.
+                raise TemplateError(
+                    f"route {self.route!r}: template {name} failed: {type(exc).__name__}: {exc}",
+                    route=self.route,
+                    template=name,
+                ) from exc
+            out.append(Message(role, text))
+        return out
+
+    def _check(self, values: Mapping[str, Any], checks: dict[str, VarCheck]) -> None:
+        first = self._parts[-1][1]
+        # Unexpected names first: a misspelled name is also a missing one, and the
+        # suggestion is the useful message.
+        for name in values:
+            if name not in checks:
+                raise TemplateError(
+                    f"route {self.route!r}: unexpected variable {name!r}"
+                    + did_you_mean(name, checks)
+                    + f"; declared: {', '.join(sorted(checks)) or 'none'}",
+                    route=self.route,
+                    template=first,
+                    variable=str(name),
+                )
+        for name, check in checks.items():
+            if name not in values:
+                raise TemplateError(
+                    f"route {self.route!r}: missing variable {name!r}",
+                    route=self.route,
+                    template=first,
+                    variable=name,
+                )
+            err = check(values[name])
+            if err is not None:
+                raise TemplateError(
+                    f"route {self.route!r}: variable {name!r} {err}",
+                    route=self.route,
+                    template=first,
+                    variable=name,
+                )
+
+    def _undefined(
+        self, exc: UndefinedError, template: str, values: Mapping[str, Any]
+    ) -> TemplateError:
+        match = _UNDEFINED_NAME.match(str(exc.message or ""))
+        if match is None:
+            return TemplateError(
+                f"route {self.route!r}: template {template}: {exc.message}",
+                route=self.route,
+                template=template,
+            )
+        name = match.group(1)
+        hint = did_you_mean(name, [k for k in values if isinstance(k, str)])
+        if hint:
+            hint = hint.replace("did you mean", "did you pass")
+        return TemplateError(
+            f"route {self.route!r}: missing variable {name!r} (used by {template}){hint}",
+            route=self.route,
+            template=template,
+            variable=name,
+        )
+
+
+class _Compiler:
+    """Compiles every route's templates, collecting problems instead of stopping."""
+
+    def __init__(self, env: SandboxedEnvironment, doc: YamlDoc, dir_label: str) -> None:
+        self.env = env
+        self.doc = doc
+        self.dir_label = dir_label  # templates_dir as the user would write it, for messages
+        self.problems: list[ConfigProblem] = []
+        # Names defined by the environment (range, dict, ...), not variables.
+        self._globals = frozenset(env.globals)
+        # File template name -> (variables, ok); shared by routes using the same file.
+        self._files: dict[str, tuple[frozenset[str], bool]] = {}
+
+    def _file_label(self, name: str) -> str:
+        return f"{self.dir_label.rstrip('/')}/{name}"
+
+    def route(self, name: str, route: RouteConfig) -> RouteTemplates | None:
+        parts: list[tuple[Role, str, Template]] = []
+        used: set[str] = set()
+        ok = True
+        sources: list[tuple[Role, str]] = [("user", "prompt")]
+        if route.system is not None:
+            sources.insert(0, ("system", "system"))
+        for role, key in sources:
+            compiled = self._one(name, key, getattr(route, key), route.vars)
+            if compiled is None:
+                ok = False
+                continue
+            tname, template, names = compiled
+            parts.append((role, tname, template))
+            used |= names
+        if not ok:
+            return None
+        if route.vars is None:
+            return RouteTemplates(name, parts, frozenset(used), None)
+        checks = {var: parse_var_type(spec) for var, spec in route.vars.items()}
+        return RouteTemplates(name, parts, frozenset(checks), checks)
+
+    def _one(
+        self, route: str, key: str, source: Any, declared: Mapping[str, str] | None
+    ) -> tuple[str, Template, frozenset[str]] | None:
+        path: KeyPath = ("routes", route, key)
+        if isinstance(source, str):
+            tname = format_path(path)
+            ast = self._parse_inline(source, tname, path)
+        else:
+            tname = source.file
+            ast = self._parse_file(tname, (*path, "file"), path)
+        if ast is None:
+            return None
+        names = self._variables(ast, tname, path, set())
+        if names is None:
+            return None
+        if declared is not None:
+            undeclared = sorted(names - set(declared))
+            for var in undeclared:
+                self._undeclared(var, declared, ast, source, tname, path)
+            if undeclared:
+                return None
+        try:
+            template = self.env.from_string(ast)
+        except TemplateSyntaxError as exc:
+            self._syntax(exc, source, tname, path)
+            return None
+        return tname, template, names
+
+    def _parse_inline(self, source: str, tname: str, path: KeyPath) -> nodes.Template | None:
+        try:
+            return self.env.parse(source, name=tname)
+        except TemplateSyntaxError as exc:
+            self._syntax(exc, source, tname, path)
+            return None
+
+    def _parse_file(self, name: str, where: KeyPath, path: KeyPath) -> nodes.Template | None:
+        loader = self.env.loader
+        assert loader is not None  # make_environment always sets one
+        try:
+            text, filename, _ = loader.get_source(self.env, name)
+        except TemplateNotFound:
+            self._missing(name, where)
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            msg = f"cannot read template file {name!r}: {type(exc).__name__}"
+            self.problems.append(self.doc.problem(where, msg))
+            return None
+        try:
+            return self.env.parse(text, name=name, filename=filename)
+        except TemplateSyntaxError as exc:
+            self._syntax(exc, None, name, path)
+            return None
+
+    def _missing(self, name: str, where: KeyPath, included_by: str | None = None) -> None:
+        try:
+            known = self.env.list_templates()
+        except OSError:
+            known = []
+        hint = did_you_mean(name, known)
+        if included_by is None:
+            msg = f"template file {name!r} not found in {self.dir_label}{hint}"
+        else:
+            msg = f"template {included_by} includes {name!r}, not found in {self.dir_label}{hint}"
+        self.problems.append(self.doc.problem(where, msg))
+
+    def _variables(
+        self, ast: nodes.Template, tname: str, path: KeyPath, seen: set[str]
+    ) -> frozenset[str] | None:
+        """Names the template (and what it includes, imports or extends) reads."""
+        # jinja2.meta also reports names the template assigns itself inside a branch
+        # ({% if %}{% set x = ... %}); a name the template assigns is not an input.
+        assigned = {n.name for n in ast.find_all(nodes.Name) if n.ctx in ("store", "param")}
+        names = set(meta.find_undeclared_variables(ast)) - self._globals - assigned
+        ok = True
+        for ref in meta.find_referenced_templates(ast):
+            if ref is None:
+                msg = (
+                    f"template {tname} includes, imports or extends a computed template name;"
+                    " only literal names are supported"
+                )
+                self.problems.append(self.doc.problem(path, msg))
+                ok = False
+                continue
+            if ref in seen:
+                continue
+            seen.add(ref)
+            sub = self._file_vars(ref, tname, path, seen)
+            if sub is None:
+                ok = False
+            else:
+                names |= sub
+        return frozenset(names) if ok else None
+
+    def _file_vars(
+        self, ref: str, parent: str, path: KeyPath, seen: set[str]
+    ) -> frozenset[str] | None:
+        if ref in self._files:
+            cached, good = self._files[ref]
+            return cached if good else None
+        loader = self.env.loader
+        assert loader is not None
+        try:
+            text, filename, _ = loader.get_source(self.env, ref)
+        except (TemplateNotFound, OSError, UnicodeDecodeError):
+            self._missing(ref, path, included_by=parent)
+            self._files[ref] = (frozenset(), False)
+            return None
+        try:
+            ast = self.env.parse(text, name=ref, filename=filename)
+            # Compile now so that the render-time include finds it in the cache.
+            self.env.get_template(ref)
+        except TemplateSyntaxError as exc:
+            self._syntax(exc, None, ref, path)
+            self._files[ref] = (frozenset(), False)
+            return None
+        names = self._variables(ast, ref, path, seen)
+        self._files[ref] = (names or frozenset(), names is not None)
+        return names
+
+    def _syntax(
+        self, exc: TemplateSyntaxError, inline: str | None, tname: str, path: KeyPath
+    ) -> None:
+        msg = f"template syntax error in {tname}: {exc.message}"
+        if inline is not None:
+            self.problems.append(self._inline_problem(path, exc.lineno, msg))
+        else:
+            name = exc.name or tname
+            self.problems.append(
+                ConfigProblem(self._file_label(name), exc.lineno, None, format_path(path), msg)
+            )
+
+    def _inline_problem(self, path: KeyPath, lineno: int, msg: str) -> ConfigProblem:
+        """Point at the YAML line holding line ``lineno`` of an inline template."""
+        mark = self.doc.value_mark(path)
+        if mark is None:
+            return self.doc.problem(path, msg)
+        if mark.block:  # the text of a `|` block starts on the next line
+            return ConfigProblem(self.doc.file, mark.line + lineno, None, format_path(path), msg)
+        if lineno == 1:
+            return ConfigProblem(self.doc.file, mark.line, mark.col, format_path(path), msg)
+        return ConfigProblem(self.doc.file, mark.line + lineno - 1, None, format_path(path), msg)
+
+    def _undeclared(
+        self,
+        var: str,
+        declared: Mapping[str, str],
+        ast: nodes.Template,
+        source: Any,
+        tname: str,
+        path: KeyPath,
+    ) -> None:
+        route = path[1]
+        msg = (
+            f"template {tname} uses variable {var!r}, which is not declared in "
+            f"{format_path(('routes', route, 'vars'))}" + did_you_mean(var, declared)
+        )
+        lineno = next(
+            (n.lineno for n in ast.find_all(nodes.Name) if n.name == var and n.ctx == "load"),
+            None,
+        )
+        if lineno is None:  # used by an included template
+            self.problems.append(self.doc.problem(path, msg))
+        elif isinstance(source, str):
+            self.problems.append(self._inline_problem(path, lineno, msg))
+        else:
+            self.problems.append(
+                ConfigProblem(self._file_label(tname), lineno, None, format_path(path), msg)
+            )
+
+
+def compile_routes(
+    routes: Mapping[str, RouteConfig], templates_dir: Path, dir_label: str, doc: YamlDoc
+) -> tuple[dict[str, RouteTemplates], list[ConfigProblem]]:
+    """Compile every route's templates in one environment rooted at ``templates_dir``.
+
+    Args:
+        routes: the routes to compile, by name.
+        templates_dir: where ``{file: ...}`` templates are read from.
+        dir_label: ``templates_dir`` as shown in messages (relative to the caller's view).
+        doc: the YAML the routes came from, to place problems on its lines.
+
+    Returns:
+        The compiled routes that had no problem, and every problem found.
+    """
+    compiler = _Compiler(make_environment(templates_dir), doc, dir_label)
+    out: dict[str, RouteTemplates] = {}
+    for name, route in routes.items():
+        compiled = compiler.route(name, route)
+        if compiled is not None:
+            out[name] = compiled
+    return out, compiler.problems

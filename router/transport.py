@@ -1,0 +1,773 @@
+"""The one place that does HTTP: pooled clients, timeouts, body caps, error mapping.
+
+A :class:`Transport` is one provider's connection pool: one ``httpx.AsyncClient``
+created inside the running loop (:meth:`Transport.start`, or the first request)
+and closed by :meth:`Transport.aclose`. It knows nothing of providers: it sends
+a :class:`~router.providers.base.WireRequest` and hands back status, headers and
+body bytes. Decoding them is the adapters' job.
+
+What it guarantees:
+
+- ``send()`` never takes longer than its ``timeout_s``, body included: httpx's
+  per-phase timeouts name the phase, and ``asyncio.timeout`` around the whole
+  exchange stops a server that drips one byte at a time.
+- A response body larger than ``max_response_bytes`` is not read past the cap;
+  the connection is closed rather than left half-read.
+- Redirects are followed (at most :data:`MAX_REDIRECTS`) only to the base URL's
+  own scheme, host and port; the auth headers never travel anywhere else.
+- Every httpx exception becomes a :class:`~router.errors.ProviderError` in one
+  function, :func:`map_httpx_error`, most specific class first.
+- A cancelled caller closes its response, so the pool slot is freed.
+- Header values (keys live there) appear in no error, message or repr.
+
+This is the only module in ``router/`` that imports ``httpx`` or ``httpx_sse``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final, cast
+
+import httpx
+from httpx_sse import EventSource, SSEError
+
+from router.errors import (
+    InvalidResponseError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+)
+from router.providers.base import WireRequest, status_error
+
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "KEEPALIVE_EXPIRY_S",
+    "MAX_REDIRECTS",
+    "Handler",
+    "RawResponse",
+    "StreamResponse",
+    "Transport",
+    "map_httpx_error",
+]
+
+# Pool size when the YAML sets no ``max_concurrency`` for a provider: httpx's own
+# default, enough for the concurrency the router is benchmarked at per provider.
+DEFAULT_MAX_CONNECTIONS: Final = 100
+# Idle pooled connections are kept this long (httpx's default): long enough to reuse
+# a connection between calls a few seconds apart, short enough to close before most
+# servers and load balancers drop idle connections on their side.
+KEEPALIVE_EXPIRY_S: Final = 5.0
+# Same-origin redirects followed before giving up (an API that redirects more is broken).
+MAX_REDIRECTS: Final = 3
+# Backends a Transport can run on. httpx-aiohttp's AiohttpTransport is an httpx
+# transport too, so a second backend is one more factory in ``_BACKENDS``.
+BACKENDS: Final = ("httpx",)
+
+# An in-process upstream for the offline ``mock`` provider:
+# (method, path, request body) -> (status, headers, body). It may sleep; it may
+# raise ConnectionError or TimeoutError to simulate a network failure.
+Handler = Callable[[str, str, bytes], Awaitable[tuple[int, Mapping[str, str], bytes]]]
+
+# Every exception class httpx and httpx-sse raise that is not a subclass of another
+# entry; ``except _HTTPX_ERRORS`` catches all of them (tests/test_transport.py proves it).
+_HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError)
+
+# A URL query string inside an exception message (it may carry a key, e.g. ``?key=``).
+_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s'\"?]*)\?[^\s'\"]*", re.IGNORECASE)
+# What RFC 9110 allows in a header value (visible ASCII, space, tab). Checked once at
+# construction so that h11 never quotes a bad value (a key) in its error message.
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# Shortest header value scrubbed from error text: shorter ones are not secrets and
+# would mangle ordinary words.
+_MIN_SCRUB_LEN = 8
+
+
+@dataclass(slots=True)
+class RawResponse:
+    """A complete response: status, headers and the body bytes (not decoded).
+
+    ``headers`` is case-insensitive (an ``httpx.Headers``); look names up in lower case.
+    """
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """How one httpx exception class becomes a ProviderError."""
+
+    exc: type[Exception]
+    error: type[ProviderError]
+    # None keeps the error type's default (timeouts and connection errors retry).
+    retryable: bool | None
+    # Placeholders: {host} {phase} {timeout} {connect} {why}.
+    message: str
+
+
+# Most specific first: the first rule whose class matches wins.
+# fmt: off
+_RULES: Final[tuple[_Rule, ...]] = (
+    # httpx-sse's SSEError is a TransportError, so it must come before the transport rules.
+    _Rule(SSEError, InvalidResponseError, False,
+          "not an event stream: {why}"),
+    _Rule(httpx.ConnectTimeout, ProviderTimeoutError, None,
+          "connect to {host} timed out after {connect}"),
+    _Rule(httpx.PoolTimeout, ProviderTimeoutError, None,
+          "no free pooled connection to {host} within {timeout}"),
+    _Rule(httpx.WriteTimeout, ProviderTimeoutError, None,
+          "sending the request to {host} stalled for {timeout}"),
+    _Rule(httpx.ReadTimeout, ProviderTimeoutError, None,
+          "no data from {host} for {timeout} while {phase}"),
+    _Rule(httpx.TimeoutException, ProviderTimeoutError, None,
+          "timed out after {timeout} while {phase}: {why}"),
+    _Rule(httpx.ConnectError, ProviderConnectionError, None,
+          "cannot connect to {host}: {why}"),
+    _Rule(httpx.ReadError, ProviderConnectionError, None,
+          "connection to {host} lost while {phase}: {why}"),
+    _Rule(httpx.WriteError, ProviderConnectionError, None,
+          "connection to {host} lost while sending the request: {why}"),
+    _Rule(httpx.CloseError, ProviderConnectionError, None,
+          "closing the connection to {host} failed: {why}"),
+    _Rule(httpx.NetworkError, ProviderConnectionError, None,
+          "network error with {host} while {phase}: {why}"),
+    _Rule(httpx.RemoteProtocolError, ProviderConnectionError, None,
+          "{host} broke HTTP/1.1 while {phase}: {why}"),
+    # We sent something invalid: the same request will fail the same way.
+    _Rule(httpx.LocalProtocolError, ProviderConnectionError, False,
+          "invalid request for {host}: {why}"),
+    _Rule(httpx.ProtocolError, ProviderConnectionError, None,
+          "HTTP protocol error with {host} while {phase}: {why}"),
+    _Rule(httpx.ProxyError, ProviderConnectionError, None,
+          "proxy error reaching {host}: {why}"),
+    # A base_url with a scheme httpx cannot speak: a config problem, not a network one.
+    _Rule(httpx.UnsupportedProtocol, ProviderConnectionError, False,
+          "unsupported URL scheme for {host}: {why}"),
+    _Rule(httpx.TransportError, ProviderConnectionError, None,
+          "transport error with {host} while {phase}: {why}"),
+    _Rule(httpx.DecodingError, InvalidResponseError, None,
+          "response body could not be decoded: {why}"),
+    _Rule(httpx.TooManyRedirects, InvalidResponseError, False,
+          "too many redirects from {host}"),
+    _Rule(httpx.RequestError, ProviderConnectionError, None,
+          "request to {host} failed while {phase}: {why}"),
+    # Our own misuse of a response stream (read twice, read after close): not retryable.
+    _Rule(httpx.StreamError, ProviderConnectionError, False,
+          "response stream unusable: {why}"),
+    _Rule(httpx.InvalidURL, ProviderConnectionError, False,
+          "invalid request URL for {host}: {why}"),
+    _Rule(httpx.CookieConflict, InvalidResponseError, False,
+          "conflicting cookies from {host}: {why}"),
+    # Last, for anything httpx may add later. (HTTPStatusError, never raised here as we
+    # do not call raise_for_status, is mapped by its status before these rules.)
+    _Rule(httpx.HTTPError, ProviderConnectionError, None,
+          "HTTP error with {host} while {phase}: {why}"),
+)
+# fmt: on
+
+
+def _secs(seconds: float | None) -> str:
+    return "an unlimited time" if seconds is None else f"{seconds:.3g}s"
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    """Remove header values and URL query strings from foreign error text."""
+    for secret in secrets:
+        if secret in text:
+            text = text.replace(secret, "[REDACTED]")
+    return _QUERY.sub(r"\1?...", text)
+
+
+def map_httpx_error(
+    exc: Exception,
+    *,
+    provider: str,
+    model: str,
+    host: str,
+    phase: str = "waiting for the response",
+    timeout_s: float | None = None,
+    connect_timeout_s: float | None = None,
+    status: int | None = None,
+    secrets: tuple[str, ...] = (),
+) -> ProviderError:
+    """Turn an httpx (or httpx-sse) exception into the ProviderError it means.
+
+    Args:
+        exc: the exception caught.
+        provider: the provider's name, for the error.
+        model: the model asked for.
+        host: ``host:port`` of the upstream (never a path or query).
+        phase: what was going on, e.g. "reading the response body".
+        timeout_s: the attempt's timeout, named in timeout messages.
+        connect_timeout_s: the connect timeout, named in connect-timeout messages.
+        status: the HTTP status when the response had started (body-phase errors).
+        secrets: header values to scrub from the exception's own text.
+    """
+    why = _scrub(str(exc), secrets) or type(exc).__name__
+    if isinstance(exc, httpx.HTTPStatusError):
+        code = exc.response.status_code
+        return status_error(code)(
+            f"HTTP status {code}", provider=provider, model=model, status=code
+        )
+    for rule in _RULES:
+        if isinstance(exc, rule.exc):
+            message = rule.message.format(
+                host=host,
+                phase=phase,
+                timeout=_secs(timeout_s),
+                connect=_secs(connect_timeout_s),
+                why=why,
+            )
+            keep_status = status if rule.error is InvalidResponseError else None
+            return rule.error(
+                message,
+                provider=provider,
+                model=model,
+                status=keep_status,
+                retryable=rule.retryable,
+            )
+    # Not an httpx exception at all: a bug in the caller of this function.
+    raise TypeError(f"not an httpx exception: {type(exc).__name__}") from exc
+
+
+# ------------------------------------------------------------------------ helpers
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """scheme, host, port with the scheme's default port made explicit."""
+    port = url.port
+    if port is None:
+        port = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.host, port
+
+
+def _hostport(url: httpx.URL) -> str:
+    return f"{url.host}:{url.port}" if url.port is not None else url.host
+
+
+def _check_headers(name: str, headers: Mapping[str, str]) -> None:
+    for key, value in headers.items():
+        if not _HEADER_NAME.fullmatch(key):
+            raise ValueError(f"provider {name!r}: header name {key!r} is not a valid HTTP token")
+        if not _HEADER_VALUE.fullmatch(value):
+            # Never quote the value: it is likely a key.
+            raise ValueError(
+                f"provider {name!r}: the value of header {key!r} has a character not allowed"
+                " in HTTP headers (control character or non-ASCII)"
+            )
+
+
+def _mock_transport(handler: Handler) -> httpx.AsyncBaseTransport:
+    """Wrap an in-process handler so it runs behind the same client code as the network."""
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        try:
+            status, headers, content = await handler(request.method, request.url.path, body)
+        except ConnectionError as exc:
+            raise httpx.ConnectError(f"mock: {exc}", request=request) from exc
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(f"mock: {exc}", request=request) from exc
+        return httpx.Response(status, headers=dict(headers), content=content)
+
+    return httpx.MockTransport(handle)
+
+
+def _httpx_backend(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    # HTTP/1.1 only; no connect retries (the router decides retries, under its deadline).
+    return httpx.AsyncHTTPTransport(limits=limits, http1=True, http2=False, retries=0)
+
+
+# Backend name -> factory of the httpx transport that owns the connection pool.
+_BACKENDS: Final[dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]]] = {
+    "httpx": _httpx_backend,
+}
+
+
+# ---------------------------------------------------------------------- transport
+
+
+class Transport:
+    """One provider's HTTP client: a connection pool, timeouts, a body cap.
+
+    Args:
+        name: the provider's name; used only as a label in errors and repr.
+        base_url: the API root; request paths are appended to it. ``mock://local``
+            (any URL) when ``handler`` is given.
+        headers: sent with every request (auth lives here); never shown anywhere.
+        connect_timeout_s: cap on opening a connection (also capped by each call's timeout).
+        max_connections: pool size; None means :data:`DEFAULT_MAX_CONNECTIONS`.
+        max_response_bytes: largest body read (decoded bytes); larger is an error.
+        handler: an in-process upstream instead of the network (the ``mock`` provider).
+        backend: the HTTP implementation; only ``"httpx"`` exists today.
+    """
+
+    __slots__ = (
+        "_base",
+        "_client",
+        "_closed",
+        "_connect_timeout_s",
+        "_handler",
+        "_headers",
+        "_host",
+        "_limits",
+        "_max_bytes",
+        "_origin",
+        "_pool_transport",
+        "_secrets",
+        "_urls",
+        "backend",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        headers: Mapping[str, str],
+        connect_timeout_s: float,
+        max_connections: int | None,
+        max_response_bytes: int,
+        handler: Handler | None = None,
+        backend: str = "httpx",
+    ) -> None:
+        if backend not in _BACKENDS:
+            raise ValueError(
+                f"unknown transport backend {backend!r}; available: {', '.join(_BACKENDS)}"
+            )
+        base = httpx.URL(base_url)
+        if handler is None and base.scheme not in ("http", "https"):
+            raise ValueError(f"provider {name!r}: base_url must be http:// or https://")
+        if base.userinfo:
+            raise ValueError(f"provider {name!r}: base_url must not carry credentials")
+        _check_headers(name, headers)
+        if not base.raw_path.endswith(b"/"):
+            base = base.copy_with(raw_path=base.raw_path + b"/")
+        self.name = name
+        self.backend = backend
+        # The API root, ending in "/", that every request path is appended to.
+        self._base = base
+        # scheme, host, port of base_url: the only place redirects may lead.
+        self._origin = _origin(base)
+        # host[:port] for messages and repr: never the path or the query.
+        self._host = _hostport(base)
+        # Default headers, handed to the client at start (auth; never displayed).
+        self._headers = dict(headers)
+        # Header values long enough to be secrets, scrubbed from foreign error text.
+        self._secrets = tuple(v for v in headers.values() if len(v) >= _MIN_SCRUB_LEN)
+        self._connect_timeout_s = connect_timeout_s
+        self._max_bytes = max_response_bytes
+        self._limits = httpx.Limits(
+            max_connections=max_connections or DEFAULT_MAX_CONNECTIONS,
+            # Keep every connection warm: a new TLS handshake costs more than an idle socket.
+            max_keepalive_connections=max_connections or DEFAULT_MAX_CONNECTIONS,
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
+        )
+        self._handler = handler
+        # The pooled client; None until start() (it must be made inside the running loop).
+        self._client: httpx.AsyncClient | None = None
+        # The httpx transport that owns the pool (for pool_stats); None for a handler.
+        self._pool_transport: httpx.AsyncBaseTransport | None = None
+        # True after aclose(): the transport cannot be used again.
+        self._closed = False
+        # Request path -> absolute URL, so each path is parsed and merged once.
+        self._urls: dict[str, httpx.URL] = {}
+
+    # -- lifecycle
+
+    async def start(self) -> None:
+        """Create the pooled client inside the running event loop (idempotent)."""
+        self._ensure_client()
+
+    def _ensure_client(self, model: str = "-") -> httpx.AsyncClient:
+        if self._client is not None:
+            return self._client
+        if self._closed:
+            raise ProviderConnectionError(
+                "transport is closed", provider=self.name, model=model, retryable=False
+            )
+        if self._handler is not None:
+            transport = _mock_transport(self._handler)
+        else:
+            transport = self._pool_transport = _BACKENDS[self.backend](self._limits)
+        # Passing a transport also means proxy env variables are ignored: keys are
+        # not routed through a proxy someone set in the environment.
+        self._client = httpx.AsyncClient(
+            headers=self._headers,
+            transport=transport,
+            follow_redirects=False,
+            timeout=httpx.Timeout(None),  # always set per call
+        )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the client and every pooled connection. Safe to call twice."""
+        self._closed = True
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> Transport:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def pool_stats(self) -> dict[str, int]:
+        """Connections in the pool now: ``total``, ``idle`` and ``active`` (in use)."""
+        pool: Any = getattr(self._pool_transport, "_pool", None)
+        if self._client is None or pool is None:
+            return {"total": 0, "idle": 0, "active": 0}
+        conns = [c for c in pool.connections if not c.is_closed()]
+        idle = sum(1 for c in conns if c.is_idle())
+        return {"total": len(conns), "idle": idle, "active": len(conns) - idle}
+
+    def __repr__(self) -> str:
+        if self._closed:
+            state = "closed"
+        elif self._client is None:
+            state = "not started"
+        elif self._pool_transport is None:
+            state = "in-process handler"
+        else:
+            s = self.pool_stats()
+            state = f"{s['total']}/{self._limits.max_connections} connections, {s['active']} active"
+        return f"<Transport {self.name} {self._base.scheme}://{self._host} {self.backend}: {state}>"
+
+    # -- requests
+
+    def _url(self, path: str) -> httpx.URL:
+        url = self._urls.get(path)
+        if url is None:
+            # Always under base_url: an absolute or "//host" path cannot change the host.
+            suffix = httpx.URL(path).raw_path.lstrip(b"/")
+            url = self._base.copy_with(raw_path=self._base.raw_path + suffix)
+            if len(self._urls) < 256:  # a provider uses a handful of paths
+                self._urls[path] = url
+        return url
+
+    def _map(
+        self,
+        exc: Exception,
+        model: str,
+        phase: str,
+        timeout_s: float | None,
+        status: int | None = None,
+    ) -> ProviderError:
+        connect = (
+            self._connect_timeout_s
+            if timeout_s is None
+            else min(self._connect_timeout_s, timeout_s)
+        )
+        return map_httpx_error(
+            exc,
+            provider=self.name,
+            model=model,
+            host=self._host,
+            phase=phase,
+            timeout_s=timeout_s,
+            connect_timeout_s=connect,
+            status=status,
+            secrets=self._secrets,
+        )
+
+    def _too_big(self, model: str, status: int) -> InvalidResponseError:
+        return InvalidResponseError(
+            f"response body exceeds {self._max_bytes} bytes",
+            provider=self.name,
+            model=model,
+            status=status,
+            retryable=False,
+        )
+
+    async def _read(self, response: httpx.Response, model: str, limit: int) -> bytes:
+        """Read a whole body, counting decoded bytes; over ``limit`` is an error."""
+        declared = response.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise self._too_big(model, response.status_code)  # fail before reading a byte
+        chunks: list[bytes] = []
+        total = 0
+        async for chunk in response.aiter_bytes():
+            total += len(chunk)
+            if total > limit:
+                raise self._too_big(model, response.status_code)
+            chunks.append(chunk)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _open(
+        self, client: httpx.AsyncClient, request: httpx.Request, model: str
+    ) -> httpx.Response:
+        """Send a request and follow same-origin redirects; return the streaming response."""
+        response = await client.send(request, stream=True)
+        hops = 0
+        while (target := response.next_request) is not None:
+            status = response.status_code
+            if _origin(target.url) != self._origin or hops == MAX_REDIRECTS:
+                await response.aclose()
+                what = (
+                    f"more than {MAX_REDIRECTS} redirects"
+                    if hops == MAX_REDIRECTS
+                    else f"redirect to another host refused: {_hostport(target.url)}"
+                )
+                raise InvalidResponseError(
+                    what, provider=self.name, model=model, status=status, retryable=False
+                )
+            hops += 1
+            try:  # read the (small) redirect body so the connection can be reused
+                await self._read(response, model, self._max_bytes)
+            finally:
+                await response.aclose()
+            response = await client.send(target, stream=True)
+        return response
+
+    async def send(self, req: WireRequest, *, model: str, timeout_s: float) -> RawResponse:
+        """Send one request and read the whole response within ``timeout_s`` seconds.
+
+        Any status is returned as a RawResponse (decoding errors is the adapter's job).
+
+        Raises:
+            ProviderTimeoutError: nothing, or not all of it, arrived within ``timeout_s``.
+            ProviderConnectionError: the connection failed (refused, reset, protocol error).
+            InvalidResponseError: the body is over the cap, undecodable, or a redirect
+                led to another host.
+        """
+        client = self._client if self._client is not None else self._ensure_client(model)
+        if timeout_s <= 0:
+            raise ProviderTimeoutError(
+                "no time left to send the request", provider=self.name, model=model
+            )
+        timeout = httpx.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s))
+        response: httpx.Response | None = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                request = client.build_request(
+                    req.method,
+                    self._url(req.path),
+                    json=req.json,
+                    headers=req.headers or None,
+                    timeout=timeout,
+                )
+                response = await self._open(client, request, model)
+                try:
+                    body = await self._read(response, model, self._max_bytes)
+                finally:
+                    await response.aclose()
+        except TimeoutError as exc:
+            what = "no response" if response is None else "response body not complete"
+            raise ProviderTimeoutError(
+                f"{what} within {_secs(timeout_s)}", provider=self.name, model=model
+            ) from exc
+        except _HTTPX_ERRORS as exc:
+            phase = "waiting for the response" if response is None else "reading the response body"
+            status = None if response is None else response.status_code
+            raise self._map(exc, model, phase, timeout_s, status) from exc
+        return RawResponse(response.status_code, response.headers, body)
+
+    def stream(
+        self,
+        req: WireRequest,
+        *,
+        model: str,
+        connect_timeout_s: float | None = None,
+        read_timeout_s: float | None = None,
+    ) -> _StreamContext:
+        """Open a streamed response: ``async with transport.stream(req, model=m) as resp:``.
+
+        The total time of a stream is the caller's to bound (cancel the task, or wrap it
+        in ``asyncio.timeout``); cancelling closes the response and frees its connection.
+
+        Args:
+            req: the request.
+            model: the model asked for, for errors.
+            connect_timeout_s: cap on connecting (default: the transport's).
+            read_timeout_s: cap on the wait for the headers and between two chunks
+                (default: none).
+        """
+        connect = self._connect_timeout_s if connect_timeout_s is None else connect_timeout_s
+        timeout = httpx.Timeout(read_timeout_s, connect=connect, pool=connect)
+        return _StreamContext(self, req, model, timeout)
+
+
+class _StreamContext:
+    """The async context manager behind :meth:`Transport.stream`."""
+
+    __slots__ = ("_model", "_req", "_response", "_timeout", "_transport")
+
+    def __init__(
+        self, transport: Transport, req: WireRequest, model: str, timeout: httpx.Timeout
+    ) -> None:
+        self._transport = transport
+        self._req = req
+        self._model = model
+        self._timeout = timeout
+        # The open response between __aenter__ and __aexit__.
+        self._response: httpx.Response | None = None
+
+    async def __aenter__(self) -> StreamResponse:
+        t = self._transport
+        client = t._client if t._client is not None else t._ensure_client(self._model)
+        req = self._req
+        try:
+            request = client.build_request(
+                req.method,
+                t._url(req.path),
+                json=req.json,
+                headers=req.headers or None,
+                timeout=self._timeout,
+            )
+            self._response = await t._open(client, request, self._model)
+        except _HTTPX_ERRORS as exc:
+            raise t._map(exc, self._model, "waiting for the response", self._timeout.read) from exc
+        return StreamResponse(t, self._response, self._model, self._timeout.read)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        response, self._response = self._response, None
+        if response is None:
+            return
+        try:
+            await response.aclose()
+        except _HTTPX_ERRORS as close_exc:
+            if exc is None:  # do not mask the error that ended the stream
+                raise self._transport._map(
+                    close_exc, self._model, "closing the stream", None
+                ) from close_exc
+
+
+class _CountingText:
+    """What httpx-sse's EventSource reads from: the response's text, bytes counted.
+
+    EventSource needs only ``headers`` and ``aiter_text()``; counting here caps the
+    stream before httpx-sse buffers a line, however long the server makes it.
+    """
+
+    __slots__ = ("_stream", "headers")
+
+    def __init__(self, stream: StreamResponse) -> None:
+        self._stream = stream
+        self.headers = stream.headers
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")  # SSE is UTF-8
+        async for chunk in self._stream._chunks():
+            text = decoder.decode(chunk)
+            if text:
+                yield text
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield tail
+
+
+class StreamResponse:
+    """An open streamed response. Read it once: ``read()``, ``sse()`` or ``lines()``.
+
+    Attributes:
+        status: the HTTP status.
+        headers: case-insensitive response headers.
+    """
+
+    __slots__ = (
+        "_model",
+        "_read_timeout_s",
+        "_received",
+        "_response",
+        "_transport",
+        "headers",
+        "status",
+    )
+
+    def __init__(
+        self,
+        transport: Transport,
+        response: httpx.Response,
+        model: str,
+        read_timeout_s: float | None,
+    ) -> None:
+        self._transport = transport
+        self._response = response
+        self._model = model
+        # The per-chunk read timeout, named in timeout errors.
+        self._read_timeout_s = read_timeout_s
+        self.status = response.status_code
+        self.headers: Mapping[str, str] = response.headers
+        # Decoded body bytes received so far, against the transport's cap.
+        self._received = 0
+
+    def __repr__(self) -> str:
+        name, status, received = self._transport.name, self.status, self._received
+        return f"<StreamResponse {name} HTTP {status}, {received} bytes read>"
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        """The body's decoded chunks, counted against the cap, httpx errors mapped."""
+        limit = self._transport._max_bytes
+        try:
+            async for chunk in self._response.aiter_bytes():
+                self._received += len(chunk)
+                if self._received > limit:
+                    raise self._transport._too_big(self._model, self.status)
+                yield chunk
+        except _HTTPX_ERRORS as exc:
+            raise self._transport._map(
+                exc, self._model, "reading the stream", self._read_timeout_s, self.status
+            ) from exc
+
+    async def read(self) -> bytes:
+        """The whole body (for an error status), capped like :meth:`Transport.send`."""
+        t = self._transport
+        try:
+            return await t._read(self._response, self._model, t._max_bytes - self._received)
+        except _HTTPX_ERRORS as exc:
+            raise t._map(
+                exc, self._model, "reading the response body", self._read_timeout_s, self.status
+            ) from exc
+
+    async def sse(self) -> AsyncIterator[tuple[str, str]]:
+        """Server-sent events as ``(event, data)``; ``event`` is "message" when unnamed."""
+        # EventSource reads only .headers and .aiter_text(); see _CountingText.
+        source = EventSource(cast(httpx.Response, _CountingText(self)))
+        events = source.aiter_sse()
+        try:
+            async for sse in events:
+                yield sse.event, sse.data
+        except SSEError as exc:
+            raise self._transport._map(
+                exc, self._model, "reading the stream", self._read_timeout_s, self.status
+            ) from exc
+        finally:
+            await events.aclose()
+
+    async def lines(self) -> AsyncIterator[str]:
+        """Non-empty lines of a newline-delimited body (NDJSON), without the line end."""
+        pending = b""
+        async for chunk in self._chunks():
+            if b"\n" not in chunk:
+                pending += chunk
+                continue
+            *complete, rest = (pending + chunk).split(b"\n")
+            pending = rest
+            for line in complete:
+                if line.strip():
+                    yield line.rstrip(b"\r").decode("utf-8", errors="replace")
+        if pending.strip():
+            yield pending.rstrip(b"\r").decode("utf-8", errors="replace")

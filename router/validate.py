@@ -1,0 +1,135 @@
+"""Validate a providers.yaml: the one implementation behind ``scripts/validate_config.py``
+and ``router validate``.
+
+Exit codes: 0 valid, 1 invalid (every problem printed, one per line), 2 usage
+error (bad arguments). A file that does not exist is invalid (1), with a
+message saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Literal, TextIO
+
+from structlog.testing import capture_logs
+
+from router.config import Config, load_config
+from router.errors import ConfigError, ConfigProblem
+from router.redact import redact
+
+__all__ = ["add_arguments", "main", "run_validate"]
+
+Format = Literal["text", "github"]
+
+
+def run_validate(
+    path: str,
+    *,
+    no_env: bool = False,
+    fmt: Format = "text",
+    out: TextIO | None = None,
+) -> int:
+    """Load ``path`` and report: a one-line summary when valid, every problem when not.
+
+    Args:
+        path: the YAML file.
+        no_env: check structure only; providers whose key variable is unset are
+            reported as disabled instead of failing (CI runners often lack secrets).
+        fmt: ``text`` prints ``file:line:col: path: message``; ``github`` prints
+            ``::error file=...,line=...,col=...::...`` workflow annotations.
+        out: where to write; defaults to stdout.
+
+    Returns:
+        0 when valid, 1 when not.
+    """
+    stream = sys.stdout if out is None else out
+    problems: list[ConfigProblem] = []
+    # The loader warns about disabled providers through structlog; the summary line
+    # says the same, so the events are kept out of the report.
+    with capture_logs():
+        try:
+            config = load_config(path, require_env=not no_env)
+        except ConfigError as exc:
+            problems = exc.problems
+            config = None
+    if config is None:
+        for problem in problems:
+            stream.write(redact(_format(problem, fmt)) + "\n")
+        n = len(problems)
+        stream.write(f"{path}: invalid, {n} problem{'s' if n != 1 else ''}\n")
+        return 1
+    stream.write(_summary(path, config, no_env) + "\n")
+    return 0
+
+
+def _summary(path: str, config: Config, no_env: bool) -> str:
+    n_prov, n_routes = len(config.providers), len(config.routes)
+    line = (
+        f"{path}: valid: {n_prov} provider{'s' if n_prov != 1 else ''}, "
+        f"{n_routes} route{'s' if n_routes != 1 else ''}"
+    )
+    disabled = sorted(config.disabled_providers)
+    if disabled:
+        why = ", ".join(f"{p} ({config.providers[p].api_key_env} not set)" for p in disabled)
+        line += f"; disabled: {why}"
+    else:
+        line += "; disabled: none"
+    if no_env:
+        line += " [--no-env: keys not required]"
+    return line
+
+
+def _format(problem: ConfigProblem, fmt: Format) -> str:
+    if fmt == "text":
+        return str(problem)
+    props = f"file={_prop(problem.file)}"
+    if problem.line is not None:
+        props += f",line={problem.line}"
+        if problem.col is not None:
+            props += f",col={problem.col}"
+    text = f"{problem.path}: {problem.message}" if problem.path else problem.message
+    return f"::error {props}::{_data(text)}"
+
+
+def _data(text: str) -> str:
+    """Escape a workflow-command message (GitHub Actions rules)."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _prop(text: str) -> str:
+    """Escape a workflow-command property value."""
+    return _data(text).replace(":", "%3A").replace(",", "%2C")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``[PATH] [--no-env] [--format text|github]`` to a parser (shared with the CLI)."""
+    parser.add_argument(
+        "path", nargs="?", default="providers.yaml", help="config file (default: providers.yaml)"
+    )
+    parser.add_argument(
+        "--no-env",
+        action="store_true",
+        help="check structure only: do not require the API key env vars",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "github"),
+        default="text",
+        help="text (default) or github (workflow ::error annotations)",
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry: returns the exit code (0 valid, 1 invalid, 2 usage error)."""
+    parser = argparse.ArgumentParser(
+        prog="validate_config.py",
+        description="Validate a providers.yaml. Exit 0 valid, 1 invalid, 2 usage error.",
+    )
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on bad arguments (2) and on --help (0)
+        return exc.code if isinstance(exc.code, int) else 2
+    fmt: Format = "github" if args.format == "github" else "text"
+    return run_validate(args.path, no_env=args.no_env, fmt=fmt)

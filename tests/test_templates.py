@@ -1,0 +1,220 @@
+"""Route templates: strict rendering, typed variables, includes, and no parsing per call."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jinja2.sandbox import SandboxedEnvironment
+
+from router.config import load_config
+from router.errors import ConfigError, TemplateError
+from router.templates import RouteTemplates, make_environment, parse_var_type
+from router.types import Message
+
+DATA = Path(__file__).parent / "data"
+
+
+def route(
+    tmp_path: Path,
+    prompt: str,
+    *,
+    system: str | None = None,
+    vars: dict[str, str] | None = None,
+    files: dict[str, str] | None = None,
+) -> RouteTemplates:
+    """Load a one-route config and return its compiled templates."""
+    lines = ["version: 1", "providers:", "  mock: {kind: mock, models: {m: {}}}", "routes:", "  r:"]
+    if system is not None:
+        lines.append(f"    system: {system}")
+    lines.append(f"    prompt: {prompt}")
+    if vars is not None:
+        lines.append("    vars: {" + ", ".join(f"{k}: '{v}'" for k, v in vars.items()) + "}")
+    lines.append("    fallback: [mock/m]")
+    (tmp_path / "p.yaml").write_text("\n".join(lines) + "\n")
+    (tmp_path / "templates").mkdir(exist_ok=True)
+    for name, body in (files or {}).items():
+        (tmp_path / "templates" / name).write_text(body)
+    return load_config(tmp_path / "p.yaml", env={}).templates["r"]
+
+
+TYPED = {"ticker": "str", "prices": "list[float]", "days": "int", "live": "bool"}
+GOOD: dict[str, Any] = {"ticker": "ACME", "prices": [1.5, 2], "days": 3, "live": True}
+PROMPT = "'{{ ticker }} {{ prices }} {{ days }} {{ live }}'"
+
+
+def render_error(templates: RouteTemplates, values: Any) -> TemplateError:
+    with pytest.raises(TemplateError) as info:
+        templates.render(values)
+    return info.value
+
+
+def test_system_message_comes_first_then_the_prompt(tmp_path: Path) -> None:
+    t = route(tmp_path, "'Q: {{ q }}'", system="'Be brief.'")
+    assert t.render({"q": "why"}) == [Message("system", "Be brief."), Message("user", "Q: why")]
+
+
+def test_without_system_only_the_user_message(tmp_path: Path) -> None:
+    assert route(tmp_path, "hello").render() == [Message("user", "hello")]
+
+
+def test_file_templates_keep_trailing_newline_and_do_not_escape(tmp_path: Path) -> None:
+    t = route(tmp_path, "{file: p.j2}", files={"p.j2": "<b>{{ x }}</b> & co\n"})
+    assert t.render({"x": "<i>"})[0].content == "<b><i></b> & co\n"
+
+
+def test_typed_vars_render(tmp_path: Path) -> None:
+    t = route(tmp_path, PROMPT, vars=TYPED)
+    assert t.render(GOOD)[0].content == "ACME [1.5, 2] 3 True"
+    assert t.variables == frozenset(TYPED)
+
+
+def test_missing_declared_variable(tmp_path: Path) -> None:
+    t = route(tmp_path, PROMPT, vars=TYPED)
+    err = render_error(t, {k: v for k, v in GOOD.items() if k != "days"})
+    assert (err.route, err.variable, err.template) == ("r", "days", "routes.r.prompt")
+    assert str(err) == "route 'r': missing variable 'days'"
+
+
+def test_misspelled_variable_is_unexpected_with_a_suggestion(tmp_path: Path) -> None:
+    t = route(tmp_path, PROMPT, vars=TYPED)
+    values = {**{k: v for k, v in GOOD.items() if k != "ticker"}, "tikcer": "ACME"}
+    err = render_error(t, values)
+    assert err.variable == "tikcer"
+    assert err.route == "r"
+    assert "unexpected variable 'tikcer' (did you mean 'ticker'?)" in str(err)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("days", True, "variable 'days' must be int, got bool"),
+        ("days", 3.0, "variable 'days' must be int, got float"),
+        ("ticker", 7, "variable 'ticker' must be str, got int"),
+        ("live", 1, "variable 'live' must be bool, got int"),
+        ("prices", "1,2", "variable 'prices' must be list[float], got str"),
+        ("prices", [1.0, "2"], "variable 'prices' item [1] must be float, got str"),
+        ("prices", [1.0, False], "variable 'prices' item [1] must be float, got bool"),
+    ],
+)
+def test_mistyped_variable(tmp_path: Path, name: str, value: Any, expected: str) -> None:
+    t = route(tmp_path, PROMPT, vars=TYPED)
+    err = render_error(t, {**GOOD, name: value})
+    assert err.variable == name
+    assert expected in str(err)
+
+
+def test_int_decimal_and_tuple_are_accepted_where_documented(tmp_path: Path) -> None:
+    t = route(tmp_path, PROMPT, vars=TYPED)
+    t.render({**GOOD, "prices": (1, Decimal("2.5"), 3.0)})
+
+
+def test_nested_list_and_dict_types() -> None:
+    check = parse_var_type("list[list[int]]")
+    assert check([[1, 2], []]) is None
+    assert check([[1], [2, "x"]]) == "item [1] item [1] must be int, got str"
+    assert parse_var_type("dict")({"a": 1}) is None
+    assert parse_var_type("dict")([1]) == "must be dict, got list"
+    assert parse_var_type(" list [ str ] ")(["a"]) is None
+
+
+@pytest.mark.parametrize("spec", ["string", "list[]", "list[integer]", "tuple", "List[int]", ""])
+def test_unknown_type_specs_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError, match="unknown type"):
+        parse_var_type(spec)
+
+
+def test_undeclared_route_reports_a_missing_variable_by_name(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ greeting }}, {{ name }}'")
+    assert t.variables == {"greeting", "name"}
+    err = render_error(t, {"greeting": "hi", "nmae": "x"})
+    assert (err.variable, err.template) == ("name", "routes.r.prompt")
+    assert "missing variable 'name'" in str(err)
+    assert "did you pass 'nmae'?" in str(err)
+
+
+def test_undeclared_route_ignores_extra_variables(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ a }}'")
+    assert t.render({"a": 1, "unused": 2})[0].content == "1"
+
+
+def test_default_filter_works_under_strict_undefined(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ n | default(3) }}'")
+    assert t.render()[0].content == "3"
+
+
+def test_attribute_of_a_missing_key_is_a_template_error(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ d.missing }}'")
+    err = render_error(t, {"d": {}})
+    assert err.route == "r"
+    assert err.variable is None
+    assert "missing" in str(err)
+
+
+def test_sandbox_blocks_unsafe_attribute_access(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ x.__class__.__mro__ }}'")
+    err = render_error(t, {"x": "a"})
+    assert err.route == "r"
+    assert err.template == "routes.r.prompt"
+
+
+def test_runtime_failure_inside_a_template_is_a_template_error(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ a / b }}'")
+    err = render_error(t, {"a": 1, "b": 0})
+    assert "ZeroDivisionError" in str(err)
+    assert isinstance(err.__cause__, ZeroDivisionError)
+
+
+def test_vars_must_be_a_mapping(tmp_path: Path) -> None:
+    t = route(tmp_path, "hi")
+    err = render_error(t, ["a"])
+    assert "vars must be a mapping" in str(err)
+
+
+def test_includes_and_imports_are_followed_for_variables() -> None:
+    config = load_config(DATA / "includes.yaml")
+    t = config.templates["with_include"]
+    messages = t.render({"question": "q?", "ticker": "ACME", "desk": "rates"})
+    assert messages[0].content == "Desk: rates\nInstrument: ACME\n\nREADY!\n"
+    assert config.templates["undeclared_include"].variables == {"desk", "ticker"}
+
+
+def test_declared_route_rejects_a_variable_used_only_by_an_include(tmp_path: Path) -> None:
+    files = {"p.j2": '{% include "inc.j2" %}', "inc.j2": "{{ secret_var }}"}
+    with pytest.raises(ConfigError) as info:
+        route(tmp_path, "{file: p.j2}", vars={"other": "str"}, files=files)
+    assert "'secret_var', which is not declared" in str(info.value)
+
+
+def test_variables_assigned_in_the_template_are_not_inputs(tmp_path: Path) -> None:
+    prompt = "'{% if x %}{% set y = x * 2 %}{{ y }}{% endif %}'"
+    t = route(tmp_path, prompt, vars={"x": "int"})
+    assert t.render({"x": 2})[0].content == "4"
+
+
+def test_rendering_parses_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All parsing and compiling happens at load; a render only runs compiled code."""
+    files = {"p.j2": '{% include "inc.j2" %}!', "inc.j2": "{{ a }}"}
+    t = route(tmp_path, "{file: p.j2}", files=files)
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise AssertionError("parsed or compiled during render")
+
+    monkeypatch.setattr(SandboxedEnvironment, "_parse", fail)
+    monkeypatch.setattr(SandboxedEnvironment, "compile", fail)
+    assert t.render({"a": "x"})[0].content == "x!"
+
+
+def test_environment_is_sandboxed_and_strict(tmp_path: Path) -> None:
+    env = make_environment(tmp_path)
+    assert isinstance(env, SandboxedEnvironment)
+    assert env.keep_trailing_newline
+    assert not env.autoescape
+    assert env.undefined.__name__ == "StrictUndefined"
+
+
+def test_repr_names_route_and_templates(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ a }}'", system="sys")
+    assert repr(t) == "<RouteTemplates 'r' [routes.r.system, routes.r.prompt] vars=['a']>"

@@ -1,0 +1,822 @@
+"""router.transport against a real local HTTP/1.1 server (tests/upstream.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import inspect
+import json
+import re
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx_sse
+import pytest
+
+from router import transport as transport_module
+from router.errors import (
+    InvalidResponseError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeoutError,
+    ServerError,
+)
+from router.providers.base import WireRequest
+from router.transport import MAX_REDIRECTS, Transport, map_httpx_error
+from tests.upstream import (
+    Upstream,
+    close,
+    drip,
+    hang_before_headers,
+    hang_mid_body,
+    load_recording,
+    replay,
+    reply,
+    reset,
+    stream,
+    upstream,
+    upstream_factory,
+)
+
+__all__ = ["upstream", "upstream_factory"]  # the fixtures, used by name below
+
+# Not shaped like any known key, so router.redact cannot be what hides it.
+CANARY = "CANARY7f3a9e1c5b2d4f6a8e0c"
+HEADERS = {"authorization": f"Bearer {CANARY}", "x-api-key": CANARY}
+MB = 1024 * 1024
+# Allowed lateness of a timeout, per DESIGN.md "One deadline per call".
+SLACK_S = 0.05
+
+POST = WireRequest("POST", "/v1/chat/completions", {"model": "m", "messages": []})
+
+
+def make(url: str, **kwargs: Any) -> Transport:
+    options: dict[str, Any] = {
+        "headers": HEADERS,
+        "connect_timeout_s": 1.0,
+        "max_connections": None,
+        "max_response_bytes": MB,
+    }
+    options.update(kwargs)
+    return Transport("prov", url, **options)
+
+
+@pytest.fixture
+async def transport(upstream: Upstream) -> AsyncIterator[Transport]:
+    t = make(upstream.url)
+    await t.start()
+    yield t
+    await t.aclose()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def assert_no_canary(*things: object) -> None:
+    for thing in things:
+        assert CANARY not in str(thing)
+        assert CANARY not in repr(thing)
+
+
+async def timed(coro: Awaitable[Any]) -> tuple[BaseException | None, float]:
+    start = time.monotonic()
+    try:
+        await coro
+    except BaseException as exc:
+        return exc, time.monotonic() - start
+    return None, time.monotonic() - start
+
+
+# ------------------------------------------------------------------- pooling
+
+
+async def test_sequential_sends_reuse_one_connection(
+    upstream: Upstream, transport: Transport
+) -> None:
+    """The seed's CRIT-1: many calls, one TCP connection."""
+    for _ in range(50):
+        resp = await transport.send(POST, model="m", timeout_s=2)
+        assert resp.status == 200
+    assert len(upstream.requests) == 50
+    assert upstream.connections_opened == 1
+    assert transport.pool_stats() == {"total": 1, "idle": 1, "active": 0}
+
+
+async def test_requests_carry_default_headers_and_json(upstream: Upstream) -> None:
+    """Auth headers from the constructor and the request's own headers are both sent."""
+    async with make(upstream.url) as t:
+        req = WireRequest("POST", "/v1/messages", {"a": 1}, {"anthropic-version": "2023-06-01"})
+        await t.send(req, model="m", timeout_s=2)
+    seen = upstream.requests[0]
+    assert seen.method == "POST"
+    assert seen.target == "/v1/messages"
+    assert seen.headers["x-api-key"] == CANARY
+    assert seen.headers["anthropic-version"] == "2023-06-01"
+    assert seen.json() == {"a": 1}
+
+
+async def test_base_url_path_is_kept(upstream: Upstream) -> None:
+    """A request path is appended to base_url's path, with or without slashes."""
+    async with make(upstream.url + "/api/v1") as t:
+        await t.send(WireRequest("GET", "/models"), model="m", timeout_s=2)
+        await t.send(WireRequest("GET", "chat"), model="m", timeout_s=2)
+    assert [r.target for r in upstream.requests] == ["/api/v1/models", "/api/v1/chat"]
+
+
+async def test_aclose_closes_the_connection(upstream: Upstream) -> None:
+    """aclose() closes pooled connections (the server sees it) and is idempotent."""
+    t = make(upstream.url)
+    await t.send(POST, model="m", timeout_s=2)
+    assert upstream.open_connections == 1
+    await t.aclose()
+    await upstream.wait_until(lambda: upstream.disconnects == 1)
+    assert upstream.open_connections == 0
+    await t.aclose()
+    assert "closed" in repr(t)
+    with pytest.raises(ProviderConnectionError, match="transport is closed") as info:
+        await t.send(POST, model="m", timeout_s=1)
+    assert info.value.retryable is False
+
+
+async def test_pool_is_capped_by_max_connections(upstream: Upstream) -> None:
+    """Ten concurrent calls share max_connections=2 sockets; all succeed."""
+    upstream.handler = lambda request: stream([b'{"ok":1}'], 0.05, headers={"content-type": "x"})
+    async with make(upstream.url, max_connections=2) as t:
+        results = await asyncio.gather(*(t.send(POST, model="m", timeout_s=3) for _ in range(10)))
+    assert [r.body for r in results] == [b'{"ok":1}'] * 10
+    assert upstream.connections_opened == 2
+
+
+# ------------------------------------------------------------------ timeouts
+
+
+async def test_hang_before_headers_times_out_within_budget(
+    upstream: Upstream, transport: Transport
+) -> None:
+    upstream.queue(hang_before_headers())
+    exc, elapsed = await timed(transport.send(POST, model="m", timeout_s=0.2))
+    assert isinstance(exc, ProviderTimeoutError)
+    assert 0.2 <= elapsed < 0.2 + SLACK_S
+    assert exc.status is None
+    assert exc.retryable
+    assert str(exc) == "prov/m: no response within 0.2s"
+    await upstream.wait_until(lambda: upstream.disconnects == 1)
+
+
+async def test_hang_mid_body_times_out_within_budget(
+    upstream: Upstream, transport: Transport
+) -> None:
+    upstream.queue(hang_mid_body(100))
+    exc, elapsed = await timed(transport.send(POST, model="m", timeout_s=0.2))
+    assert isinstance(exc, ProviderTimeoutError)
+    assert 0.2 <= elapsed < 0.2 + SLACK_S
+    assert "response body not complete within 0.2s" in str(exc)
+
+
+async def test_slow_drip_is_cut_at_the_total_budget(
+    upstream: Upstream, transport: Transport
+) -> None:
+    """One byte every 20 ms never trips a read timeout; the total cap still holds."""
+    upstream.queue(drip(b"x" * 1000, 1, 0.02))
+    exc, elapsed = await timed(transport.send(POST, model="m", timeout_s=0.3))
+    assert isinstance(exc, ProviderTimeoutError)
+    assert 0.3 <= elapsed < 0.3 + SLACK_S
+    await upstream.wait_until(lambda: upstream.disconnects == 1)
+    assert transport.pool_stats()["active"] == 0
+
+
+async def test_zero_budget_fails_without_sending(upstream: Upstream, transport: Transport) -> None:
+    with pytest.raises(ProviderTimeoutError, match="no time left"):
+        await transport.send(POST, model="m", timeout_s=0)
+    assert upstream.requests == []
+
+
+async def test_pool_is_usable_after_a_timeout(upstream: Upstream, transport: Transport) -> None:
+    upstream.queue(hang_before_headers(), reply(200, b"fine"))
+    with pytest.raises(ProviderTimeoutError):
+        await transport.send(POST, model="m", timeout_s=0.1)
+    resp = await transport.send(POST, model="m", timeout_s=2)
+    assert resp.body == b"fine"
+    assert transport.pool_stats() == {"total": 1, "idle": 1, "active": 0}
+
+
+# ------------------------------------------------------------ connection faults
+
+
+async def test_reset_is_a_connection_error(upstream: Upstream, transport: Transport) -> None:
+    upstream.queue(reset())
+    with pytest.raises(ProviderConnectionError) as info:
+        await transport.send(POST, model="m", timeout_s=2)
+    assert info.value.retryable
+    assert info.value.status is None
+    assert "127.0.0.1" in str(info.value)
+
+
+async def test_close_without_answer_is_a_connection_error(
+    upstream: Upstream, transport: Transport
+) -> None:
+    upstream.queue(close())
+    with pytest.raises(ProviderConnectionError, match=r"broke HTTP/1\.1|lost"):
+        await transport.send(POST, model="m", timeout_s=2)
+
+
+async def test_connection_refused_is_a_connection_error() -> None:
+    port = free_port()
+    async with make(f"http://127.0.0.1:{port}") as t:
+        with pytest.raises(ProviderConnectionError, match=f"cannot connect to 127.0.0.1:{port}"):
+            await t.send(POST, model="m", timeout_s=2)
+
+
+# --------------------------------------------------------------------- bodies
+
+
+async def test_html_502_is_returned_raw(upstream: Upstream, transport: Transport) -> None:
+    """Decoding an error body is the adapter's job: the transport returns it as is."""
+    page = b"<html><head><title>502 Bad Gateway</title></head><body>nginx</body></html>"
+    upstream.queue(reply(502, page, {"content-type": "text/html", "x-request-id": "r1"}))
+    resp = await transport.send(POST, model="m", timeout_s=2)
+    assert (resp.status, resp.body) == (502, page)
+    assert resp.headers["x-request-id"] == "r1"
+    assert resp.headers["Content-Type"] == "text/html"  # case-insensitive
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_body_over_cap_is_refused_and_releases_the_connection(
+    upstream: Upstream, transport: Transport, chunked: bool
+) -> None:
+    big = b"x" * (10 * MB)
+    if chunked:
+        upstream.queue(stream([big[i : i + MB] for i in range(0, len(big), MB)]))
+    else:
+        upstream.queue(reply(200, big))
+    upstream.queue(reply(200, b"after"))
+    exc, elapsed = await timed(transport.send(POST, model="m", timeout_s=5))
+    assert isinstance(exc, InvalidResponseError)
+    assert str(exc) == f"prov/m HTTP 200: response body exceeds {MB} bytes"
+    assert exc.retryable is False
+    assert elapsed < 1.0
+    assert transport.pool_stats()["active"] == 0
+    assert (await transport.send(POST, model="m", timeout_s=2)).body == b"after"
+    await upstream.wait_until(lambda: upstream.disconnects == 1)  # the oversized one
+
+
+async def test_body_at_the_cap_is_read(upstream: Upstream, transport: Transport) -> None:
+    upstream.queue(reply(200, b"y" * MB))
+    assert len((await transport.send(POST, model="m", timeout_s=2)).body) == MB
+
+
+async def test_gzip_body_is_decoded_and_the_cap_counts_decoded_bytes(
+    upstream: Upstream, transport: Transport
+) -> None:
+    """A compression bomb cannot get past the cap; a normal gzip body is decoded."""
+    upstream.queue(
+        reply(200, gzip.compress(b'{"a":1}'), {"content-encoding": "gzip"}),
+        reply(200, gzip.compress(b"0" * (5 * MB)), {"content-encoding": "gzip"}),
+    )
+    assert (await transport.send(POST, model="m", timeout_s=2)).body == b'{"a":1}'
+    with pytest.raises(InvalidResponseError, match="exceeds"):
+        await transport.send(POST, model="m", timeout_s=2)
+
+
+async def test_undecodable_gzip_is_an_invalid_response(
+    upstream: Upstream, transport: Transport
+) -> None:
+    upstream.queue(reply(200, b"not gzip at all", {"content-encoding": "gzip"}))
+    with pytest.raises(InvalidResponseError, match="could not be decoded") as info:
+        await transport.send(POST, model="m", timeout_s=2)
+    assert info.value.status == 200
+
+
+async def test_recorded_response_is_returned_unchanged(
+    upstream: Upstream, transport: Transport
+) -> None:
+    """A replayed real 429: status, headers and body come back byte for byte."""
+    meta = "anthropic/anthropic-messages-429-rate-limit-retry-after.meta.json"
+    try:
+        status, headers, body = load_recording(meta)
+    except FileNotFoundError:
+        pytest.skip("recorded fixture not available")
+    upstream.queue(replay(meta))
+    resp = await transport.send(POST, model="m", timeout_s=2)
+    assert (resp.status, resp.body) == (status, body)
+    assert resp.headers["retry-after"] == "7"
+    assert resp.headers["request-id"] == dict(headers)["request-id"]
+
+
+# ------------------------------------------------------------------ redirects
+
+
+async def test_same_origin_redirect_is_followed(upstream: Upstream, transport: Transport) -> None:
+    """307 keeps method and body; the auth headers go along (same host)."""
+    upstream.queue(
+        reply(307, b"", {"location": "/v1/elsewhere"}),
+        reply(308, b"", {"location": f"{upstream.url}/v1/final"}),
+        reply(200, b"done"),
+    )
+    resp = await transport.send(POST, model="m", timeout_s=2)
+    assert resp.body == b"done"
+    assert [r.target for r in upstream.requests] == [
+        "/v1/chat/completions",
+        "/v1/elsewhere",
+        "/v1/final",
+    ]
+    assert all(r.method == "POST" and r.json() == POST.json for r in upstream.requests)
+    assert all(r.headers["x-api-key"] == CANARY for r in upstream.requests)
+    assert upstream.connections_opened == 1
+
+
+async def test_cross_host_redirect_is_refused_without_contacting_it(
+    upstream: Upstream,
+    transport: Transport,
+    upstream_factory: Callable[..., Awaitable[Upstream]],
+) -> None:
+    other = await upstream_factory(host="127.0.0.2")
+    target = f"{other.url}/steal?token=QUERYSECRET"
+    upstream.queue(reply(302, b"", {"location": target}))
+    with pytest.raises(InvalidResponseError) as info:
+        await transport.send(POST, model="m", timeout_s=2)
+    assert f"redirect to another host refused: 127.0.0.2:{other.port}" in str(info.value)
+    assert "QUERYSECRET" not in str(info.value)
+    assert info.value.status == 302
+    assert info.value.retryable is False
+    assert other.requests == []
+    assert other.connections_opened == 0
+
+
+async def test_redirect_to_another_port_is_refused(
+    upstream: Upstream,
+    transport: Transport,
+    upstream_factory: Callable[..., Awaitable[Upstream]],
+) -> None:
+    other = await upstream_factory()
+    upstream.queue(reply(301, b"", {"location": f"{other.url}/x"}))
+    with pytest.raises(InvalidResponseError, match="another host"):
+        await transport.send(POST, model="m", timeout_s=2)
+    assert other.connections_opened == 0
+
+
+async def test_redirect_loop_stops(upstream: Upstream, transport: Transport) -> None:
+    upstream.handler = lambda request: reply(302, b"", {"location": "/again"})
+    with pytest.raises(InvalidResponseError, match=f"more than {MAX_REDIRECTS} redirects"):
+        await transport.send(POST, model="m", timeout_s=2)
+    assert len(upstream.requests) == MAX_REDIRECTS + 1
+
+
+async def test_redirect_without_location_is_a_plain_response(
+    upstream: Upstream, transport: Transport
+) -> None:
+    upstream.queue(reply(302, b"moved"))
+    resp = await transport.send(POST, model="m", timeout_s=2)
+    assert (resp.status, resp.body) == (302, b"moved")
+
+
+# --------------------------------------------------------------- cancellation
+
+
+@pytest.mark.parametrize("behaviour", [hang_before_headers, hang_mid_body])
+async def test_cancelling_the_caller_releases_the_pool_slot(
+    upstream: Upstream, transport: Transport, behaviour: Callable[[], Any]
+) -> None:
+    upstream.queue(behaviour(), reply(200, b"next"))
+    task = asyncio.create_task(transport.send(POST, model="m", timeout_s=30))
+    await upstream.wait_until(lambda: len(upstream.requests) == 1)
+    await asyncio.sleep(0.01)  # let the response headers (if any) arrive
+    assert transport.pool_stats()["active"] == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert transport.pool_stats()["active"] == 0
+    await upstream.wait_until(lambda: upstream.disconnects == 1)
+    assert (await transport.send(POST, model="m", timeout_s=2)).body == b"next"
+
+
+async def test_cancelling_a_stream_releases_the_pool_slot(
+    upstream: Upstream, transport: Transport
+) -> None:
+    upstream.queue(stream([b"data: 1\n\n", b"data: 2\n\n"], [0, 30]), reply(200, b"next"))
+    got: list[str] = []
+
+    async def consume() -> None:
+        async with transport.stream(POST, model="m") as resp:
+            async for _event, data in resp.sse():
+                got.append(data)
+
+    task = asyncio.create_task(consume())
+    await upstream.wait_until(lambda: got == ["1"])
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert transport.pool_stats()["active"] == 0
+    await upstream.wait_until(lambda: upstream.disconnects == 1)
+    assert (await transport.send(POST, model="m", timeout_s=2)).body == b"next"
+
+
+# --------------------------------------------------------------- mock handler
+
+
+def mock_handler(
+    seen: list[tuple[str, str, bytes]], delay_s: float = 0.0
+) -> Callable[[str, str, bytes], Awaitable[tuple[int, Mapping[str, str], bytes]]]:
+    async def handler(method: str, path: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        seen.append((method, path, body))
+        await asyncio.sleep(delay_s)
+        return 200, {"content-type": "application/json", "x-mock": "1"}, b'{"ok":true}'
+
+    return handler
+
+
+async def test_mock_handler_goes_through_the_client() -> None:
+    seen: list[tuple[str, str, bytes]] = []
+    async with make("mock://local", handler=mock_handler(seen)) as t:
+        resp = await t.send(POST, model="m", timeout_s=1)
+        assert "in-process handler" in repr(t)
+    assert (resp.status, resp.body, resp.headers["x-mock"]) == (200, b'{"ok":true}', "1")
+    assert seen[0][:2] == ("POST", "/v1/chat/completions")
+    assert json.loads(seen[0][2]) == POST.json
+
+
+async def test_mock_handler_honours_the_timeout() -> None:
+    async with make("mock://local", handler=mock_handler([], delay_s=10)) as t:
+        exc, elapsed = await timed(t.send(POST, model="m", timeout_s=0.1))
+    assert isinstance(exc, ProviderTimeoutError)
+    assert elapsed < 0.1 + SLACK_S
+
+
+async def test_mock_handler_can_simulate_network_failures() -> None:
+    async def refuse(method: str, path: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        raise ConnectionRefusedError("refused by the mock")
+
+    async def stall(method: str, path: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        raise TimeoutError
+
+    async with make("mock://local", handler=refuse) as t:
+        with pytest.raises(ProviderConnectionError, match="refused by the mock"):
+            await t.send(POST, model="m", timeout_s=1)
+    async with make("mock://local", handler=stall) as t:
+        with pytest.raises(ProviderTimeoutError):
+            await t.send(POST, model="m", timeout_s=1)
+
+
+async def test_mock_handler_stream() -> None:
+    async def sse(method: str, path: str, body: bytes) -> tuple[int, Mapping[str, str], bytes]:
+        return 200, {"content-type": "text/event-stream"}, b"data: a\n\ndata: b\n\n"
+
+    async with make("mock://local", handler=sse) as t, t.stream(POST, model="m") as resp:
+        assert [d async for _e, d in resp.sse()] == ["a", "b"]
+
+
+# ------------------------------------------------------------------ streaming
+
+SSE_BODY = (
+    'event: message_start\r\ndata: {"id": 1}\r\n\r\n'
+    ": comment line\n"
+    "data: first line\ndata: second é€ line\n\n"
+    "event: ping\rdata: {}\r\r"
+    "data: [DONE]\n\n"
+).encode()
+SSE_EVENTS = [
+    ("message_start", '{"id": 1}'),
+    ("message", "first line\nsecond é€ line"),
+    ("ping", "{}"),
+    ("message", "[DONE]"),
+]
+
+
+async def drain_sse(transport: Transport, into: list[str] | None = None) -> None:
+    """Open a stream and read every SSE event (appending the data to ``into``)."""
+    async with transport.stream(POST, model="m") as resp:
+        async for _event, data in resp.sse():
+            if into is not None:
+                into.append(data)
+
+
+async def read_sse(transport: Transport) -> list[tuple[str, str]]:
+    async with transport.stream(POST, model="m") as resp:
+        assert resp.status == 200
+        return [event async for event in resp.sse()]
+
+
+async def test_sse_split_at_every_byte_boundary(upstream: Upstream, transport: Transport) -> None:
+    """Every two-piece split of the body (mid-CRLF, mid-UTF-8 character) yields the same events."""
+    for cut in range(1, len(SSE_BODY)):
+        upstream.queue(stream([SSE_BODY[:cut], SSE_BODY[cut:]], [0, 0.001]))
+        assert await read_sse(transport) == SSE_EVENTS, cut
+    assert upstream.connections_opened == 1
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+async def test_sse_in_tiny_chunks(upstream: Upstream, transport: Transport, size: int) -> None:
+    pieces = [SSE_BODY[i : i + size] for i in range(0, len(SSE_BODY), size)]
+    upstream.queue(stream(pieces))
+    assert await read_sse(transport) == SSE_EVENTS
+
+
+async def test_sse_of_a_recorded_stream(upstream: Upstream, transport: Transport) -> None:
+    """A real recorded SSE body, served in 7-byte chunks, parses like the whole body."""
+    meta = "anthropic/anthropic-messages-200-sse-wire.meta.json"
+    try:
+        _, _, body = load_recording(meta)
+    except FileNotFoundError:
+        pytest.skip("recorded fixture not available")
+    upstream.queue(replay(meta), replay(meta, chunk_size=7))
+    whole = await read_sse(transport)
+    assert len(whole) > 3
+    assert whole[0][0] == "message_start"
+    assert await read_sse(transport) == whole
+    assert whole == [(e.event, e.data) for e in parse_sse_reference(body)]
+
+
+def parse_sse_reference(body: bytes) -> list[httpx_sse.ServerSentEvent]:
+    response = httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+    return list(httpx_sse.EventSource(response).iter_sse())
+
+
+async def test_lines_for_ndjson(upstream: Upstream, transport: Transport) -> None:
+    """lines() splits on \\n only (U+2028 inside a JSON string is not a line end)."""
+    rows = [{"n": i, "t": "a\u2028b é"} for i in range(20)]
+    body = b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\r\n\n" for r in rows)
+    body = body.rstrip(b"\n")  # last line without a line end
+    upstream.queue(stream([body[i : i + 5] for i in range(0, len(body), 5)]))
+    async with transport.stream(POST, model="m") as resp:
+        assert [json.loads(line) async for line in resp.lines()] == rows
+
+
+async def test_error_status_in_stream_mode_reads_the_body(
+    upstream: Upstream, transport: Transport
+) -> None:
+    upstream.queue(reply(429, b'{"error":{"message":"slow down"}}', {"retry-after": "3"}))
+    async with transport.stream(POST, model="m") as resp:
+        assert resp.status == 429
+        assert resp.headers["retry-after"] == "3"
+        assert await resp.read() == b'{"error":{"message":"slow down"}}'
+
+
+async def test_stream_over_the_cap_is_refused(upstream: Upstream) -> None:
+    upstream.queue(stream([b"data: " + b"x" * 4000 + b"\n"] * 3))  # one endless line
+    async with make(upstream.url, max_response_bytes=10_000) as t:
+        with pytest.raises(InvalidResponseError, match="exceeds 10000 bytes"):
+            await drain_sse(t)
+        assert t.pool_stats()["active"] == 0
+
+
+async def test_stream_with_wrong_content_type_is_invalid(
+    upstream: Upstream, transport: Transport
+) -> None:
+    upstream.queue(reply(200, b"<html>oops</html>", {"content-type": "text/html"}))
+    with pytest.raises(InvalidResponseError, match="not an event stream") as info:
+        await drain_sse(transport)
+    assert info.value.status == 200
+    assert info.value.retryable is False
+
+
+async def test_stream_cut_mid_way_is_a_connection_error(
+    upstream: Upstream, transport: Transport
+) -> None:
+    upstream.queue(stream([b"data: 1\n\n", b"data: 2\n\n"], [0, 0.01], end="reset"))
+    got: list[str] = []
+    with pytest.raises(ProviderConnectionError):
+        await drain_sse(transport, got)
+    assert got == ["1", "2"]
+
+
+async def test_stream_read_timeout_between_chunks(upstream: Upstream, transport: Transport) -> None:
+    upstream.queue(stream([b"data: 1\n\n", b"data: 2\n\n"], [0, 5]))
+    async with transport.stream(POST, model="m", read_timeout_s=0.1) as resp:
+        events = resp.sse()
+        assert await anext(events) == ("message", "1")
+        exc, elapsed = await timed(anext(events))
+    assert isinstance(exc, ProviderTimeoutError)
+    assert elapsed < 0.1 + SLACK_S
+    assert f"no data from 127.0.0.1:{upstream.port} for 0.1s while reading the stream" in str(exc)
+
+
+async def test_stream_connection_refused() -> None:
+    async with make(f"http://127.0.0.1:{free_port()}") as t:
+        with pytest.raises(ProviderConnectionError, match="cannot connect"):
+            async with t.stream(POST, model="m"):
+                pass
+
+
+# ------------------------------------------------------------- error mapping
+
+
+def exported_httpx_exceptions() -> list[type[Exception]]:
+    classes = [c for _, c in inspect.getmembers(httpx, inspect.isclass) if issubclass(c, Exception)]
+    return [*classes, httpx_sse.SSEError]
+
+
+def instance(cls: type[Exception]) -> Exception:
+    """An instance of any httpx exception class, carrying the canary in its message."""
+    request = httpx.Request("POST", "https://api.example.com/v1/x?key=" + CANARY)
+    text = f"boom {CANARY} at https://api.example.com/v1?key={CANARY}"
+    if issubclass(cls, httpx.HTTPStatusError):
+        return cls(text, request=request, response=httpx.Response(503, request=request))
+    if issubclass(cls, httpx.StreamError) and cls is not httpx.StreamError:
+        return cls()  # the subclasses have fixed messages
+    if issubclass(cls, httpx.RequestError):
+        return cls(text, request=request)
+    return cls(text)
+
+
+# What each exported class means; a new httpx class fails here until it is decided.
+EXPECTED: dict[str, tuple[type[ProviderError], bool]] = {
+    "CloseError": (ProviderConnectionError, True),
+    "ConnectError": (ProviderConnectionError, True),
+    "ConnectTimeout": (ProviderTimeoutError, True),
+    "CookieConflict": (InvalidResponseError, False),
+    "DecodingError": (InvalidResponseError, True),
+    "HTTPError": (ProviderConnectionError, True),
+    "HTTPStatusError": (ServerError, True),
+    "InvalidURL": (ProviderConnectionError, False),
+    "LocalProtocolError": (ProviderConnectionError, False),
+    "NetworkError": (ProviderConnectionError, True),
+    "PoolTimeout": (ProviderTimeoutError, True),
+    "ProtocolError": (ProviderConnectionError, True),
+    "ProxyError": (ProviderConnectionError, True),
+    "ReadError": (ProviderConnectionError, True),
+    "ReadTimeout": (ProviderTimeoutError, True),
+    "RemoteProtocolError": (ProviderConnectionError, True),
+    "RequestError": (ProviderConnectionError, True),
+    "RequestNotRead": (ProviderConnectionError, False),
+    "ResponseNotRead": (ProviderConnectionError, False),
+    "SSEError": (InvalidResponseError, False),
+    "StreamClosed": (ProviderConnectionError, False),
+    "StreamConsumed": (ProviderConnectionError, False),
+    "StreamError": (ProviderConnectionError, False),
+    "TimeoutException": (ProviderTimeoutError, True),
+    "TooManyRedirects": (InvalidResponseError, False),
+    "TransportError": (ProviderConnectionError, True),
+    "UnsupportedProtocol": (ProviderConnectionError, False),
+    "WriteError": (ProviderConnectionError, True),
+    "WriteTimeout": (ProviderTimeoutError, True),
+}
+
+
+def test_expected_table_covers_every_exported_class() -> None:
+    assert sorted(c.__name__ for c in exported_httpx_exceptions()) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("cls", exported_httpx_exceptions(), ids=lambda c: c.__name__)
+def test_every_httpx_exception_is_mapped(cls: type[Exception]) -> None:
+    """Each class is caught by the transport and becomes the ProviderError it means."""
+    exc = instance(cls)
+    assert isinstance(exc, transport_module._HTTPX_ERRORS)
+    err = map_httpx_error(
+        exc,
+        provider="prov",
+        model="m",
+        host="api.example.com",
+        timeout_s=1.5,
+        connect_timeout_s=0.5,
+        secrets=(CANARY,),
+    )
+    error_type, retryable = EXPECTED[cls.__name__]
+    assert type(err) is error_type
+    assert err.retryable is retryable
+    assert err.provider == "prov"
+    assert err.model == "m"
+    assert_no_canary(err)
+    assert "?key=" not in str(err)
+
+
+def test_connect_failures_are_told_apart() -> None:
+    request = httpx.Request("GET", "https://api.example.com/")
+    kw: dict[str, Any] = {"provider": "p", "model": "m", "host": "api.example.com:443"}
+    refused = map_httpx_error(httpx.ConnectError("[Errno 111] refused", request=request), **kw)
+    slow = map_httpx_error(
+        httpx.ConnectTimeout("", request=request), connect_timeout_s=0.5, timeout_s=2, **kw
+    )
+    assert str(refused) == "p/m: cannot connect to api.example.com:443: [Errno 111] refused"
+    assert str(slow) == "p/m: connect to api.example.com:443 timed out after 0.5s"
+
+
+def test_mapping_refuses_foreign_exceptions() -> None:
+    with pytest.raises(TypeError):
+        map_httpx_error(ValueError("x"), provider="p", model="m", host="h")
+
+
+# ------------------------------------------------------------------ secrets
+
+
+async def test_no_error_or_repr_ever_shows_a_header_value(
+    upstream: Upstream, upstream_factory: Callable[..., Awaitable[Upstream]]
+) -> None:
+    """Trigger every failure path with a canary key in the headers; it shows up nowhere."""
+    other = await upstream_factory(host="127.0.0.2")
+    upstream.queue(
+        hang_before_headers(),
+        hang_mid_body(10),
+        drip(b"x" * 100, 1, 0.01),
+        reset(),
+        close(),
+        reply(200, b"x" * (MB + 1)),
+        reply(302, b"", {"location": f"{other.url}/?k={CANARY}"}),
+        reply(200, b"garbage", {"content-encoding": "gzip"}),
+        reply(200, b"<html/>", {"content-type": "text/html"}),
+        stream([b"data: 1\n\n"], end="reset"),
+    )
+    upstream.handler = lambda request: reply(302, b"", {"location": "/loop"})
+    errors: list[BaseException] = []
+    async with make(upstream.url) as t:
+        assert_no_canary(t)
+        for _ in range(6):
+            exc, _ = await timed(t.send(POST, model="m", timeout_s=0.1))
+            assert exc is not None
+            errors.append(exc)
+        exc, _ = await timed(t.send(POST, model="m", timeout_s=2))  # cross-host redirect
+        errors.append(exc)  # type: ignore[arg-type]
+        exc, _ = await timed(t.send(POST, model="m", timeout_s=2))  # bad gzip
+        errors.append(exc)  # type: ignore[arg-type]
+        for _ in range(2):  # wrong content type; reset mid-stream
+            try:
+                async with t.stream(POST, model="m") as resp:
+                    assert_no_canary(resp)
+                    async for _event in resp.sse():
+                        pass
+            except ProviderError as e:
+                errors.append(e)
+        exc, _ = await timed(t.send(POST, model="m", timeout_s=2))  # redirect loop
+        errors.append(exc)  # type: ignore[arg-type]
+        assert_no_canary(t)
+    async with make(f"http://127.0.0.1:{free_port()}") as refused:
+        exc, _ = await timed(refused.send(POST, model="m", timeout_s=1))
+        errors.append(exc)  # type: ignore[arg-type]
+    kinds = {type(e).__name__ for e in errors}
+    assert kinds == {"ProviderTimeoutError", "ProviderConnectionError", "InvalidResponseError"}
+    assert len(errors) == 12
+    for err in errors:
+        assert isinstance(err, ProviderError), err
+        assert_no_canary(err, err.detail, err.args)
+    assert_no_canary(t)
+
+
+def test_bad_header_value_is_refused_without_quoting_it() -> None:
+    with pytest.raises(ValueError, match="'authorization'") as info:
+        Transport(
+            "p",
+            "https://api.example.com",
+            headers={"authorization": f"Bearer {CANARY}\r\nx-evil: 1"},
+            connect_timeout_s=1,
+            max_connections=None,
+            max_response_bytes=MB,
+        )
+    assert CANARY not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (f"https://user:{CANARY}@api.example.com", "credentials"),
+        ("ftp://api.example.com", "http:// or https://"),
+    ],
+)
+def test_bad_base_url_is_refused(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        Transport(
+            "p", url, headers={}, connect_timeout_s=1, max_connections=None, max_response_bytes=MB
+        )
+    assert CANARY not in str(info.value)
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown transport backend 'aiohttp'"):
+        make("https://api.example.com", backend="aiohttp")
+
+
+async def test_repr_shows_host_and_pool_state_only(upstream: Upstream) -> None:
+    t = make(upstream.url + "/v1?api-version=2024&key=" + CANARY)
+    assert repr(t) == f"<Transport prov http://127.0.0.1:{upstream.port} httpx: not started>"
+    await t.start()
+    await t.send(POST, model="m", timeout_s=2)
+    assert repr(t) == (
+        f"<Transport prov http://127.0.0.1:{upstream.port} httpx: 1/100 connections, 0 active>"
+    )
+    await t.aclose()
+    assert_no_canary(t)
+
+
+def test_constructing_needs_no_event_loop() -> None:
+    """Nothing loop-bound is made before start(): construction works outside a loop."""
+    t = make("https://api.example.com")
+    assert "not started" in repr(t)
+
+
+# ------------------------------------------------------------------- boundary
+
+
+def test_httpx_is_imported_only_by_the_transport() -> None:
+    root = Path(__file__).resolve().parents[1] / "router"
+    pattern = re.compile(r"^\s*(import|from)\s+httpx(_sse)?\b", re.MULTILINE)
+    offenders = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "transport.py" and pattern.search(p.read_text())
+    ]
+    assert offenders == []
