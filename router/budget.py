@@ -279,19 +279,23 @@ class BudgetBook:
         """
         await self._ledger.open()
         now = self._clock()
-        for b in self._budgets:
-            b.roll(now)
-            try:
-                b.spent = await self._ledger.totals(
-                    b.start, provider=b.config.provider, route=b.config.route
-                )
-            except LedgerError:
-                raise
-            except Exception as exc:
-                raise LedgerError(
-                    f"spend ledger {self._ledger!r}: cannot load spend for budget"
-                    f" {b.name!r}: {type(exc).__name__}: {exc}"
-                ) from exc
+        try:
+            for b in self._budgets:
+                b.roll(now)
+                try:
+                    b.spent = await self._ledger.totals(
+                        b.start, provider=b.config.provider, route=b.config.route
+                    )
+                except LedgerError:
+                    raise
+                except Exception as exc:
+                    raise LedgerError(
+                        f"spend ledger {self._ledger!r}: cannot load spend for budget"
+                        f" {b.name!r}: {type(exc).__name__}: {exc}"
+                    ) from exc
+        except BaseException:
+            await self._ledger.close()
+            raise
         self._started = True
 
     async def aclose(self) -> None:

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 from router.config import Config, load_config
-from router.errors import RouterError
+from router.errors import ProviderError, RouterError
 from router.types import Attempt, Completion
 
 
@@ -42,9 +42,14 @@ def _money(value: Decimal) -> str:
 
 def _trail(attempts: Sequence[Attempt], out: TextIO) -> None:
     for i, a in enumerate(attempts, 1):
-        what = a.reason or (str(a.error) if a.error is not None else "")
+        what = a.reason or ""
+        if isinstance(a.error, ProviderError):
+            what = f"{a.error.kind}: {a.error.detail}"
+        elif a.error is not None:
+            what = str(a.error)
         status = a.status if a.status is not None else "-"
-        line = f"  {i}. {a.provider}/{a.model:<28} {a.outcome:<7} status={status:<4}"
+        step = f"{a.provider}/{a.model}"
+        line = f"  {i}. {step:<32} {a.outcome:<7} status={status:<4}"
         line += f" {a.latency_s * 1000:8.1f} ms"
         if a.outcome == "ok":
             line += f"  {_money(a.cost_usd)}"
@@ -128,8 +133,8 @@ def _render(args: argparse.Namespace, out: TextIO) -> int:
     out.write("--- chain (dry run: nothing sent) ---\n")
     for i, (provider, model, price, retries, cap) in enumerate(router.chain(args.route), 1):
         out.write(
-            f"  {i}. {provider}/{model}: ${price.input_per_mtok}/M in, ${price.output_per_mtok}/M out,"
-            f" retries={retries}, attempt cap {cap:g}s\n"
+            f"  {i}. {provider}/{model}: ${price.input_per_mtok}/M in,"
+            f" ${price.output_per_mtok}/M out, retries={retries}, attempt cap {cap:g}s\n"
         )
     return 0
 

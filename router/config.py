@@ -146,7 +146,15 @@ class Settings(_Strict):
                 "remaining steps (see docs/routing.md)."
             ),
         ),
-    ] = 1.0
+    ] = 0.5
+    first_token_timeout_s: Annotated[
+        PositiveSeconds,
+        Field(description="Streams: longest wait for the first text delta (within the deadline)."),
+    ] = 15.0
+    idle_timeout_s: Annotated[
+        PositiveSeconds,
+        Field(description="Streams: longest wait between two chunks (within the deadline)."),
+    ] = 10.0
     max_tokens: Annotated[
         int, Field(ge=1, description="Output token cap when a route sets none.")
     ] = 1024
@@ -346,6 +354,14 @@ class ProviderConfig(_Strict):
     ] = False
     timeout_s: Annotated[PositiveSeconds, Field(description="Cap on one attempt.")] = 60.0
     connect_timeout_s: Annotated[PositiveSeconds, Field(description="TCP+TLS connect cap.")] = 5.0
+    first_token_timeout_s: Annotated[
+        PositiveSeconds | None,
+        Field(description="Streams: first-delta wait; null: settings.first_token_timeout_s."),
+    ] = None
+    idle_timeout_s: Annotated[
+        PositiveSeconds | None,
+        Field(description="Streams: wait between chunks; null: settings.idle_timeout_s."),
+    ] = None
     headers: Annotated[
         dict[HeaderName, HeaderValue], Field(description="Extra non-secret headers.")
     ] = {}
@@ -474,6 +490,16 @@ class RouteConfig(_Strict):
     deadline_s: Annotated[
         PositiveSeconds | None,
         Field(description="Whole-call deadline; null: settings.deadline_s."),
+    ] = None
+    first_token_timeout_s: Annotated[
+        PositiveSeconds | None,
+        Field(description="Streams: first-delta wait; null: the provider's, else the settings'."),
+    ] = None
+    idle_timeout_s: Annotated[
+        PositiveSeconds | None,
+        Field(
+            description="Streams: wait between chunks; null: the provider's, else the settings'."
+        ),
     ] = None
     retries: Annotated[
         int | None,

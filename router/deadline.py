@@ -16,12 +16,13 @@ Clock = Callable[[], float]
 class Deadline:
     """A point in monotonic time by which a call must be over."""
 
-    __slots__ = ("_clock", "_end", "seconds")
+    __slots__ = ("_clock", "_end", "seconds", "started_at")
 
     def __init__(self, seconds: float, clock: Clock = time.monotonic) -> None:
         self.seconds = seconds  # the budget it was created with
         self._clock = clock
-        self._end = clock() + seconds  # absolute monotonic end
+        self.started_at = clock()  # monotonic start, to place attempts in time
+        self._end = self.started_at + seconds  # absolute monotonic end
 
     def remaining(self) -> float:
         """Seconds left, never negative."""

@@ -106,7 +106,7 @@ class ConfigError(RouterError):
 
 
 class TemplateError(RouterError):
-    """A route's templates cannot be rendered with the given variables (raised before any traffic)."""
+    """A route's templates cannot be rendered with these variables (raised before any traffic)."""
 
     def __init__(
         self,
@@ -170,7 +170,8 @@ class DeadlineExceededError(RouterError):
         self.deadline_s = deadline_s
         self.route = route
         self.attempts = list(attempts)
-        msg = f"route {route!r}: deadline of {deadline_s:g}s spent after {len(self.attempts)} attempt(s)"
+        n = len(self.attempts)
+        msg = f"route {route!r}: deadline of {deadline_s:g}s spent after {n} attempt(s)"
         if self.attempts:
             msg += f" [{_trail(self.attempts)}]"
         super().__init__(msg)

@@ -110,7 +110,9 @@ class ProviderGate:
         wait = self.not_before - start
         if wait > 0:
             if wait > wait_s:
-                return f"provider asked to wait {wait:.1f}s (Retry-After), past this call's deadline share"
+                return (
+                    f"provider asked to wait {wait:.1f}s (Retry-After), past this attempt's share"
+                )
             await self._sleep(wait)
         tpm = self._tpm
         if tpm is not None and tokens > tpm.max_rate:

@@ -18,7 +18,8 @@ What it guarantees:
 - Every httpx exception becomes a :class:`~router.errors.ProviderError` in one
   function, :func:`map_httpx_error`, most specific class first.
 - A cancelled caller closes its response, so the pool slot is freed.
-- Header values (keys live there) appear in no error, message or repr.
+- Header values (keys live there) appear in no error, message or repr, and proxy
+  environment variables are ignored: keys go only to base_url's host.
 
 This is the only module in ``router/`` that imports ``httpx`` or ``httpx_sse``.
 """
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import importlib.util
 import re
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -64,24 +67,22 @@ DEFAULT_MAX_CONNECTIONS: Final = 100
 KEEPALIVE_EXPIRY_S: Final = 5.0
 # Same-origin redirects followed before giving up (an API that redirects more is broken).
 MAX_REDIRECTS: Final = 3
-# Backends a Transport can run on. httpx-aiohttp's AiohttpTransport is an httpx
-# transport too, so a second backend is one more factory in ``_BACKENDS``.
-BACKENDS: Final = ("httpx",)
 
 # An in-process upstream for the offline ``mock`` provider:
 # (method, path, request body) -> (status, headers, body). It may sleep; it may
 # raise ConnectionError or TimeoutError to simulate a network failure.
 Handler = Callable[[str, str, bytes], Awaitable[tuple[int, Mapping[str, str], bytes]]]
 
-# Every exception class httpx and httpx-sse raise that is not a subclass of another
-# entry; ``except _HTTPX_ERRORS`` catches all of them (tests/test_transport.py proves it).
+# The roots of every exception class httpx and httpx-sse export: ``except _HTTPX_ERRORS``
+# catches all of them (tests/test_transport.py proves it for each exported class).
 _HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError)
 
 # A URL query string inside an exception message (it may carry a key, e.g. ``?key=``).
 _QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s'\"?]*)\?[^\s'\"]*", re.IGNORECASE)
-# What RFC 9110 allows in a header value (visible ASCII, space, tab). Checked once at
-# construction so that h11 never quotes a bad value (a key) in its error message.
-_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
+# A header value h11 accepts: visible ASCII, inner spaces and tabs, nothing else, no
+# whitespace at either end. Checked once at construction: h11 quotes a rejected value
+# (a key, with a stray space or newline from an env var) in its error message.
+_HEADER_VALUE = re.compile(r"(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?")
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Shortest header value scrubbed from error text: shorter ones are not secrets and
 # would mangle ordinary words.
@@ -217,7 +218,7 @@ def map_httpx_error(
     if isinstance(exc, httpx.HTTPStatusError):
         code = exc.response.status_code
         return status_error(code)(
-            f"HTTP status {code}", provider=provider, model=model, status=code
+            "unexpected HTTP status", provider=provider, model=model, status=code
         )
     for rule in _RULES:
         if isinstance(exc, rule.exc):
@@ -263,7 +264,7 @@ def _check_headers(name: str, headers: Mapping[str, str]) -> None:
             # Never quote the value: it is likely a key.
             raise ValueError(
                 f"provider {name!r}: the value of header {key!r} has a character not allowed"
-                " in HTTP headers (control character or non-ASCII)"
+                " in HTTP headers (control character, non-ASCII, or whitespace at an end)"
             )
 
 
@@ -288,10 +289,26 @@ def _httpx_backend(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     return httpx.AsyncHTTPTransport(limits=limits, http1=True, http2=False, retries=0)
 
 
-# Backend name -> factory of the httpx transport that owns the connection pool.
+# Backend name -> factory of the httpx transport that owns the connection pool. The seam
+# for a second backend: httpx-aiohttp's AiohttpTransport is an httpx transport too, so
+# adding it is one factory here (pool_stats() would then read its connector instead).
 _BACKENDS: Final[dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]]] = {
     "httpx": _httpx_backend,
 }
+
+
+def _let_sniffio_imports_fail_fast() -> None:
+    """Make httpcore's per-request ``import sniffio`` cheap when sniffio is not installed.
+
+    httpcore (1.0.x) imports sniffio inside ``current_async_library()``, called for each
+    lock and event it creates (four per request). Python does not cache a failed import,
+    so without sniffio (anyio >= 4.11 no longer pulls it in) every request pays four
+    file-system searches: about 200 µs of CPU, a quarter of a request's cost
+    (encode/httpcore#1103). Recording the absence in ``sys.modules`` makes the same
+    import fail at once, with the same result. Nothing changes when sniffio exists.
+    """
+    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+        sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------------- transport
@@ -314,6 +331,7 @@ class Transport:
 
     __slots__ = (
         "_base",
+        "_base_query",
         "_client",
         "_closed",
         "_connect_timeout_s",
@@ -352,12 +370,17 @@ class Transport:
         if base.userinfo:
             raise ValueError(f"provider {name!r}: base_url must not carry credentials")
         _check_headers(name, headers)
+        # A query on base_url (e.g. "?api-version=...") is kept and added to every request.
+        base_query = base.query
+        base = base.copy_with(query=None)
         if not base.raw_path.endswith(b"/"):
             base = base.copy_with(raw_path=base.raw_path + b"/")
         self.name = name
         self.backend = backend
         # The API root, ending in "/", that every request path is appended to.
         self._base = base
+        # base_url's query string (bytes, maybe empty), for requests that have none.
+        self._base_query = base_query
         # scheme, host, port of base_url: the only place redirects may lead.
         self._origin = _origin(base)
         # host[:port] for messages and repr: never the path or the query.
@@ -397,6 +420,7 @@ class Transport:
             raise ProviderConnectionError(
                 "transport is closed", provider=self.name, model=model, retryable=False
             )
+        _let_sniffio_imports_fail_fast()
         if self._handler is not None:
             transport = _mock_transport(self._handler)
         else:
@@ -459,6 +483,8 @@ class Transport:
             # Always under base_url: an absolute or "//host" path cannot change the host.
             suffix = httpx.URL(path).raw_path.lstrip(b"/")
             url = self._base.copy_with(raw_path=self._base.raw_path + suffix)
+            if self._base_query and not url.query:
+                url = url.copy_with(query=self._base_query)
             if len(self._urls) < 256:  # a provider uses a handful of paths
                 self._urls[path] = url
         return url

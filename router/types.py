@@ -74,6 +74,12 @@ class Attempt:
     cost_usd: Decimal = Decimal(0)
     # Why a step was skipped (cooldown, limiter past deadline, budget name...).
     reason: str | None = None
+    # When the attempt started, in seconds since the call started.
+    start_s: float = 0.0
+    # Streams only: seconds from the attempt's start to its first text delta.
+    ttft_s: float | None = None
+    # Usage the provider reported for this attempt (ok attempts; partial for interrupted streams).
+    usage: Usage | None = None
 
     def __repr__(self) -> str:
         extra = f" status={self.status}" if self.status is not None else ""

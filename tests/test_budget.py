@@ -234,6 +234,25 @@ async def test_corrupt_ledger_fails_start_never_zero(tmp_path: Path) -> None:
         _reserve(book, "0.1")
 
 
+class _UnreadableLedger(MemoryLedger):
+    closed = False
+
+    async def totals(self, since_epoch: float, **kwargs: object) -> D:  # type: ignore[override]
+        raise OSError("I/O error reading spend")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_unreadable_spend_fails_start_and_closes_the_ledger() -> None:
+    """Any failure to load spend is a LedgerError naming the budget; nothing is left open."""
+    ledger = _UnreadableLedger()
+    book = BudgetBook({"daily": _budget("1")}, ledger)
+    with pytest.raises(LedgerError, match=r"budget 'daily'.*I/O error"):
+        await book.start()
+    assert ledger.closed
+
+
 # --- concurrency ---------------------------------------------------------------------
 
 

@@ -355,7 +355,6 @@ _SETTLER = textwrap.dedent(
 )
 
 
-@pytest.mark.slow
 async def test_kill_9_loses_no_settled_spend(tmp_path: Path) -> None:
     """A process killed with SIGKILL mid-burst: every settlement it reported is on disk."""
     path = tmp_path / "spend.sqlite3"

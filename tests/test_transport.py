@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib.util
 import inspect
 import json
 import re
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
@@ -128,6 +130,27 @@ async def test_base_url_path_is_kept(upstream: Upstream) -> None:
         await t.send(WireRequest("GET", "/models"), model="m", timeout_s=2)
         await t.send(WireRequest("GET", "chat"), model="m", timeout_s=2)
     assert [r.target for r in upstream.requests] == ["/api/v1/models", "/api/v1/chat"]
+
+
+async def test_base_url_query_is_kept(upstream: Upstream) -> None:
+    """A query on base_url (Azure-style api-version) goes on every request without one."""
+    async with make(upstream.url + "/api?api-version=2024-06") as t:
+        await t.send(WireRequest("POST", "/chat"), model="m", timeout_s=2)
+        await t.send(WireRequest("GET", "/models?limit=5"), model="m", timeout_s=2)
+    assert [r.target for r in upstream.requests] == [
+        "/api/chat?api-version=2024-06",
+        "/api/models?limit=5",
+    ]
+
+
+async def test_start_makes_httpcore_skip_its_failed_sniffio_import() -> None:
+    """Without sniffio installed, httpcore's per-lock import must fail fast (cached)."""
+    async with make("https://api.example.com"):
+        pass
+    if importlib.util.find_spec("sniffio") is None:
+        assert sys.modules["sniffio"] is None
+        with pytest.raises(ImportError):
+            import sniffio  # noqa: F401
 
 
 async def test_aclose_closes_the_connection(upstream: Upstream) -> None:
@@ -754,15 +777,31 @@ async def test_no_error_or_repr_ever_shows_a_header_value(
     for err in errors:
         assert isinstance(err, ProviderError), err
         assert_no_canary(err, err.detail, err.args)
+        cause = err.__cause__ or err.__context__
+        while cause is not None:  # the chained httpx errors do not carry it either
+            assert_no_canary(cause)
+            cause = cause.__cause__ or cause.__context__
     assert_no_canary(t)
 
 
-def test_bad_header_value_is_refused_without_quoting_it() -> None:
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"Bearer {CANARY}\r\nx-evil: 1",
+        f"Bearer {CANARY}\n",  # an env var read with its newline
+        f"Bearer {CANARY} ",  # h11 would quote this one in its error
+        f" {CANARY}",
+        f"{CANARY}\x00",
+        f"{CANARY}é",
+    ],
+    ids=["crlf", "newline", "trailing-space", "leading-space", "nul", "non-ascii"],
+)
+def test_bad_header_value_is_refused_without_quoting_it(value: str) -> None:
     with pytest.raises(ValueError, match="'authorization'") as info:
         Transport(
             "p",
             "https://api.example.com",
-            headers={"authorization": f"Bearer {CANARY}\r\nx-evil: 1"},
+            headers={"authorization": value},
             connect_timeout_s=1,
             max_connections=None,
             max_response_bytes=MB,

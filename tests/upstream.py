@@ -551,9 +551,10 @@ class Upstream:
                     conn.closed_by = "server"
                     return
         except asyncio.CancelledError:
+            # Only aclose() cancels these tasks; ending quietly keeps asyncio's server
+            # callback from logging the cancellation as an error.
             if conn.closed_by is None:
                 conn.closed_by = "server"
-            raise
         except (ConnectionError, OSError):
             if conn.closed_by is None:
                 conn.closed_by = "client"

@@ -1,0 +1,408 @@
+"""One call walking its chain: skips, reservations, admission, retries, fallback.
+
+:class:`Call` holds the policy walk shared by ``complete()`` and ``stream()``;
+subclasses supply only the exchange with the provider (:meth:`Call._exchange`).
+Every attempt holds a :class:`Lease` — its admission slot and its budget
+reservation — and gives both back whatever happens, cancellation included.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+from router.budget import BudgetBook, Refusal, Reservation, cost_usd, worst_case_usd
+from router.config import Backoff, Price, ProviderConfig
+from router.deadline import Clock, Deadline
+from router.errors import (
+    AllProvidersFailedError,
+    BudgetExceededError,
+    DeadlineExceededError,
+    ProviderError,
+    RouterError,
+)
+from router.estimate import estimate_text_tokens, estimate_tokens
+from router.limits import ProviderGate
+from router.policy import rule_for
+from router.providers.base import Adapter, WireRequest, error_from_response
+from router.templates import RouteTemplates
+from router.transport import Transport
+from router.types import Attempt, Completion, Message, Reply, Usage
+
+R = TypeVar("R")
+
+
+@dataclass(slots=True)
+class Provider:
+    """A provider's runtime: its adapter, pooled transport and admission gate."""
+
+    name: str
+    config: ProviderConfig
+    adapter: Adapter
+    transport: Transport
+    gate: ProviderGate
+
+
+@dataclass(slots=True)
+class Step:
+    """One compiled chain step: everything a call needs, resolved at load."""
+
+    provider: Provider
+    model: str
+    params: dict[str, Any]  # provider extra < model extra < step params
+    retries: int
+    timeout_s: float  # cap on one attempt: the step's or the provider's
+    price: Price
+    max_output_tokens: int | None
+    first_token_s: float  # streams: cap on the wait for the first text delta
+    idle_s: float  # streams: cap on the wait between two chunks
+
+
+@dataclass(slots=True)
+class Route:
+    """A compiled route."""
+
+    name: str
+    templates: RouteTemplates
+    steps: list[Step]
+    deadline_s: float
+    max_tokens: int
+    temperature: float | None
+    max_cost_usd: Decimal | None
+    # Error kinds that may fall back to the next step (None: all).
+    fallback_on: frozenset[str] | None
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What calls share with their Router: clock, sleep, money, policy numbers, hooks."""
+
+    clock: Clock
+    sleep: Callable[[float], Awaitable[None]]
+    book: BudgetBook
+    floor_s: float
+    backoff: Backoff
+    # Called with every attempt as it is recorded.
+    on_attempt: Callable[[str, Attempt, Deadline], None]
+
+
+class Lease:
+    """An attempt's admission slot and budget reservation; :meth:`release` frees both once."""
+
+    __slots__ = ("admitted", "book", "gate", "probe", "reservation", "settled")
+
+    def __init__(
+        self, gate: ProviderGate, book: BudgetBook, reservation: Reservation, probe: bool
+    ) -> None:
+        self.gate = gate
+        self.book = book
+        self.reservation = reservation
+        self.probe = probe  # this attempt is the half-open probe after a cooldown
+        self.admitted = False  # holds a gate slot
+        self.settled = False
+
+    def free_slot(self) -> None:
+        if self.admitted:
+            self.admitted = False
+            self.gate.release()
+
+    async def settle(self, cost: Decimal) -> None:
+        self.settled = True
+        await self.book.settle(self.reservation, cost)
+
+    def release(self) -> None:
+        """Give back whatever is still held (idempotent)."""
+        self.free_slot()
+        if not self.settled:
+            self.settled = True
+            self.book.release(self.reservation)
+        if self.probe and self.gate.probing:
+            self.gate.probing = False  # the probe ended without a verdict
+
+
+def final_usage(usage: Usage | None, est_in: int, text: str) -> Usage:
+    """The provider's usage, or an estimate (marked) when it reported none."""
+    if usage is not None and not usage.estimated and (usage.input_tokens or usage.output_tokens):
+        return usage
+    return Usage(
+        input_tokens=(usage.input_tokens if usage else 0) or est_in,
+        output_tokens=(usage.output_tokens if usage else 0) or estimate_text_tokens(text),
+        estimated=True,
+    )
+
+
+class Call(Generic[R]):
+    """The state of one call while it walks its chain."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        route: Route,
+        messages: list[Message],
+        deadline: Deadline,
+        max_tokens: int | None,
+        temperature: float | None,
+        params: Mapping[str, Any] | None,
+    ) -> None:
+        self.rt = rt
+        self.route = route
+        self.messages = messages
+        self.deadline = deadline
+        self.max_tokens = max_tokens or route.max_tokens
+        self.temperature = temperature if temperature is not None else route.temperature
+        self.params = params
+        self.est_in = estimate_tokens(messages)
+        self.attempts: list[Attempt] = []
+        # The last budget refusal, for BudgetExceededError if nothing else ran.
+        self.refusal: Refusal | None = None
+        # Set by an exchange that keeps its lease past the attempt (an open stream).
+        self.kept = False
+
+    # -- the exchange: what subclasses supply ----------------------------------------
+
+    stream = False
+
+    async def _exchange(
+        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Lease
+    ) -> R:
+        """Talk to the provider. Raise ProviderError on failure. On success either
+        settle and free ``lease`` or keep it (then set ``self.kept = True``)."""
+        raise NotImplementedError
+
+    # -- bookkeeping -----------------------------------------------------------------
+
+    def record(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+        self.rt.on_attempt(self.route.name, attempt, self.deadline)
+
+    def _skip(self, step: Step, reason: str, t0: float) -> None:
+        start = t0 - self.deadline.started_at
+        self.record(
+            Attempt(step.provider.name, step.model, "skipped", reason=reason, start_s=start)
+        )
+
+    def failed(self, step: Step, err: ProviderError, t0: float, usage: Usage | None = None) -> None:
+        """Record a failed attempt and tell the provider's gate."""
+        gate = step.provider.gate
+        rule = rule_for(err.kind)
+        if rule.counts_failure or rule.cooldown_now:
+            gate.failed(rule, err.retry_after)
+        else:
+            if err.retry_after:
+                gate.failed(rule, err.retry_after)
+            gate.reset_probe()
+        now = self.rt.clock()
+        self.record(
+            Attempt(
+                step.provider.name,
+                step.model,
+                "error",
+                error=err,
+                status=err.status,
+                latency_s=now - t0,
+                start_s=t0 - self.deadline.started_at,
+                usage=usage,
+            )
+        )
+
+    def succeeded(
+        self,
+        step: Step,
+        reply: Reply,
+        status: int,
+        t0: float,
+        cost: Decimal,
+        usage: Usage,
+        ttft_s: float | None = None,
+    ) -> Completion:
+        """Record the successful attempt and build the Completion."""
+        step.provider.gate.succeeded()
+        self.record(
+            Attempt(
+                step.provider.name,
+                step.model,
+                "ok",
+                status=status,
+                latency_s=self.rt.clock() - t0,
+                cost_usd=cost,
+                start_s=t0 - self.deadline.started_at,
+                ttft_s=ttft_s,
+                usage=usage,
+            )
+        )
+        return Completion(
+            text=reply.text,
+            route=self.route.name,
+            provider=step.provider.name,
+            model=step.model,
+            usage=usage,
+            cost_usd=cost,
+            finish_reason=reply.finish_reason,
+            latency_s=self.deadline.elapsed(),
+            attempts=self.attempts,
+            response_id=reply.response_id,
+            details=reply.details,
+        )
+
+    # -- the walk --------------------------------------------------------------------
+
+    async def run(self) -> R:
+        steps = self.route.steps
+        n = len(steps)
+        for i, step in enumerate(steps):
+            result = await self._run_step(step, n - i)
+            if result is not None:
+                return result
+        raise self._failure()
+
+    def _failure(self) -> RouterError:
+        route = self.route.name
+        if self.deadline.expired:
+            return DeadlineExceededError(self.deadline.seconds, self.attempts, route)
+        ran = [a for a in self.attempts if a.outcome != "skipped"]
+        if not ran and self.refusal is not None:
+            r = self.refusal
+            return BudgetExceededError(
+                f"route {route!r}: no step fits the budget: {r.reason}",
+                budget=r.budget,
+                limit_usd=r.limit_usd,
+                spent_usd=r.spent_usd,
+                reserved_usd=r.reserved_usd,
+                attempts=self.attempts,
+            )
+        return AllProvidersFailedError(self.attempts, route)
+
+    def _request_params(self, step: Step) -> tuple[dict[str, Any], int]:
+        max_tokens = self.max_tokens
+        if step.max_output_tokens is not None and max_tokens > step.max_output_tokens:
+            max_tokens = step.max_output_tokens
+        params = dict(step.params)
+        if self.params:
+            params.update(self.params)
+        params["max_tokens"] = max_tokens
+        if self.temperature is not None:
+            params["temperature"] = self.temperature
+        return params, max_tokens
+
+    async def _run_step(self, step: Step, steps_left: int) -> R | None:
+        """Try one step (with its retries). None means: go on to the next step."""
+        provider = step.provider
+        gate = provider.gate
+        deadline = self.deadline
+        route = self.route
+        params, max_tokens = self._request_params(step)
+        worst = worst_case_usd(self.est_in, max_tokens, step.price)
+        request = provider.adapter.chat_request(
+            step.model, self.messages, params, stream=self.stream
+        )
+        tries = 0
+        while True:
+            if deadline.expired:
+                raise DeadlineExceededError(deadline.seconds, self.attempts, route.name)
+            t0 = self.rt.clock()
+            reason = gate.unavailable()
+            if reason is not None:
+                self._skip(step, reason, t0)
+                return None
+            outcome = await self._attempt(step, steps_left, request, max_tokens, worst, t0)
+            if not isinstance(outcome, ProviderError):
+                return outcome  # a result, or None for a skip
+            kind = outcome.kind
+            if route.fallback_on is not None and kind not in route.fallback_on:
+                raise AllProvidersFailedError(self.attempts, route.name)
+            rule = rule_for(kind)
+            limit = (
+                step.retries if rule.max_retries is None else min(step.retries, rule.max_retries)
+            )
+            if not rule.retry or tries >= limit:
+                return None
+            tries += 1
+            pause = self._pause(tries, outcome.retry_after)
+            # A wait that would not leave this step time for another try moves on at once.
+            if pause >= deadline.share(steps_left, self.rt.floor_s):
+                return None
+            if pause > 0:
+                await self.rt.sleep(pause)
+
+    def _pause(self, retry: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        b = self.rt.backoff
+        ceiling = min(b.max_s, b.initial_s * b.multiplier ** (retry - 1))
+        return random.uniform(0.0, ceiling)  # full jitter
+
+    async def _attempt(
+        self,
+        step: Step,
+        steps_left: int,
+        request: WireRequest,
+        max_tokens: int,
+        worst: Decimal,
+        t0: float,
+    ) -> R | ProviderError | None:
+        """One try: reservation, admission, exchange. Never leaks a slot or a reservation."""
+        rt = self.rt
+        gate = step.provider.gate
+        probe = gate.probing
+        share = self.deadline.share(steps_left, rt.floor_s)
+        cap = step.timeout_s if step.timeout_s < share else share
+        reservation = rt.book.reserve(
+            route=self.route.name,
+            provider=step.provider.name,
+            model=step.model,
+            amount=worst,
+            max_cost_usd=self.route.max_cost_usd,
+        )
+        if isinstance(reservation, Refusal):
+            self.refusal = reservation
+            if probe:
+                gate.probing = False
+            self._skip(step, reservation.reason, t0)
+            return None
+        lease = Lease(gate, rt.book, reservation, probe)
+        self.kept = False
+        try:
+            reason = await gate.admit(self.est_in + max_tokens, cap)
+            if reason is not None:
+                self._skip(step, reason, t0)
+                return None
+            lease.admitted = True
+            left = cap - (rt.clock() - t0)
+            if left <= 0:
+                self._skip(step, "admission used the attempt's whole deadline share", t0)
+                return None
+            try:
+                return await self._exchange(step, request, left, t0, lease)
+            except ProviderError as err:
+                lease.free_slot()
+                self.failed(step, err, t0)
+                return err
+        finally:
+            if not self.kept:
+                lease.release()
+
+
+class CompleteCall(Call[Completion]):
+    """``complete()``: send, read the whole body, parse, settle."""
+
+    async def _exchange(
+        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Lease
+    ) -> Completion:
+        provider = step.provider
+        try:
+            raw = await provider.transport.send(request, model=step.model, timeout_s=timeout_s)
+        finally:
+            lease.free_slot()
+        if not 200 <= raw.status < 300:
+            raise error_from_response(
+                provider.adapter, step.model, raw.status, raw.headers, raw.body, time.time()
+            )
+        reply = provider.adapter.parse_reply(step.model, raw.body)
+        usage = final_usage(reply.usage, self.est_in, reply.text)
+        cost = cost_usd(usage, step.price)
+        await lease.settle(cost)
+        return self.succeeded(step, reply, raw.status, t0, cost, usage)
