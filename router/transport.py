@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import importlib.util
 import re
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -297,20 +295,6 @@ _BACKENDS: Final[dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]]] 
 }
 
 
-def _let_sniffio_imports_fail_fast() -> None:
-    """Make httpcore's per-request ``import sniffio`` cheap when sniffio is not installed.
-
-    httpcore (1.0.x) imports sniffio inside ``current_async_library()``, called for each
-    lock and event it creates (four per request). Python does not cache a failed import,
-    so without sniffio (anyio >= 4.11 no longer pulls it in) every request pays four
-    file-system searches: about 200 µs of CPU, a quarter of a request's cost
-    (encode/httpcore#1103). Recording the absence in ``sys.modules`` makes the same
-    import fail at once, with the same result. Nothing changes when sniffio exists.
-    """
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None  # type: ignore[assignment]
-
-
 # ---------------------------------------------------------------------- transport
 
 
@@ -420,7 +404,6 @@ class Transport:
             raise ProviderConnectionError(
                 "transport is closed", provider=self.name, model=model, retryable=False
             )
-        _let_sniffio_imports_fail_fast()
         if self._handler is not None:
             transport = _mock_transport(self._handler)
         else:

@@ -11,9 +11,11 @@ import yaml
 from router.config import Config, load_config
 
 
-
 def write_config(tmp_path: Path, body: str, templates: Mapping[str, str] | None = None) -> Path:
-    """Write ``body`` (plus version 1 and a memory ledger unless given) as providers.yaml (plus templates) and return its path."""
+    """Write ``body`` as providers.yaml (adding version 1 and a memory ledger unless given).
+
+    Also writes ``templates`` into templates/; returns the YAML's path.
+    """
     doc = yaml.safe_load(textwrap.dedent(body))
     doc.setdefault("version", 1)
     doc.setdefault("settings", {}).setdefault("ledger", {"backend": "memory"})

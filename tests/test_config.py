@@ -159,7 +159,8 @@ def test_accessors_of_a_loaded_config() -> None:
     assert price.input_per_mtok == Decimal("2.00")
     assert price.cache_write_per_mtok == Decimal("2.50")
     assert config.price("ollama", "llama3.2:latest") is FREE
-    assert config.price("mock", "mock-1") == FREE
+    assert config.price("mock_flaky", "mock-1") == FREE
+    assert config.price("mock", "mock-1").output_per_mtok == Decimal("1.50")
     with pytest.raises(KeyError):
         config.price("openai", "nope")
     with pytest.raises(KeyError, match="did you mean 'analysis'"):

@@ -47,7 +47,7 @@ def test_share_has_a_floor_but_never_exceeds_what_remains() -> None:
     floor=st.floats(0, 10),
 )
 def test_share_is_within_bounds(total: float, used: float, steps: int, floor: float) -> None:
-    """An attempt's share is never negative, never past the deadline, and leaves later steps time."""
+    """A share is never negative, never past the deadline, and leaves later steps time."""
     clock = FakeClock()
     d = Deadline(total, clock)
     clock.advance(used)

@@ -8,6 +8,7 @@ milliseconds and the deadline can be checked exactly.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -130,8 +131,7 @@ def _config_body(chain: list[tuple[int, list[Outcome]]]) -> str:
 def _expected_without_pressure(chain: list[tuple[int, list[Outcome]]]) -> Iterator[tuple[int, str]]:
     """The (step, kind) sequence of tries when time is plentiful and nothing hangs."""
     for i, (retries, script) in enumerate(chain):
-        tries = 0
-        for o in [*script, Outcome("ok")]:
+        for tries, o in enumerate([*script, Outcome("ok")]):
             kind = "ok" if o.kind == "ok" else STATUS_KIND[o.status]
             yield i, kind
             if kind == "ok":
@@ -143,7 +143,6 @@ def _expected_without_pressure(chain: list[tuple[int, list[Outcome]]]) -> Iterat
             # Retry-After beyond the share moves on at once.
             if o.retry_after is not None and o.retry_after >= 1000 / (len(chain) - i):
                 break
-            tries += 1
 
 
 async def _run(tmp_path: Path, chain: list[tuple[int, list[Outcome]]], deadline: float):
@@ -185,7 +184,7 @@ def test_any_outcomes_any_deadline(
     for i, (retries, _) in enumerate(chain):
         tried = [a for a in attempts if a.provider == f"p{i}" and a.outcome != "skipped"]
         assert len(tried) <= retries + 1
-    for a, b in zip(attempts, attempts[1:]):
+    for a, b in itertools.pairwise(attempts):
         if a.provider == b.provider and a.error is not None:
             assert isinstance(a.error, ProviderError) and rule_for(a.error.kind).retry
     if result is not None:
