@@ -56,6 +56,15 @@ def _trail(attempts: Sequence[Attempt], out: TextIO) -> None:
         out.write(line + (f"  {what}" if what else "") + "\n")
 
 
+def _summary(c: Completion) -> str:
+    est = " (estimated)" if c.usage.estimated else ""
+    return (
+        f"answered by {c.provider}/{c.model} in {c.latency_s * 1000:.1f} ms: "
+        f"{c.usage.input_tokens} in / {c.usage.output_tokens} out tokens{est}, "
+        f"cost {_money(c.cost_usd)}"
+    )
+
+
 def _print_completion(c: Completion, as_json: bool, out: TextIO) -> None:
     if as_json:
         doc = {
@@ -91,13 +100,7 @@ def _print_completion(c: Completion, as_json: bool, out: TextIO) -> None:
         out.write(json.dumps(doc, indent=2) + "\n")
         return
     out.write(c.text.rstrip("\n") + "\n\n")
-    est = " (estimated)" if c.usage.estimated else ""
-    out.write(
-        f"answered by {c.provider}/{c.model} in {c.latency_s * 1000:.1f} ms: "
-        f"{c.usage.input_tokens} in / {c.usage.output_tokens} out tokens{est}, "
-        f"cost {_money(c.cost_usd)}\n"
-    )
-    out.write("attempts:\n")
+    out.write(_summary(c) + "\nattempts:\n")
     _trail(c.attempts, out)
 
 
@@ -118,6 +121,34 @@ async def _complete(args: argparse.Namespace, out: TextIO) -> int:
                 _trail(attempts, out)
             return 1
     _print_completion(result, args.json, out)
+    return 0
+
+
+async def _stream(args: argparse.Namespace, out: TextIO) -> int:
+    from router.router import Router
+
+    config = _load(args)
+    route = config.routes.get(args.route)
+    variables = _parse_vars(args.var, route.vars if route else None)
+    async with Router(config) as router:
+        try:
+            async with router.stream(args.route, variables, deadline_s=args.deadline) as stream:
+                async for delta in stream:
+                    out.write(delta)
+                    out.flush()
+        except RouterError as exc:
+            out.write(f"\nerror: {exc}\n")
+            attempts = getattr(exc, "attempts", None)
+            if attempts:
+                out.write("attempts:\n")
+                _trail(attempts, out)
+            return 1
+    result = stream.completion
+    assert result is not None  # the stream ended normally
+    ttft = result.attempts[-1].ttft_s
+    first = f", first token after {ttft * 1000:.1f} ms" if ttft is not None else ""
+    out.write(f"\n\n{_summary(result)}{first}\nattempts:\n")
+    _trail(result.attempts, out)
     return 0
 
 
@@ -217,14 +248,16 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("render", "render a route's messages and show its chain; sends nothing"),
         ("complete", "run a route and print the answer, cost and attempt trail"),
+        ("stream", "run a route, printing tokens as they arrive, then cost and attempts"),
     ):
         sp = sub.add_parser(name, help=help_text)
         sp.add_argument("route")
         sp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
         with_config(sp)
+        if name != "render":
+            sp.add_argument("--deadline", type=float, default=None, metavar="SECONDS")
         if name == "complete":
             sp.add_argument("--json", action="store_true")
-            sp.add_argument("--deadline", type=float, default=None, metavar="SECONDS")
 
     sp = sub.add_parser("health", help="check each provider with free listing endpoints")
     with_config(sp)
@@ -256,6 +289,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return _render(args, out)
         if args.command == "complete":
             return asyncio.run(_complete(args, out))
+        if args.command == "stream":
+            return asyncio.run(_stream(args, out))
         if args.command == "health":
             return asyncio.run(_health(args, out))
         if args.command == "spend":

@@ -13,20 +13,21 @@ from __future__ import annotations
 import asyncio
 import difflib
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from router.budget import BudgetBook, BudgetStatus
-from router.call import CompleteCall, Provider, Route, Runtime, Step
+from router.call import Call, CompleteCall, Provider, Route, Runtime, Step
 from router.config import Config, MockSettings, Price, ProviderConfig, RouteConfig, load_config
 from router.deadline import Clock, Deadline
 from router.errors import ProviderError, RouterError
 from router.ledger import open_ledger
 from router.limits import ProviderGate
 from router.logging import get_logger
+from router.observe import CallRecord, Observer
 from router.providers import build_adapter
 from router.providers.base import error_from_response
 from router.providers.mock import MockUpstream
@@ -71,12 +72,15 @@ class Router:
         *,
         on_attempt: AttemptHook | None = None,
         on_call: CallHook | None = None,
+        observers: Sequence[Observer] = (),
         clock: Clock = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.config = config
         self._on_attempt = on_attempt
         self._on_call = on_call
+        # Metrics, traces and other observers of every attempt and call.
+        self._observers: list[Observer] = list(observers)
         self._clock = clock
         # Every wait of a call goes through these two, so tests can drive time by hand.
         self._sleep = sleep
@@ -267,9 +271,9 @@ class Router:
         try:
             result = await call.run()
         except RouterError as exc:
-            self._finish(r.name, None, exc, deadline)
+            self._finish(call, None, exc)
             raise
-        self._finish(r.name, result, None, deadline)
+        self._finish(call, result, None)
         return result
 
     def stream(
@@ -302,13 +306,22 @@ class Router:
         call = StreamCall(self._rt, r, messages, deadline, max_tokens, temperature, params)
 
         def finish(result: Completion | None, error: RouterError | None) -> None:
-            self._finish(r.name, result, error, deadline)
+            self._finish(call, result, error)
 
         return RouteStream(call, self._check_loop, finish)
 
+    def add_observer(self, observer: Observer) -> None:
+        """Send every attempt and call from now on to ``observer`` (metrics, traces)."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+
     def _finish(
-        self, route: str, result: Completion | None, error: RouterError | None, deadline: Deadline
+        self, call: Call[Any], result: Completion | None, error: RouterError | None
     ) -> None:
+        route = call.route.name
+        deadline = call.deadline
         if result is not None:
             _log.info(
                 "llm_call",
@@ -328,11 +341,26 @@ class Router:
                 route=route,
                 outcome="error",
                 error_type=type(error).__name__,
-                attempts=len(getattr(error, "attempts", ())),
+                attempts=len(call.attempts),
                 latency_ms=round(deadline.elapsed() * 1000, 2),
             )
         if self._on_call is not None:
             self._on_call(route, result, error)
+        if self._observers:
+            elapsed = deadline.elapsed()
+            record = CallRecord(
+                route=route,
+                stream=call.stream,
+                result=result,
+                error=error,
+                attempts=call.attempts,
+                deadline_s=deadline.seconds,
+                max_tokens=call.max_tokens,
+                latency_s=elapsed,
+                started_at=time.time() - elapsed,
+            )
+            for observer in self._observers:
+                observer.on_call(record)
 
     def _attempt_done(self, route: str, attempt: Attempt, deadline: Deadline) -> None:
         err = attempt.error
@@ -346,10 +374,13 @@ class Router:
             error_type=err.kind if isinstance(err, ProviderError) else None,
             reason=attempt.reason,
             latency_ms=round(attempt.latency_s * 1000, 2),
+            ttft_ms=None if attempt.ttft_s is None else round(attempt.ttft_s * 1000, 2),
             deadline_left_ms=round(deadline.remaining() * 1000, 2),
         )
         if self._on_attempt is not None:
             self._on_attempt(route, attempt)
+        for observer in self._observers:
+            observer.on_attempt(route, attempt)
 
     # -- health ---------------------------------------------------------------------
 
