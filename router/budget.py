@@ -303,6 +303,40 @@ class BudgetBook:
         self._started = False
         await self._ledger.close()
 
+    async def prepare(self, budgets: Mapping[str, BudgetConfig]) -> Callable[[], None]:
+        """Get a reloaded config's budgets ready; return the synchronous step that installs them.
+
+        A budget whose name, period and scope are unchanged keeps its live state
+        (spend and outstanding reservations); a changed limit applies from the
+        install. Any other budget loads its period's spend from the ledger now,
+        so a reload never resets spend. Spend settled during this await is in
+        the ledger, but not yet in a new budget's figure (a new budget's first
+        moments may undercount by what settles during the load; documented).
+        """
+        current = {b.name: b for b in self._budgets}
+        now = self._clock()
+        plan: list[tuple[_Budget, BudgetConfig]] = []
+        for name, cfg in budgets.items():
+            b = current.get(name)
+            same_scope = b is not None and (b.config.period, b.config.provider, b.config.route) == (
+                cfg.period,
+                cfg.provider,
+                cfg.route,
+            )
+            if b is None or not same_scope:
+                b = _Budget(name, cfg)
+                b.roll(now)
+                b.spent = await self._ledger.totals(b.start, provider=cfg.provider, route=cfg.route)
+            plan.append((b, cfg))
+
+        def install() -> None:
+            for b, cfg in plan:
+                b.config = cfg
+            self._budgets = tuple(b for b, _ in plan)
+            self._matching.clear()
+
+        return install
+
     def _budgets_for(self, route: str, provider: str) -> tuple[_Budget, ...]:
         key = (route, provider)
         found = self._matching.get(key)

@@ -1,11 +1,11 @@
-"""The Router: compiles a Config into chains and runs calls under one deadline.
+"""The Router: serves named routes from a compiled config, under one deadline per call.
 
 ``complete()`` renders the route's templates (before any traffic), then walks
-the chain: for each step it checks cooldown, reserves the worst-case cost,
-takes an admission slot within the attempt's share of the deadline, sends,
-and applies the outcome policy (router.policy) — retry, fall back or stop.
-The router knows no provider's details: adapters translate, the transport
-sends.
+the chain (router.call): for each step it checks cooldown, reserves the
+worst-case cost, takes an admission slot within the attempt's share of the
+deadline, sends, and applies the outcome policy (router.policy) — retry, fall
+back or stop. The router knows no provider's details: adapters translate, the
+transport sends. ``reload()`` swaps in a new config without dropping a call.
 """
 
 from __future__ import annotations
@@ -14,49 +14,66 @@ import asyncio
 import difflib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from router.budget import BudgetBook, BudgetStatus
-from router.call import Call, CompleteCall, Provider, Route, Runtime, Step
-from router.config import Config, MockSettings, Price, ProviderConfig, RouteConfig, load_config
+from router.call import Call, CompleteCall, Provider, Route, Runtime
+from router.config import Config, Price, load_config
 from router.deadline import Clock, Deadline
-from router.errors import ProviderError, RouterError
+from router.errors import ConfigError, ConfigProblem, ProviderError, RouterError
+from router.generation import Generation, build_provider, compile_route, fingerprint
+from router.health import check_provider
 from router.ledger import open_ledger
-from router.limits import ProviderGate
 from router.logging import get_logger
 from router.observe import CallRecord, Observer
-from router.providers import build_adapter
-from router.providers.base import error_from_response
-from router.providers.mock import MockUpstream
 from router.streaming import RouteStream, StreamCall
-from router.transport import Handler, Transport
 from router.types import Attempt, Completion, HealthReport, Message
 
 AttemptHook = Callable[[str, Attempt], None]
 CallHook = Callable[[str, Completion | None, RouterError | None], None]
+Sleep = Callable[[float], Awaitable[None]]
 
 _log = get_logger()
 
 
-T = TypeVar("T")
+@dataclass(slots=True, frozen=True)
+class ReloadReport:
+    """What a successful reload changed (names only)."""
+
+    providers_added: list[str] = field(default_factory=list)
+    providers_removed: list[str] = field(default_factory=list)
+    providers_changed: list[str] = field(default_factory=list)
+    routes_added: list[str] = field(default_factory=list)
+    routes_removed: list[str] = field(default_factory=list)
+    routes_changed: list[str] = field(default_factory=list)
+    budgets_changed: bool = False
+    settings_changed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return any(
+            (
+                self.providers_added,
+                self.providers_removed,
+                self.providers_changed,
+                self.routes_added,
+                self.routes_removed,
+                self.routes_changed,
+                self.budgets_changed,
+                self.settings_changed,
+            )
+        )
 
 
-def _first(*values: T | None) -> T:
-    """The first value that is set (route over provider over settings)."""
-    return next(v for v in values if v is not None)
-
-
-def _mock_handler(upstream: MockUpstream) -> Handler:
-    async def handler(method: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
-        reply = upstream.respond(method, path, body)
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
-        return reply.status, reply.headers, reply.body
-
-    return handler
+def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
+    added = [k for k in new if k not in old]
+    removed = [k for k in old if k not in new]
+    changed = [k for k in new if k in old and old[k] != new[k]]
+    return added, removed, changed
 
 
 class Router:
@@ -64,6 +81,12 @@ class Router:
 
     Use as ``async with Router.from_yaml("providers.yaml") as router:``; the
     router is bound to the event loop it starts on.
+
+    Args:
+        config: a Config from :func:`router.load_config`.
+        on_attempt, on_call: simple hooks called with every attempt / finished call.
+        observers: metrics and tracing observers (see router.observe).
+        clock, sleep: the monotonic clock and sleep every wait uses (tests drive them).
     """
 
     def __init__(
@@ -74,32 +97,33 @@ class Router:
         on_call: CallHook | None = None,
         observers: Sequence[Observer] = (),
         clock: Clock = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self.config = config
         self._on_attempt = on_attempt
         self._on_call = on_call
         # Metrics, traces and other observers of every attempt and call.
         self._observers: list[Observer] = list(observers)
         self._clock = clock
-        # Every wait of a call goes through these two, so tests can drive time by hand.
         self._sleep = sleep
-        settings = config.settings
-        self._providers: dict[str, Provider] = {}
-        for name, pconf in config.providers.items():
-            if name in config.disabled_providers:
-                continue
-            self._providers[name] = self._build_provider(name, pconf)
-        self._routes = {name: self._compile_route(name, r) for name, r in config.routes.items()}
-        self._book = BudgetBook(config.budgets, open_ledger(settings.ledger, config.base_dir))
-        self._rt = Runtime(
-            clock=clock,
-            sleep=sleep,
-            book=self._book,
-            floor_s=settings.attempt_floor_s,
-            backoff=settings.backoff,
-            on_attempt=self._attempt_done,
+        self._book = BudgetBook(
+            config.budgets, open_ledger(config.settings.ledger, config.base_dir)
         )
+        providers = {
+            name: build_provider(config, name, clock, sleep)
+            for name in config.providers
+            if name not in config.disabled_providers
+        }
+        self._gen = self._generation(config, providers)
+        # Generations replaced by reloads that still have calls running.
+        self._retired: list[Generation] = []
+        # Transport closes scheduled for providers no generation uses any more.
+        self._closing: set[asyncio.Task[None]] = set()
+        # How to re-read the config: the file and load_config's keyword arguments.
+        self._source: Path | None = config.source_path
+        self._load_kwargs: dict[str, Any] = {}
+        self._watch_interval_s: float | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._reload_lock: asyncio.Lock | None = None
         # The loop the router was started on (None until start()).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -107,76 +131,52 @@ class Router:
         self._health: dict[str, tuple[float, HealthReport]] = {}
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **kwargs: Any) -> Router:
-        """Load and validate ``path`` (see :func:`router.load_config`) and build a Router."""
-        return cls(load_config(path), **kwargs)
+    def from_yaml(
+        cls,
+        path: str | Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        require_env: bool = True,
+        watch: bool = False,
+        watch_interval_s: float = 1.0,
+        **kwargs: Any,
+    ) -> Router:
+        """Load and validate ``path`` (see :func:`router.load_config`) and build a Router.
 
-    # -- construction -------------------------------------------------------------
+        Args:
+            env, require_env: passed to load_config, now and on every reload.
+            watch: reload when the YAML file or a file under its templates_dir
+                changes (polled every ``watch_interval_s`` seconds; an invalid edit
+                is logged and the old config keeps serving).
+        """
+        load_kwargs: dict[str, Any] = {"env": env, "require_env": require_env}
+        router = cls(load_config(path, **load_kwargs), **kwargs)
+        router._load_kwargs = load_kwargs
+        if watch:
+            router._watch_interval_s = watch_interval_s
+        return router
 
-    def _build_provider(self, name: str, pconf: ProviderConfig) -> Provider:
-        settings = self.config.settings
-        key = self.config.api_key(name)
-        adapter = build_adapter(
-            pconf.kind, name, key.get_secret_value() if key else None, pconf.headers
+    def _generation(self, config: Config, providers: dict[str, Provider]) -> Generation:
+        settings = config.settings
+        rt = Runtime(
+            clock=self._clock,
+            sleep=self._sleep,
+            book=self._book,
+            floor_s=settings.attempt_floor_s,
+            backoff=settings.backoff,
+            on_attempt=self._attempt_done,
         )
-        handler = None
-        if pconf.kind == "mock":  # offline: an in-process upstream behind the same transport
-            handler = _mock_handler(MockUpstream(pconf.mock or MockSettings(), pconf.models))
-        transport = Transport(
-            name,
-            self.config.resolved_base_url(name),
-            headers=adapter.auth_headers(),
-            connect_timeout_s=pconf.connect_timeout_s,
-            max_connections=pconf.limits.max_concurrency,
-            max_response_bytes=settings.max_response_bytes,
-            handler=handler,
-        )
-        gate = ProviderGate(name, pconf.limits, settings.cooldown, self._clock, self._sleep)
-        return Provider(name, pconf, adapter, transport, gate)
+        routes = {name: compile_route(config, providers, name) for name in config.routes}
+        return Generation(config, providers, routes, rt)
 
-    def _compile_route(self, name: str, rconf: RouteConfig) -> Route:
-        settings = self.config.settings
-        steps = []
-        for s in self.config.chain(name):
-            provider = self._providers[s.provider_name]
-            mconf = provider.config.models[s.model_name]
-            params = {**provider.config.extra, **mconf.extra, **s.params}
-            retries = _first(s.retries, rconf.retries, settings.retries)
-            timeout = provider.config.timeout_s
-            if s.timeout_s is not None:
-                timeout = min(timeout, s.timeout_s)
-            steps.append(
-                Step(
-                    provider=provider,
-                    model=s.model_name,
-                    params=params,
-                    retries=retries,
-                    timeout_s=timeout,
-                    price=self.config.price(s.provider_name, s.model_name),
-                    max_output_tokens=mconf.max_output_tokens,
-                    first_token_s=_first(
-                        rconf.first_token_timeout_s,
-                        provider.config.first_token_timeout_s,
-                        settings.first_token_timeout_s,
-                    ),
-                    idle_s=_first(
-                        rconf.idle_timeout_s,
-                        provider.config.idle_timeout_s,
-                        settings.idle_timeout_s,
-                    ),
-                )
-            )
-        fallback_on = rconf.fallback_on if rconf.fallback_on is not None else settings.fallback_on
-        return Route(
-            name=name,
-            templates=self.config.templates[name],
-            steps=steps,
-            deadline_s=rconf.deadline_s or settings.deadline_s,
-            max_tokens=rconf.max_tokens or settings.max_tokens,
-            temperature=rconf.temperature,
-            max_cost_usd=rconf.max_cost_usd,
-            fallback_on=frozenset(fallback_on) if fallback_on is not None else None,
-        )
+    @property
+    def config(self) -> Config:
+        """The config new calls are served from."""
+        return self._gen.config
+
+    @property
+    def _providers(self) -> dict[str, Provider]:
+        return self._gen.providers
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -185,17 +185,30 @@ class Router:
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
+        self._reload_lock = asyncio.Lock()
         await self._book.start()
-        for p in self._providers.values():
+        for p in self._gen.providers.values():
             await p.transport.start()
+        if self._watch_interval_s is not None:
+            seen = self._watched()  # before returning, so no later edit is missed
+            self._watcher = asyncio.create_task(self._watch(seen, self._watch_interval_s))
 
     async def aclose(self) -> None:
         """Close every transport and the ledger. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        for p in self._providers.values():
-            await p.transport.aclose()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
+        seen: set[int] = set()
+        for gen in [self._gen, *self._retired]:
+            for p in gen.providers.values():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    await p.transport.aclose()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await self._book.aclose()
 
     async def __aenter__(self) -> Router:
@@ -224,23 +237,23 @@ class Router:
 
     # -- dry run ------------------------------------------------------------------
 
-    def _route(self, name: str) -> Route:
-        route = self._routes.get(name)
+    def _route(self, gen: Generation, name: str) -> Route:
+        route = gen.routes.get(name)
         if route is None:
-            close = difflib.get_close_matches(name, self._routes, n=1)
+            close = difflib.get_close_matches(name, gen.routes, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise RouterError(f"unknown route {name!r}{hint}")
         return route
 
     def render(self, route: str, vars: Mapping[str, Any] | None = None) -> list[Message]:
         """Render a route's messages without sending anything."""
-        return self._route(route).templates.render(vars)
+        return self._route(self._gen, route).templates.render(vars)
 
     def chain(self, route: str) -> list[tuple[str, str, Price, int, float]]:
         """The steps a route would try: (provider, model, price, retries, attempt cap)."""
         return [
             (s.provider.name, s.model, s.price, s.retries, s.timeout_s)
-            for s in self._route(route).steps
+            for s in self._route(self._gen, route).steps
         ]
 
     # -- calls --------------------------------------------------------------------
@@ -264,15 +277,19 @@ class Router:
             AllProvidersFailedError: every step failed; carries the attempts.
         """
         self._check_loop()
-        r = self._route(route)
+        gen = self._gen
+        r = self._route(gen, route)
         messages = r.templates.render(vars)
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        call = CompleteCall(self._rt, r, messages, deadline, max_tokens, temperature, params)
+        call = CompleteCall(gen.rt, r, messages, deadline, max_tokens, temperature, params)
+        gen.active += 1
         try:
             result = await call.run()
         except RouterError as exc:
             self._finish(call, None, exc)
             raise
+        finally:
+            self._release(gen)
         self._finish(call, result, None)
         return result
 
@@ -300,22 +317,32 @@ class Router:
         A failure after it raises StreamInterruptedError with the partial text.
         Leaving the block early closes the response and settles what was billed.
         """
-        r = self._route(route)
+        gen = self._gen
+        r = self._route(gen, route)
         messages = r.templates.render(vars)
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        call = StreamCall(self._rt, r, messages, deadline, max_tokens, temperature, params)
+        call = StreamCall(gen.rt, r, messages, deadline, max_tokens, temperature, params)
+        held = False
+
+        def begin() -> None:
+            nonlocal held
+            self._check_loop()
+            gen.active += 1
+            held = True
 
         def finish(result: Completion | None, error: RouterError | None) -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._release(gen)
             self._finish(call, result, error)
 
-        return RouteStream(call, self._check_loop, finish)
+        return RouteStream(call, begin, finish)
 
-    def add_observer(self, observer: Observer) -> None:
-        """Send every attempt and call from now on to ``observer`` (metrics, traces)."""
-        self._observers.append(observer)
-
-    def remove_observer(self, observer: Observer) -> None:
-        self._observers.remove(observer)
+    def _release(self, gen: Generation) -> None:
+        gen.active -= 1
+        if gen.retired and gen.active == 0:
+            self._drain(gen)
 
     def _finish(
         self, call: Call[Any], result: Completion | None, error: RouterError | None
@@ -382,6 +409,163 @@ class Router:
         for observer in self._observers:
             observer.on_attempt(route, attempt)
 
+    def add_observer(self, observer: Observer) -> None:
+        """Send every attempt and call from now on to ``observer`` (metrics, traces)."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._observers.remove(observer)
+
+    # -- reload -------------------------------------------------------------------
+
+    async def reload(self) -> ReloadReport:
+        """Re-read the YAML this router was built from and swap it in if valid.
+
+        The new config is loaded and validated completely (keys, templates,
+        everything) before anything changes. Invalid: the old config keeps
+        serving and ConfigError is raised (and logged). Valid: the swap is
+        atomic; calls already running finish on the config they started with;
+        providers whose settings did not change keep their connection pool,
+        limiter and cooldown state; removed or changed providers are closed once
+        their in-flight calls end; budgets keep their spend.
+        """
+        self._check_loop()
+        if self._source is None:
+            raise RouterError("reload() needs a router built from a file (Router.from_yaml)")
+        assert self._reload_lock is not None  # set by start()
+        async with self._reload_lock:
+            return await self._reload(self._source)
+
+    async def _reload(self, source: Path) -> ReloadReport:
+        old = self._gen
+        try:
+            new = load_config(source, **self._load_kwargs)
+            if new.settings.ledger != old.config.settings.ledger:
+                raise ConfigError(
+                    [
+                        ConfigProblem(
+                            source.name,
+                            None,
+                            None,
+                            "settings.ledger",
+                            "the spend ledger cannot change while running; restart to apply",
+                        )
+                    ]
+                )
+        except ConfigError as exc:
+            _log.error("reload_failed", path=str(source), problems=[str(p) for p in exc.problems])
+            raise
+        providers: dict[str, Provider] = {}
+        built: list[Provider] = []
+        for name in new.providers:
+            if name in new.disabled_providers:
+                continue
+            kept = old.providers.get(name)
+            if kept is not None and fingerprint(old.config, name) == fingerprint(new, name):
+                providers[name] = kept
+            else:
+                p = build_provider(new, name, self._clock, self._sleep)
+                providers[name] = p
+                built.append(p)
+        try:
+            for p in built:
+                await p.transport.start()
+            install_budgets = await self._book.prepare(new.budgets)
+        except BaseException:
+            for p in built:
+                await p.transport.aclose()
+            raise
+        # The swap: no await from here on, so no call sees half of it.
+        install_budgets()
+        gen = self._generation(new, providers)
+        self._gen = gen
+        old.retired = True
+        self._retired.append(old)
+        for p in built:
+            self._health.pop(p.name, None)
+        if old.active == 0:
+            self._drain(old)
+        old_providers = {n: fingerprint(old.config, n) for n in old.providers}
+        new_providers = {n: fingerprint(new, n) for n in providers}
+        p_added, p_removed, p_changed = _diff(old_providers, new_providers)
+        r_added, r_removed, r_changed = _diff(old.config.routes, new.routes)
+        # A route whose YAML is unchanged still changes when a provider it uses was rebuilt.
+        rebuilt = {p.name for p in built}
+        r_changed += [
+            n
+            for n, route in gen.routes.items()
+            if n in old.routes
+            and n not in r_changed
+            and any(step.provider.name in rebuilt for step in route.steps)
+        ]
+        report = ReloadReport(
+            providers_added=p_added,
+            providers_removed=p_removed,
+            providers_changed=p_changed,
+            routes_added=r_added,
+            routes_removed=r_removed,
+            routes_changed=r_changed,
+            budgets_changed=new.budgets != old.config.budgets,
+            settings_changed=new.settings != old.config.settings,
+        )
+        _log.info(
+            "reload",
+            path=str(source),
+            changed=report.changed,
+            providers_added=p_added,
+            providers_removed=p_removed,
+            providers_changed=p_changed,
+            routes_added=r_added,
+            routes_removed=r_removed,
+            routes_changed=r_changed,
+            budgets_changed=report.budgets_changed,
+            settings_changed=report.settings_changed,
+        )
+        return report
+
+    def _drain(self, gen: Generation) -> None:
+        """A retired generation has no calls left: close the providers nobody uses now."""
+        if gen in self._retired:
+            self._retired.remove(gen)
+        in_use = {id(p) for g in [self._gen, *self._retired] for p in g.providers.values()}
+        for p in gen.providers.values():
+            if id(p) not in in_use:
+                task = asyncio.get_running_loop().create_task(p.transport.aclose())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    def _watched(self) -> dict[Path, tuple[int, int]]:
+        """The YAML file and every file under its templates_dir: (mtime_ns, size)."""
+        assert self._source is not None
+        config = self._gen.config
+        paths = [self._source]
+        tdir = config.base_dir / config.settings.templates_dir
+        if tdir.is_dir():
+            paths += [p for p in sorted(tdir.rglob("*")) if p.is_file()]
+        out = {}
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out[path] = (st.st_mtime_ns, st.st_size)
+        return out
+
+    async def _watch(self, seen: dict[Path, tuple[int, int]], interval_s: float) -> None:
+        """Poll the config's files; reload on any change (an invalid edit is only logged)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            now = self._watched()
+            if now == seen:
+                continue
+            seen = now
+            try:
+                await self.reload()
+            except ConfigError:
+                pass  # logged by reload(); the old config keeps serving
+            except Exception as exc:  # the watcher must survive anything
+                _log.error("reload_failed", path=str(self._source), error=str(exc))
+
     # -- health ---------------------------------------------------------------------
 
     async def health(self, *, timeout_s: float = 10.0, force: bool = False) -> list[HealthReport]:
@@ -391,39 +575,21 @@ class Router:
         unless ``force``. ``timeout_s`` caps each check (they run concurrently).
         """
         self._check_loop()
-        ttl = self.config.settings.health_ttl_s
+        gen = self._gen
+        ttl = gen.config.settings.health_ttl_s
         now = self._clock()
         stale = [
             p
-            for p in self._providers.values()
+            for p in gen.providers.values()
             if force or p.name not in self._health or now - self._health[p.name][0] > ttl
         ]
         if stale:
-            fresh = await asyncio.gather(*(self._check(p, timeout_s) for p in stale))
+            fresh = await asyncio.gather(
+                *(check_provider(p, timeout_s, self._clock) for p in stale)
+            )
             for p, report in zip(stale, fresh, strict=True):
                 self._health[p.name] = (self._clock(), report)
-        return [self._health[name][1] for name in self._providers]
-
-    async def _check(self, p: Provider, timeout_s: float) -> HealthReport:
-        t0 = self._clock()
-        try:
-            raw = await p.transport.send(
-                p.adapter.health_request(), model="-", timeout_s=min(timeout_s, p.config.timeout_s)
-            )
-            latency = self._clock() - t0
-            if not 200 <= raw.status < 300:
-                err = error_from_response(p.adapter, "-", raw.status, raw.headers, raw.body)
-                return HealthReport(p.name, False, True, raw.status, latency, error=err.detail)
-            listed = p.adapter.parse_models(raw.body)
-        except ProviderError as exc:
-            reachable = exc.status is not None
-            return HealthReport(
-                p.name, False, reachable, exc.status, self._clock() - t0, error=exc.detail
-            )
-        missing = [
-            f"{m} ({p.adapter.missing_model_hint(m)})" for m in p.config.models if m not in listed
-        ]
-        return HealthReport(p.name, not missing, True, raw.status, latency, missing_models=missing)
+        return [self._health[name][1] for name in gen.providers]
 
     # -- money ----------------------------------------------------------------------
 
