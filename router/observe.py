@@ -8,11 +8,12 @@ beyond the time it takes to record them. Register with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from router.errors import RouterError
-from router.types import Attempt, Completion
+from router.types import Attempt, Completion, Message
 
 
 @dataclass(slots=True, frozen=True)
@@ -28,6 +29,7 @@ class CallRecord:
     max_tokens: int
     latency_s: float
     started_at: float  # wall-clock (epoch) seconds when the call started
+    messages: Sequence[Message] = ()  # the rendered prompt (for opt-in content capture)
 
 
 class Observer(Protocol):

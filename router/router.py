@@ -29,6 +29,7 @@ from router.generation import Generation, build_provider, compile_route, fingerp
 from router.health import check_provider
 from router.ledger import open_ledger
 from router.logging import get_logger
+from router.metrics.stats import Stats
 from router.observe import CallRecord, Observer
 from router.streaming import RouteStream, StreamCall
 from router.types import Attempt, Completion, HealthReport, Message
@@ -101,8 +102,10 @@ class Router:
     ) -> None:
         self._on_attempt = on_attempt
         self._on_call = on_call
-        # Metrics, traces and other observers of every attempt and call.
-        self._observers: list[Observer] = list(observers)
+        # Always-on counters behind stats() (router/metrics/stats.py), then the
+        # app's metrics, traces and other observers of every attempt and call.
+        self._stats = Stats()
+        self._observers: list[Observer] = [self._stats, *observers]
         self._clock = clock
         self._sleep = sleep
         self._book = BudgetBook(
@@ -385,6 +388,7 @@ class Router:
                 max_tokens=call.max_tokens,
                 latency_s=elapsed,
                 started_at=time.time() - elapsed,
+                messages=call.messages,
             )
             for observer in self._observers:
                 observer.on_call(record)
@@ -590,6 +594,14 @@ class Router:
             for p, report in zip(stale, fresh, strict=True):
                 self._health[p.name] = (self._clock(), report)
         return [self._health[name][1] for name in gen.providers]
+
+    # -- metrics --------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """Per route and provider: calls, outcomes, attempts, retries, fallbacks, tokens,
+        cost, latency percentiles, cooldowns and budget remaining (JSON-serializable;
+        see docs/operations.md)."""
+        return self._stats.snapshot(self)
 
     # -- money ----------------------------------------------------------------------
 
