@@ -40,7 +40,8 @@ def _money(value: Decimal) -> str:
     return f"${value:.6f}"
 
 
-def _trail(attempts: Sequence[Attempt], out: TextIO) -> None:
+def _trail(attempts: Sequence[Attempt], out: TextIO, verbose: bool = False) -> None:
+    """One line per attempt; ``verbose`` adds when it started, time to first token, tokens."""
     for i, a in enumerate(attempts, 1):
         what = a.reason or ""
         if isinstance(a.error, ProviderError):
@@ -51,6 +52,12 @@ def _trail(attempts: Sequence[Attempt], out: TextIO) -> None:
         step = f"{a.provider}/{a.model}"
         line = f"  {i}. {step:<32} {a.outcome:<7} status={status:<4}"
         line += f" {a.latency_s * 1000:8.1f} ms"
+        if verbose:
+            line += f"  at +{a.start_s * 1000:.1f} ms"
+            if a.ttft_s is not None:
+                line += f", first token {a.ttft_s * 1000:.1f} ms"
+            if a.usage is not None:
+                line += f", {a.usage.input_tokens} in / {a.usage.output_tokens} out"
         if a.outcome == "ok":
             line += f"  {_money(a.cost_usd)}"
         out.write(line + (f"  {what}" if what else "") + "\n")
@@ -65,7 +72,7 @@ def _summary(c: Completion) -> str:
     )
 
 
-def _print_completion(c: Completion, as_json: bool, out: TextIO) -> None:
+def _print_completion(c: Completion, as_json: bool, out: TextIO, verbose: bool) -> None:
     if as_json:
         doc = {
             "text": c.text,
@@ -101,7 +108,7 @@ def _print_completion(c: Completion, as_json: bool, out: TextIO) -> None:
         return
     out.write(c.text.rstrip("\n") + "\n\n")
     out.write(_summary(c) + "\nattempts:\n")
-    _trail(c.attempts, out)
+    _trail(c.attempts, out, verbose)
 
 
 async def _complete(args: argparse.Namespace, out: TextIO) -> int:
@@ -118,9 +125,9 @@ async def _complete(args: argparse.Namespace, out: TextIO) -> int:
             attempts = getattr(exc, "attempts", None)
             if attempts:
                 out.write("attempts:\n")
-                _trail(attempts, out)
+                _trail(attempts, out, args.verbose)
             return 1
-    _print_completion(result, args.json, out)
+    _print_completion(result, args.json, out, args.verbose)
     return 0
 
 
@@ -141,14 +148,14 @@ async def _stream(args: argparse.Namespace, out: TextIO) -> int:
             attempts = getattr(exc, "attempts", None)
             if attempts:
                 out.write("attempts:\n")
-                _trail(attempts, out)
+                _trail(attempts, out, args.verbose)
             return 1
     result = stream.completion
     assert result is not None  # the stream ended normally
     ttft = result.attempts[-1].ttft_s
     first = f", first token after {ttft * 1000:.1f} ms" if ttft is not None else ""
     out.write(f"\n\n{_summary(result)}{first}\nattempts:\n")
-    _trail(result.attempts, out)
+    _trail(result.attempts, out, args.verbose)
     return 0
 
 
@@ -256,6 +263,11 @@ def _parser() -> argparse.ArgumentParser:
         with_config(sp)
         if name != "render":
             sp.add_argument("--deadline", type=float, default=None, metavar="SECONDS")
+            sp.add_argument(
+                "--verbose",
+                action="store_true",
+                help="attempt trail with start offsets, time to first token and tokens",
+            )
         if name == "complete":
             sp.add_argument("--json", action="store_true")
 
