@@ -88,6 +88,8 @@ class Runtime:
     backoff: Backoff
     # Called with every attempt as it is recorded.
     on_attempt: Callable[[str, Attempt, Deadline], None]
+    # Set by Router.aclose(): calls still running stop before their next try.
+    closed: bool = False
 
 
 class Lease:
@@ -185,7 +187,16 @@ class Call(Generic[R]):
             Attempt(step.provider.name, step.model, "skipped", reason=reason, start_s=start)
         )
 
-    def failed(self, step: Step, err: ProviderError, t0: float, usage: Usage | None = None) -> None:
+    def failed(
+        self,
+        step: Step,
+        err: ProviderError,
+        t0: float,
+        usage: Usage | None = None,
+        *,
+        cost: Decimal = Decimal(0),
+        ttft_s: float | None = None,
+    ) -> None:
         """Record a failed attempt and tell the provider's gate."""
         gate = step.provider.gate
         rule = rule_for(err.kind)
@@ -206,6 +217,8 @@ class Call(Generic[R]):
                 latency_s=now - t0,
                 start_s=t0 - self.deadline.started_at,
                 usage=usage,
+                cost_usd=cost,
+                ttft_s=ttft_s,
             )
         )
 
@@ -301,6 +314,8 @@ class Call(Generic[R]):
         )
         tries = 0
         while True:
+            if self.rt.closed:
+                raise RouterError(f"route {route.name!r}: the router was closed during the call")
             if deadline.expired:
                 raise DeadlineExceededError(deadline.seconds, self.attempts, route.name)
             t0 = self.rt.clock()
@@ -322,8 +337,8 @@ class Call(Generic[R]):
                 return None
             tries += 1
             pause = self._pause(tries, outcome.retry_after)
-            # A wait that would not leave this step time for another try moves on at once.
-            if pause >= deadline.share(steps_left, self.rt.floor_s):
+            # A wait that would eat the time later steps need moves on at once.
+            if not deadline.can_wait(pause, steps_left, self.rt.floor_s):
                 return None
             if pause > 0:
                 await self.rt.sleep(pause)
@@ -348,7 +363,7 @@ class Call(Generic[R]):
         rt = self.rt
         gate = step.provider.gate
         probe = gate.probing
-        share = self.deadline.share(steps_left, rt.floor_s)
+        share = self.deadline.share(steps_left)
         cap = step.timeout_s if step.timeout_s < share else share
         reservation = rt.book.reserve(
             route=self.route.name,

@@ -142,8 +142,8 @@ class Settings(_Strict):
         Field(
             ge=0,
             description=(
-                "Least time an attempt is given when the deadline is shared among the "
-                "remaining steps (see docs/routing.md)."
+                "A step is retried only if, after the pause, at least this much is left "
+                "for it and for each later step (see docs/routing.md)."
             ),
         ),
     ] = 0.5
@@ -170,6 +170,15 @@ class Settings(_Strict):
     max_response_bytes: Annotated[
         int, Field(ge=1024, description="Largest response body read, bytes.")
     ] = 8 * 1024 * 1024
+    transport: Annotated[
+        Literal["httpx", "aiohttp"],
+        Field(
+            description=(
+                "HTTP client backend of every provider: httpx (httpcore's pool) or aiohttp"
+                " (the optional extra yaml-llm-router[aiohttp]; see docs/performance.md)."
+            )
+        ),
+    ] = "httpx"
     health_ttl_s: Annotated[
         float, Field(ge=0, description="How long a health result is cached, seconds.")
     ] = 60.0

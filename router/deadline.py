@@ -37,20 +37,22 @@ class Deadline:
     def expired(self) -> bool:
         return self._clock() >= self._end
 
-    def share(self, steps_left: int, floor_s: float) -> float:
-        """The time one attempt may take so that later steps keep a reserve.
+    def share(self, steps_left: int) -> float:
+        """The time one attempt may take so that later steps keep their reserve.
 
-        The rule (docs/routing.md): an attempt gets an equal share of what
-        remains among the steps not yet tried, counting its own —
-        ``remaining / steps_left`` — but never less than ``floor_s`` (a share too
-        small to answer in helps nobody) and never more than what remains.
-        The last step gets everything left.
+        The rule (docs/routing.md): an equal share of what remains among the
+        steps not yet tried, counting its own — ``remaining / steps_left``. A hung
+        step is cut at its share, so it can never eat the time of the steps after
+        it; the last step gets everything left.
         """
         left = self.remaining()
-        if steps_left <= 1:
-            return left
-        fair = left / steps_left
-        return min(left, max(fair, floor_s))
+        return left if steps_left <= 1 else left / steps_left
+
+    def can_wait(self, pause_s: float, steps_left: int, floor_s: float) -> bool:
+        """Whether to wait ``pause_s`` and retry: only if at least ``floor_s`` is then
+        left for this step and for each later one (else the chain moves on at once)."""
+        left = self.remaining() - pause_s
+        return left > 0 and left >= floor_s * steps_left
 
     def __repr__(self) -> str:
         return f"<Deadline {self.seconds:g}s remaining={self.remaining():.3f}s>"

@@ -230,46 +230,66 @@ class ProviderError(RouterError):
 
 
 class RateLimitError(ProviderError):
+    """The provider refused for rate or quota (429); ``retry_after`` when it said."""
+
     kind = "rate_limit"
     retryable_default = True
 
 
 class ServerError(ProviderError):
+    """The provider failed (5xx) or is overloaded (Anthropic 529)."""
+
     kind = "server"
     retryable_default = True
 
 
 class ProviderTimeoutError(ProviderError):
+    """Nothing, or not all of the answer, arrived within the attempt's time."""
+
     kind = "timeout"
     retryable_default = True
 
 
 class ProviderConnectionError(ProviderError):
+    """The connection failed: refused, reset, or a protocol error."""
+
     kind = "connection"
     retryable_default = True
 
 
 class AuthenticationError(ProviderError):
+    """The key was rejected (401/403) or the account cannot pay: the provider cools down."""
+
     kind = "auth"
 
 
 class ModelNotFoundError(ProviderError):
+    """The provider does not serve the model asked for (404)."""
+
     kind = "model_not_found"
 
 
 class BadRequestError(ProviderError):
+    """The provider rejected the request itself (other 4xx)."""
+
     kind = "bad_request"
 
 
 class ContextLengthError(BadRequestError):
+    """The prompt (plus max_tokens) does not fit the model's context window."""
+
     kind = "context_length"
 
 
 class ContentFilterError(BadRequestError):
+    """The provider refused the prompt or the answer under its content policy."""
+
     kind = "content_filter"
 
 
 class InvalidResponseError(ProviderError):
+    """The body does not match the provider's wire format (or is over the size cap)."""
+
     kind = "invalid_response"
     retryable_default = True
 

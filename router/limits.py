@@ -25,11 +25,16 @@ def _limiter_wait(limiter: AsyncLimiter, amount: float) -> float:
     """Seconds until ``limiter`` can grant ``amount``, counting queued waiters.
 
     aiolimiter exposes ``has_capacity`` but not the wait; the leaky bucket's
-    level and drain rate give it exactly.
+    level and drain rate give it exactly. ``has_capacity`` is always called
+    first because it drains the bucket up to now: ``_level`` alone is as old as
+    the last acquisition or wake-up, and would overstate the wait. Waiters whose
+    future is already done (their caller was cancelled or timed out) stay in
+    aiolimiter's heap until they reach its top; they will take nothing.
     """
-    if not limiter._waiters and limiter.has_capacity(amount):
+    free = limiter.has_capacity(amount)  # drains the bucket to now
+    queued = sum(want for want, _, fut in limiter._waiters if not fut.done())
+    if free and not queued:
         return 0.0
-    queued = sum(w[0] for w in limiter._waiters)
     excess = limiter._level + queued + amount - limiter.max_rate
     return max(excess, 0.0) / limiter._rate_per_sec
 

@@ -72,7 +72,9 @@ def configure(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=True,
+        # No caching: a later configure() (or structlog.testing.capture_logs()) must
+        # reach loggers that already logged.
+        cache_logger_on_first_use=False,
     )
 
 

@@ -19,8 +19,9 @@ _secret_re: re.Pattern[str] | None = None
 
 # Credential shapes: provider key prefixes, bearer tokens, api-key headers/params.
 _SHAPES = re.compile(
-    r"(?P<key>\b(?:sk|pk|rk|xai|gsk|sk-ant|sk-or|sk-proj)-[A-Za-z0-9_\-]{8,})"
-    r"|(?P<bearer>\bBearer\s+)[A-Za-z0-9._~+/=\-]{8,}"
+    r"(?P<key>\b(?:(?:sk|pk|rk|xai|gsk|sk-ant|sk-or|sk-proj)-|gsk_|hf_|ghp_|gho_|github_pat_|AIza)"
+    r"[A-Za-z0-9_\-]{8,})"
+    r"|(?P<bearer>\b(?:Bearer|Basic|Token)\s+)[A-Za-z0-9._~+/=\-]{8,}"
     r"|(?P<hdr>\b(?:x-api-key|api[-_]?key|authorization)\b[\"']?\s*[:=]\s*[\"']?)"
     r"[^\s\"',}]{8,}",
     re.IGNORECASE,

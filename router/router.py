@@ -197,10 +197,17 @@ class Router:
             self._watcher = asyncio.create_task(self._watch(seen, self._watch_interval_s))
 
     async def aclose(self) -> None:
-        """Close every transport and the ledger. Idempotent."""
+        """Close every transport and the ledger. Idempotent.
+
+        New calls are refused at once; a call still running ends with a
+        RouterError (its request is cut when its transport closes, and it tries
+        no further step).
+        """
         if self._closed:
             return
         self._closed = True
+        for gen in [self._gen, *self._retired]:
+            gen.rt.closed = True
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -253,10 +260,15 @@ class Router:
         return self._route(self._gen, route).templates.render(vars)
 
     def chain(self, route: str) -> list[tuple[str, str, Price, int, float]]:
-        """The steps a route would try: (provider, model, price, retries, attempt cap)."""
+        """The steps a route would try: (provider, model, price, retries, attempt cap).
+
+        The cap is the longest any attempt of the step can last: its timeout, or
+        the route's deadline if shorter (the deadline share may cut it further).
+        """
+        r = self._route(self._gen, route)
         return [
-            (s.provider.name, s.model, s.price, s.retries, s.timeout_s)
-            for s in self._route(self._gen, route).steps
+            (s.provider.name, s.model, s.price, s.retries, min(s.timeout_s, r.deadline_s))
+            for s in r.steps
         ]
 
     # -- calls --------------------------------------------------------------------
@@ -338,6 +350,8 @@ class Router:
             if held:
                 held = False
                 self._release(gen)
+            if result is None and error is None:
+                return  # cancelled before any provider answered: not a call outcome
             self._finish(call, result, error)
 
         return RouteStream(call, begin, finish)

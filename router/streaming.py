@@ -2,20 +2,27 @@
 
 The chain falls back (and retries) only until the first text delta; after that
 a failure raises :class:`~router.errors.StreamInterruptedError` carrying the
-partial text — never a silent truncated success, never a spliced
-continuation. A stream that ends without the provider's end-of-stream marker
-is a failure too. The call's deadline bounds the whole stream;
-``first_token_timeout_s`` and ``idle_timeout_s`` bound the waits within it.
+partial text and the usage billed for it — never a silent truncated success,
+never a spliced continuation. A stream that ends without the provider's
+end-of-stream marker is a failure too. The call's deadline bounds the whole
+stream; ``first_token_timeout_s`` bounds the wait for the first text delta and
+``idle_timeout_s`` the gap between two chunks, both within the deadline.
+
+Pieces: :class:`StreamCall` walks the chain (router.call) until a step has
+said something; :class:`LiveStream` owns that step's open response and lease
+until the stream ends; :class:`RouteStream` is what the caller holds. See
+docs/streaming.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Callable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import AsyncExitStack, suppress
+from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from router.budget import cost_usd
 from router.call import Call, Lease, Step, final_usage
@@ -26,9 +33,20 @@ from router.errors import (
     RouterError,
     StreamInterruptedError,
 )
+from router.estimate import estimate_text_tokens
 from router.providers.base import Adapter, WireRequest, error_from_response
 from router.transport import StreamResponse
 from router.types import Completion, Reply, StreamEvent, Usage
+
+T = TypeVar("T")
+
+# After the end-of-stream marker, how long to wait for the rest of the body (the
+# chunked-encoding terminator, normally in the same packet): a body read to its
+# end lets the connection go back to the pool instead of being closed.
+_DRAIN_S = 0.05
+
+# Vendor deltas (in ``details``) that are billed as output but are not the text.
+_REASONING_KEYS = ("reasoning", "thinking")
 
 
 def merge_usage(known: Usage | None, new: Usage) -> Usage:
@@ -45,23 +63,88 @@ def merge_usage(known: Usage | None, new: Usage) -> Usage:
     )
 
 
+def cut_usage(reported: Usage | None, est_in: int, text: str, details: dict[str, Any]) -> Usage:
+    """The usage of a stream that ended before the provider's final count (marked estimated).
+
+    What was reported so far is a floor (Anthropic sends the input count first
+    and the output count last; OpenAI sends everything at the end). The output
+    is estimated from what arrived: the text, reasoning, and tool-call arguments.
+    """
+    reasoning = sum(
+        estimate_text_tokens(v) for k in _REASONING_KEYS if isinstance(v := details.get(k), str)
+    )
+    calls = details.get("tool_calls")
+    arguments = 0
+    if isinstance(calls, list):
+        for call in calls:
+            if isinstance(call, dict) and isinstance(args := call.get("arguments"), str):
+                arguments += estimate_text_tokens(args)
+    output = estimate_text_tokens(text) + reasoning + arguments
+    if reported is None or not reported.input_tokens:
+        return Usage(
+            input_tokens=est_in,
+            output_tokens=max(output, reported.output_tokens if reported else 0),
+            reasoning_tokens=max(reasoning, reported.reasoning_tokens if reported else 0),
+            estimated=True,
+        )
+    return Usage(
+        input_tokens=reported.input_tokens,
+        output_tokens=max(output, reported.output_tokens),
+        cached_input_tokens=reported.cached_input_tokens,
+        cache_write_tokens=reported.cache_write_tokens,
+        reasoning_tokens=max(reasoning, reported.reasoning_tokens),
+        estimated=True,
+    )
+
+
 async def _events(
     adapter: Adapter, model: str, resp: StreamResponse
 ) -> AsyncGenerator[StreamEvent, None]:
+    """The adapter's events from the response; closes the transport's reader when closed."""
     if adapter.stream_format == "sse":
-        async for event, data in resp.sse():
-            ev = adapter.parse_stream_event(model, event, data)
-            if ev is not None:
-                yield ev
+        # StreamResponse.sse() and .lines() are async generators; close them
+        # ourselves rather than leave them to the loop's GC finalizer (a task).
+        sse = cast(AsyncGenerator[tuple[str, str], None], resp.sse())
+        try:
+            async for event, data in sse:
+                ev = adapter.parse_stream_event(model, event, data)
+                if ev is not None:
+                    yield ev
+        finally:
+            await sse.aclose()
     else:
-        async for line in resp.lines():
-            ev = adapter.parse_stream_event(model, "", line)
-            if ev is not None:
-                yield ev
+        lines = cast(AsyncGenerator[str, None], resp.lines())
+        try:
+            async for line in lines:
+                ev = adapter.parse_stream_event(model, "", line)
+                if ev is not None:
+                    yield ev
+        finally:
+            await lines.aclose()
 
 
 class LiveStream:
     """An attempt whose stream is open: it owns the response and the attempt's lease."""
+
+    __slots__ = (
+        "call",
+        "closed",
+        "details",
+        "done",
+        "events",
+        "final",
+        "finish_reason",
+        "lease",
+        "parts",
+        "pending",
+        "response_id",
+        "stack",
+        "status",
+        "step",
+        "t0",
+        "ttft_s",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -75,14 +158,15 @@ class LiveStream:
     ) -> None:
         self.call = call
         self.step = step
-        self.t0 = t0
+        self.t0 = t0  # the attempt's start (call clock)
         self.lease = lease
-        self.stack = stack
+        self.stack = stack  # closes the event reader, then the response
         self.events = events
         self.status = status
         self.parts: list[str] = []  # text delivered (or pending delivery)
         self.pending: str | None = None  # a delta read but not yet handed to the consumer
-        self.usage: Usage | None = None
+        self.usage: Usage | None = None  # merged usage reported so far
+        self.final = False  # usage arrived with or after the finish reason: the final count
         self.finish_reason: str | None = None
         self.response_id: str | None = None
         self.details: dict[str, Any] = {}
@@ -90,11 +174,18 @@ class LiveStream:
         self.done = False  # the provider's end-of-stream marker arrived
         self.closed = False
 
+    def __repr__(self) -> str:
+        state = "done" if self.done else "closed" if self.closed else "open"
+        chars = sum(len(p) for p in self.parts)
+        return f"<LiveStream {self.step.provider.name}/{self.step.model} {state} {chars} chars>"
+
     def _absorb(self, ev: StreamEvent) -> None:
-        if ev.usage is not None:
-            self.usage = merge_usage(self.usage, ev.usage)
         if ev.finish_reason is not None:
             self.finish_reason = ev.finish_reason
+        if ev.usage is not None:
+            self.usage = merge_usage(self.usage, ev.usage)
+            if self.finish_reason is not None:
+                self.final = True
         if ev.response_id is not None and self.response_id is None:
             self.response_id = ev.response_id
         if ev.details:
@@ -108,15 +199,38 @@ class LiveStream:
         if ev.done:
             self.done = True
 
-    async def read_delta(self, wait_s: float) -> str | None:
+    def timeout_error(self, detail: str) -> ProviderTimeoutError:
+        step = self.step
+        return ProviderTimeoutError(
+            detail, provider=step.provider.name, model=step.model, status=self.status
+        )
+
+    async def read_delta(self, until: float, idle_s: float | None, limit: str) -> str | None:
         """The next text delta, or None at the provider's end of stream.
 
-        Raises ProviderTimeoutError when nothing arrives within ``wait_s`` and
-        ProviderConnectionError when the body ends without an end-of-stream marker.
+        Args:
+            until: call-clock time by which a text delta must have arrived.
+            idle_s: longest wait for any chunk (None: only ``until`` applies).
+            limit: what ``until`` is, for the timeout message.
+
+        Raises:
+            ProviderTimeoutError: ``until`` passed, or no chunk for ``idle_s``.
+            ProviderConnectionError: the body ended without an end-of-stream marker.
+            ProviderError: the provider sent an error event, or the transport failed.
         """
-        call = self.call
+        clock = self.call.rt.clock
+        loop = asyncio.get_running_loop()
+
+        by_idle = False  # the nearer limit is the idle wait, not ``until``
+
+        def expiry() -> float:  # in loop time
+            nonlocal by_idle
+            left = until - clock()
+            by_idle = idle_s is not None and idle_s < left
+            return loop.time() + (idle_s if by_idle and idle_s is not None else left)
+
         try:
-            async with asyncio.timeout(wait_s):
+            async with asyncio.timeout_at(expiry()) as timer:
                 while not self.done:
                     try:
                         ev = await anext(self.events)
@@ -130,37 +244,61 @@ class LiveStream:
                     self._absorb(ev)
                     if ev.text:
                         if self.ttft_s is None:
-                            self.ttft_s = call.rt.clock() - self.t0
+                            self.ttft_s = clock() - self.t0
                         self.parts.append(ev.text)
                         return ev.text
+                    if idle_s is not None:  # a chunk arrived: the idle wait starts again
+                        timer.reschedule(expiry())
         except TimeoutError:
-            what = "first token" if self.ttft_s is None else "next chunk"
-            raise ProviderTimeoutError(
-                f"no {what} within {wait_s:.3g}s",
-                provider=self.step.provider.name,
-                model=self.step.model,
-                status=self.status,
-            ) from None
+            if by_idle:
+                raise self.timeout_error(
+                    f"no chunk within idle_timeout_s ({idle_s:.3g}s)"
+                ) from None
+            raise self.timeout_error(limit) from None
         return None
 
+    async def _drain(self) -> None:
+        """Read the rest of the body after the end marker, briefly, so the connection is reused."""
+        wait = min(_DRAIN_S, self.call.deadline.remaining())
+        try:
+            async with asyncio.timeout(wait):
+                async for _ in self.events:
+                    pass
+        except (TimeoutError, ProviderError):
+            pass  # a server that holds the body open (or garbles it) just loses the connection
+
     async def close(self) -> None:
+        """Close the event reader and the response (idempotent; a close error changes nothing)."""
         if not self.closed:
             self.closed = True
-            await self.stack.aclose()
+            with suppress(ProviderError):
+                await self.stack.aclose()
 
     def _usage_now(self) -> Usage:
-        return final_usage(self.usage, self.call.est_in, "".join(self.parts))
+        text = "".join(self.parts)
+        if self.done or self.final:
+            return final_usage(self.usage, self.call.est_in, text)
+        return cut_usage(self.usage, self.call.est_in, text, self.details)
 
-    async def finish(self, stopped_early: bool = False) -> Completion:
-        """The stream ended (or the caller stopped reading): settle and record success."""
+    async def _settle(self) -> tuple[Usage, Decimal]:
+        """Close the response, give back the slot, and bill what was generated."""
+        if self.done:
+            await self._drain()
         await self.close()
         self.lease.free_slot()
         usage = self._usage_now()
         cost = cost_usd(usage, self.step.price)
         await self.lease.settle(cost)
+        return usage, cost
+
+    async def finish(self, stopped_early: bool = False) -> Completion:
+        """The stream ended (or the caller stopped reading): settle and record success."""
+        usage, cost = await self._settle()
         reply = Reply(
             text="".join(self.parts),
-            finish_reason=self.finish_reason if not stopped_early else "stopped_by_caller",
+            finish_reason="stopped_by_caller"
+            if stopped_early and not self.done
+            else self.finish_reason,
             usage=usage,
             response_id=self.response_id,
             details=self.details,
@@ -170,12 +308,8 @@ class LiveStream:
         )
 
     async def fail(self, err: ProviderError) -> StreamInterruptedError:
-        """A failure after text was delivered: settle what was billed, record, and wrap."""
-        await self.close()
-        self.lease.free_slot()
-        usage = self._usage_now()
-        cost = cost_usd(usage, self.step.price)
-        await self.lease.settle(cost)
+        """A failure after text was delivered: settle what was generated, record, and wrap."""
+        usage, cost = await self._settle()
         text = "".join(self.parts)
         interrupted = StreamInterruptedError(
             f"stream interrupted after {len(text)} characters: {err.detail}",
@@ -184,14 +318,15 @@ class LiveStream:
             partial_text=text,
             usage=usage,
             cause=err,
-            status=err.status,
+            status=err.status if err.status is not None else self.status,
         )
-        self.call.failed(self.step, interrupted, self.t0, usage=usage)
-        self.call.attempts[-1].cost_usd = cost
+        self.call.failed(
+            self.step, interrupted, self.t0, usage=usage, cost=cost, ttft_s=self.ttft_s
+        )
         return interrupted
 
     def abandon(self) -> None:
-        """Give back the lease without settling (used when the stream is torn down)."""
+        """Give back whatever the lease still holds, without settling (teardown gone wrong)."""
         self.lease.release()
 
 
@@ -200,12 +335,18 @@ class StreamCall(Call[LiveStream]):
 
     stream = True
 
+    # TTFT and cost for the next attempt recorded (an interrupted stream's), so that
+    # the attempt log and observers see them when it is recorded, not after.
     async def _exchange(
         self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Lease
     ) -> LiveStream:
         provider = step.provider
-        stack = AsyncExitStack()
+        # The first text delta must arrive within first_token_timeout_s of sending,
+        # and within the attempt's share of the deadline (timeout_s, already net of
+        # any wait for admission).
         wait = min(timeout_s, step.first_token_s)
+        until = self.rt.clock() + wait
+        stack = AsyncExitStack()
         try:
             try:
                 async with asyncio.timeout(wait):
@@ -220,7 +361,7 @@ class StreamCall(Call[LiveStream]):
                             resp.status,
                             resp.headers,
                             body,
-                            time.time(),
+                            time.time(),  # to read an HTTP-date Retry-After
                         )
             except TimeoutError:
                 raise ProviderTimeoutError(
@@ -229,10 +370,10 @@ class StreamCall(Call[LiveStream]):
             events = _events(provider.adapter, step.model, resp)
             stack.push_async_callback(events.aclose)
             live = LiveStream(self, step, t0, lease, stack, events, resp.status)
-            left = wait - (self.rt.clock() - t0)
-            live.pending = await live.read_delta(max(left, 0.0))
+            live.pending = await live.read_delta(until, None, f"no first token within {wait:.3g}s")
         except BaseException:
-            await stack.aclose()
+            with suppress(ProviderError):  # keep the error that ended the attempt
+                await stack.aclose()
             raise
         self.kept = True
         return live
@@ -243,33 +384,66 @@ class RouteStream:
 
     ``async with`` walks the chain until a provider has said something (errors
     before the first token raise there); iterating yields the text deltas;
-    ``completion`` holds the full Completion once the stream has ended.
+    ``completion`` holds the full Completion once the stream has ended (or the
+    caller left it early).
+
+    ``begin`` is called on entering (it checks the event loop and holds the
+    router's config generation); ``finish`` exactly once after it, whatever
+    happens: with the Completion, with the RouterError, or with ``(None, None)``
+    when the call ended without either (cancelled before a provider answered).
     """
 
     def __init__(
         self,
         call: StreamCall,
-        check_loop: Callable[[], None],
+        begin: Callable[[], None],
         finish: Callable[[Completion | None, RouterError | None], None],
     ) -> None:
         self._call = call
-        self._check_loop = check_loop
-        self._finish = finish
-        self._live: LiveStream | None = None
-        self._ended = False
+        self._begin = begin
+        self._finish_cb = finish  # logs the call, tells hooks and observers, releases
+        self._live: LiveStream | None = None  # the open attempt, once entered
+        self._entered = False
+        self._ended = False  # settled (completed, interrupted or left)
+        self._reported = False  # finish() has been called
+        # The full answer, set when the stream ends normally or is left early.
         self.completion: Completion | None = None
 
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else "open" if self._live else "not entered"
+        return f"<RouteStream {self._call.route.name} {state}>"
+
+    def _finish(self, result: Completion | None, error: RouterError | None) -> None:
+        if not self._reported:
+            self._reported = True
+            self._finish_cb(result, error)
+
     async def __aenter__(self) -> RouteStream:
-        self._check_loop()
+        if self._entered:
+            raise RuntimeError("a router.stream(...) can be entered only once")
+        self._begin()
+        self._entered = True
         try:
             self._live = await self._call.run()
         except RouterError as exc:
             self._finish(None, exc)
             raise
+        except BaseException:
+            self._finish(None, None)  # cancelled while walking the chain
+            raise
         return self
 
     def __aiter__(self) -> RouteStream:
         return self
+
+    async def _ending(self, live: LiveStream, step: Awaitable[T]) -> T:
+        """Run a settling step; if it fails (or is cancelled), still free everything."""
+        try:
+            return await step
+        except BaseException as exc:
+            live.abandon()
+            self._finish(None, exc if isinstance(exc, RouterError) else None)
+            raise
 
     async def __anext__(self) -> str:
         live = self._live
@@ -282,24 +456,21 @@ class RouteStream:
             live.pending = None
             return pending
         call = self._call
-        left = call.deadline.remaining()
+        deadline = call.deadline
+        spent = f"deadline of {deadline.seconds:g}s spent mid-stream"
         try:
-            if left <= 0:
-                raise ProviderTimeoutError(
-                    f"deadline of {call.deadline.seconds:g}s spent mid-stream",
-                    provider=live.step.provider.name,
-                    model=live.step.model,
-                    status=live.status,
-                )
-            delta = await live.read_delta(min(live.step.idle_s, left))
+            if deadline.expired:  # checked first: a buffered chunk would not wait at all
+                raise live.timeout_error(spent)
+            until = call.rt.clock() + deadline.remaining()
+            delta = await live.read_delta(until, live.step.idle_s, spent)
         except ProviderError as err:
             self._ended = True
-            interrupted = await live.fail(err)
+            interrupted = await self._ending(live, live.fail(err))
             self._finish(None, interrupted)
             raise interrupted from err
         if delta is None:
             self._ended = True
-            self.completion = await live.finish()
+            self.completion = await self._ending(live, live.finish())
             self._finish(self.completion, None)
             raise StopAsyncIteration
         return delta
@@ -316,9 +487,5 @@ class RouteStream:
         self._ended = True
         # The caller stopped reading early (break, exception, cancellation): close the
         # response first, then bill what was generated so far.
-        try:
-            self.completion = await live.finish(stopped_early=True)
-        except BaseException:
-            live.abandon()
-            raise
+        self.completion = await self._ending(live, live.finish(stopped_early=True))
         self._finish(self.completion, None)

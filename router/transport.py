@@ -2,7 +2,12 @@
 
 A :class:`Transport` is one provider's connection pool: one ``httpx.AsyncClient``
 created inside the running loop (:meth:`Transport.start`, or the first request)
-and closed by :meth:`Transport.aclose`. It knows nothing of providers: it sends
+and closed by :meth:`Transport.aclose`. Under the client sits one of two
+*backends* (``settings.transport``): httpcore's pool (``"httpx"``) or aiohttp's
+(``"aiohttp"``, through httpx-aiohttp; an optional extra). Everything below
+holds for both: the same client code builds requests, follows redirects, caps
+and decodes bodies, and maps errors; aiohttp's exceptions are first translated
+into the httpx ones they mean (:func:`_from_aiohttp`). It knows nothing of providers: it sends
 a :class:`~router.providers.base.WireRequest` and hands back status, headers and
 body bytes. Decoding them is the adapters' job.
 
@@ -21,13 +26,16 @@ What it guarantees:
 - Header values (keys live there) appear in no error, message or repr, and proxy
   environment variables are ignored: keys go only to base_url's host.
 
-This is the only module in ``router/`` that imports ``httpx`` or ``httpx_sse``.
+This is the only module in ``router/`` that imports ``httpx``, ``httpx_sse``,
+``httpx_aiohttp`` or ``aiohttp`` (the last two only when that backend is used).
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import functools
+import importlib.util
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -242,6 +250,35 @@ def map_httpx_error(
 # ------------------------------------------------------------------------ helpers
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that never stores a cookie."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class _Client(httpx.AsyncClient):
+    """httpx's client without cookies.
+
+    LLM APIs authenticate by header; a cookie one response sets (a load balancer's,
+    a bot-management one) must not ride along on later calls, possibly of other
+    routes. Keeping no jar also skips httpx's per-response cookie parsing, about a
+    tenth of the transport's CPU per call (see docs/performance.md).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._jar = _NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        raise AttributeError("the router's HTTP client keeps no cookies")
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     """scheme, host, port with the scheme's default port made explicit."""
     port = url.port
@@ -287,12 +324,194 @@ def _httpx_backend(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
     return httpx.AsyncHTTPTransport(limits=limits, http1=True, http2=False, retries=0)
 
 
-# Backend name -> factory of the httpx transport that owns the connection pool. The seam
-# for a second backend: httpx-aiohttp's AiohttpTransport is an httpx transport too, so
-# adding it is one factory here (pool_stats() would then read its connector instead).
+# ------------------------------------------------------------------ aiohttp backend
+#
+# httpx-aiohttp's AiohttpTransport runs the exchange on aiohttp (its C HTTP parser and
+# its connection pool) behind the httpx client API, so everything above the pool (the
+# request building, redirects, decoding, the body cap, the timeouts, error mapping) is
+# the same code for both backends. Its own exception mapping is too coarse for us (it
+# turns a reset or a refused connection into ConnectTimeout, and lets aiohttp's parser
+# errors through), so :class:`_AiohttpBackend` translates every aiohttp exception into
+# the httpx exception that means the same thing, and map_httpx_error does the rest.
+
+
+@functools.cache
+def _aiohttp_rules() -> tuple[tuple[type[BaseException], type[Exception]], ...]:
+    """aiohttp exception class -> httpx class, most specific first (imported on first use)."""
+    import aiohttp  # type: ignore[import-not-found,unused-ignore]  # optional extra
+    from aiohttp.http_exceptions import (  # type: ignore[import-not-found,unused-ignore]
+        HttpProcessingError,
+    )
+
+    # Newer aiohttp only (3.13+): the request body could not be sent whole.
+    upload_aborted = getattr(aiohttp, "UploadAbortedError", None)
+    rules: list[tuple[type[BaseException], type[Exception]]] = [
+        (aiohttp.ConnectionTimeoutError, httpx.ConnectTimeout),  # sock_connect, or pool wait
+        (aiohttp.SocketTimeoutError, httpx.ReadTimeout),  # sock_read: no data for that long
+        (aiohttp.ServerTimeoutError, httpx.ReadTimeout),
+        (aiohttp.ClientProxyConnectionError, httpx.ProxyError),
+        (aiohttp.ClientHttpProxyError, httpx.ProxyError),
+        (aiohttp.ClientConnectorError, httpx.ConnectError),  # refused, DNS, TLS, certificate
+        (aiohttp.ServerFingerprintMismatch, httpx.ConnectError),
+        # Closed before the whole response: h11 calls these RemoteProtocolError too.
+        (aiohttp.ServerDisconnectedError, httpx.RemoteProtocolError),
+        (aiohttp.ClientPayloadError, httpx.RemoteProtocolError),  # body cut short, bad chunking
+        (aiohttp.ClientResponseError, httpx.RemoteProtocolError),  # unparseable status or headers
+        (HttpProcessingError, httpx.RemoteProtocolError),  # parser error while reading a body
+        (aiohttp.ClientOSError, httpx.ReadError),  # reset, broken pipe
+        (aiohttp.ClientConnectionError, httpx.ReadError),
+        (aiohttp.NonHttpUrlClientError, httpx.UnsupportedProtocol),
+        (aiohttp.InvalidURL, httpx.InvalidURL),
+    ]
+    if upload_aborted is not None:
+        rules.append((upload_aborted, httpx.WriteError))
+    rules.append((aiohttp.ClientError, httpx.TransportError))  # anything aiohttp adds later
+    return tuple(rules)
+
+
+def _from_aiohttp(exc: BaseException, request: httpx.Request) -> Exception | None:
+    """The httpx exception an aiohttp one means, or None if ``exc`` is not aiohttp's.
+
+    httpx-aiohttp re-raises some aiohttp errors as (wrongly chosen) httpx ones, with the
+    aiohttp error as ``__cause__``: that cause is what is translated. The result keeps the
+    aiohttp class name and message but not the aiohttp exception itself, which carries
+    the request headers (the key) in its ``request_info``.
+    """
+    rules = _aiohttp_rules()
+    roots = tuple(src for src, _ in rules)
+    source = exc.__cause__ if isinstance(exc, httpx.HTTPError) else exc
+    if source is None or not isinstance(source, roots):
+        return None
+    for src, dst in rules:
+        if isinstance(source, src):
+            # Query strings out (a URL in the message may carry ``?key=``).
+            message = _scrub(f"{type(source).__name__}: {source}", ())
+            if issubclass(dst, httpx.RequestError):
+                return dst(message, request=request)
+            return dst(message)
+    return None  # pragma: no cover - ClientError, the last rule, catches everything
+
+
+class _AiohttpStream(httpx.AsyncByteStream):
+    """A response body read from aiohttp, its errors translated to httpx ones."""
+
+    __slots__ = ("_inner", "_request")
+
+    def __init__(self, inner: httpx.AsyncByteStream, request: httpx.Request) -> None:
+        self._inner = inner
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        translated: Exception | None = None
+        try:
+            async for chunk in self._inner:
+                yield chunk
+        except Exception as exc:
+            translated = _from_aiohttp(exc, self._request)
+            if translated is None:
+                raise
+        if translated is not None:
+            # Raised outside the except block, so the aiohttp exception is not its context.
+            raise translated
+
+    async def aclose(self) -> None:
+        translated: Exception | None = None
+        try:
+            await self._inner.aclose()
+        except Exception as exc:
+            translated = _from_aiohttp(exc, self._request)
+            if translated is None:
+                raise
+        if translated is not None:
+            raise translated
+
+
+class _AiohttpBackend(httpx.AsyncBaseTransport):
+    """httpx-aiohttp's AiohttpTransport with every aiohttp exception translated."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        from httpx_aiohttp import (  # type: ignore[import-not-found,unused-ignore]  # optional extra
+            AiohttpTransport,
+        )
+
+        # trust_env here only lets SSL_CERT_FILE/SSL_CERT_DIR choose the CA bundle, as
+        # for the httpx backend.
+        inner = AiohttpTransport(limits=limits, http1=True, http2=False, retries=0)
+        inner.client = functools.partial(_aiohttp_session, limits, inner.ssl_context)
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        translated: Exception | None = None
+        try:
+            response = await self._inner.handle_async_request(request)
+        except Exception as exc:
+            translated = _from_aiohttp(exc, request)
+            if translated is None:
+                raise
+        if translated is not None:
+            raise translated  # outside the except block: no aiohttp exception as context
+        response.stream = _AiohttpStream(cast(httpx.AsyncByteStream, response.stream), request)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    def pool_counts(self) -> tuple[int, int]:
+        """(open connections, idle ones) in aiohttp's connector."""
+        session: Any = self._inner.client
+        connector: Any = getattr(session, "connector", None)
+        if connector is None:  # no request sent yet (the session is made on the first)
+            return 0, 0
+        idle = sum(
+            1 for conns in connector._conns.values() for proto, _ in conns if proto.is_connected()
+        )
+        return idle + len(connector._acquired), idle
+
+
+def _aiohttp_session(limits: httpx.Limits, ssl_context: Any) -> Any:
+    """The aiohttp session under the backend, made on the first request (inside the loop).
+
+    As httpx-aiohttp would make it, but with no cookie jar (see :class:`_Client`) and
+    ignoring proxy variables (``trust_env=False``, aiohttp's default).
+    """
+    import aiohttp  # type: ignore[import-not-found,unused-ignore]  # optional extra
+
+    connector = aiohttp.TCPConnector(
+        limit=limits.max_connections or 0,
+        keepalive_timeout=limits.keepalive_expiry,
+        ssl=ssl_context,
+    )
+    return aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+    )
+
+
+def _aiohttp_backend(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
+    return _AiohttpBackend(limits)
+
+
+def _aiohttp_missing() -> str | None:
+    """Why the aiohttp backend cannot be used here, or None when it can."""
+    if importlib.util.find_spec("httpx_aiohttp") is None:
+        return (
+            "transport backend 'aiohttp' needs the optional extra:"
+            " pip install 'yaml-llm-router[aiohttp]'"
+        )
+    return None
+
+
+# Backend name -> factory of the httpx transport that owns the connection pool. Both
+# sit behind the same httpx client, so requests, redirects, the body cap, timeouts and
+# the error mapping are one code path. The "httpx" backend is httpcore's pool; the
+# "aiohttp" backend (optional extra) is aiohttp's (see docs/performance.md).
 _BACKENDS: Final[dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]]] = {
     "httpx": _httpx_backend,
+    "aiohttp": _aiohttp_backend,
 }
+# Backend name -> check that it is installed (None: always available).
+_BACKEND_CHECKS: Final[dict[str, Callable[[], str | None]]] = {"aiohttp": _aiohttp_missing}
 
 
 # ---------------------------------------------------------------------- transport
@@ -310,7 +529,9 @@ class Transport:
         max_connections: pool size; None means :data:`DEFAULT_MAX_CONNECTIONS`.
         max_response_bytes: largest body read (decoded bytes); larger is an error.
         handler: an in-process upstream instead of the network (the ``mock`` provider).
-        backend: the HTTP implementation; only ``"httpx"`` exists today.
+        backend: the connection pool under the httpx client: ``"httpx"`` (httpcore) or
+            ``"aiohttp"`` (the optional extra ``yaml-llm-router[aiohttp]``); YAML
+            ``settings.transport``. Ignored when ``handler`` is given.
     """
 
     __slots__ = (
@@ -348,6 +569,10 @@ class Transport:
             raise ValueError(
                 f"unknown transport backend {backend!r}; available: {', '.join(_BACKENDS)}"
             )
+        check = _BACKEND_CHECKS.get(backend)
+        missing = check() if check is not None and handler is None else None
+        if missing is not None:
+            raise ValueError(f"provider {name!r}: {missing}")
         base = httpx.URL(base_url)
         if handler is None and base.scheme not in ("http", "https"):
             raise ValueError(f"provider {name!r}: base_url must be http:// or https://")
@@ -410,7 +635,7 @@ class Transport:
             transport = self._pool_transport = _BACKENDS[self.backend](self._limits)
         # Passing a transport also means proxy env variables are ignored: keys are
         # not routed through a proxy someone set in the environment.
-        self._client = httpx.AsyncClient(
+        self._client = _Client(
             headers=self._headers,
             transport=transport,
             follow_redirects=False,
@@ -439,12 +664,16 @@ class Transport:
 
     def pool_stats(self) -> dict[str, int]:
         """Connections in the pool now: ``total``, ``idle`` and ``active`` (in use)."""
-        pool: Any = getattr(self._pool_transport, "_pool", None)
-        if self._client is None or pool is None:
+        pool_transport = self._pool_transport
+        if self._client is None or pool_transport is None:
             return {"total": 0, "idle": 0, "active": 0}
-        conns = [c for c in pool.connections if not c.is_closed()]
-        idle = sum(1 for c in conns if c.is_idle())
-        return {"total": len(conns), "idle": idle, "active": len(conns) - idle}
+        if isinstance(pool_transport, _AiohttpBackend):
+            total, idle = pool_transport.pool_counts()
+        else:
+            pool: Any = getattr(pool_transport, "_pool", None)
+            conns = [c for c in pool.connections if not c.is_closed()] if pool is not None else []
+            total, idle = len(conns), sum(1 for c in conns if c.is_idle())
+        return {"total": total, "idle": idle, "active": total - idle}
 
     def __repr__(self) -> str:
         if self._closed:

@@ -26,33 +26,30 @@ def test_remaining_counts_down_and_never_goes_negative() -> None:
 def test_share_splits_what_remains_among_steps_left() -> None:
     clock = FakeClock()
     d = Deadline(3.0, clock)
-    assert d.share(3, floor_s=0.1) == pytest.approx(1.0)
+    assert d.share(3) == pytest.approx(1.0)
     clock.advance(1.0)
-    assert d.share(2, floor_s=0.1) == pytest.approx(1.0)
-    assert d.share(1, floor_s=0.1) == pytest.approx(2.0)  # the last step gets all that is left
+    assert d.share(2) == pytest.approx(1.0)
+    assert d.share(1) == pytest.approx(2.0)  # the last step gets all that is left
 
 
-def test_share_has_a_floor_but_never_exceeds_what_remains() -> None:
+def test_a_retry_waits_only_if_every_remaining_step_keeps_its_floor() -> None:
     clock = FakeClock()
-    d = Deadline(1.0, clock)
-    assert d.share(10, floor_s=0.5) == pytest.approx(0.5)  # floor beats 0.1 each
-    clock.advance(0.8)
-    assert d.share(10, floor_s=0.5) == pytest.approx(0.2)  # but only 0.2 s is left
+    d = Deadline(3.0, clock)
+    assert d.can_wait(0.5, steps_left=2, floor_s=1.0)  # 2.5 left >= 2 x 1.0
+    assert not d.can_wait(1.5, steps_left=2, floor_s=1.0)  # 1.5 left < 2 x 1.0
+    assert d.can_wait(1.5, steps_left=1, floor_s=1.0)
+    assert not d.can_wait(3.0, steps_left=1, floor_s=0.0)  # nothing left to retry in
+    clock.advance(2.9)
+    assert not d.can_wait(0.05, steps_left=1, floor_s=0.5)
 
 
-@given(
-    total=st.floats(0.01, 100),
-    used=st.floats(0, 200),
-    steps=st.integers(1, 20),
-    floor=st.floats(0, 10),
-)
-def test_share_is_within_bounds(total: float, used: float, steps: int, floor: float) -> None:
-    """A share is never negative, never past the deadline, and leaves later steps time."""
+@given(total=st.floats(0.01, 100), used=st.floats(0, 200), steps=st.integers(1, 20))
+def test_share_is_within_bounds(total: float, used: float, steps: int) -> None:
+    """A share is never negative, never past the deadline, and leaves later steps theirs."""
     clock = FakeClock()
     d = Deadline(total, clock)
     clock.advance(used)
-    share = d.share(steps, floor)
+    share = d.share(steps)
     left = d.remaining()
     assert 0.0 <= share <= left
-    if steps > 1 and floor * steps <= left:
-        assert share <= max(left / steps, floor) + 1e-9
+    assert share * steps == pytest.approx(left)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib.util
 import inspect
 import json
 import re
@@ -54,6 +55,23 @@ SLACK_S = 0.05
 POST = WireRequest("POST", "/v1/chat/completions", {"model": "m", "messages": []})
 
 
+HAS_AIOHTTP = importlib.util.find_spec("httpx_aiohttp") is not None
+# Every test of behaviour on the wire runs against both backends (settings.transport).
+BACKENDS = [
+    pytest.param("httpx"),
+    pytest.param(
+        "aiohttp",
+        marks=pytest.mark.skipif(not HAS_AIOHTTP, reason="optional extra [aiohttp] not installed"),
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The transport backend under test; tests using it run once per backend."""
+    return str(request.param)
+
+
 def make(url: str, **kwargs: Any) -> Transport:
     options: dict[str, Any] = {
         "headers": HEADERS,
@@ -66,8 +84,8 @@ def make(url: str, **kwargs: Any) -> Transport:
 
 
 @pytest.fixture
-async def transport(upstream: Upstream) -> AsyncIterator[Transport]:
-    t = make(upstream.url)
+async def transport(upstream: Upstream, backend: str) -> AsyncIterator[Transport]:
+    t = make(upstream.url, backend=backend)
     await t.start()
     yield t
     await t.aclose()
@@ -109,9 +127,9 @@ async def test_sequential_sends_reuse_one_connection(
     assert transport.pool_stats() == {"total": 1, "idle": 1, "active": 0}
 
 
-async def test_requests_carry_default_headers_and_json(upstream: Upstream) -> None:
+async def test_requests_carry_default_headers_and_json(upstream: Upstream, backend: str) -> None:
     """Auth headers from the constructor and the request's own headers are both sent."""
-    async with make(upstream.url) as t:
+    async with make(upstream.url, backend=backend) as t:
         req = WireRequest("POST", "/v1/messages", {"a": 1}, {"anthropic-version": "2023-06-01"})
         await t.send(req, model="m", timeout_s=2)
     seen = upstream.requests[0]
@@ -122,17 +140,17 @@ async def test_requests_carry_default_headers_and_json(upstream: Upstream) -> No
     assert seen.json() == {"a": 1}
 
 
-async def test_base_url_path_is_kept(upstream: Upstream) -> None:
+async def test_base_url_path_is_kept(upstream: Upstream, backend: str) -> None:
     """A request path is appended to base_url's path, with or without slashes."""
-    async with make(upstream.url + "/api/v1") as t:
+    async with make(upstream.url + "/api/v1", backend=backend) as t:
         await t.send(WireRequest("GET", "/models"), model="m", timeout_s=2)
         await t.send(WireRequest("GET", "chat"), model="m", timeout_s=2)
     assert [r.target for r in upstream.requests] == ["/api/v1/models", "/api/v1/chat"]
 
 
-async def test_base_url_query_is_kept(upstream: Upstream) -> None:
+async def test_base_url_query_is_kept(upstream: Upstream, backend: str) -> None:
     """A query on base_url (Azure-style api-version) goes on every request without one."""
-    async with make(upstream.url + "/api?api-version=2024-06") as t:
+    async with make(upstream.url + "/api?api-version=2024-06", backend=backend) as t:
         await t.send(WireRequest("POST", "/chat"), model="m", timeout_s=2)
         await t.send(WireRequest("GET", "/models?limit=5"), model="m", timeout_s=2)
     assert [r.target for r in upstream.requests] == [
@@ -141,9 +159,9 @@ async def test_base_url_query_is_kept(upstream: Upstream) -> None:
     ]
 
 
-async def test_aclose_closes_the_connection(upstream: Upstream) -> None:
+async def test_aclose_closes_the_connection(upstream: Upstream, backend: str) -> None:
     """aclose() closes pooled connections (the server sees it) and is idempotent."""
-    t = make(upstream.url)
+    t = make(upstream.url, backend=backend)
     await t.send(POST, model="m", timeout_s=2)
     assert upstream.open_connections == 1
     await t.aclose()
@@ -156,10 +174,20 @@ async def test_aclose_closes_the_connection(upstream: Upstream) -> None:
     assert info.value.retryable is False
 
 
-async def test_pool_is_capped_by_max_connections(upstream: Upstream) -> None:
+async def test_cookies_set_by_the_upstream_are_not_sent_back(
+    upstream: Upstream, transport: Transport
+) -> None:
+    """The client keeps no cookie jar: nothing one response sets rides on later calls."""
+    upstream.queue(reply(200, b"{}", {"set-cookie": "lb=node7; Path=/"}), reply(200, b"{}"))
+    await transport.send(POST, model="m", timeout_s=2)
+    await transport.send(POST, model="m", timeout_s=2)
+    assert "cookie" not in upstream.requests[1].headers
+
+
+async def test_pool_is_capped_by_max_connections(upstream: Upstream, backend: str) -> None:
     """Ten concurrent calls share max_connections=2 sockets; all succeed."""
     upstream.handler = lambda request: stream([b'{"ok":1}'], 0.05, headers={"content-type": "x"})
-    async with make(upstream.url, max_connections=2) as t:
+    async with make(upstream.url, max_connections=2, backend=backend) as t:
         results = await asyncio.gather(*(t.send(POST, model="m", timeout_s=3) for _ in range(10)))
     assert [r.body for r in results] == [b'{"ok":1}'] * 10
     assert upstream.connections_opened == 2
@@ -238,9 +266,9 @@ async def test_close_without_answer_is_a_connection_error(
         await transport.send(POST, model="m", timeout_s=2)
 
 
-async def test_connection_refused_is_a_connection_error() -> None:
+async def test_connection_refused_is_a_connection_error(backend: str) -> None:
     port = free_port()
-    async with make(f"http://127.0.0.1:{port}") as t:
+    async with make(f"http://127.0.0.1:{port}", backend=backend) as t:
         with pytest.raises(ProviderConnectionError, match=f"cannot connect to 127.0.0.1:{port}"):
             await t.send(POST, model="m", timeout_s=2)
 
@@ -569,9 +597,9 @@ async def test_error_status_in_stream_mode_reads_the_body(
         assert await resp.read() == b'{"error":{"message":"slow down"}}'
 
 
-async def test_stream_over_the_cap_is_refused(upstream: Upstream) -> None:
+async def test_stream_over_the_cap_is_refused(upstream: Upstream, backend: str) -> None:
     upstream.queue(stream([b"data: " + b"x" * 4000 + b"\n"] * 3))  # one endless line
-    async with make(upstream.url, max_response_bytes=10_000) as t:
+    async with make(upstream.url, max_response_bytes=10_000, backend=backend) as t:
         with pytest.raises(InvalidResponseError, match="exceeds 10000 bytes"):
             await drain_sse(t)
         assert t.pool_stats()["active"] == 0
@@ -608,8 +636,8 @@ async def test_stream_read_timeout_between_chunks(upstream: Upstream, transport:
     assert f"no data from 127.0.0.1:{upstream.port} for 0.1s while reading the stream" in str(exc)
 
 
-async def test_stream_connection_refused() -> None:
-    async with make(f"http://127.0.0.1:{free_port()}") as t:
+async def test_stream_connection_refused(backend: str) -> None:
+    async with make(f"http://127.0.0.1:{free_port()}", backend=backend) as t:
         with pytest.raises(ProviderConnectionError, match="cannot connect"):
             async with t.stream(POST, model="m"):
                 pass
@@ -713,11 +741,143 @@ def test_mapping_refuses_foreign_exceptions() -> None:
         map_httpx_error(ValueError("x"), provider="p", model="m", host="h")
 
 
+# What each aiohttp exception class means, once translated by the aiohttp backend; a
+# new aiohttp class fails test_every_aiohttp_exception_is_translated until decided.
+EXPECTED_AIOHTTP: dict[str, tuple[type[ProviderError], bool]] = {
+    # client_exceptions: everything under ClientError
+    "ClientError": (ProviderConnectionError, True),
+    "ClientConnectionError": (ProviderConnectionError, True),
+    "ClientConnectionResetError": (ProviderConnectionError, True),
+    "ClientOSError": (ProviderConnectionError, True),
+    "ClientConnectorError": (ProviderConnectionError, True),
+    "ClientConnectorDNSError": (ProviderConnectionError, True),
+    "UnixClientConnectorError": (ProviderConnectionError, True),
+    "ClientProxyConnectionError": (ProviderConnectionError, True),
+    "ClientSSLError": (ProviderConnectionError, True),
+    "ClientConnectorSSLError": (ProviderConnectionError, True),
+    "ClientConnectorCertificateError": (ProviderConnectionError, True),
+    "ConnectionTimeoutError": (ProviderTimeoutError, True),
+    "SocketTimeoutError": (ProviderTimeoutError, True),
+    "ServerTimeoutError": (ProviderTimeoutError, True),
+    "ServerConnectionError": (ProviderConnectionError, True),
+    "ServerDisconnectedError": (ProviderConnectionError, True),
+    "ServerFingerprintMismatch": (ProviderConnectionError, True),
+    "ClientResponseError": (ProviderConnectionError, True),
+    "ClientHttpProxyError": (ProviderConnectionError, True),
+    "ContentTypeError": (ProviderConnectionError, True),
+    "TooManyRedirects": (ProviderConnectionError, True),  # never: aiohttp follows none for us
+    "WSServerHandshakeError": (ProviderConnectionError, True),
+    "ClientPayloadError": (ProviderConnectionError, True),
+    "UploadAbortedError": (ProviderConnectionError, True),
+    "InvalidURL": (ProviderConnectionError, False),
+    "InvalidUrlClientError": (ProviderConnectionError, False),
+    "InvalidUrlRedirectClientError": (ProviderConnectionError, False),
+    "NonHttpUrlClientError": (ProviderConnectionError, False),
+    "NonHttpUrlRedirectClientError": (ProviderConnectionError, False),
+    "RedirectClientError": (ProviderConnectionError, True),
+    # http_exceptions: the HTTP parser's errors, which can surface while a body is read
+    "HttpProcessingError": (ProviderConnectionError, True),
+    "BadHttpMessage": (ProviderConnectionError, True),
+    "HttpBadRequest": (ProviderConnectionError, True),
+    "PayloadEncodingError": (ProviderConnectionError, True),
+    "ContentEncodingError": (ProviderConnectionError, True),
+    "TransferEncodingError": (ProviderConnectionError, True),
+    "ContentLengthError": (ProviderConnectionError, True),
+    "DecompressSizeError": (ProviderConnectionError, True),
+    "LineTooLong": (ProviderConnectionError, True),
+    "InvalidHeader": (ProviderConnectionError, True),
+    "BadStatusLine": (ProviderConnectionError, True),
+    "BadHttpMethod": (ProviderConnectionError, True),
+    "InvalidURLError": (ProviderConnectionError, True),
+}
+
+
+def aiohttp_classes() -> list[type[BaseException]]:
+    """Every exception class aiohttp's client can raise (ClientError and the parser's)."""
+    from aiohttp import client_exceptions, http_exceptions
+
+    found: list[type[BaseException]] = []
+    for module, root in (
+        (client_exceptions, client_exceptions.ClientError),
+        (http_exceptions, http_exceptions.HttpProcessingError),
+    ):
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, root) and cls.__module__ == module.__name__ and cls not in found:
+                found.append(cls)
+    return found
+
+
+def aiohttp_instance(cls: type[BaseException]) -> BaseException:
+    """An instance of an aiohttp exception whose request info carries the canary key."""
+    from types import SimpleNamespace
+
+    from aiohttp import RequestInfo
+    from aiohttp import client_exceptions as ce
+    from aiohttp import http_exceptions as he
+    from multidict import CIMultiDict, CIMultiDictProxy
+    from yarl import URL
+
+    url = URL(f"https://api.example.com/v1?key={CANARY}")
+    headers = CIMultiDictProxy(CIMultiDict({"Authorization": f"Bearer {CANARY}"}))
+    info = RequestInfo(url, "POST", headers, url)
+    key = SimpleNamespace(host="api.example.com", port=443, ssl=True, is_ssl=True)
+    if issubclass(cls, ce.ClientResponseError):
+        return cls(info, (), status=400, message="bad response")
+    if issubclass(cls, ce.UnixClientConnectorError):
+        return cls("/run/api.sock", key, OSError(2, "No such file"))
+    if issubclass(cls, ce.ClientConnectorCertificateError):
+        return cls(key, ValueError("certificate verify failed"))
+    if issubclass(cls, ce.ClientConnectorError):
+        return cls(key, OSError(111, "Connect call failed"))
+    if issubclass(cls, ce.ServerFingerprintMismatch):
+        return cls(b"a", b"b", "api.example.com", 443)
+    if issubclass(cls, ce.InvalidURL | ce.NonHttpUrlClientError):
+        return cls(url)
+    if cls is he.HttpProcessingError:
+        return cls(code=400, message="bad chunk")
+    if issubclass(cls, he.LineTooLong):
+        return cls("header line", "8190", "9000")
+    return cls("boom")
+
+
+def test_every_aiohttp_exception_is_translated() -> None:
+    """The aiohttp backend turns each aiohttp exception into the httpx one it means.
+
+    The translation drops the aiohttp exception itself (its request_info holds the
+    request headers, so the key), keeping only its class name and message.
+    """
+    pytest.importorskip("httpx_aiohttp")
+    classes = aiohttp_classes()
+    assert sorted(c.__name__ for c in classes) == sorted(EXPECTED_AIOHTTP)
+    request = httpx.Request("POST", "https://api.example.com/v1")
+    for cls in classes:
+        source = aiohttp_instance(cls)
+        for raised in (source, httpx.ConnectTimeout("wrapped")):  # raw, or as httpx-aiohttp
+            raised.__cause__ = source if raised is not source else None
+            translated = transport_module._from_aiohttp(raised, request)
+            assert isinstance(translated, transport_module._HTTPX_ERRORS), cls
+            assert translated.__cause__ is None and translated.__context__ is None
+            assert cls.__name__ in str(translated)
+            err = map_httpx_error(
+                translated, provider="prov", model="m", host="api.example.com", secrets=(CANARY,)
+            )
+            error_type, retryable = EXPECTED_AIOHTTP[cls.__name__]
+            assert (type(err), err.retryable) == (error_type, retryable), cls
+            assert_no_canary(translated, err)
+
+
+def test_aiohttp_translation_leaves_other_exceptions_alone() -> None:
+    pytest.importorskip("httpx_aiohttp")
+    request = httpx.Request("GET", "https://api.example.com/")
+    assert transport_module._from_aiohttp(ValueError("x"), request) is None
+    assert transport_module._from_aiohttp(httpx.ReadTimeout("t"), request) is None
+
+
 # ------------------------------------------------------------------ secrets
 
 
 async def test_no_error_or_repr_ever_shows_a_header_value(
-    upstream: Upstream, upstream_factory: Callable[..., Awaitable[Upstream]]
+    upstream: Upstream, backend: str, upstream_factory: Callable[..., Awaitable[Upstream]]
 ) -> None:
     """Trigger every failure path with a canary key in the headers; it shows up nowhere."""
     other = await upstream_factory(host="127.0.0.2")
@@ -735,7 +895,7 @@ async def test_no_error_or_repr_ever_shows_a_header_value(
     )
     upstream.handler = lambda request: reply(302, b"", {"location": "/loop"})
     errors: list[BaseException] = []
-    async with make(upstream.url) as t:
+    async with make(upstream.url, backend=backend) as t:
         assert_no_canary(t)
         for _ in range(6):
             exc, _ = await timed(t.send(POST, model="m", timeout_s=0.1))
@@ -756,7 +916,7 @@ async def test_no_error_or_repr_ever_shows_a_header_value(
         exc, _ = await timed(t.send(POST, model="m", timeout_s=2))  # redirect loop
         errors.append(exc)  # type: ignore[arg-type]
         assert_no_canary(t)
-    async with make(f"http://127.0.0.1:{free_port()}") as refused:
+    async with make(f"http://127.0.0.1:{free_port()}", backend=backend) as refused:
         exc, _ = await timed(refused.send(POST, model="m", timeout_s=1))
         errors.append(exc)  # type: ignore[arg-type]
     kinds = {type(e).__name__ for e in errors}
@@ -813,18 +973,31 @@ def test_bad_base_url_is_refused(url: str, message: str) -> None:
 
 
 def test_unknown_backend_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown transport backend 'aiohttp'"):
+    with pytest.raises(ValueError, match="unknown transport backend 'curl'; available: httpx, aio"):
+        make("https://api.example.com", backend="curl")
+
+
+def test_missing_aiohttp_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the optional extra, asking for the aiohttp backend says how to get it."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "httpx_aiohttp" else real(name),
+    )
+    with pytest.raises(ValueError, match=r"pip install 'yaml-llm-router\[aiohttp\]'"):
         make("https://api.example.com", backend="aiohttp")
+    # The offline mock provider never touches a backend, so it does not need the extra.
+    make("mock://local", backend="aiohttp", handler=mock_handler([]))
 
 
-async def test_repr_shows_host_and_pool_state_only(upstream: Upstream) -> None:
-    t = make(upstream.url + "/v1?api-version=2024&key=" + CANARY)
-    assert repr(t) == f"<Transport prov http://127.0.0.1:{upstream.port} httpx: not started>"
+async def test_repr_shows_host_and_pool_state_only(upstream: Upstream, backend: str) -> None:
+    t = make(upstream.url + "/v1?api-version=2024&key=" + CANARY, backend=backend)
+    where = f"prov http://127.0.0.1:{upstream.port} {backend}"
+    assert repr(t) == f"<Transport {where}: not started>"
     await t.start()
     await t.send(POST, model="m", timeout_s=2)
-    assert repr(t) == (
-        f"<Transport prov http://127.0.0.1:{upstream.port} httpx: 1/100 connections, 0 active>"
-    )
+    assert repr(t) == f"<Transport {where}: 1/100 connections, 0 active>"
     await t.aclose()
     assert_no_canary(t)
 

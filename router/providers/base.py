@@ -47,6 +47,7 @@ from router.errors import (
     RateLimitError,
     ServerError,
 )
+from router.redact import redact
 from router.types import Message, Reply, StreamEvent, Usage
 
 # How much of a non-JSON error body is kept as the message.
@@ -56,6 +57,9 @@ ERROR_MESSAGE_LIMIT = 1000
 # How much of a non-JSON body is looked at: the title or first words are near the top,
 # and a bound keeps the HTML clean-up linear on hostile bodies.
 ERROR_SCAN_LIMIT = 16 * 1024
+# Text kept past a cut until secrets are redacted: longer than any API key, so a key
+# that straddles the cut is either redacted whole or dropped whole.
+_KEY_MARGIN = 512
 
 
 @dataclass(slots=True, frozen=True)
@@ -217,10 +221,13 @@ def parse_wire(
     try:
         return cls.model_validate_json(body)
     except ValidationError as exc:
-        embedded = embedded_error(adapter, model, body, status)
-        if embedded is not None:
-            raise embedded from None
-        raise invalid(adapter.provider, model, validation_summary(exc), status) from None
+        summary = validation_summary(exc)
+    # Raised outside the except block: the ValidationError quotes the body (and so any
+    # key a server echoed) and must not ride along as the error's __context__.
+    embedded = embedded_error(adapter, model, body, status)
+    if embedded is not None:
+        raise embedded
+    raise invalid(adapter.provider, model, summary, status)
 
 
 def embedded_error(
@@ -326,14 +333,17 @@ _SPACE = re.compile(r"\s+")
 
 
 def _one_line(text: str, limit: int) -> str:
-    text = _SPACE.sub(" ", text).strip()
+    # Redact before cutting: a key cut in two by the limit would no longer match its
+    # registered value, and its first part would be kept.
+    text = redact(_SPACE.sub(" ", text).strip()[: limit + _KEY_MARGIN])
     if len(text) > limit:
         text = text[:limit] + "..."
     return text
 
 
 def _text_message(text: str) -> str:
-    text = text[:ERROR_SCAN_LIMIT]
+    # The scan window is redacted before it is cut, for the same reason as in _one_line.
+    text = redact(text[: ERROR_SCAN_LIMIT + _KEY_MARGIN])[:ERROR_SCAN_LIMIT]
     stripped = text.lstrip()
     if stripped[:1] == "<":  # HTML (or XML) error page from a proxy
         title = _TITLE.search(text)

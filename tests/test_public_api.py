@@ -1,0 +1,211 @@
+"""The public surface: ``router/__init__.py`` re-exports the API with a sorted
+``__all__``, and importing the package does nothing (no logging setup, no loop, no
+threads, no files, no env reads of keys).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import router
+import router.errors as errors_module
+from router.errors import RouterError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert list(router.__all__) == sorted(router.__all__)
+    assert len(set(router.__all__)) == len(router.__all__)
+
+
+@pytest.mark.parametrize("name", router.__all__)
+def test_every_exported_name_is_importable(name: str) -> None:
+    """``from router import <name>`` works for every name in __all__, and the object is
+    defined inside the package (not a re-export of a dependency)."""
+    obj = getattr(router, name)
+    assert obj is not None
+    assert getattr(obj, "__module__", "router").startswith("router")
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from router import *", namespace)  # the point of the test
+    assert sorted(k for k in namespace if k != "__builtins__") == sorted(router.__all__)
+
+
+@pytest.mark.parametrize(
+    "name", ["Router", "load_config", "Completion", "Attempt", "Usage", "Config", "Message"]
+)
+def test_the_core_names_are_public(name: str) -> None:
+    assert name in router.__all__
+
+
+def _error_classes() -> list[type[RouterError]]:
+    """Every RouterError subclass defined in router.errors (walked, not listed by hand)."""
+    return sorted(
+        (
+            cls
+            for _, cls in inspect.getmembers(errors_module, inspect.isclass)
+            if issubclass(cls, RouterError) and cls.__module__ == errors_module.__name__
+        ),
+        key=lambda c: c.__name__,
+    )
+
+
+ERROR_NAMES = [cls.__name__ for cls in _error_classes()]
+
+
+@pytest.mark.parametrize("name", ERROR_NAMES)
+def test_every_error_class_is_public(name: str) -> None:
+    """Every error a caller can see is importable from ``router`` itself."""
+    assert name in router.__all__
+    assert getattr(router, name) is getattr(errors_module, name)
+
+
+def test_the_error_walk_found_the_whole_tree() -> None:
+    """The walk above is not vacuous: it finds the documented tree."""
+    for name in (
+        "RouterError",
+        "ConfigError",
+        "TemplateError",
+        "BudgetExceededError",
+        "DeadlineExceededError",
+        "AllProvidersFailedError",
+        "ProviderError",
+        "RateLimitError",
+        "ServerError",
+        "ProviderTimeoutError",
+        "ProviderConnectionError",
+        "AuthenticationError",
+        "ModelNotFoundError",
+        "ContextLengthError",
+        "BadRequestError",
+        "ContentFilterError",
+        "InvalidResponseError",
+    ):
+        assert name in ERROR_NAMES
+    assert all(
+        issubclass(getattr(router, n), RouterError) for n in router.__all__ if n.endswith("Error")
+    )
+
+
+def test_errors_module_all_lists_every_error_class() -> None:
+    assert sorted(errors_module.__all__) == sorted([*ERROR_NAMES, "ConfigProblem"])
+
+
+_PROBE = r"""
+import asyncio, json, os, sys, threading, logging
+
+read = []
+
+before_files = set(os.listdir("."))
+before_threads = threading.active_count()
+before_handlers = list(logging.getLogger().handlers)
+
+# Record every environment variable read during the import.
+environ = os.environ
+orig_getitem = type(environ).__getitem__
+def getitem(self, key):
+    read.append(key)
+    return orig_getitem(self, key)
+type(environ).__getitem__ = getitem
+
+import router, router.cli, router.logging, router.router  # noqa: F401
+
+type(environ).__getitem__ = orig_getitem
+import structlog
+
+try:
+    asyncio.get_running_loop()
+    running = True
+except RuntimeError:
+    running = False
+policy_loop = getattr(asyncio.get_event_loop_policy(), "_local", None)
+print(json.dumps({
+    "structlog_configured": structlog.is_configured(),
+    "threads": threading.active_count() - before_threads,
+    "running_loop": running,
+    "policy_loop_set": getattr(policy_loop, "_loop", None) is not None,
+    "new_files": sorted(set(os.listdir(".")) - before_files),
+    "root_handlers_changed": logging.getLogger().handlers != before_handlers,
+    "key_vars_read": [k for k in read if "KEY" in k.upper()],
+}))
+"""
+
+
+def test_importing_router_does_nothing(tmp_path: Path) -> None:
+    """In a fresh interpreter (cwd: an empty folder, an API key in the env), importing
+    router and its CLI does not configure structlog or stdlib logging, starts no thread
+    and no event loop, creates no file (no ledger), and reads no key variable."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            "PYTHONPATH": str(ROOT),
+            "OPENAI_API_KEY": "sk-import-time-0123456789",
+            "PATH": "/usr/bin:/bin",
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {
+        "structlog_configured": False,
+        "threads": 0,
+        "running_loop": False,
+        "policy_loop_set": False,
+        "new_files": [],
+        "root_handlers_changed": False,
+        "key_vars_read": [],
+    }
+    assert proc.stderr == ""
+
+
+def test_python_c_import_router_leaves_structlog_unconfigured() -> None:
+    """The literal check of the brief: ``python -c "import router"`` then
+    ``structlog.is_configured()`` is False."""
+    code = "import router, structlog; print(structlog.is_configured())"
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+
+
+def _own_doc(obj: object) -> str:
+    doc = obj.__dict__.get("__doc__") if inspect.isclass(obj) else getattr(obj, "__doc__", None)
+    return (doc or "").strip()
+
+
+def test_public_functions_and_non_error_classes_have_docstrings() -> None:
+    """Google-style docstrings on public names (STYLE.md 8)."""
+    undocumented = [
+        name
+        for name in router.__all__
+        if not name.endswith("Error")
+        and (inspect.isclass(getattr(router, name)) or inspect.isfunction(getattr(router, name)))
+        and not _own_doc(getattr(router, name))
+    ]
+    assert undocumented == []
+
+
+def test_every_public_error_class_documents_when_it_is_raised() -> None:
+    undocumented = [
+        n for n in router.__all__ if n.endswith("Error") and not _own_doc(getattr(router, n))
+    ]
+    assert undocumented == []
