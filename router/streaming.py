@@ -335,8 +335,6 @@ class StreamCall(Call[LiveStream]):
 
     stream = True
 
-    # TTFT and cost for the next attempt recorded (an interrupted stream's), so that
-    # the attempt log and observers see them when it is recorded, not after.
     async def _exchange(
         self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Lease
     ) -> LiveStream:
