@@ -174,11 +174,11 @@ class Settings(_Strict):
         Literal["httpx", "aiohttp"],
         Field(
             description=(
-                "HTTP client backend of every provider: httpx (httpcore's pool) or aiohttp"
-                " (the optional extra yaml-llm-router[aiohttp]; see docs/performance.md)."
+                "HTTP client backend of every provider: aiohttp (aiohttp's connection pool) or"
+                " httpx (httpcore's pool); see docs/performance.md."
             )
         ),
-    ] = "httpx"
+    ] = "aiohttp"
     health_ttl_s: Annotated[
         float, Field(ge=0, description="How long a health result is cached, seconds.")
     ] = 60.0

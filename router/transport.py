@@ -2,14 +2,17 @@
 
 A :class:`Transport` is one provider's connection pool: one ``httpx.AsyncClient``
 created inside the running loop (:meth:`Transport.start`, or the first request)
-and closed by :meth:`Transport.aclose`. Under the client sits one of two
-*backends* (``settings.transport``): httpcore's pool (``"httpx"``) or aiohttp's
-(``"aiohttp"``, through httpx-aiohttp; an optional extra). Everything below
-holds for both: the same client code builds requests, follows redirects, caps
-and decodes bodies, and maps errors; aiohttp's exceptions are first translated
-into the httpx ones they mean (:func:`_from_aiohttp`). It knows nothing of providers: it sends
+and closed by :meth:`Transport.aclose`. It knows nothing of providers: it sends
 a :class:`~router.providers.base.WireRequest` and hands back status, headers and
 body bytes. Decoding them is the adapters' job.
+
+Under the client sits one of two *backends* (``settings.transport``): aiohttp's
+pool (``"aiohttp"``, the default, through httpx-aiohttp) or httpcore's
+(``"httpx"``). Everything below holds for both: the same client code builds
+requests, follows redirects, caps and decodes bodies and maps errors; aiohttp's
+exceptions are first translated into the httpx ones they mean
+(:func:`_from_aiohttp`). docs/performance.md has the measurements behind the
+default.
 
 What it guarantees:
 
@@ -25,6 +28,7 @@ What it guarantees:
 - A cancelled caller closes its response, so the pool slot is freed.
 - Header values (keys live there) appear in no error, message or repr, and proxy
   environment variables are ignored: keys go only to base_url's host.
+- No cookies are kept: what one response sets is never sent with a later request.
 
 This is the only module in ``router/`` that imports ``httpx``, ``httpx_sse``,
 ``httpx_aiohttp`` or ``aiohttp`` (the last two only when that backend is used).
@@ -338,10 +342,8 @@ def _httpx_backend(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
 @functools.cache
 def _aiohttp_rules() -> tuple[tuple[type[BaseException], type[Exception]], ...]:
     """aiohttp exception class -> httpx class, most specific first (imported on first use)."""
-    import aiohttp  # type: ignore[import-not-found,unused-ignore]  # optional extra
-    from aiohttp.http_exceptions import (  # type: ignore[import-not-found,unused-ignore]
-        HttpProcessingError,
-    )
+    import aiohttp  # imported on first use: `import router` stays light
+    from aiohttp.http_exceptions import HttpProcessingError
 
     # Newer aiohttp only (3.13+): the request body could not be sent whole.
     upload_aborted = getattr(aiohttp, "UploadAbortedError", None)
@@ -432,9 +434,7 @@ class _AiohttpBackend(httpx.AsyncBaseTransport):
     __slots__ = ("_inner",)
 
     def __init__(self, limits: httpx.Limits) -> None:
-        from httpx_aiohttp import (  # type: ignore[import-not-found,unused-ignore]  # optional extra
-            AiohttpTransport,
-        )
+        from httpx_aiohttp import AiohttpTransport  # imported on first use
 
         # trust_env here only lets SSL_CERT_FILE/SSL_CERT_DIR choose the CA bundle, as
         # for the httpx backend.
@@ -459,15 +459,19 @@ class _AiohttpBackend(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
     def pool_counts(self) -> tuple[int, int]:
-        """(open connections, idle ones) in aiohttp's connector."""
+        """(open connections, idle ones) in aiohttp's connector.
+
+        aiohttp has no public pool statistics: this reads the connector's idle
+        queues and in-use set (stable since aiohttp 3.0), and reports an empty pool
+        rather than fail should they change. Used by repr and tests only.
+        """
         session: Any = self._inner.client
         connector: Any = getattr(session, "connector", None)
         if connector is None:  # no request sent yet (the session is made on the first)
             return 0, 0
-        idle = sum(
-            1 for conns in connector._conns.values() for proto, _ in conns if proto.is_connected()
-        )
-        return idle + len(connector._acquired), idle
+        queues = getattr(connector, "_conns", {})
+        idle = sum(1 for conns in queues.values() for proto, _ in conns if proto.is_connected())
+        return idle + len(getattr(connector, "_acquired", ())), idle
 
 
 def _aiohttp_session(limits: httpx.Limits, ssl_context: Any) -> Any:
@@ -476,7 +480,7 @@ def _aiohttp_session(limits: httpx.Limits, ssl_context: Any) -> Any:
     As httpx-aiohttp would make it, but with no cookie jar (see :class:`_Client`) and
     ignoring proxy variables (``trust_env=False``, aiohttp's default).
     """
-    import aiohttp  # type: ignore[import-not-found,unused-ignore]  # optional extra
+    import aiohttp
 
     connector = aiohttp.TCPConnector(
         limit=limits.max_connections or 0,
@@ -496,8 +500,8 @@ def _aiohttp_missing() -> str | None:
     """Why the aiohttp backend cannot be used here, or None when it can."""
     if importlib.util.find_spec("httpx_aiohttp") is None:
         return (
-            "transport backend 'aiohttp' needs the optional extra:"
-            " pip install 'yaml-llm-router[aiohttp]'"
+            "transport backend 'aiohttp' needs the package httpx-aiohttp (a dependency of"
+            " yaml-llm-router: reinstall it, or pip install httpx-aiohttp)"
         )
     return None
 
@@ -505,7 +509,7 @@ def _aiohttp_missing() -> str | None:
 # Backend name -> factory of the httpx transport that owns the connection pool. Both
 # sit behind the same httpx client, so requests, redirects, the body cap, timeouts and
 # the error mapping are one code path. The "httpx" backend is httpcore's pool; the
-# "aiohttp" backend (optional extra) is aiohttp's (see docs/performance.md).
+# "aiohttp" backend (the default) is aiohttp's (see docs/performance.md).
 _BACKENDS: Final[dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]]] = {
     "httpx": _httpx_backend,
     "aiohttp": _aiohttp_backend,
@@ -530,8 +534,8 @@ class Transport:
         max_response_bytes: largest body read (decoded bytes); larger is an error.
         handler: an in-process upstream instead of the network (the ``mock`` provider).
         backend: the connection pool under the httpx client: ``"httpx"`` (httpcore) or
-            ``"aiohttp"`` (the optional extra ``yaml-llm-router[aiohttp]``); YAML
-            ``settings.transport``. Ignored when ``handler`` is given.
+            ``"aiohttp"``; the router passes YAML ``settings.transport`` (default
+            aiohttp). Ignored when ``handler`` is given.
     """
 
     __slots__ = (

@@ -61,7 +61,7 @@ BACKENDS = [
     pytest.param("httpx"),
     pytest.param(
         "aiohttp",
-        marks=pytest.mark.skipif(not HAS_AIOHTTP, reason="optional extra [aiohttp] not installed"),
+        marks=pytest.mark.skipif(not HAS_AIOHTTP, reason="httpx-aiohttp not installed"),
     ),
 ]
 
@@ -978,16 +978,16 @@ def test_unknown_backend_is_refused() -> None:
 
 
 def test_missing_aiohttp_extra_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without the optional extra, asking for the aiohttp backend says how to get it."""
+    """Without httpx-aiohttp installed, asking for the aiohttp backend says how to get it."""
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util,
         "find_spec",
         lambda name, *a: None if name == "httpx_aiohttp" else real(name),
     )
-    with pytest.raises(ValueError, match=r"pip install 'yaml-llm-router\[aiohttp\]'"):
+    with pytest.raises(ValueError, match="needs the package httpx-aiohttp"):
         make("https://api.example.com", backend="aiohttp")
-    # The offline mock provider never touches a backend, so it does not need the extra.
+    # The offline mock provider never touches a backend, so it does not need the package.
     make("mock://local", backend="aiohttp", handler=mock_handler([]))
 
 
