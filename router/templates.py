@@ -110,6 +110,19 @@ def parse_var_type(spec: str) -> VarCheck:
     )
 
 
+# (role, template name for errors, compiled template, pre-rendered message or None)
+Part = tuple[Role, str, Template, Message | None]
+
+
+def _constant(role: Role, template: Template) -> Message | None:
+    """The message of a template that uses no variable, rendered once (None if it fails:
+    then it fails, with a TemplateError, on each call as any template would)."""
+    try:
+        return Message(role, template.render({}))
+    except Exception:
+        return None
+
+
 def make_environment(templates_dir: Path) -> SandboxedEnvironment:
     """The one Jinja2 environment of a config: sandboxed, strict, files from ``templates_dir``."""
     return SandboxedEnvironment(
@@ -136,19 +149,20 @@ class RouteTemplates:
     def __init__(
         self,
         route: str,
-        parts: list[tuple[Role, str, Template]],
+        parts: list[Part],
         variables: frozenset[str],
         checks: dict[str, VarCheck] | None,
     ) -> None:
         self.route = route
         self.variables = variables
-        # (role, template name for errors, compiled template), system first.
+        # (role, template name for errors, compiled template, its message when it
+        # uses no variable: rendered once at load), system first.
         self._parts = parts
         # Declared name -> validator; None when the route declares no vars.
         self._checks = checks
 
     def __repr__(self) -> str:
-        names = ", ".join(name for _, name, _ in self._parts)
+        names = ", ".join(part[1] for part in self._parts)
         return f"<RouteTemplates {self.route!r} [{names}] vars={sorted(self.variables)}>"
 
     def render(self, vars: Mapping[str, Any] | None = None) -> list[Message]:
@@ -167,7 +181,10 @@ class RouteTemplates:
         if self._checks is not None:
             self._check(values, self._checks)
         out: list[Message] = []
-        for role, name, template in self._parts:
+        for role, name, template, constant in self._parts:
+            if constant is not None:
+                out.append(constant)
+                continue
             try:
                 text = template.render(values)
             except UndefinedError as exc:
@@ -253,7 +270,7 @@ class _Compiler:
         return f"{self.dir_label.rstrip('/')}/{name}"
 
     def route(self, name: str, route: RouteConfig) -> RouteTemplates | None:
-        parts: list[tuple[Role, str, Template]] = []
+        parts: list[Part] = []
         used: set[str] = set()
         ok = True
         sources: list[tuple[Role, str]] = [("user", "prompt")]
@@ -265,7 +282,7 @@ class _Compiler:
                 ok = False
                 continue
             tname, template, names = compiled
-            parts.append((role, tname, template))
+            parts.append((role, tname, template, _constant(role, template) if not names else None))
             used |= names
         if not ok:
             return None

@@ -56,6 +56,16 @@ def test_system_message_comes_first_then_the_prompt(tmp_path: Path) -> None:
     assert t.render({"q": "why"}) == [Message("system", "Be brief."), Message("user", "Q: why")]
 
 
+def test_a_template_without_variables_is_rendered_once_at_load(tmp_path: Path) -> None:
+    """The system message has no variable: every call gets the same pre-rendered message,
+    while the prompt is rendered per call."""
+    t = route(tmp_path, "'Q: {{ q }}'", system="'Be brief: {{ 2 + 3 }} points.'")
+    first, second = t.render({"q": "a"}), t.render({"q": "b"})
+    assert first[0] == Message("system", "Be brief: 5 points.")
+    assert first[0] is second[0]
+    assert first[1] is not second[1] and second[1].content == "Q: b"
+
+
 def test_without_system_only_the_user_message(tmp_path: Path) -> None:
     assert route(tmp_path, "hello").render() == [Message("user", "hello")]
 
