@@ -404,7 +404,8 @@ MODEL_LISTS = {"ollama-tags-200-json"}
 def test_every_fixture_has_an_expectation() -> None:
     """No recorded exchange is left untested, and no expectation names a missing one."""
     expected = set(SUCCESS) | set(ERRORS) | set(STREAM_ERRORS) | MODEL_LISTS
-    assert expected == {m["id"] for m in manifest()}
+    # There is no Gemini adapter: its recordings serve the cost and estimate tests only.
+    assert expected == {m["id"] for m in manifest() if m["family"] != "gemini"}
 
 
 @pytest.mark.parametrize("fixture_id", [m["id"] for m in manifest()])

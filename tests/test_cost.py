@@ -24,8 +24,8 @@ from router.budget import cost_usd, worst_case_usd
 from router.config import Price
 from router.types import Usage
 
-# The recorded corpus lives beside the repo (../shared/fixtures), read-only.
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+# The recorded corpus, copied from ../shared/fixtures with its sources (tests/fixtures/INDEX.md).
+FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _p(i: str, o: str, cached: str | None = None, write: str | None = None) -> Price:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from router.estimate import PER_MESSAGE, PER_REQUEST, estimate_text_tokens, estimate_tokens
 from router.types import Message
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).parent / "fixtures"
 CLAUDE_MARGIN = 1.2
 
 # Largest token count of the four tokenizers for each recorded response body
