@@ -209,3 +209,15 @@ def test_every_public_error_class_documents_when_it_is_raised() -> None:
         n for n in router.__all__ if n.endswith("Error") and not _own_doc(getattr(router, n))
     ]
     assert undocumented == []
+
+
+def test_fallback_on_vocabulary_is_exactly_the_error_kinds() -> None:
+    """The YAML's fallback_on names (a Literal in the schema) and the errors' kinds agree,
+    and the policy table has a rule for every kind."""
+    from typing import get_args
+
+    from router.config import ErrorKind
+    from router.errors import ERROR_KINDS
+    from router.policy import POLICY
+
+    assert set(get_args(ErrorKind)) == set(ERROR_KINDS) == set(POLICY)

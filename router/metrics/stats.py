@@ -28,11 +28,13 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from router.errors import (
+    ERROR_KINDS,
     AllProvidersFailedError,
     BudgetExceededError,
     DeadlineExceededError,
     ProviderError,
     RouterError,
+    StreamInterruptedError,
 )
 from router.observe import CallRecord
 from router.types import Attempt, Usage
@@ -55,20 +57,7 @@ __all__ = [
 WINDOW = 1024
 
 # Every error label an attempt can carry: ProviderError.kind values, plus "other".
-ERROR_TYPES: tuple[str, ...] = (
-    "rate_limit",
-    "server",
-    "timeout",
-    "connection",
-    "auth",
-    "model_not_found",
-    "bad_request",
-    "context_length",
-    "content_filter",
-    "invalid_response",
-    "stream_interrupted",
-    "other",
-)
+ERROR_TYPES: tuple[str, ...] = (*ERROR_KINDS, StreamInterruptedError.kind, "other")
 # Errors a whole call can end with, besides a ProviderError kind (a stream interrupted).
 CALL_ERROR_TYPES: tuple[str, ...] = (
     "all_providers_failed",
