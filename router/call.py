@@ -28,7 +28,7 @@ from router.errors import (
 from router.estimate import estimate_text_tokens, estimate_tokens
 from router.limits import ProviderGate
 from router.policy import rule_for
-from router.providers.base import Adapter, WireRequest, error_from_response
+from router.providers.base import Adapter, WireRequest, error_from_response, invalid
 from router.templates import RouteTemplates
 from router.transport import Transport
 from router.types import Attempt, Completion, Message, Reply, Usage
@@ -135,6 +135,15 @@ def final_usage(usage: Usage | None, est_in: int, text: str) -> Usage:
         output_tokens=(usage.output_tokens if usage else 0) or estimate_text_tokens(text),
         estimated=True,
     )
+
+
+def priced(usage: Usage, price: Price, provider: str, model: str) -> Decimal:
+    """The cost of ``usage``; impossible usage (cache parts above the input, negative
+    counts) is an invalid response, never a bare ValueError."""
+    try:
+        return cost_usd(usage, price)
+    except ValueError as exc:
+        raise invalid(provider, model, str(exc)) from None
 
 
 class Call(Generic[R]):
@@ -418,6 +427,6 @@ class CompleteCall(Call[Completion]):
             )
         reply = provider.adapter.parse_reply(step.model, raw.body)
         usage = final_usage(reply.usage, self.est_in, reply.text)
-        cost = cost_usd(usage, step.price)
+        cost = priced(usage, step.price, provider.name, step.model)
         await lease.settle(cost)
         return self.succeeded(step, reply, raw.status, t0, cost, usage)

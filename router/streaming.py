@@ -25,8 +25,9 @@ from types import TracebackType
 from typing import Any, TypeVar, cast
 
 from router.budget import cost_usd
-from router.call import Call, Lease, Step, final_usage
+from router.call import Call, Lease, Step, final_usage, priced
 from router.errors import (
+    InvalidResponseError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
@@ -287,7 +288,13 @@ class LiveStream:
         await self.close()
         self.lease.free_slot()
         usage = self._usage_now()
-        cost = cost_usd(usage, self.step.price)
+        step = self.step
+        try:
+            cost = priced(usage, step.price, step.provider.name, step.model)
+        except InvalidResponseError:
+            # Impossible usage after the text was delivered: bill an estimate instead.
+            usage = final_usage(None, self.call.est_in, "".join(self.parts))
+            cost = cost_usd(usage, step.price)
         await self.lease.settle(cost)
         return usage, cost
 
