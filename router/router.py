@@ -100,6 +100,11 @@ class Router:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
+        if set(config.templates) != set(config.routes):
+            raise RouterError(
+                "Router needs a Config from router.load_config(): that is where keys are "
+                "resolved and templates compiled (a Config built in code has neither)"
+            )
         self._on_attempt = on_attempt
         self._on_call = on_call
         # Always-on counters behind stats() (router/metrics/stats.py), then the

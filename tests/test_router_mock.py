@@ -264,3 +264,17 @@ async def test_logs_and_hooks_see_every_attempt_and_the_call(tmp_path: Path) -> 
     assert all("deadline_left_ms" in e and "latency_ms" in e for e in attempt_logs)
     (call,) = [e for e in logs if e["event"] == "llm_call"]
     assert call["provider"] == "steady" and call["attempts"] == 3
+
+
+def test_a_config_built_in_code_is_refused_with_a_clear_error() -> None:
+    from router.config import Config
+
+    config = Config.model_validate(
+        {
+            "version": 1,
+            "providers": {"m": {"kind": "mock", "models": {"x": {}}}},
+            "routes": {"r": {"prompt": "hi", "fallback": ["m/x"]}},
+        }
+    )
+    with pytest.raises(RouterError, match="load_config"):
+        Router(config)
