@@ -8,6 +8,9 @@ from typing import Any
 
 import pytest
 
+# The local upstream server fixtures, for every test module.
+from tests.upstream import upstream, upstream_factory  # noqa: F401
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 

@@ -24,9 +24,7 @@ import structlog
 import router.logging as router_logging
 from router.cli import main
 from tests.routerkit import write_config
-from tests.upstream import Upstream, replay, upstream
-
-__all__ = ["upstream"]  # fixture, used by name
+from tests.upstream import Upstream, replay
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYSIS_VARS = [

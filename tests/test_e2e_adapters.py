@@ -39,11 +39,7 @@ from tests.upstream import (
     hang_before_headers,
     replay,
     reply,
-    upstream,
-    upstream_factory,
 )
-
-__all__ = ["upstream", "upstream_factory"]  # fixtures, used by name
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where each kind sends its chat request, relative to the server root (openai-kind

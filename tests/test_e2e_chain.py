@@ -42,11 +42,7 @@ from tests.upstream import (
     hang_mid_body,
     replay,
     reply,
-    upstream,
-    upstream_factory,
 )
-
-__all__ = ["upstream", "upstream_factory"]  # fixtures, used by name
 
 Factory = Callable[..., Awaitable[Upstream]]
 CHAT = "/v1/chat/completions"

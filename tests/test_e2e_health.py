@@ -22,9 +22,7 @@ from router import HealthReport, Router
 from router.cli import main
 from tests.fakeclock import FakeClock
 from tests.routerkit import write_config
-from tests.upstream import Upstream, hang_before_headers, replay, reply, upstream_factory
-
-__all__ = ["upstream_factory"]  # fixture, used by name
+from tests.upstream import Upstream, hang_before_headers, replay, reply
 
 Factory = Callable[..., Awaitable[Upstream]]
 TAGS = "ollama/ollama-tags-200-json.meta.json"

@@ -12,9 +12,7 @@ from structlog.testing import capture_logs
 from router.errors import ConfigError, RouterError
 from router.router import Router
 from tests.routerkit import write_config
-from tests.upstream import Behaviour, Exchange, Upstream, reply, upstream, upstream_factory
-
-__all__ = ["upstream", "upstream_factory"]
+from tests.upstream import Behaviour, Exchange, Upstream, reply
 
 ENV = {"KEY_A": "sk-test-aaaaaaaaaaaaaaaa", "KEY_B": "sk-test-bbbbbbbbbbbbbbbb"}
 

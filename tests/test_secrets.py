@@ -37,10 +37,7 @@ from tests.upstream import (
     hang_before_headers,
     reply,
     reset,
-    upstream_factory,
 )
-
-__all__ = ["upstream_factory"]  # fixture, used by name
 
 ALNUM = string.ascii_letters + string.digits
 CHAT = {"oa": "/v1/chat/completions", "an": "/v1/messages"}

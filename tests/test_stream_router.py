@@ -47,10 +47,7 @@ from tests.upstream import (
     replay,
     reply,
     stream,
-    upstream,
 )
-
-__all__ = ["upstream"]  # the fixture, used by name below
 
 P1 = "/p1/v1/chat/completions"
 P2 = "/p2/v1/chat/completions"

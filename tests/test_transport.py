@@ -39,11 +39,7 @@ from tests.upstream import (
     reply,
     reset,
     stream,
-    upstream,
-    upstream_factory,
 )
-
-__all__ = ["upstream", "upstream_factory"]  # the fixtures, used by name below
 
 # Not shaped like any known key, so router.redact cannot be what hides it.
 CANARY = "CANARY7f3a9e1c5b2d4f6a8e0c"

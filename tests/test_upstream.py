@@ -23,11 +23,7 @@ from tests.upstream import (
     reply,
     reset,
     stream,
-    upstream,
-    upstream_factory,
 )
-
-__all__ = ["upstream", "upstream_factory"]  # the fixtures, used by name below
 
 
 class RawClient:
