@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from router.budget import BudgetBook, Refusal, Reservation, cost_usd, worst_case_usd
+from router.billing import bill, final_usage
+from router.budget import BudgetBook, Refusal, Reservation, worst_case_usd
 from router.config import Backoff, Price, ProviderConfig
 from router.deadline import Clock, Deadline
 from router.errors import (
@@ -25,10 +26,10 @@ from router.errors import (
     ProviderError,
     RouterError,
 )
-from router.estimate import estimate_text_tokens, estimate_tokens
+from router.estimate import estimate_tokens
 from router.limits import ProviderGate
 from router.policy import rule_for
-from router.providers.base import Adapter, WireRequest, error_from_response, invalid
+from router.providers.base import Adapter, WireRequest, error_from_response
 from router.templates import RouteTemplates
 from router.transport import Transport
 from router.types import Attempt, Completion, Message, Reply, Usage
@@ -60,6 +61,7 @@ class Step:
     max_output_tokens: int | None
     first_token_s: float  # streams: cap on the wait for the first text delta
     idle_s: float  # streams: cap on the wait between two chunks
+    input_overhead: int = 0  # hidden prompt tokens the provider bills per request
 
 
 @dataclass(slots=True)
@@ -93,12 +95,34 @@ class Runtime:
 
 
 class Lease:
-    """An attempt's admission slot and budget reservation; :meth:`release` frees both once."""
+    """An attempt's admission slot and budget reservation; :meth:`release` frees both once.
 
-    __slots__ = ("admitted", "book", "gate", "probe", "reservation", "settled")
+    It also keeps what the reservation was sized for (input estimate, ``max_tokens``,
+    amount), which is what the attempt's reported usage is checked against.
+    """
+
+    __slots__ = (
+        "admitted",
+        "book",
+        "est_in",
+        "gate",
+        "max_tokens",
+        "probe",
+        "reservation",
+        "reserved",
+        "settled",
+    )
 
     def __init__(
-        self, gate: ProviderGate, book: BudgetBook, reservation: Reservation, probe: bool
+        self,
+        gate: ProviderGate,
+        book: BudgetBook,
+        reservation: Reservation,
+        probe: bool,
+        *,
+        est_in: int = 0,
+        max_tokens: int = 0,
+        reserved: Decimal = Decimal(0),
     ) -> None:
         self.gate = gate
         self.book = book
@@ -106,6 +130,9 @@ class Lease:
         self.probe = probe  # this attempt is the half-open probe after a cooldown
         self.admitted = False  # holds a gate slot
         self.settled = False
+        self.est_in = est_in  # input tokens reserved for, the provider's overhead included
+        self.max_tokens = max_tokens  # the output cap the request was sent with
+        self.reserved = reserved  # the worst-case amount reserved
 
     def free_slot(self) -> None:
         if self.admitted:
@@ -126,24 +153,22 @@ class Lease:
             self.gate.probing = False  # the probe ended without a verdict
 
 
-def final_usage(usage: Usage | None, est_in: int, text: str) -> Usage:
-    """The provider's usage, or an estimate (marked) when it reported none."""
-    if usage is not None and not usage.estimated and (usage.input_tokens or usage.output_tokens):
-        return usage
-    return Usage(
-        input_tokens=(usage.input_tokens if usage else 0) or est_in,
-        output_tokens=(usage.output_tokens if usage else 0) or estimate_text_tokens(text),
-        estimated=True,
+def billed(
+    step: Step, lease: Lease, usage: Usage, text: str, details: Mapping[str, Any]
+) -> tuple[Usage, Decimal]:
+    """The usage and cost to settle for an attempt: ``usage`` checked against what its
+    lease was reserved for (router.billing)."""
+    return bill(
+        usage,
+        est_in=lease.est_in,
+        text=text,
+        details=details,
+        max_tokens=lease.max_tokens,
+        reserved=lease.reserved,
+        price=step.price,
+        provider=step.provider.name,
+        model=step.model,
     )
-
-
-def priced(usage: Usage, price: Price, provider: str, model: str) -> Decimal:
-    """The cost of ``usage``; impossible usage (cache parts above the input, negative
-    counts) is an invalid response, never a bare ValueError."""
-    try:
-        return cost_usd(usage, price)
-    except ValueError as exc:
-        raise invalid(provider, model, str(exc)) from None
 
 
 class Call(Generic[R]):
@@ -185,6 +210,11 @@ class Call(Generic[R]):
         raise NotImplementedError
 
     # -- bookkeeping -----------------------------------------------------------------
+
+    def input_estimate(self, step: Step) -> int:
+        """Input tokens to reserve and admit for ``step``: the messages' estimate plus
+        the hidden prompt its provider bills (``input_overhead_tokens``)."""
+        return self.est_in + step.input_overhead
 
     def record(self, attempt: Attempt) -> None:
         self.attempts.append(attempt)
@@ -317,7 +347,8 @@ class Call(Generic[R]):
         deadline = self.deadline
         route = self.route
         params, max_tokens = self._request_params(step)
-        worst = worst_case_usd(self.est_in, max_tokens, step.price)
+        est_in = self.input_estimate(step)
+        worst = worst_case_usd(est_in, max_tokens, step.price)
         request = provider.adapter.chat_request(
             step.model, self.messages, params, stream=self.stream
         )
@@ -387,10 +418,13 @@ class Call(Generic[R]):
                 gate.probing = False
             self._skip(step, reservation.reason, t0)
             return None
-        lease = Lease(gate, rt.book, reservation, probe)
+        est_in = self.input_estimate(step)
+        lease = Lease(
+            gate, rt.book, reservation, probe, est_in=est_in, max_tokens=max_tokens, reserved=worst
+        )
         self.kept = False
         try:
-            reason = await gate.admit(self.est_in + max_tokens, cap)
+            reason = await gate.admit(est_in + max_tokens, cap)
             if reason is not None:
                 self._skip(step, reason, t0)
                 return None
@@ -426,7 +460,7 @@ class CompleteCall(Call[Completion]):
                 provider.adapter, step.model, raw.status, raw.headers, raw.body, time.time()
             )
         reply = provider.adapter.parse_reply(step.model, raw.body)
-        usage = final_usage(reply.usage, self.est_in, reply.text)
-        cost = priced(usage, step.price, provider.name, step.model)
+        usage = final_usage(reply.usage, lease.est_in, reply.text)
+        usage, cost = billed(step, lease, usage, reply.text, reply.details)
         await lease.settle(cost)
         return self.succeeded(step, reply, raw.status, t0, cost, usage)

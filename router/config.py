@@ -78,6 +78,15 @@ ErrorKind = Literal[
     "invalid_response",
 ]
 
+# Most hidden prompt tokens a provider may be declared to add per request.
+MAX_INPUT_OVERHEAD_TOKENS = 100_000
+# Hidden prompt tokens billed per request, by API host, when a provider declares none.
+# xAI's grok-4 models bill a provider-side prompt: "What's 2 + 2?" (12-16 tokens at
+# other providers) was billed 137 prompt tokens, and each of the three recorded grok-4.3
+# replies (tests/fixtures/xai) has 128 of its prompt tokens cached, a preamble no
+# request text accounts for; 160 is that 128 with the estimate's 1.25x margin.
+DEFAULT_INPUT_OVERHEAD_TOKENS: Mapping[str, int] = MappingProxyType({"api.x.ai": 160})
+
 PositiveSeconds = Annotated[float, Field(gt=0)]
 Usd = Annotated[Decimal, Field(ge=0)]
 
@@ -375,6 +384,15 @@ class ProviderConfig(_Strict):
         dict[HeaderName, HeaderValue], Field(description="Extra non-secret headers.")
     ] = {}
     limits: Limits = Limits()
+    input_overhead_tokens: Annotated[
+        int | None,
+        Field(
+            ge=0,
+            le=MAX_INPUT_OVERHEAD_TOKENS,
+            description="Hidden prompt tokens the provider bills per request, added to the"
+            " input estimate; null: 160 on api.x.ai, else 0.",
+        ),
+    ] = None
     extra: Annotated[dict[str, Any], Field(description="Body fields sent with every request.")] = {}
     models: Annotated[
         dict[ModelName, ModelConfig],
@@ -606,6 +624,19 @@ class Config(_Strict):
             KeyError: the provider or model is not declared.
         """
         return self.providers[provider].models[model].price or FREE
+
+    def input_overhead(self, provider: str) -> int:
+        """Hidden prompt tokens ``provider`` bills per request: its ``input_overhead_tokens``,
+        else the default for its API host (:data:`DEFAULT_INPUT_OVERHEAD_TOKENS`), else 0.
+
+        Raises:
+            KeyError: the provider is not declared.
+        """
+        declared = self.providers[provider].input_overhead_tokens
+        if declared is not None:
+            return declared
+        host = (urlsplit(self.resolved_base_url(provider)).hostname or "").lower()
+        return DEFAULT_INPUT_OVERHEAD_TOKENS.get(host, 0)
 
     def resolved_base_url(self, provider: str) -> str:
         """``provider``'s base_url, or its kind's default, without a trailing '/'.

@@ -111,6 +111,7 @@ def compile_route(config: Config, providers: dict[str, Provider], name: str) -> 
                     settings.first_token_timeout_s,
                 ),
                 idle_s=_first(rconf.idle_timeout_s, pconf.idle_timeout_s, settings.idle_timeout_s),
+                input_overhead=config.input_overhead(s.provider_name),
             )
         )
     fallback_on = rconf.fallback_on if rconf.fallback_on is not None else settings.fallback_on

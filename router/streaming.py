@@ -24,17 +24,15 @@ from decimal import Decimal
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
-from router.budget import cost_usd
-from router.call import Call, Lease, Step, final_usage, priced
+from router.billing import estimated_output, final_usage
+from router.call import Call, Lease, Step, billed
 from router.errors import (
-    InvalidResponseError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
     RouterError,
     StreamInterruptedError,
 )
-from router.estimate import estimate_text_tokens
 from router.providers.base import Adapter, WireRequest, error_from_response
 from router.transport import StreamResponse
 from router.types import Completion, Reply, StreamEvent, Usage
@@ -45,9 +43,6 @@ T = TypeVar("T")
 # chunked-encoding terminator, normally in the same packet): a body read to its
 # end lets the connection go back to the pool instead of being closed.
 _DRAIN_S = 0.05
-
-# Vendor deltas (in ``details``) that are billed as output but are not the text.
-_REASONING_KEYS = ("reasoning", "thinking")
 
 
 def merge_usage(known: Usage | None, new: Usage) -> Usage:
@@ -61,6 +56,7 @@ def merge_usage(known: Usage | None, new: Usage) -> Usage:
         cache_write_tokens=max(known.cache_write_tokens, new.cache_write_tokens),
         reasoning_tokens=max(known.reasoning_tokens, new.reasoning_tokens),
         estimated=known.estimated and new.estimated,
+        suspect=known.suspect or new.suspect,  # one malformed event: bill the estimate
     )
 
 
@@ -71,16 +67,9 @@ def cut_usage(reported: Usage | None, est_in: int, text: str, details: dict[str,
     and the output count last; OpenAI sends everything at the end). The output
     is estimated from what arrived: the text, reasoning, and tool-call arguments.
     """
-    reasoning = sum(
-        estimate_text_tokens(v) for k in _REASONING_KEYS if isinstance(v := details.get(k), str)
-    )
-    calls = details.get("tool_calls")
-    arguments = 0
-    if isinstance(calls, list):
-        for call in calls:
-            if isinstance(call, dict) and isinstance(args := call.get("arguments"), str):
-                arguments += estimate_text_tokens(args)
-    output = estimate_text_tokens(text) + reasoning + arguments
+    if reported is not None and reported.suspect is not None:
+        return reported  # malformed: router.billing bills the whole estimate
+    output, reasoning = estimated_output(text, details)
     if reported is None or not reported.input_tokens:
         return Usage(
             input_tokens=est_in,
@@ -277,9 +266,10 @@ class LiveStream:
 
     def _usage_now(self) -> Usage:
         text = "".join(self.parts)
+        est_in = self.lease.est_in
         if self.done or self.final:
-            return final_usage(self.usage, self.call.est_in, text)
-        return cut_usage(self.usage, self.call.est_in, text, self.details)
+            return final_usage(self.usage, est_in, text)
+        return cut_usage(self.usage, est_in, text, self.details)
 
     async def _settle(self) -> tuple[Usage, Decimal]:
         """Close the response, give back the slot, and bill what was generated."""
@@ -287,14 +277,9 @@ class LiveStream:
             await self._drain()
         await self.close()
         self.lease.free_slot()
-        usage = self._usage_now()
-        step = self.step
-        try:
-            cost = priced(usage, step.price, step.provider.name, step.model)
-        except InvalidResponseError:
-            # Impossible usage after the text was delivered: bill an estimate instead.
-            usage = final_usage(None, self.call.est_in, "".join(self.parts))
-            cost = cost_usd(usage, step.price)
+        usage, cost = billed(
+            self.step, self.lease, self._usage_now(), "".join(self.parts), self.details
+        )
         await self.lease.settle(cost)
         return usage, cost
 

@@ -33,8 +33,11 @@ class Usage:
     ``input_tokens`` counts every prompt token processed, cached or not;
     ``cached_input_tokens`` and ``cache_write_tokens`` are parts of it.
     ``output_tokens`` includes reasoning; ``reasoning_tokens`` is the part of it
-    spent thinking. ``estimated`` is true when the provider reported no usage and
-    the router estimated it.
+    spent thinking. ``estimated`` is true when the counts are not the provider's
+    report as it stands: it reported none, or reported what could not be billed
+    as it was (then ``suspect`` says why, in one line: malformed or impossible
+    counts, output above ``max_tokens``, a cost far above the reservation; see
+    docs/money.md).
     """
 
     input_tokens: int = 0
@@ -43,6 +46,7 @@ class Usage:
     cache_write_tokens: int = 0
     reasoning_tokens: int = 0
     estimated: bool = False
+    suspect: str | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -135,6 +135,28 @@ def test_no_usage_is_marked_estimated(adapter: AnthropicAdapter) -> None:
     assert adapter.parse_reply("m", body).usage == Usage(estimated=True)
 
 
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"input_tokens": "5", "output_tokens": 2},
+        {"input_tokens": 5, "output_tokens": 2.5},
+        {"input_tokens": 5, "output_tokens": False},
+        {"input_tokens": 5, "cache_read_input_tokens": -1},
+        [5, 2],
+    ],
+)
+def test_a_malformed_usage_keeps_the_reply_and_is_marked_suspect(
+    adapter: AnthropicAdapter, usage: object
+) -> None:
+    reply = adapter.parse_reply("m", _message([{"type": "text", "text": "x"}], usage=usage))
+    assert reply.text == "x"
+    assert reply.usage.estimated and reply.usage.suspect is not None
+    assert reply.usage.suspect.startswith("malformed usage: usage")
+    delta = json.dumps({"type": "message_delta", "delta": {}, "usage": usage})
+    ev = adapter.parse_stream_event("m", "message_delta", delta)
+    assert ev is not None and ev.usage is not None and ev.usage.suspect == reply.usage.suspect
+
+
 def test_a_200_error_object_raises_its_type(adapter: AnthropicAdapter) -> None:
     body = b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}'
     with pytest.raises(ServerError, match="Overloaded"):
@@ -146,7 +168,6 @@ def test_a_200_error_object_raises_its_type(adapter: AnthropicAdapter) -> None:
     [
         (b'{"content":"text"}', "content"),
         (b'{"content":[{"text":"no type"}]}', "content.0.type"),
-        (b'{"content":[],"usage":{"input_tokens":1.5}}', "usage.input_tokens"),
         (b'{"content":[', "Invalid JSON"),
     ],
 )

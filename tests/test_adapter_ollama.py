@@ -81,6 +81,27 @@ def test_health_is_the_tags_listing_with_a_pull_hint(adapter: OllamaAdapter) -> 
     assert adapter.missing_model_hint("qwen3") == "not pulled; run `ollama pull qwen3`"
 
 
+@pytest.mark.parametrize(
+    "counts",
+    [
+        '"prompt_eval_count":"9","eval_count":3',
+        '"prompt_eval_count":9,"eval_count":3.0',
+        '"prompt_eval_count":9,"eval_count":true',
+        '"prompt_eval_count":-9,"eval_count":3',
+    ],
+)
+def test_a_malformed_count_keeps_the_reply_and_is_marked_suspect(
+    adapter: OllamaAdapter, counts: str
+) -> None:
+    body = '{"model":"m","message":{"role":"assistant","content":"hi"},"done":true,' + counts
+    reply = adapter.parse_reply("m", (body + "}").encode())
+    assert reply.text == "hi"
+    assert reply.usage.estimated and reply.usage.suspect is not None
+    assert "count" in reply.usage.suspect
+    ev = adapter.parse_stream_event("m", "", body + "}")
+    assert ev is not None and ev.usage is not None and ev.usage.suspect == reply.usage.suspect
+
+
 def test_no_counts_at_all_is_estimated(adapter: OllamaAdapter) -> None:
     body = b'{"model":"m","message":{"role":"assistant","content":"hi"},"done":true}'
     reply = adapter.parse_reply("m", body)

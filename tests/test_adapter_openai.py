@@ -250,14 +250,6 @@ def test_a_200_body_with_an_error_object_raises_its_type(
         (b'{"choices":[{"message":{"content":42}}]}', "choices.0.message.content"),
         (b'{"choices":[{"message":"hi"}]}', "choices.0.message"),
         (b'{"choices":{"0":{}}}', "choices"),
-        (
-            b'{"choices":[{"message":{"content":"x"}}],"usage":{"prompt_tokens":"12"}}',
-            "prompt_tokens",
-        ),
-        (
-            b'{"choices":[{"message":{"content":"x"}}],"usage":{"completion_tokens":-5}}',
-            "completion_tokens",
-        ),
         (b"[1,2,3]", "<body>"),
         (b'"just a string"', "<body>"),
     ],
@@ -269,6 +261,50 @@ def test_a_body_that_does_not_match_is_invalid_with_a_reason(
         adapter.parse_reply("m", body)
     assert what in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("usage", "what"),
+    [
+        ('{"prompt_tokens":"12","completion_tokens":3}', "usage.prompt_tokens"),
+        ('{"prompt_tokens":12,"completion_tokens":-5}', "usage.completion_tokens"),
+        ('{"prompt_tokens":12.0,"completion_tokens":3}', "usage.prompt_tokens"),
+        ('{"prompt_tokens":true,"completion_tokens":3}', "usage.prompt_tokens"),
+        ('{"prompt_tokens":12,"prompt_tokens_details":{"cached_tokens":"x"}}', "cached_tokens"),
+        ('"many"', "not an object"),
+    ],
+)
+def test_a_malformed_usage_keeps_the_reply_and_is_marked_suspect(
+    adapter: OpenAIAdapter, usage: str, what: str
+) -> None:
+    """The provider billed the reply whatever its usage says: the text is kept and the
+    usage is marked, so the router bills its own estimate (docs/money.md)."""
+    body = b'{"choices":[{"message":{"content":"x"}}],"usage":' + usage.encode() + b"}"
+    reply = adapter.parse_reply("m", body)
+    assert reply.text == "x"
+    assert reply.usage.estimated and (reply.usage.input_tokens, reply.usage.output_tokens) == (0, 0)
+    assert reply.usage.suspect is not None and what in reply.usage.suspect
+    assert "\n" not in reply.usage.suspect
+    ev = adapter.parse_stream_event("m", "", '{"choices":[],"usage":' + usage + "}")
+    assert ev is not None and ev.usage is not None and ev.usage.suspect == reply.usage.suspect
+
+
+def test_tokens_in_total_beyond_prompt_and_completion_are_hidden_output(
+    adapter: OpenAIAdapter,
+) -> None:
+    """No reasoning count, but total_tokens says more was generated: billed as output."""
+    usage = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 57}
+    reply = adapter.parse_reply("m", _reply({"content": "hi"}, usage=usage))
+    assert reply.usage == Usage(input_tokens=12, output_tokens=45, reasoning_tokens=40)
+    data = json.dumps({"choices": [], "usage": usage})
+    ev = adapter.parse_stream_event("m", "", data)
+    assert ev is not None and ev.usage == reply.usage
+
+
+def test_a_total_below_prompt_plus_completion_bills_the_counts(adapter: OpenAIAdapter) -> None:
+    usage = {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 3}
+    reply = adapter.parse_reply("m", _reply({"content": "hi"}, usage=usage))
+    assert reply.usage == Usage(input_tokens=12, output_tokens=5)
 
 
 # -- stream events ----------------------------------------------------------------------

@@ -289,3 +289,30 @@ def test_import_and_load_are_fast_in_a_fresh_interpreter() -> None:
         )
         runs.append(float(out.stdout.strip()))
     assert min(runs) < 0.5, runs
+
+
+def test_input_overhead_defaults_by_api_host_and_can_be_set(tmp_path: Path) -> None:
+    """null: xAI's API host gets the hidden-preamble default (docs/money.md), others 0."""
+    from tests.routerkit import make_config
+
+    config = make_config(
+        tmp_path,
+        """\
+        providers:
+          xai: {kind: openai, base_url: "https://API.x.ai/v1", api_key_env: XK,
+                models: {g: {price: {input_per_mtok: 1, output_per_mtok: 2}}}}
+          xai_set: {kind: openai, base_url: "https://api.x.ai/v1", api_key_env: XK,
+                    input_overhead_tokens: 0,
+                    models: {g: {price: {input_per_mtok: 1, output_per_mtok: 2}}}}
+          oai: {kind: openai, api_key_env: XK,
+                models: {g: {price: {input_per_mtok: 1, output_per_mtok: 2}}}}
+          local: {kind: mock, input_overhead_tokens: 40, models: {m: {}}}
+        routes:
+          r: {prompt: "hi", fallback: [xai/g, xai_set/g, oai/g, local/m]}
+        """,
+        env={"XK": "xk-test-0123456789abcdef"},
+    )
+    assert config.input_overhead("xai") == 160
+    assert config.input_overhead("xai_set") == 0
+    assert config.input_overhead("oai") == 0
+    assert config.input_overhead("local") == 40

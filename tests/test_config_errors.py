@@ -515,3 +515,20 @@ def test_ordinary_headers_pass_but_a_key_shaped_value_does_not(cwd: Path) -> Non
     assert p.line == 6
     assert "looks like a credential" in p.message
     assert "abcdefgh12345678" not in str(p)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("-1", "greater than or equal to 0"),
+        ("100001", "less than or equal to 100000"),
+        ("1.5", "valid integer"),
+        ("lots", "valid integer"),
+    ],
+)
+def test_input_overhead_tokens_out_of_bounds(cwd: Path, value: str, message: str) -> None:
+    p = only(
+        MINIMAL.replace("    api_key_env:", f"    input_overhead_tokens: {value}\n    api_key_env:")
+    )
+    assert (p.line, p.path) == (5, "providers.openai.input_overhead_tokens")
+    assert message in p.message

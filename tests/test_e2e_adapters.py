@@ -70,6 +70,10 @@ routes:
   r:
     system: "You are terse."
     prompt: "Say {{{{ word }}}}"
+    # Above every recorded reply's output (the longest, a DeepSeek reasoner's, is
+    # 5074 tokens): the recordings were made without the router's default cap, and
+    # output above the request's max_tokens is capped as absurd (docs/money.md).
+    max_tokens: 8192
     fallback: [p/m]
 """
 

@@ -13,7 +13,9 @@ extended thinking; ``output_tokens_details.thinking_tokens``, when present, is
 the part spent thinking. In a stream, ``message_start`` carries the input side
 (and a provisional output count) and ``message_delta`` the cumulative output
 (newer API versions repeat the input side there too), so a field-wise ``max()``
-over the events is the final usage.
+over the events is the final usage. A malformed usage object (a count that is a
+string, float, bool or negative) does not fail the reply: the usage comes back
+``suspect`` and the router bills its own estimate (docs/money.md).
 
 Thinking blocks go to ``details["thinking"]``, tool_use blocks to
 ``details["tool_calls"]`` (``arguments`` as JSON text, like OpenAI's).
@@ -38,10 +40,12 @@ from router.providers.base import (
     compact_json,
     event_usage,
     filtered,
+    malformed_usage,
     map_finish_reason,
     parse_wire,
     reported_usage,
     stream_error,
+    wire_usage,
 )
 from router.types import Message, Reply, StreamEvent, Usage
 
@@ -107,7 +111,7 @@ class _Response(Wire):
     id: str | None = None
     content: list[_Block]
     stop_reason: str | None = None
-    usage: _Usage | None = None
+    usage: Any = None  # read by _usage, so that a malformed one costs no reply
 
 
 class _Delta(Wire):
@@ -120,7 +124,7 @@ class _Delta(Wire):
 
 class _StartMessage(Wire):
     id: str | None = None
-    usage: _Usage | None = None
+    usage: Any = None  # read by _usage, so that a malformed one costs no reply
 
 
 class _Event(Wire):
@@ -129,7 +133,7 @@ class _Event(Wire):
     message: _StartMessage | None = None
     content_block: _Block | None = None
     delta: _Delta | None = None
-    usage: _Usage | None = None
+    usage: Any = None  # read by _usage, so that a malformed one costs no reply
     error: Any = None
 
 
@@ -141,7 +145,10 @@ class _ModelList(Wire):
     data: list[_ModelEntry]
 
 
-def _usage(u: _Usage, details: dict[str, Any]) -> Usage:
+def _usage(raw: Any, details: dict[str, Any]) -> Usage:
+    u = wire_usage(_Usage, raw)
+    if isinstance(u, str):
+        return malformed_usage(u)
     cache_read = u.cache_read_input_tokens or 0
     cache_write = u.cache_creation_input_tokens or 0
     uncached = u.input_tokens

@@ -280,7 +280,10 @@ def reported_usage(
     input_tokens: int | None,
     output_tokens: int | None,
     details: dict[str, Any],
-    **parts: int,
+    *,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    reasoning_tokens: int = 0,
 ) -> Usage:
     """Usage as the provider reported it. A count it left out is 0 and named in
     ``details["usage_missing"]``; with neither count the usage is ``estimated``."""
@@ -294,14 +297,39 @@ def reported_usage(
     return Usage(
         input_tokens=input_tokens or 0,
         output_tokens=output_tokens or 0,
+        cached_input_tokens=cached_input_tokens,
+        cache_write_tokens=cache_write_tokens,
+        reasoning_tokens=reasoning_tokens,
         estimated=len(missing) == 2,
-        **parts,
     )
 
 
+def wire_usage(cls: type[W], raw: Any) -> W | str:
+    """Validate a body's usage object on its own, against ``cls``.
+
+    A malformed usage (a count that is a string, a float, a bool or negative; not
+    an object) must not cost the caller a reply the provider has most likely
+    billed: instead of failing the body, it comes back as a one-line summary of
+    what is wrong, for :func:`malformed_usage`.
+    """
+    if not isinstance(raw, dict):
+        return f"usage: not an object ({type(raw).__name__})"
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as exc:
+        return "usage." + validation_summary(exc)
+
+
+def malformed_usage(what: str) -> Usage:
+    """The usage of a reply whose usage could not be read: no counts, marked ``suspect``
+    so that the router bills its own estimate (never $0)."""
+    return Usage(estimated=True, suspect=f"malformed usage: {what}")
+
+
 def event_usage(usage: Usage) -> Usage | None:
-    """A stream event's usage, or None when the event reported no count at all."""
-    return None if usage.estimated else usage
+    """A stream event's usage, or None when the event reported no count at all
+    (a malformed one is kept: the router must know to bill an estimate)."""
+    return None if usage.estimated and usage.suspect is None else usage
 
 
 def stream_error(adapter: Adapter, model: str, payload: str) -> ProviderError:

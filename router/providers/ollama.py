@@ -12,7 +12,9 @@ cache split: prompt tokens reused from its KV cache are left out of
 ``prompt_eval_count``, and when the whole prompt was cached it drops the field
 (a recorded reply has ``eval_count`` and no ``prompt_eval_count``); then
 ``input_tokens`` is 0 and ``details["usage_missing"]`` says so. Local models
-cost nothing, so this never skews a cost.
+cost nothing, so this never skews a cost. A malformed count (a string, float,
+bool or negative) does not fail the reply: the usage comes back ``suspect`` and
+the router bills its own estimate (docs/money.md).
 
 Health: ``GET /api/tags`` lists pulled models as ``name:tag``; a configured
 ``llama3.2`` matches a pulled ``llama3.2:latest``.
@@ -34,12 +36,14 @@ from router.providers.base import (
     classify,
     compact_json,
     event_usage,
+    malformed_usage,
     map_finish_reason,
     parse_wire,
     reported_usage,
     stream_error,
+    wire_usage,
 )
-from router.types import Message, Reply, StreamEvent
+from router.types import Message, Reply, StreamEvent, Usage
 
 _FINISH_REASON_MAP = {"stop": "stop", "length": "length"}
 
@@ -65,20 +69,34 @@ class _Message(Wire):
     tool_calls: list[_ToolCall] | None = None
 
 
+class _Counts(Wire):
+    prompt_eval_count: Count | None = None
+    eval_count: Count | None = None
+
+
 class _Response(Wire):
     message: _Message
     done_reason: str | None = None
-    prompt_eval_count: Count | None = None
-    eval_count: Count | None = None
+    # Read by _usage, so that a malformed count costs no reply.
+    prompt_eval_count: Any = None
+    eval_count: Any = None
 
 
 class _Chunk(Wire):
     message: _Message | None = None
     done: bool = False
     done_reason: str | None = None
-    prompt_eval_count: Count | None = None
-    eval_count: Count | None = None
+    prompt_eval_count: Any = None
+    eval_count: Any = None
     error: Any = None
+
+
+def _usage(body: _Response | _Chunk, details: dict[str, Any]) -> Usage:
+    raw = {"prompt_eval_count": body.prompt_eval_count, "eval_count": body.eval_count}
+    counts = wire_usage(_Counts, raw)
+    if isinstance(counts, str):
+        return malformed_usage(counts)
+    return reported_usage(counts.prompt_eval_count, counts.eval_count, details)
 
 
 class _Tag(Wire):
@@ -167,7 +185,7 @@ class OllamaAdapter(AdapterBase):
                 {k: v for k, v in tc.items() if k != "index"} for tc in _tool_calls(msg.tool_calls)
             ]
         finish = _finish(resp.done_reason, bool(msg.tool_calls), details)
-        usage = reported_usage(resp.prompt_eval_count, resp.eval_count, details)
+        usage = _usage(resp, details)
         return Reply(msg.content or "", finish, usage, None, details)
 
     def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:
@@ -195,7 +213,7 @@ class OllamaAdapter(AdapterBase):
             return StreamEvent(text=text, details=details or None)
         has_tools = bool(msg and msg.tool_calls)
         finish = _finish(chunk.done_reason, has_tools, details)
-        usage = event_usage(reported_usage(chunk.prompt_eval_count, chunk.eval_count, details))
+        usage = event_usage(_usage(chunk, details))
         return StreamEvent(
             text=text, usage=usage, finish_reason=finish, done=True, details=details or None
         )

@@ -18,10 +18,15 @@ Usage, checked against the recorded fixtures:
 - OpenAI and DeepSeek count reasoning *inside* ``completion_tokens``
   (``completion_tokens_details.reasoning_tokens`` is a part of it). xAI counts
   it *beside*: its ``total_tokens = prompt + completion + reasoning`` (a grok-4.3
-  reply: 137 + 1 + 116 = 254) and bills reasoning as output. So when
-  ``total_tokens`` equals prompt + completion + reasoning and not prompt +
-  completion, the reasoning is added to ``output_tokens``; the rule is read
-  from the numbers, not from a provider name.
+  reply: 137 + 1 + 116 = 254) and bills reasoning as output. One rule is right
+  either way, read from the numbers and not from a provider name: when
+  ``total_tokens`` is above prompt + completion, output is ``total_tokens -
+  prompt_tokens``. Tokens in the total that no count names (a server that
+  hides its reasoning count) are thinking the provider bills as output: they
+  are added to ``output_tokens`` and taken as ``reasoning_tokens``.
+- A malformed usage object (a count that is a string, float, bool or negative)
+  does not fail the reply: the usage comes back ``suspect`` and the router
+  bills its own estimate (docs/money.md).
 
 Reasoning text (DeepSeek/xAI ``reasoning_content``, Groq/OpenRouter/vLLM
 ``reasoning``) goes to ``details["reasoning"]``, never into the text.
@@ -51,10 +56,12 @@ from router.providers.base import (
     event_usage,
     filtered,
     invalid,
+    malformed_usage,
     map_finish_reason,
     parse_wire,
     reported_usage,
     stream_error,
+    wire_usage,
 )
 from router.types import Message, Reply, StreamEvent, Usage
 
@@ -156,7 +163,7 @@ class _Choice(Wire):
 class _Response(Wire):
     id: str | None = None
     choices: list[_Choice]
-    usage: _Usage | None = None
+    usage: Any = None  # read by _usage, so that a malformed one costs no reply
     citations: list[Any] | None = None  # xAI live search
 
 
@@ -168,7 +175,7 @@ class _ChunkChoice(Wire):
 class _Chunk(Wire):
     id: str | None = None
     choices: list[_ChunkChoice] | None = None
-    usage: _Usage | None = None
+    usage: Any = None  # read by _usage
     citations: list[Any] | None = None
     error: Any = None
 
@@ -189,17 +196,23 @@ def _text(content: str | list[_Part] | None) -> str:
     return "".join(p.text or "" for p in content if p.type in ("text", "output_text"))
 
 
-def _usage(u: _Usage, details: dict[str, Any]) -> Usage:
+def _usage(raw: Any, details: dict[str, Any]) -> Usage:
+    u = wire_usage(_Usage, raw)
+    if isinstance(u, str):
+        return malformed_usage(u)
     prompt_details, output_details = u.prompt_tokens_details, u.completion_tokens_details
     reasoning = (output_details.reasoning_tokens or 0) if output_details else 0
     cached = prompt_details.cached_tokens if prompt_details else None
     if cached is None:
         cached = u.prompt_cache_hit_tokens  # DeepSeek without the OpenAI-style field
     output = u.completion_tokens
-    if output is not None and reasoning:
-        prompt = u.prompt_tokens or 0
-        if u.total_tokens == prompt + output + reasoning != prompt + output:
-            output += reasoning  # xAI: reasoning counted beside completion_tokens
+    if output is not None and u.prompt_tokens is not None and u.total_tokens is not None:
+        beyond = u.total_tokens - u.prompt_tokens - output
+        if beyond > 0:
+            # xAI: reasoning counted beside completion_tokens (beyond == reasoning);
+            # a hidden reasoning count (no reasoning_tokens): thinking billed as output.
+            output += beyond
+            reasoning = max(reasoning, beyond)
     return reported_usage(
         u.prompt_tokens,
         output,
