@@ -61,7 +61,7 @@ class Step:
     max_output_tokens: int | None
     first_token_s: float  # streams: cap on the wait for the first text delta
     idle_s: float  # streams: cap on the wait between two chunks
-    input_overhead: int = 0  # hidden prompt tokens the provider bills per request
+    input_overhead: int  # hidden prompt tokens the provider bills per request
 
 
 @dataclass(slots=True)
@@ -120,9 +120,9 @@ class Lease:
         reservation: Reservation,
         probe: bool,
         *,
-        est_in: int = 0,
-        max_tokens: int = 0,
-        reserved: Decimal = Decimal(0),
+        est_in: int,
+        max_tokens: int,
+        reserved: Decimal,
     ) -> None:
         self.gate = gate
         self.book = book
