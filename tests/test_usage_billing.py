@@ -41,7 +41,12 @@ TEXT = "hello there"
 
 
 def config_yaml(
-    url: str, *, overhead: int | None = None, limit: Decimal | None = None, max_tokens: int = 100
+    url: str,
+    *,
+    overhead: int | None = None,
+    limit: Decimal | None = None,
+    max_tokens: int = 100,
+    tpm: int | None = None,
 ) -> str:
     provider: dict[str, Any] = {
         "kind": "openai",
@@ -50,6 +55,8 @@ def config_yaml(
     }
     if overhead is not None:
         provider["input_overhead_tokens"] = overhead
+    if tpm is not None:
+        provider["limits"] = {"tokens_per_minute": tpm}
     doc: dict[str, Any] = {
         "settings": {"retries": 0},
         "providers": {"p": provider},
@@ -263,3 +270,18 @@ async def test_n_concurrent_absurd_calls_overshoot_by_at_most_the_documented_bou
     slack_cost = (ALLOWED_OUT - MAX_TOKENS) * PRICE.output_per_mtok / Decimal(10**6)
     assert status.spent_usd <= limit + n * slack_cost
     assert status.spent_usd == n * cost_usd(Usage(EST_IN, ALLOWED_OUT), PRICE)
+
+
+@pytest.mark.parametrize(("overhead", "sent"), [(0, True), (130, False)])
+async def test_the_input_overhead_is_drawn_from_tokens_per_minute(
+    tmp_path: Path, upstream: Upstream, overhead: int, sent: bool
+) -> None:
+    """tokens_per_minute admits estimate + overhead + max_tokens: a request that fits
+    without the provider's hidden prompt does not fit with it, and is not sent."""
+    usage = {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
+    upstream.route(CHAT, reply(200, body(usage)))
+    tpm = EST_IN + MAX_TOKENS + 50
+    async with router_for(tmp_path, upstream, overhead=overhead, tpm=tpm) as router:
+        outcome = await asyncio.gather(router.complete("r", VARS), return_exceptions=True)
+    assert isinstance(outcome[0], Completion) is sent
+    assert len(upstream.requests) == int(sent)
