@@ -335,22 +335,29 @@ class Call(Generic[R]):
             outcome = await self._attempt(step, steps_left, request, max_tokens, worst, t0)
             if not isinstance(outcome, ProviderError):
                 return outcome  # a result, or None for a skip
-            kind = outcome.kind
-            if route.fallback_on is not None and kind not in route.fallback_on:
-                raise AllProvidersFailedError(self.attempts, route.name)
-            rule = rule_for(kind)
+            # Retries follow the policy table; fallback_on only decides what
+            # happens once the step gives up: the next step, or the end of the call.
+            rule = rule_for(outcome.kind)
             limit = (
                 step.retries if rule.max_retries is None else min(step.retries, rule.max_retries)
             )
             if not rule.retry or tries >= limit:
+                self._give_up(outcome)
                 return None
             tries += 1
             pause = self._pause(tries, outcome.retry_after)
             # A wait that would eat the time later steps need moves on at once.
             if not deadline.can_wait(pause, steps_left, self.rt.floor_s):
+                self._give_up(outcome)
                 return None
             if pause > 0:
                 await self.rt.sleep(pause)
+
+    def _give_up(self, err: ProviderError) -> None:
+        """The step is done with ``err``: go on to the next step if fallback_on allows it."""
+        fallback_on = self.route.fallback_on
+        if fallback_on is not None and err.kind not in fallback_on:
+            raise AllProvidersFailedError(self.attempts, self.route.name)
 
     def _pause(self, retry: int, retry_after: float | None) -> float:
         if retry_after is not None:
