@@ -86,6 +86,8 @@ class Runtime:
     book: BudgetBook
     floor_s: float
     backoff: Backoff
+    # settings.retry_after_max_s: the longest Retry-After honoured.
+    retry_after_max_s: float
     # Called with every attempt as it is recorded.
     on_attempt: Callable[[str, Attempt, Deadline], None]
     # Set by Router.aclose(): calls still running stop before their next try.
@@ -430,7 +432,13 @@ class CompleteCall(Call[Completion]):
             lease.free_slot()
         if not 200 <= raw.status < 300:
             raise error_from_response(
-                provider.adapter, step.model, raw.status, raw.headers, raw.body, time.time()
+                provider.adapter,
+                step.model,
+                raw.status,
+                raw.headers,
+                raw.body,
+                time.time(),  # to read an HTTP-date Retry-After
+                self.rt.retry_after_max_s,
             )
         reply = provider.adapter.parse_reply(step.model, raw.body)
         usage = final_usage(reply.usage, self.est_in, reply.text)

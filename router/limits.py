@@ -39,6 +39,18 @@ def _limiter_wait(limiter: AsyncLimiter, amount: float) -> float:
     return max(excess, 0.0) / limiter._rate_per_sec
 
 
+def readable_seconds(seconds: float) -> str:
+    """A wait as people read it: ``0.25s``, ``42.0s``, ``10m00s``, ``1h02m05s``."""
+    if seconds < 1:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
+
+
 class ProviderGate:
     """Admission and health state of one provider, shared by all calls."""
 
@@ -116,7 +128,8 @@ class ProviderGate:
         if wait > 0:
             if wait > wait_s:
                 return (
-                    f"provider asked to wait {wait:.1f}s (Retry-After), past this attempt's share"
+                    f"provider asked to wait {readable_seconds(wait)} (Retry-After),"
+                    " past this attempt's share"
                 )
             await self._sleep(wait)
         tpm = self._tpm

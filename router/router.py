@@ -172,6 +172,7 @@ class Router:
             book=self._book,
             floor_s=settings.attempt_floor_s,
             backoff=settings.backoff,
+            retry_after_max_s=settings.retry_after_max_s,
             on_attempt=self._attempt_done,
         )
         routes = {name: compile_route(config, providers, name) for name in config.routes}

@@ -367,6 +367,7 @@ class StreamCall(Call[LiveStream]):
                             resp.headers,
                             body,
                             time.time(),  # to read an HTTP-date Retry-After
+                            self.rt.retry_after_max_s,
                         )
             except TimeoutError:
                 raise ProviderTimeoutError(
