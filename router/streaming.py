@@ -138,6 +138,7 @@ class LiveStream:
         "lease",
         "parts",
         "pending",
+        "response",
         "response_id",
         "stack",
         "status",
@@ -154,16 +155,17 @@ class LiveStream:
         t0: float,
         lease: Lease,
         stack: AsyncExitStack,
+        response: StreamResponse,
         events: AsyncGenerator[StreamEvent, None],
-        status: int,
     ) -> None:
         self.call = call
         self.step = step
         self.t0 = t0  # the attempt's start (call clock)
         self.lease = lease
         self.stack = stack  # closes the event reader, then the response
+        self.response = response
         self.events = events
-        self.status = status
+        self.status = response.status
         self.parts: list[str] = []  # text delivered (or pending delivery)
         self.pending: str | None = None  # a delta read but not yet handed to the consumer
         self.usage: Usage | None = None  # merged usage reported so far
@@ -230,8 +232,13 @@ class LiveStream:
             by_idle = idle_s is not None and idle_s < left
             return loop.time() + (idle_s if by_idle and idle_s is not None else left)
 
+        response = self.response
         try:
             async with asyncio.timeout_at(expiry()) as timer:
+                if idle_s is not None:
+                    # Any chunk counts, text or not (keep-alive comments and ping
+                    # events included): each one starts the idle wait again.
+                    response.on_chunk = lambda: timer.reschedule(expiry())
                 while not self.done:
                     try:
                         ev = await anext(self.events)
@@ -248,14 +255,14 @@ class LiveStream:
                             self.ttft_s = clock() - self.t0
                         self.parts.append(ev.text)
                         return ev.text
-                    if idle_s is not None:  # a chunk arrived: the idle wait starts again
-                        timer.reschedule(expiry())
         except TimeoutError:
             if by_idle:
                 raise self.timeout_error(
                     f"no chunk within idle_timeout_s ({idle_s:.3g}s)"
                 ) from None
             raise self.timeout_error(limit) from None
+        finally:
+            response.on_chunk = None
         return None
 
     async def _drain(self) -> None:
@@ -375,7 +382,7 @@ class StreamCall(Call[LiveStream]):
                 ) from None
             events = _events(provider.adapter, step.model, resp)
             stack.push_async_callback(events.aclose)
-            live = LiveStream(self, step, t0, lease, stack, events, resp.status)
+            live = LiveStream(self, step, t0, lease, stack, resp, events)
             live.pending = await live.read_delta(until, None, f"no first token within {wait:.3g}s")
         except BaseException:
             with suppress(ProviderError):  # keep the error that ended the attempt
