@@ -23,6 +23,7 @@ from router.errors import (
     BudgetExceededError,
     DeadlineExceededError,
     ProviderError,
+    RouterClosedError,
     RouterError,
 )
 from router.estimate import estimate_text_tokens, estimate_tokens
@@ -326,7 +327,7 @@ class Call(Generic[R]):
         tries = 0
         while True:
             if self.rt.closed:
-                raise RouterError(f"route {route.name!r}: the router was closed during the call")
+                raise RouterClosedError(route.name, self.attempts)
             if deadline.expired:
                 raise DeadlineExceededError(deadline.seconds, self.attempts, route.name)
             t0 = self.rt.clock()

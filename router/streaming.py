@@ -31,10 +31,12 @@ from router.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
+    RouterClosedError,
     RouterError,
     StreamInterruptedError,
 )
 from router.estimate import estimate_text_tokens
+from router.inflight import InFlight
 from router.providers.base import Adapter, WireRequest, error_from_response
 from router.transport import StreamResponse
 from router.types import Completion, Reply, StreamEvent, Usage
@@ -404,6 +406,8 @@ class RouteStream:
     router's config generation); ``finish`` exactly once after it, whatever
     happens: with the Completion, with the RouterError, or with ``(None, None)``
     when the call ended without either (cancelled before a provider answered).
+    ``inflight`` is the router's register of calls in flight: ``aclose()`` ends
+    a stream that is open with RouterClosedError (router.inflight).
     """
 
     def __init__(
@@ -411,10 +415,13 @@ class RouteStream:
         call: StreamCall,
         begin: Callable[[], None],
         finish: Callable[[Completion | None, RouterError | None], None],
+        inflight: InFlight,
     ) -> None:
         self._call = call
         self._begin = begin
         self._finish_cb = finish  # logs the call, tells hooks and observers, releases
+        self._inflight = inflight
+        self._closed_by_router = False  # aclose() ended this stream
         self._live: LiveStream | None = None  # the open attempt, once entered
         self._entered = False
         self._ended = False  # settled (completed, interrupted or left)
@@ -429,7 +436,11 @@ class RouteStream:
     def _finish(self, result: Completion | None, error: RouterError | None) -> None:
         if not self._reported:
             self._reported = True
+            self._inflight.stream_ended(self)
             self._finish_cb(result, error)
+
+    def _closed_error(self) -> RouterClosedError:
+        return RouterClosedError(self._call.route.name, self._call.attempts)
 
     async def __aenter__(self) -> RouteStream:
         if self._entered:
@@ -437,14 +448,39 @@ class RouteStream:
         self._begin()
         self._entered = True
         try:
-            self._live = await self._call.run()
+            with self._inflight.track() as tracked:
+                try:
+                    self._live = await self._call.run()
+                except asyncio.CancelledError:
+                    if not tracked.closed_by_router():
+                        raise  # the caller's own cancellation
+                    raise self._closed_error() from None
         except RouterError as exc:
             self._finish(None, exc)
             raise
         except BaseException:
             self._finish(None, None)  # cancelled while walking the chain
             raise
+        self._inflight.open_stream(self, self._end_by_close)
         return self
+
+    async def _end_by_close(self) -> None:
+        """The router is closing with this stream open: close the response, bill what
+        was generated, record the attempt as interrupted and report RouterClosedError."""
+        live = self._live
+        if live is None or self._ended:
+            return
+        self._ended = True
+        self._closed_by_router = True
+        step = live.step
+        cause = ProviderConnectionError(
+            "the router was closed mid-stream",
+            provider=step.provider.name,
+            model=step.model,
+            status=live.status,
+        )
+        await self._ending(live, live.fail(cause))
+        self._finish(None, self._closed_error())
 
     def __aiter__(self) -> RouteStream:
         return self
@@ -462,12 +498,26 @@ class RouteStream:
         live = self._live
         if live is None:
             raise RuntimeError("use 'async with router.stream(...) as stream:' before iterating")
+        if self._inflight.closed and not self._ended:
+            await self._end_by_close()  # the app was busy elsewhere when the router closed
+        if self._closed_by_router:
+            raise self._closed_error()
         if self._ended:
             raise StopAsyncIteration
         pending = live.pending
         if pending is not None:
             live.pending = None
             return pending
+        with self._inflight.track() as tracked:
+            try:
+                return await self._next(live)
+            except asyncio.CancelledError:
+                if not tracked.closed_by_router():
+                    raise  # the caller's own cancellation
+                await self._end_by_close()  # still tracked: aclose() waits for the bill
+                raise self._closed_error() from None
+
+    async def _next(self, live: LiveStream) -> str:
         call = self._call
         deadline = call.deadline
         spent = f"deadline of {deadline.seconds:g}s spent mid-stream"
