@@ -79,6 +79,7 @@ async def test_aclose_ends_every_complete_in_flight_with_router_closed_error(
     results = await asyncio.gather(*calls)
     elapsed = time.monotonic() - t0
     kinds = {type(r).__name__ for r in results}
+    print(f"\naclose() with 250 calls in flight: all ended in {elapsed * 1000:.1f} ms")
     assert kinds == {"RouterClosedError"}, kinds
     assert elapsed < PROMPT_S
     closed = results[0]
@@ -155,6 +156,7 @@ async def test_aclose_ends_streams_wherever_they_wait(
     await router.aclose()
     first, second = await asyncio.gather(tasks[0], tasks[1])
     elapsed = time.monotonic() - t0
+    print(f"\naclose() with 2 streams waiting: both ended in {elapsed * 1000:.1f} ms")
     assert isinstance(first, RouterClosedError), first
     assert isinstance(second, RouterClosedError), second
     assert elapsed < PROMPT_S
