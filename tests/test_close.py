@@ -18,6 +18,7 @@ from typing import Any
 
 from router import RouterClosedError, RouterError
 from router.router import Router
+from router.transport import DEFAULT_MAX_CONNECTIONS
 from tests.routerkit import write_config
 from tests.upstream import Upstream, hang_before_headers, reply, stream
 
@@ -36,12 +37,14 @@ def config(hung: str, limited: str, sse: str) -> str:
         f"  limited: {{kind: openai, base_url: '{limited}/v1',"
         f" models: {{m: {{price: {price}}}}}}}\n"
         f"  sse: {{kind: openai, base_url: '{sse}/v1', models: {{m: {{price: {price}}}}}}}\n"
+        f"  pooled: {{kind: openai, base_url: '{hung}/v1', models: {{m: {{price: {price}}}}}}}\n"
         "settings: {retries: 2, deadline_s: 20}\n"
         "budgets:\n  all: {limit_usd: 100, period: total}\n"
         "routes:\n"
         "  hang: {prompt: hi, fallback: [hung/m]}\n"
         "  wait: {prompt: hi, fallback: [limited/m]}\n"
         "  talk: {prompt: hi, fallback: [sse/m]}\n"
+        "  pool: {prompt: hi, fallback: [pooled/m]}\n"
     )
 
 
@@ -87,6 +90,32 @@ async def test_aclose_ends_every_complete_in_flight_with_router_closed_error(
     assert closed.route == "hang" and closed.attempts == []
     assert router.reserved_usd == 0
     assert all(p.gate.in_flight == 0 for p in router._providers.values())
+
+
+async def test_aclose_ends_calls_queued_for_a_pooled_connection(
+    tmp_path: Path, upstream_factory: Factory
+) -> None:
+    """250 calls on a provider with no max_concurrency: 100 hold the pool's connections
+    (DEFAULT_MAX_CONNECTIONS) and 150 wait in the HTTP client's own queue for one. Closing
+    the pool must not hand those 150 a bare CancelledError: all 250 get RouterClosedError."""
+    hung, limited, sse = [await upstream_factory() for _ in range(3)]
+    hung.route(CHAT, hang_before_headers())
+    router = Router.from_yaml(write_config(tmp_path, config(hung.url, limited.url, sse.url)))
+    await router.start()
+    calls = [asyncio.create_task(outcome(router.complete("pool"))) for _ in range(250)]
+    await hung.wait_until(lambda: len(hung.requests) == DEFAULT_MAX_CONNECTIONS)
+    await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    await router.aclose()
+    results = await asyncio.gather(*calls)
+    elapsed = time.monotonic() - t0
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[type(r).__name__] = counts.get(type(r).__name__, 0) + 1
+    print(f"\naclose() with 250 calls on a full pool: {counts} in {elapsed * 1000:.1f} ms")
+    assert counts == {"RouterClosedError": 250}
+    assert elapsed < PROMPT_S
+    assert router.reserved_usd == 0
 
 
 async def test_only_the_callers_own_cancellation_raises_cancelled_error(
