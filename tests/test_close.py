@@ -197,3 +197,34 @@ async def test_aclose_ends_streams_wherever_they_wait(
     [everything] = router.spend()
     assert everything.spent_usd > 0  # both streams' text was billed
     assert all(p.gate.in_flight == 0 for p in router._providers.values())
+
+
+async def test_a_stream_cancelled_by_its_caller_during_aclose_raises_cancelled_error(
+    tmp_path: Path, upstream_factory: Factory
+) -> None:
+    hung, limited, sse = [await upstream_factory() for _ in range(3)]
+    hung.route(CHAT, hang_before_headers())
+    sse.route(CHAT, stream([chunk("Hello ")], [0], end="hang"))
+    router = Router.from_yaml(write_config(tmp_path, config(hung.url, limited.url, sse.url)))
+    await router.start()
+
+    async def first_token() -> None:
+        async with router.stream("hang"):
+            raise AssertionError("no token ever comes")
+
+    async def reading() -> None:
+        async with router.stream("talk") as s:
+            async for _ in s:
+                pass
+
+    mine = [asyncio.create_task(first_token()), asyncio.create_task(reading())]
+    theirs = [asyncio.create_task(first_token()), asyncio.create_task(reading())]
+    await hung.wait_until(lambda: len(hung.requests) == 2)
+    await sse.wait_until(lambda: len(sse.requests) == 2)
+    await asyncio.sleep(0.05)
+    for task in mine:
+        task.cancel()  # the callers' own cancellations, in the same loop turn as aclose()
+    await router.aclose()
+    assert [type(await outcome(t)).__name__ for t in mine] == ["CancelledError"] * 2
+    assert [type(await outcome(t)).__name__ for t in theirs] == ["RouterClosedError"] * 2
+    assert router.reserved_usd == 0
