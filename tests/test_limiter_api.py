@@ -84,17 +84,22 @@ async def test_callers_queued_ahead_count_until_they_give_up() -> None:
 
 
 async def test_an_acquire_cut_by_the_allowance_is_a_skip_not_an_error() -> None:
-    """The estimate says the wait fits, but a caller queued ahead takes the capacity
-    first: aiolimiter's acquire is bounded by what is left of the allowance."""
-    gate = ProviderGate("p", Limits(requests_per_minute=60), Cooldown())  # 1 per second
-    for _ in range(60):
-        assert await gate.admit(1, 1.0) is None
-    first = asyncio.create_task(gate.admit(1, 1.5))  # fits: ~1 s
-    await asyncio.sleep(0.01)
+    """The estimate says the wait fits, but aiolimiter serves smaller requests first and
+    a later, smaller one takes the capacity: aiolimiter's acquire is bounded by what is
+    left of the allowance, and the attempt is skipped with a reason."""
+    gate = ProviderGate("p", Limits(tokens_per_minute=6000), Cooldown())  # 100 tokens/s
+    assert await gate.admit(6000, 1.0) is None
+    small = asyncio.create_task(gate.admit(10, 5.0))  # ~0.1 s
+    await asyncio.sleep(0)
     t0 = time.monotonic()
-    reason = await gate.admit(1, 2.5)  # ~2 s behind the first: fits, then waits
-    assert reason is None and 1.5 <= time.monotonic() - t0 < 2.3
-    assert await first is None
+    big = asyncio.create_task(gate.admit(50, 0.65))  # estimate: (10 + 50) / 100 = 0.6 s
+    await asyncio.sleep(0)
+    later = asyncio.create_task(gate.admit(20, 5.0))  # smaller: served before `big`
+    reason = await big
+    assert reason is not None and reason.startswith("tokens_per_minute limit did not admit within")
+    assert 0.6 <= time.monotonic() - t0 < 0.9
+    assert await small is None and await later is None
+    assert gate.in_flight == 3
 
 
 def test_pyproject_pins_the_aiolimiter_versions_it_is_tested_with() -> None:
