@@ -24,6 +24,7 @@ from router.errors import (
     BudgetExceededError,
     DeadlineExceededError,
     ProviderError,
+    RouterClosedError,
     RouterError,
 )
 from router.estimate import estimate_tokens
@@ -88,6 +89,8 @@ class Runtime:
     book: BudgetBook
     floor_s: float
     backoff: Backoff
+    # settings.retry_after_max_s: the longest Retry-After honoured.
+    retry_after_max_s: float
     # Called with every attempt as it is recorded.
     on_attempt: Callable[[str, Attempt, Deadline], None]
     # Set by Router.aclose(): calls still running stop before their next try.
@@ -355,7 +358,7 @@ class Call(Generic[R]):
         tries = 0
         while True:
             if self.rt.closed:
-                raise RouterError(f"route {route.name!r}: the router was closed during the call")
+                raise RouterClosedError(route.name, self.attempts)
             if deadline.expired:
                 raise DeadlineExceededError(deadline.seconds, self.attempts, route.name)
             t0 = self.rt.clock()
@@ -366,22 +369,29 @@ class Call(Generic[R]):
             outcome = await self._attempt(step, steps_left, request, max_tokens, worst, t0)
             if not isinstance(outcome, ProviderError):
                 return outcome  # a result, or None for a skip
-            kind = outcome.kind
-            if route.fallback_on is not None and kind not in route.fallback_on:
-                raise AllProvidersFailedError(self.attempts, route.name)
-            rule = rule_for(kind)
+            # Retries follow the policy table; fallback_on only decides what
+            # happens once the step gives up: the next step, or the end of the call.
+            rule = rule_for(outcome.kind)
             limit = (
                 step.retries if rule.max_retries is None else min(step.retries, rule.max_retries)
             )
             if not rule.retry or tries >= limit:
+                self._give_up(outcome)
                 return None
             tries += 1
             pause = self._pause(tries, outcome.retry_after)
             # A wait that would eat the time later steps need moves on at once.
             if not deadline.can_wait(pause, steps_left, self.rt.floor_s):
+                self._give_up(outcome)
                 return None
             if pause > 0:
                 await self.rt.sleep(pause)
+
+    def _give_up(self, err: ProviderError) -> None:
+        """The step is done with ``err``: go on to the next step if fallback_on allows it."""
+        fallback_on = self.route.fallback_on
+        if fallback_on is not None and err.kind not in fallback_on:
+            raise AllProvidersFailedError(self.attempts, self.route.name)
 
     def _pause(self, retry: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -457,7 +467,13 @@ class CompleteCall(Call[Completion]):
             lease.free_slot()
         if not 200 <= raw.status < 300:
             raise error_from_response(
-                provider.adapter, step.model, raw.status, raw.headers, raw.body, time.time()
+                provider.adapter,
+                step.model,
+                raw.status,
+                raw.headers,
+                raw.body,
+                time.time(),  # to read an HTTP-date Retry-After
+                self.rt.retry_after_max_s,
             )
         reply = provider.adapter.parse_reply(step.model, raw.body)
         usage = final_usage(reply.usage, lease.est_in, reply.text)

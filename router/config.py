@@ -169,6 +169,17 @@ class Settings(_Strict):
     ] = 1024
     backoff: Backoff = Backoff()
     cooldown: Cooldown = Cooldown()
+    retry_after_max_s: Annotated[
+        float,
+        Field(
+            gt=0,
+            le=86400,
+            description=(
+                "Longest Retry-After wait honoured, seconds; a longer one (or a far-off date)"
+                " counts as this long."
+            ),
+        ),
+    ] = 600.0
     fallback_on: Annotated[
         list[ErrorKind] | None,
         Field(description="Error kinds that move to the next step; null means all."),

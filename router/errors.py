@@ -9,6 +9,7 @@
     ├── LedgerError                  the spend ledger cannot be opened, read or written
     ├── DeadlineExceededError        the call's deadline was spent (carries the attempts)
     ├── AllProvidersFailedError      every step failed (carries the attempts)
+    ├── RouterClosedError            aclose() ended the call while it was in flight
     └── ProviderError                one provider call failed (provider, model, status, ...)
         ├── RateLimitError           429
         ├── ServerError              5xx, Anthropic 529 overloaded
@@ -55,6 +56,7 @@ __all__ = [
     "ProviderError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RouterClosedError",
     "RouterError",
     "ServerError",
     "StreamInterruptedError",
@@ -186,6 +188,18 @@ class AllProvidersFailedError(RouterError):
         super().__init__(
             f"route {route!r}: all {len(self.attempts)} attempt(s) failed [{_trail(self.attempts)}]"
         )
+
+
+class RouterClosedError(RouterError):
+    """``Router.aclose()`` ended the call while it was in flight (carries the attempts)."""
+
+    def __init__(self, route: str = "", attempts: Sequence[Attempt] = ()) -> None:
+        self.route = route
+        self.attempts = list(attempts)
+        msg = f"route {route!r}: the router was closed during the call"
+        if self.attempts:
+            msg += f" [{_trail(self.attempts)}]"
+        super().__init__(msg)
 
 
 class ProviderError(RouterError):

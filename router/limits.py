@@ -21,22 +21,70 @@ from router.config import Cooldown, Limits
 from router.policy import Rule
 
 
-def _limiter_wait(limiter: AsyncLimiter, amount: float) -> float:
-    """Seconds until ``limiter`` can grant ``amount``, counting queued waiters.
+class Bucket:
+    """One aiolimiter leaky bucket, used through its public API only.
 
-    aiolimiter exposes ``has_capacity`` but not the wait; the leaky bucket's
-    level and drain rate give it exactly. ``has_capacity`` is always called
-    first because it drains the bucket up to now: ``_level`` alone is as old as
-    the last acquisition or wake-up, and would overstate the wait. Waiters whose
-    future is already done (their caller was cancelled or timed out) stay in
-    aiolimiter's heap until they reach its top; they will take nothing.
+    aiolimiter says whether there is capacity now (``has_capacity``) and waits
+    for it (``acquire``), but not how long a wait would be. The router needs
+    that figure to refuse at once a wait that cannot fit the attempt's share of
+    the deadline, so it keeps its own account of the same bucket: every
+    acquisition goes through here, the level drains at ``max_rate /
+    time_period`` per second of loop time (aiolimiter's clock), and the amounts
+    of callers still queued count as ahead of a new one (a caller that gives up
+    stops counting at once). The estimate only decides whether to try; the wait
+    itself is aiolimiter's ``acquire``, bounded by the caller's allowance.
     """
-    free = limiter.has_capacity(amount)  # drains the bucket to now
-    queued = sum(want for want, _, fut in limiter._waiters if not fut.done())
-    if free and not queued:
-        return 0.0
-    excess = limiter._level + queued + amount - limiter.max_rate
-    return max(excess, 0.0) / limiter._rate_per_sec
+
+    __slots__ = ("_at", "_level", "_rate", "limiter", "queued")
+
+    def __init__(self, max_rate: float, time_period: float) -> None:
+        self.limiter = AsyncLimiter(max_rate, time_period)
+        self._rate = max_rate / time_period  # per second
+        self._level = 0.0  # our account of the bucket's level ...
+        self._at = 0.0  # ... at this loop time
+        self.queued = 0.0  # amounts our callers are waiting to acquire
+
+    @property
+    def max_rate(self) -> float:
+        return self.limiter.max_rate
+
+    def _level_now(self) -> float:
+        now = asyncio.get_running_loop().time()
+        self._level = max(self._level - (now - self._at) * self._rate, 0.0)
+        self._at = now
+        return self._level
+
+    def wait(self, amount: float) -> float:
+        """Seconds until ``amount`` can be granted, counting callers queued ahead."""
+        if not self.queued and self.limiter.has_capacity(amount):
+            return 0.0
+        excess = self._level_now() + self.queued + amount - self.max_rate
+        return max(excess, 0.0) / self._rate
+
+    async def acquire(self, amount: float, timeout_s: float) -> bool:
+        """Take ``amount``, waiting at most ``timeout_s``; False when it did not fit."""
+        self.queued += amount
+        try:
+            async with asyncio.timeout(max(timeout_s, 0.0)):
+                await self.limiter.acquire(amount)
+        except TimeoutError:
+            return False
+        finally:
+            self.queued -= amount
+        self._level = self._level_now() + amount
+        return True
+
+
+def readable_seconds(seconds: float) -> str:
+    """A wait as people read it: ``0.25s``, ``42.0s``, ``10m00s``, ``1h02m05s``."""
+    if seconds < 1:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 class ProviderGate:
@@ -56,8 +104,8 @@ class ProviderGate:
         self._clock = clock
         self._sleep = sleep
         # Limiters and semaphore, created lazily in the running loop.
-        self._rpm: AsyncLimiter | None = None
-        self._tpm: AsyncLimiter | None = None
+        self._rpm: Bucket | None = None
+        self._tpm: Bucket | None = None
         self._sem: asyncio.Semaphore | None = None
         self._started = False
         # Consecutive failures that count towards a cooldown.
@@ -74,9 +122,9 @@ class ProviderGate:
     def _start(self) -> None:
         lim = self.limits
         if lim.requests_per_minute:
-            self._rpm = AsyncLimiter(lim.requests_per_minute, 60.0)
+            self._rpm = Bucket(lim.requests_per_minute, 60.0)
         if lim.tokens_per_minute:
-            self._tpm = AsyncLimiter(lim.tokens_per_minute, 60.0)
+            self._tpm = Bucket(lim.tokens_per_minute, 60.0)
         if lim.max_concurrency:
             self._sem = asyncio.Semaphore(lim.max_concurrency)
         self._started = True
@@ -116,25 +164,23 @@ class ProviderGate:
         if wait > 0:
             if wait > wait_s:
                 return (
-                    f"provider asked to wait {wait:.1f}s (Retry-After), past this attempt's share"
+                    f"provider asked to wait {readable_seconds(wait)} (Retry-After),"
+                    " past this attempt's share"
                 )
             await self._sleep(wait)
         tpm = self._tpm
         if tpm is not None and tokens > tpm.max_rate:
             return f"request of ~{tokens} tokens exceeds tokens_per_minute={int(tpm.max_rate)}"
-        for limiter, amount, what in ((self._rpm, 1, "requests"), (tpm, tokens, "tokens")):
-            if limiter is None:
+        for bucket, amount, what in ((self._rpm, 1, "requests"), (tpm, tokens, "tokens")):
+            if bucket is None:
                 continue
             left = wait_s - (self._clock() - start)
-            need = _limiter_wait(limiter, amount)
+            need = bucket.wait(amount)
             if need > left:
                 return (
                     f"{what}_per_minute limit would need {need:.2f}s, only {max(left, 0):.2f}s left"
                 )
-            try:
-                async with asyncio.timeout(max(left, 0.0)):
-                    await limiter.acquire(amount)
-            except TimeoutError:
+            if not await bucket.acquire(amount, left):
                 return f"{what}_per_minute limit did not admit within {max(left, 0):.2f}s"
         sem = self._sem
         if sem is not None:

@@ -24,9 +24,16 @@ from router.budget import BudgetBook, BudgetStatus
 from router.call import Call, CompleteCall, Provider, Route, Runtime
 from router.config import Config, Price, load_config
 from router.deadline import Clock, Deadline
-from router.errors import ConfigError, ConfigProblem, ProviderError, RouterError
+from router.errors import (
+    ConfigError,
+    ConfigProblem,
+    ProviderError,
+    RouterClosedError,
+    RouterError,
+)
 from router.generation import Generation, build_provider, compile_route, fingerprint
 from router.health import check_provider
+from router.inflight import InFlight
 from router.ledger import open_ledger
 from router.logging import get_logger
 from router.metrics.stats import Stats
@@ -135,6 +142,8 @@ class Router:
         # The loop the router was started on (None until start()).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        # Calls waiting inside the router and open streams, for aclose() to end.
+        self._inflight = InFlight()
         # Cached health results: provider -> (monotonic time checked, report).
         self._health: dict[str, tuple[float, HealthReport]] = {}
 
@@ -172,6 +181,7 @@ class Router:
             book=self._book,
             floor_s=settings.attempt_floor_s,
             backoff=settings.backoff,
+            retry_after_max_s=settings.retry_after_max_s,
             on_attempt=self._attempt_done,
         )
         routes = {name: compile_route(config, providers, name) for name in config.routes}
@@ -204,9 +214,11 @@ class Router:
     async def aclose(self) -> None:
         """Close every transport and the ledger. Idempotent.
 
-        New calls are refused at once; a call still running ends with a
-        RouterError (its request is cut when its transport closes, and it tries
-        no further step).
+        New calls are refused at once. Every call in flight ends promptly with
+        RouterClosedError: its request is cut, its slot and reservation are given
+        back, and what a stream generated is billed. An open stream the app is not
+        reading at that moment is settled too; its next read raises
+        RouterClosedError. Only a caller's own cancellation raises CancelledError.
         """
         if self._closed:
             return
@@ -216,6 +228,9 @@ class Router:
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
+        unfinished = await self._inflight.close()
+        if unfinished:
+            _log.error("aclose_calls_still_running", calls=unfinished)
         seen: set[int] = set()
         for gen in [self._gen, *self._retired]:
             for p in gen.providers.values():
@@ -295,6 +310,7 @@ class Router:
             DeadlineExceededError: the deadline was spent; carries the attempts.
             BudgetExceededError: no step fitted a budget.
             AllProvidersFailedError: every step failed; carries the attempts.
+            RouterClosedError: ``aclose()`` ended the call while it was in flight.
         """
         self._check_loop()
         gen = self._gen
@@ -304,7 +320,13 @@ class Router:
         call = CompleteCall(gen.rt, r, messages, deadline, max_tokens, temperature, params)
         gen.active += 1
         try:
-            result = await call.run()
+            with self._inflight.track() as tracked:
+                try:
+                    result = await call.run()
+                except asyncio.CancelledError:
+                    if not tracked.closed_by_router():
+                        raise  # the caller's own cancellation
+                    raise RouterClosedError(r.name, call.attempts) from None
         except RouterError as exc:
             self._finish(call, None, exc)
             raise
@@ -359,7 +381,7 @@ class Router:
                 return  # cancelled before any provider answered: not a call outcome
             self._finish(call, result, error)
 
-        return RouteStream(call, begin, finish)
+        return RouteStream(call, begin, finish, self._inflight)
 
     def _release(self, gen: Generation) -> None:
         gen.active -= 1

@@ -30,9 +30,11 @@ from router.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
+    RouterClosedError,
     RouterError,
     StreamInterruptedError,
 )
+from router.inflight import InFlight
 from router.providers.base import Adapter, WireRequest, error_from_response
 from router.transport import StreamResponse
 from router.types import Completion, Reply, StreamEvent, Usage
@@ -127,6 +129,7 @@ class LiveStream:
         "lease",
         "parts",
         "pending",
+        "response",
         "response_id",
         "stack",
         "status",
@@ -143,16 +146,17 @@ class LiveStream:
         t0: float,
         lease: Lease,
         stack: AsyncExitStack,
+        response: StreamResponse,
         events: AsyncGenerator[StreamEvent, None],
-        status: int,
     ) -> None:
         self.call = call
         self.step = step
         self.t0 = t0  # the attempt's start (call clock)
         self.lease = lease
         self.stack = stack  # closes the event reader, then the response
+        self.response = response
         self.events = events
-        self.status = status
+        self.status = response.status
         self.parts: list[str] = []  # text delivered (or pending delivery)
         self.pending: str | None = None  # a delta read but not yet handed to the consumer
         self.usage: Usage | None = None  # merged usage reported so far
@@ -219,8 +223,13 @@ class LiveStream:
             by_idle = idle_s is not None and idle_s < left
             return loop.time() + (idle_s if by_idle and idle_s is not None else left)
 
+        response = self.response
         try:
             async with asyncio.timeout_at(expiry()) as timer:
+                if idle_s is not None:
+                    # Any chunk counts, text or not (keep-alive comments and ping
+                    # events included): each one starts the idle wait again.
+                    response.on_chunk = lambda: timer.reschedule(expiry())
                 while not self.done:
                     try:
                         ev = await anext(self.events)
@@ -237,14 +246,14 @@ class LiveStream:
                             self.ttft_s = clock() - self.t0
                         self.parts.append(ev.text)
                         return ev.text
-                    if idle_s is not None:  # a chunk arrived: the idle wait starts again
-                        timer.reschedule(expiry())
         except TimeoutError:
             if by_idle:
                 raise self.timeout_error(
                     f"no chunk within idle_timeout_s ({idle_s:.3g}s)"
                 ) from None
             raise self.timeout_error(limit) from None
+        finally:
+            response.on_chunk = None
         return None
 
     async def _drain(self) -> None:
@@ -352,6 +361,7 @@ class StreamCall(Call[LiveStream]):
                             resp.headers,
                             body,
                             time.time(),  # to read an HTTP-date Retry-After
+                            self.rt.retry_after_max_s,
                         )
             except TimeoutError:
                 raise ProviderTimeoutError(
@@ -359,7 +369,7 @@ class StreamCall(Call[LiveStream]):
                 ) from None
             events = _events(provider.adapter, step.model, resp)
             stack.push_async_callback(events.aclose)
-            live = LiveStream(self, step, t0, lease, stack, events, resp.status)
+            live = LiveStream(self, step, t0, lease, stack, resp, events)
             live.pending = await live.read_delta(until, None, f"no first token within {wait:.3g}s")
         except BaseException:
             with suppress(ProviderError):  # keep the error that ended the attempt
@@ -381,6 +391,8 @@ class RouteStream:
     router's config generation); ``finish`` exactly once after it, whatever
     happens: with the Completion, with the RouterError, or with ``(None, None)``
     when the call ended without either (cancelled before a provider answered).
+    ``inflight`` is the router's register of calls in flight: ``aclose()`` ends
+    a stream that is open with RouterClosedError (router.inflight).
     """
 
     def __init__(
@@ -388,10 +400,13 @@ class RouteStream:
         call: StreamCall,
         begin: Callable[[], None],
         finish: Callable[[Completion | None, RouterError | None], None],
+        inflight: InFlight,
     ) -> None:
         self._call = call
         self._begin = begin
         self._finish_cb = finish  # logs the call, tells hooks and observers, releases
+        self._inflight = inflight
+        self._closed_by_router = False  # aclose() ended this stream
         self._live: LiveStream | None = None  # the open attempt, once entered
         self._entered = False
         self._ended = False  # settled (completed, interrupted or left)
@@ -406,7 +421,11 @@ class RouteStream:
     def _finish(self, result: Completion | None, error: RouterError | None) -> None:
         if not self._reported:
             self._reported = True
+            self._inflight.stream_ended(self)
             self._finish_cb(result, error)
+
+    def _closed_error(self) -> RouterClosedError:
+        return RouterClosedError(self._call.route.name, self._call.attempts)
 
     async def __aenter__(self) -> RouteStream:
         if self._entered:
@@ -414,14 +433,39 @@ class RouteStream:
         self._begin()
         self._entered = True
         try:
-            self._live = await self._call.run()
+            with self._inflight.track() as tracked:
+                try:
+                    self._live = await self._call.run()
+                except asyncio.CancelledError:
+                    if not tracked.closed_by_router():
+                        raise  # the caller's own cancellation
+                    raise self._closed_error() from None
         except RouterError as exc:
             self._finish(None, exc)
             raise
         except BaseException:
             self._finish(None, None)  # cancelled while walking the chain
             raise
+        self._inflight.open_stream(self, self._end_by_close)
         return self
+
+    async def _end_by_close(self) -> None:
+        """The router is closing with this stream open: close the response, bill what
+        was generated, record the attempt as interrupted and report RouterClosedError."""
+        live = self._live
+        if live is None or self._ended:
+            return
+        self._ended = True
+        self._closed_by_router = True
+        step = live.step
+        cause = ProviderConnectionError(
+            "the router was closed mid-stream",
+            provider=step.provider.name,
+            model=step.model,
+            status=live.status,
+        )
+        await self._ending(live, live.fail(cause))
+        self._finish(None, self._closed_error())
 
     def __aiter__(self) -> RouteStream:
         return self
@@ -439,12 +483,26 @@ class RouteStream:
         live = self._live
         if live is None:
             raise RuntimeError("use 'async with router.stream(...) as stream:' before iterating")
+        if self._inflight.closed and not self._ended:
+            await self._end_by_close()  # the app was busy elsewhere when the router closed
+        if self._closed_by_router:
+            raise self._closed_error()
         if self._ended:
             raise StopAsyncIteration
         pending = live.pending
         if pending is not None:
             live.pending = None
             return pending
+        with self._inflight.track() as tracked:
+            try:
+                return await self._next(live)
+            except asyncio.CancelledError:
+                if not tracked.closed_by_router():
+                    raise  # the caller's own cancellation
+                await self._end_by_close()  # still tracked: aclose() waits for the bill
+                raise self._closed_error() from None
+
+    async def _next(self, live: LiveStream) -> str:
         call = self._call
         deadline = call.deadline
         spent = f"deadline of {deadline.seconds:g}s spent mid-stream"

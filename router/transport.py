@@ -936,6 +936,7 @@ class StreamResponse:
         "_response",
         "_transport",
         "headers",
+        "on_chunk",
         "status",
     )
 
@@ -955,6 +956,9 @@ class StreamResponse:
         self.headers: Mapping[str, str] = response.headers
         # Decoded body bytes received so far, against the transport's cap.
         self._received = 0
+        # Called on every body chunk received, before it is parsed: keep-alives
+        # (SSE comments, ping events) included. The router's idle timer hangs here.
+        self.on_chunk: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
         name, status, received = self._transport.name, self.status, self._received
@@ -968,6 +972,8 @@ class StreamResponse:
                 self._received += len(chunk)
                 if self._received > limit:
                     raise self._transport._too_big(self._model, self.status)
+                if self.on_chunk is not None:
+                    self.on_chunk()
                 yield chunk
         except _HTTPX_ERRORS as exc:
             raise self._transport._map(

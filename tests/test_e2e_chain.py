@@ -477,7 +477,7 @@ async def test_a_full_concurrency_cap_waits_only_the_attempt_share(
 
 
 async def test_the_token_limiter_wait_is_measured_from_now() -> None:
-    """FIXED (router/limits.py _limiter_wait): with a call queued on the tokens limiter,
+    """FIXED (router/limits.py Bucket.wait): with a call queued on the tokens limiter,
     the wait estimate used the bucket level of the last acquisition (not drained to now)
     and refused a request that aiolimiter admits at once."""
     gate = ProviderGate("p", Limits(tokens_per_minute=6000), Cooldown())  # 100 tokens/s
@@ -494,7 +494,7 @@ async def test_the_token_limiter_wait_is_measured_from_now() -> None:
 
 
 async def test_a_cancelled_waiter_does_not_count_against_later_calls() -> None:
-    """FIXED (router/limits.py _limiter_wait): a caller cancelled while queued on the
+    """FIXED (router/limits.py Bucket.wait): a caller cancelled while queued on the
     tokens limiter left its (dead) request in aiolimiter's queue, and later calls counted
     it as ahead of them and were refused."""
     gate = ProviderGate("p", Limits(tokens_per_minute=6000), Cooldown())  # 100 tokens/s

@@ -130,6 +130,41 @@ async def test_fallback_on_narrows_which_errors_move_on(tmp_path: Path) -> None:
     assert isinstance(info.value.attempts[0].error, BadRequestError)
 
 
+async def test_fallback_on_does_not_suppress_same_step_retries(tmp_path: Path) -> None:
+    """A kind left out of fallback_on is still retried on its step as the policy says;
+    fallback_on only decides whether the call may move to the next step."""
+    body = CHAIN.replace("failures: [503, 503]", "failures: [429]").replace(
+        "    max_tokens: 50\n", "    max_tokens: 50\n    fallback_on: [server, timeout]\n"
+    )
+    body += "settings: {retries: 3}\n"
+    waits: list[float] = []
+
+    async def instant(seconds: float) -> None:  # the mock's 429 says retry-after: 1
+        waits.append(seconds)
+
+    async with Router(make_config(tmp_path, body), sleep=instant) as router:
+        result = await router.complete("r", {"ticker": "X"})
+    assert result.provider == "flaky"
+    assert [a.outcome for a in result.attempts] == ["error", "ok"]
+    assert waits and waits[0] == 1.0
+
+
+async def test_fallback_on_stops_after_the_retries_of_an_omitted_kind(tmp_path: Path) -> None:
+    body = CHAIN.replace("failures: [503, 503]", "failures: [429, 429, 429]").replace(
+        "    max_tokens: 50\n", "    max_tokens: 50\n    fallback_on: [server, timeout]\n"
+    )
+    body += "settings: {retries: 2}\n"
+
+    async def instant(seconds: float) -> None:
+        pass
+
+    async with Router(make_config(tmp_path, body), sleep=instant) as router:
+        with pytest.raises(AllProvidersFailedError) as info:
+            await router.complete("r", {"ticker": "X"})
+    # Three tries of the flaky step (1 + retries: 2), then the call stops: no fallback.
+    assert [(a.provider, a.status) for a in info.value.attempts] == [("flaky", 429)] * 3
+
+
 async def test_deadline_bounds_a_chain_of_hanging_steps(tmp_path: Path) -> None:
     body = """\
 providers:

@@ -678,6 +678,52 @@ async def test_idle_timeout_is_between_chunks_not_between_text_deltas(
     assert s.completion.details["reasoning"] == "hmm" * 8
 
 
+async def test_sse_keepalive_comments_reset_the_idle_timer(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Any chunk counts: an SSE comment (``: ping``) every 60 ms keeps a stream whose
+    idle_timeout_s is 200 ms alive for 0.54 s of silence in text."""
+    ping = b": ping\n\n"
+    chunks = [oa("Let me think. "), *[ping] * 9, oa("Done."), oa_usage(5, 9), DONE]
+    upstream.queue(stream(chunks, [0] + [0.06] * 9 + [0, 0, 0]), path=P1)
+    router = make_router(tmp_path, upstream, route={"idle_timeout_s": 0.2})
+    async with router, router.stream("r", VARS) as s:
+        await consume(s, [])
+    assert s.completion is not None and s.completion.text == "Let me think. Done."
+
+
+async def test_anthropic_ping_events_reset_the_idle_timer(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    ping = anthropic("ping", {})
+    stop = anthropic("message_stop", {})
+    chunks = [a_start(5), a_text("Hold on. "), *[ping] * 9, a_text("Done."), a_delta("end_turn", 4)]
+    upstream.queue(stream([*chunks, stop], [0, 0] + [0.06] * 9 + [0, 0, 0]), path=A1)
+    router = make_router(tmp_path, upstream, first="a1", route={"idle_timeout_s": 0.2})
+    async with router, router.stream("r", VARS) as s:
+        await consume(s, [])
+    assert s.completion is not None and s.completion.text == "Hold on. Done."
+
+
+async def test_a_stream_of_pings_alone_still_ends_by_the_deadline(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Pings keep the idle timer from firing, never the deadline."""
+    ping = b": ping\n\n"
+    upstream.queue(stream([oa("a "), *[ping] * 40], [0] + [0.02] * 40, end="hang"), path=P1)
+    router = make_router(tmp_path, upstream, route={"idle_timeout_s": 0.1})
+    async with router:
+        t0 = time.monotonic()
+        with pytest.raises(StreamInterruptedError) as info:
+            async with router.stream("r", VARS, deadline_s=0.3) as s:
+                await consume(s, [])
+        assert time.monotonic() - t0 < 0.3 + SLACK_S
+        assert info.value.partial_text == "a "
+        assert isinstance(info.value.cause, ProviderTimeoutError)
+        assert "deadline" in str(info.value.cause)
+        assert router.reserved_usd == 0 and gates_idle(router)
+
+
 async def test_a_slow_consumer_still_ends_by_the_deadline(
     tmp_path: Path, upstream: Upstream
 ) -> None:

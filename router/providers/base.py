@@ -451,28 +451,31 @@ def _seconds(value: str | None) -> float | None:
     return max(number, 0.0) if math.isfinite(number) else None
 
 
-def parse_retry_after(headers: Mapping[str, str], now_epoch: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP-date).
+def parse_retry_after(
+    headers: Mapping[str, str], now_epoch: float | None = None, *, max_s: float = math.inf
+) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP-date),
+    at most ``max_s`` (the router passes ``settings.retry_after_max_s``).
 
     ``now_epoch`` is the current wall time for an HTTP-date; adapters read no
-    clock, so the transport passes it in.
+    clock, so the router passes it in.
     """
     ms = _seconds(headers.get("retry-after-ms"))
     if ms is not None:
-        return ms / 1000.0
+        return min(ms / 1000.0, max_s)
     value = headers.get("retry-after")
     if not value:
         return None
     seconds = _seconds(value)
     if seconds is not None:
-        return seconds
+        return min(seconds, max_s)
     if now_epoch is None:
         return None
     try:
         when = parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    return max(when - now_epoch, 0.0)
+    return min(max(when - now_epoch, 0.0), max_s)
 
 
 # -- classification -------------------------------------------------------------------
@@ -583,10 +586,12 @@ def error_from_response(
     headers: Mapping[str, str],
     body: bytes,
     now_epoch: float | None = None,
+    retry_after_max_s: float = math.inf,
 ) -> ProviderError:
     """Build the typed error for a non-2xx response: one implementation for all adapters.
 
-    ``headers`` must be case-insensitive or lower-cased.
+    ``headers`` must be case-insensitive or lower-cased; ``now_epoch`` and
+    ``retry_after_max_s`` are passed to :func:`parse_retry_after`.
     """
     decoded = decode_error_body(body)
     cls = adapter.classify_error(status, decoded)
@@ -596,6 +601,6 @@ def error_from_response(
         provider=adapter.provider,
         model=model,
         status=status,
-        retry_after=parse_retry_after(headers, now_epoch),
+        retry_after=parse_retry_after(headers, now_epoch, max_s=retry_after_max_s),
         request_id=request_id,
     )

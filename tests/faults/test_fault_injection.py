@@ -344,9 +344,9 @@ def state_problems(router: Router) -> list[str]:
         sem = gate._sem
         if sem is not None and sem._value != gate.limits.max_concurrency:
             problems.append(f"{name}: semaphore {sem._value}/{gate.limits.max_concurrency} free")
-        for limiter in (gate._rpm, gate._tpm):
-            if limiter is not None and limiter._waiters:
-                problems.append(f"{name}: {len(limiter._waiters)} limiter waiters")
+        for bucket in (gate._rpm, gate._tpm):
+            if bucket is not None and bucket.queued:
+                problems.append(f"{name}: {bucket.queued} still queued on a rate limiter")
         active = p.transport.pool_stats()["active"]
         if active:
             problems.append(f"{name}: {active} pooled connections still in use")
