@@ -122,7 +122,8 @@ def _config_body(chain: list[tuple[int, list[Outcome]]]) -> str:
     providers = "".join(f"  p{i}: {{kind: mock, models: {{m: {{}}}}}}\n" for i in range(len(chain)))
     steps = "".join(f"      - {{model: p{i}/m, retries: {r}}}\n" for i, (r, _) in enumerate(chain))
     return (
-        "settings: {attempt_floor_s: 0.2, cooldown: {failures: 100, seconds: 1}}\n"
+        "settings: {attempt_floor_s: 0.2, cooldown: {failures: 100, seconds: 1},"
+        " retry_after_max_s: 86400}\n"
         f"providers:\n{providers}"
         f"routes:\n  r:\n    prompt: hi\n    fallback:\n{steps}"
     )
