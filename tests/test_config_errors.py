@@ -8,7 +8,11 @@ checks the problem's line and message. Line numbers of minimal.yaml:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from io import StringIO
 from pathlib import Path
 
@@ -19,6 +23,7 @@ from hypothesis import strategies as st
 from router.cli import main as cli_main
 from router.config import load_config
 from router.errors import ConfigError, ConfigProblem, RouterError
+from router.files import MAX_FILE_BYTES
 from router.router import Router
 
 DATA = Path(__file__).parent / "data"
@@ -681,10 +686,9 @@ def _spend_everything(path: Path) -> None:
     async def run() -> None:
         async with Router(load_config(path, env={})) as router:
             for _ in range(2):
-                try:
+                # Refused by the budget is a clear error, not a crash.
+                with contextlib.suppress(RouterError):
                     await router.complete("r")
-                except RouterError:
-                    pass  # refused by the budget: a clear error, not a crash
             for s in router.spend():
                 for figure in (s.limit_usd, s.spent_usd, s.reserved_usd, s.remaining_usd):
                     assert len(f"{figure:.6f}") < 40
@@ -724,3 +728,107 @@ def test_any_number_the_loader_accepts_can_be_priced_summed_and_shown(
         return
     event("accepted")
     _spend_everything(path)
+
+
+# ------------------------------------------------------------------ files the loader reads
+
+
+def _load_with_timeout(path: str, fifo: Path | None = None) -> ConfigError:
+    """load_config in a thread: a loader blocked on a FIFO fails the test instead of hanging."""
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(load_config, path, env=ENV)
+        try:
+            error = future.exception(timeout=10)
+        except FuturesTimeout:
+            if fifo is not None:  # let the blocked reader go, so the thread can end
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            pytest.fail("load_config blocked reading a FIFO")
+    assert isinstance(error, ConfigError), error
+    return error
+
+
+def test_a_fifo_config_is_refused_not_waited_on(cwd: Path) -> None:
+    os.mkfifo("providers.yaml")
+    error = _load_with_timeout("providers.yaml", fifo=cwd / "providers.yaml")
+    [p] = error.problems
+    assert p.file == "providers.yaml"
+    assert "FIFO" in p.message
+    assert "not a regular file" in p.message
+
+
+def test_a_device_config_is_refused(cwd: Path) -> None:
+    """/dev/zero never ends: it is refused before a byte is read."""
+    Path("providers.yaml").symlink_to("/dev/zero")
+    [p] = _load_with_timeout("providers.yaml").problems
+    assert "character device, not a regular file" in p.message
+
+
+def test_a_directory_config_is_refused(cwd: Path) -> None:
+    Path("providers.yaml").mkdir()
+    [p] = _load_with_timeout("providers.yaml").problems
+    assert "a directory, not a regular file" in p.message
+
+
+def test_an_oversized_config_is_refused_with_the_limit(cwd: Path) -> None:
+    padding = "# padding\n" * (MAX_FILE_BYTES // 10 + 1)
+    write(MINIMAL + padding)
+    [p] = problems(MINIMAL + padding)
+    assert p.file == "providers.yaml"
+    assert "larger than the 1 MiB (1048576 bytes) limit" in p.message
+
+
+def test_a_config_at_the_size_limit_loads(cwd: Path) -> None:
+    text = MINIMAL + "#" * (MAX_FILE_BYTES - len(MINIMAL) - 1) + "\n"
+    assert len(text.encode()) == MAX_FILE_BYTES
+    write(text)
+    load_config("providers.yaml", env=ENV)
+
+
+def test_a_fifo_template_file_is_refused(cwd: Path) -> None:
+    text = MINIMAL.replace('prompt: "Hi {{ name }}"', "prompt: {file: p.j2}")
+    write(text)
+    Path("templates").mkdir()
+    os.mkfifo("templates/p.j2")
+    [p] = _load_with_timeout("providers.yaml", fifo=cwd / "templates" / "p.j2").problems
+    assert (p.line, p.path) == (15, "routes.r.prompt.file")
+    assert "cannot read template file 'p.j2': a FIFO (named pipe), not a regular file" in p.message
+
+
+def test_an_included_template_that_is_a_device_is_refused(cwd: Path) -> None:
+    text = MINIMAL.replace('prompt: "Hi {{ name }}"', "prompt: {file: p.j2}")
+    write(text, {"p.j2": '{% include "inc.j2" %}'})
+    Path("templates/inc.j2").symlink_to("/dev/zero")
+    [p] = _load_with_timeout("providers.yaml").problems
+    assert p.line == 15
+    assert "includes 'inc.j2', which cannot be read: a character device" in p.message
+
+
+def test_an_oversized_template_file_is_refused_with_the_limit(cwd: Path) -> None:
+    text = MINIMAL.replace('prompt: "Hi {{ name }}"', "prompt: {file: p.j2}")
+    [p] = problems(text, files={"p.j2": "x" * (MAX_FILE_BYTES + 1)})
+    assert p.line == 15
+    assert "larger than the 1 MiB (1048576 bytes) limit" in p.message
+
+
+def test_a_large_valid_file_is_not_taken_for_an_alias_bomb(cwd: Path) -> None:
+    """Values written out are bounded by the file size; only alias expansions are counted."""
+    big = ", ".join(["0"] * 210_000)
+    text = MINIMAL.replace("mock-1: {}", "mock-1: {extra: {xs: [" + big + "]}}")
+    # Anchors used many times are fine too.
+    text += "budgets:\n" + "".join(
+        f"  b{i}: {'&lim {limit_usd: 5}' if i == 0 else '*lim'}\n" for i in range(2_000)
+    )
+    write(text)
+    config = load_config("providers.yaml", env=ENV)
+    assert len(config.providers["mock"].models["mock-1"].extra["xs"]) == 210_000
+    assert len(config.budgets) == 2_000
+
+
+def test_an_alias_bomb_is_refused_at_the_line_of_its_alias(cwd: Path) -> None:
+    lines = ["version: 1", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    p = only("\n".join(lines) + "\n")
+    assert "aliases expand to more than 100000 values (alias bomb?)" in p.message
+    assert p.line is not None and p.col is not None
+    assert p.line <= 10
+    assert p.path
