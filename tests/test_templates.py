@@ -228,3 +228,64 @@ def test_environment_is_sandboxed_and_strict(tmp_path: Path) -> None:
 def test_repr_names_route_and_templates(tmp_path: Path) -> None:
     t = route(tmp_path, "'{{ a }}'", system="sys")
     assert repr(t) == "<RouteTemplates 'r' [routes.r.system, routes.r.prompt] vars=['a']>"
+
+
+# ------------------------------------------------------------------ sandbox size bounds
+
+
+def load_error(tmp_path: Path, prompt: str, **kw: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        route(tmp_path, prompt, **kw)
+    [problem] = info.value.problems
+    assert problem.file == str(tmp_path / "p.yaml")
+    assert (problem.line, problem.path) == (6, "routes.r.prompt")
+    return problem.message
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        # Built by the compiler's constant folding before this sandbox bound it.
+        ("\"{{ 'x' * 50000000 }}\"", "'*' would build a str of 50000000 items"),
+        ("'{{ ([0] * 2000000) | length }}'", "'*' would build a list of 2000000 items"),
+        ("'{% set a = [0] * 1000 %}{{ (a * 1000 * 2) | length }}'", "a list of 2000000 items"),
+        ("'{{ range(20000) | list | length }}'", "range() of more than 10000 numbers"),
+        ("'{{ range(10 ** 30) | length }}'", "range() of more than 10000 numbers"),
+        ("'{{ (2 ** 200000).bit_length() }}'", "'**' would build an integer of about 200000 bits"),
+        ("\"{{ '%50000000d' % 1 }}\"", "a '%' format pads wider than the template sandbox allows"),
+    ],
+)
+def test_a_constant_template_that_builds_too_much_fails_the_load(
+    tmp_path: Path, prompt: str, expected: str
+) -> None:
+    """A template without variables runs at load and at every reload: a bound it breaks
+    is a load error naming the template, raised before anything big is built."""
+    message = load_error(tmp_path, prompt)
+    assert message.startswith("template routes.r.prompt cannot be rendered: ")
+    assert expected in message
+    assert "the template sandbox allows" in message
+
+
+def test_a_constant_file_template_that_builds_too_much_names_the_file(tmp_path: Path) -> None:
+    files = {"p.j2": '{% include "inc.j2" %}', "inc.j2": "{{ (['a'] * 10 ** 7) | length }}"}
+    message = load_error(tmp_path, "{file: p.j2}", files=files)
+    assert message.startswith("template p.j2 cannot be rendered: ")
+    assert "'*' would build a list of 10000000 items" in message
+
+
+def test_repetition_with_variables_is_bounded_per_call(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ (items * n) | length }}'")
+    assert t.render({"items": [1, 2], "n": 500_000})[0].content == "1000000"
+    err = render_error(t, {"items": [0], "n": 10_000_000})
+    assert (err.route, err.template) == ("r", "routes.r.prompt")
+    assert "SecurityError: '*' would build a list of 10000000 items" in str(err)
+    assert "at most 1000000" in str(err)
+    err = render_error(t, {"items": "ab", "n": 600_000})
+    assert "a str of 1200000 items" in str(err)
+
+
+def test_ordinary_arithmetic_and_formatting_still_work(tmp_path: Path) -> None:
+    prompt = "\"{{ 3 * 4 }} {{ 2 ** 10 }} {{ 1.5 * 2 }} {{ '-' * 3 }} {{ '%5.1f|%s' % (x, 'k') }}"
+    prompt += ' {{ range(3) | list }} {{ 7 % 3 }}"'
+    t = route(tmp_path, prompt, vars={"x": "float"})
+    assert t.render({"x": 2.25})[0].content == "12 1024 3.0 ---   2.2|k [0, 1, 2] 1"
