@@ -20,18 +20,22 @@ The sandbox also bounds what a template can build, since a template that uses
 no variable is rendered once at load (and at every reload): ``*`` may not build
 a list or string longer than :data:`MAX_REPEAT`, ``range`` may not span more
 than :data:`MAX_RANGE` numbers, ``**`` may not build an integer wider than
-:data:`MAX_POWER_BITS` bits, and a ``%`` format may not pad wider than
-:data:`MAX_REPEAT`. Breaking one is a :class:`~jinja2.exceptions.SecurityError`,
-reported as a load error for a template without variables and as a
-:class:`~router.errors.TemplateError` otherwise. Template files are read as
-:mod:`router.files` reads every config file: regular files, size-capped.
+:data:`MAX_POWER_BITS` bits, and no width may exceed :data:`MAX_REPEAT` (of a
+``%`` or ``str.format`` format, of the ``center``, ``indent``, ``wordwrap`` and
+``format`` filters, or of ``str`` methods such as ``ljust``). Breaking one is a
+:class:`~jinja2.exceptions.SecurityError`, reported as a load error for a
+template without variables and as a :class:`~router.errors.TemplateError`
+otherwise. Template files are read as :mod:`router.files` reads every config
+file: regular files, size-capped.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import re
+import string
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -42,6 +46,7 @@ from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 from jinja2.loaders import split_template_path
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 
 from router.errors import ConfigProblem, TemplateError
 from router.files import FileRefusedError, read_config_file
@@ -137,6 +142,8 @@ MAX_REPEAT = 1_000_000
 MAX_RANGE = 10_000
 # Widest integer one ``**`` may build, in bits (about 3,000 decimal digits).
 MAX_POWER_BITS = 10_000
+# Most words ``lipsum()`` may generate.
+MAX_LIPSUM_WORDS = 100_000
 
 _SEQUENCES = (str, bytes, list, tuple)
 # One conversion of a printf-style format: flags, width, precision.
@@ -177,6 +184,61 @@ def _check_percent(fmt: Any, args: Any) -> None:
                 )
 
 
+def _check_widths(values: Any) -> None:
+    if any(_is_int(v) and abs(v) > MAX_REPEAT for v in values):
+        raise SecurityError(f"a width above {MAX_REPEAT}; the template sandbox allows at most that")
+
+
+def _check_format(fmt: str, args: Any) -> None:
+    """``str.format``: no width or precision above MAX_REPEAT, literal or from an argument."""
+    try:
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # the call itself will fail on it
+    for _, _, spec, _ in fields:
+        if not spec:
+            continue
+        _check_widths(int(n) for n in re.findall(r"\d+", spec))
+        if "{" in spec:  # a nested field: the width is an argument
+            _check_widths(args)
+
+
+def _bounded_filter(func: Callable[..., Any], skip: int) -> Callable[..., Any]:
+    """``func`` (a Jinja2 filter) refusing an int argument above MAX_REPEAT; the first
+    ``skip`` arguments (the environment, the value) are not checked."""
+
+    @functools.wraps(func)  # keeps the pass_environment marker too
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_widths([*args[skip:], *kwargs.values()])
+        return func(*args, **kwargs)
+
+    return bounded
+
+
+def _format_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_percent(value, tuple(args))
+        return func(value, *args, **kwargs)
+
+    return bounded
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    """Jinja2's ``lipsum``, refusing more than MAX_LIPSUM_WORDS words."""
+    words = n * (min if min > max else max) if _is_int(n) and _is_int(min) and _is_int(max) else 0
+    if words > MAX_LIPSUM_WORDS:
+        raise SecurityError(
+            f"lipsum() of up to {words} words; the template sandbox allows at most"
+            f" {MAX_LIPSUM_WORDS}"
+        )
+    return str(generate_lorem_ipsum(n=n, html=html, min=min, max=max))
+
+
+# str methods whose int arguments are widths of the string they build.
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
 def _range(*args: int) -> range:
     """``range`` spanning at most MAX_RANGE numbers."""
     numbers = range(*args)
@@ -202,6 +264,26 @@ class _Sandbox(SandboxedEnvironment):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.globals["range"] = _range
+        self.globals["lipsum"] = _lipsum
+        # Filters are also run by the compiler on constant input (constant folding): a
+        # refused width there leaves the filter to run, and be refused, at render.
+        self.filters["center"] = _bounded_filter(self.filters["center"], 1)
+        self.filters["indent"] = _bounded_filter(self.filters["indent"], 1)
+        self.filters["wordwrap"] = _bounded_filter(self.filters["wordwrap"], 2)
+        self.filters["format"] = _format_filter(self.filters["format"])
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        target = getattr(obj, "__wrapped__", obj)  # str.format comes wrapped by the sandbox
+        owner = getattr(target, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(target, "__name__", "")
+            if name in _WIDTH_METHODS:
+                _check_widths([*args, *kwargs.values()])
+            elif name == "format":
+                _check_format(owner, [*args, *kwargs.values()])
+            elif name == "format_map" and args and isinstance(args[0], Mapping):
+                _check_format(owner, list(args[0].values()))
+        return super().call(context, obj, *args, **kwargs)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":

@@ -253,6 +253,14 @@ def load_error(tmp_path: Path, prompt: str, **kw: Any) -> str:
         ("'{{ range(10 ** 30) | length }}'", "range() of more than 10000 numbers"),
         ("'{{ (2 ** 200000).bit_length() }}'", "'**' would build an integer of about 200000 bits"),
         ("\"{{ '%50000000d' % 1 }}\"", "a '%' format pads wider than the template sandbox allows"),
+        # Widths of filters and str methods (constant filters are also folded by the compiler).
+        ("\"{{ 'x' | center(50000000) }}\"", "a width above 1000000"),
+        ("\"{{ 'x\ny' | indent(50000000) }}\"", "a width above 1000000"),
+        ("\"{{ '%50000000d' | format(1) }}\"", "a '%' format pads wider"),
+        ("\"{{ 'x'.ljust(50000000) }}\"", "a width above 1000000"),
+        ("\"{{ '{:>50000000}'.format(1) }}\"", "a width above 1000000"),
+        ("\"{{ '{:>{w}}'.format(1, w=50000000) }}\"", "a width above 1000000"),
+        ("'{{ lipsum(20000) }}'", "lipsum() of up to 2000000 words"),
     ],
 )
 def test_a_constant_template_that_builds_too_much_fails_the_load(
@@ -286,6 +294,9 @@ def test_repetition_with_variables_is_bounded_per_call(tmp_path: Path) -> None:
 
 def test_ordinary_arithmetic_and_formatting_still_work(tmp_path: Path) -> None:
     prompt = "\"{{ 3 * 4 }} {{ 2 ** 10 }} {{ 1.5 * 2 }} {{ '-' * 3 }} {{ '%5.1f|%s' % (x, 'k') }}"
-    prompt += ' {{ range(3) | list }} {{ 7 % 3 }}"'
+    prompt += " {{ range(3) | list }} {{ 7 % 3 }} {{ 'ab' | center(6) }}|{{ '{:>4}'.format(x) }}"
+    prompt += "|{{ 'a'.ljust(3) }}|{{ '%03d' | format(7) }}|{{ lipsum(1, false) | length > 0 }}\""
     t = route(tmp_path, prompt, vars={"x": "float"})
-    assert t.render({"x": 2.25})[0].content == "12 1024 3.0 ---   2.2|k [0, 1, 2] 1"
+    assert t.render({"x": 2.25})[0].content == (
+        "12 1024 3.0 ---   2.2|k [0, 1, 2] 1   ab  |2.25|a  |007|True"
+    )
