@@ -146,8 +146,8 @@ MAX_POWER_BITS = 10_000
 MAX_LIPSUM_WORDS = 100_000
 
 _SEQUENCES = (str, bytes, list, tuple)
-# One conversion of a printf-style format: flags, width, precision.
-_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
+# One conversion of a printf-style format (flags, width, precision), or a literal %%.
+_PERCENT_SPEC = re.compile(r"%%|%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
 
 
 def _check_repeat(left: Any, right: Any) -> None:
