@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 from jinja2.sandbox import SandboxedEnvironment
 
 from router.config import load_config
@@ -300,3 +302,41 @@ def test_ordinary_arithmetic_and_formatting_still_work(tmp_path: Path) -> None:
     assert t.render({"x": 2.25})[0].content == (
         "12 1024 3.0 ---   2.2|k [0, 1, 2] 1   ab  |2.25|a  |007|True"
     )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    target=st.integers(0, 1_000_000),
+    over=st.booleans(),
+    times=st.integers(-3, 1_000),
+    as_text=st.booleans(),
+    swapped=st.booleans(),
+)
+def test_repetition_is_exact_up_to_the_bound_and_refused_beyond(
+    repeat_route: RouteTemplates,
+    target: int,
+    over: bool,
+    times: int,
+    as_text: bool,
+    swapped: bool,
+) -> None:
+    """Property: `s * n` (or `n * s`) renders as Python computes it while the result has at
+    most 1,000,000 items, and beyond that is a TemplateError naming the bound."""
+    # A result of about `target` items, or of just over the bound.
+    n = max(times, 1)
+    length = -(-(target + 1_000_001) // n) if over else target // n
+    seq: Any = "x" * length if as_text else [0] * length
+    values = {"a": times, "b": seq} if swapped else {"a": seq, "b": times}
+    size = length * max(times, 0)
+    event("refused" if size > 1_000_000 else "rendered")
+    if size <= 1_000_000:
+        assert repeat_route.render(values)[0].content == str(size)
+    else:
+        err = render_error(repeat_route, values)
+        assert f"of {size} items; the template sandbox allows at most 1000000" in str(err)
+        assert err.template == "routes.r.prompt"
+
+
+@pytest.fixture(scope="module")
+def repeat_route(tmp_path_factory: pytest.TempPathFactory) -> RouteTemplates:
+    return route(tmp_path_factory.mktemp("repeat"), "'{{ (a * b) | length }}'")
