@@ -86,7 +86,7 @@ MAX_TOKENS = 100_000_000  # a token count (context window, output cap)
 MAX_PER_MINUTE = 1_000_000_000  # a requests or tokens per minute limit
 MAX_CONCURRENCY = 100_000  # requests in flight at once
 MAX_USD = Decimal(1_000_000_000)  # an amount of money (budget, per-call cap)
-MAX_USD_PER_MTOK = Decimal(100_000)  # a price, USD per million tokens
+MAX_USD_PER_MTOK = Decimal(1_000_000)  # a price, USD per million tokens ($1 a token)
 USD_PLACES = 12  # decimal places of any USD figure
 
 PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
