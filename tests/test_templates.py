@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from router.config import load_config
 from router.errors import ConfigError, TemplateError
+from router.router import Router
 from router.templates import RouteTemplates, make_environment, parse_var_type
 from router.types import Message
 
@@ -340,3 +342,25 @@ def test_repetition_is_exact_up_to_the_bound_and_refused_beyond(
 @pytest.fixture(scope="module")
 def repeat_route(tmp_path_factory: pytest.TempPathFactory) -> RouteTemplates:
     return route(tmp_path_factory.mktemp("repeat"), "'{{ (a * b) | length }}'")
+
+
+async def test_a_reload_to_a_template_that_builds_too_much_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    """The bound holds on reload too: the edited constant template is refused before it
+    builds anything, and the router keeps serving the old one."""
+    path = tmp_path / "p.yaml"
+    base = "version: 1\nsettings: {ledger: {backend: memory}}\nproviders:\n"
+    base += "  mock: {kind: mock, models: {m: {}}, mock: {reply: '{prompt}'}}\nroutes:\n"
+    path.write_text(base + "  r: {prompt: 'hello', fallback: [mock/m]}\n")
+    async with Router.from_yaml(path) as router:
+        path.write_text(
+            base + "  r: {prompt: '{{ ([0] * 100000000) | length }}', fallback: [mock/m]}\n"
+        )
+        started = time.perf_counter()
+        with pytest.raises(ConfigError) as info:
+            await router.reload()
+        assert time.perf_counter() - started < 1.0
+        assert "template routes.r.prompt cannot be rendered" in str(info.value)
+        assert "a list of 100000000 items" in str(info.value)
+        assert (await router.complete("r")).text == "hello"
