@@ -87,8 +87,45 @@ MAX_INPUT_OVERHEAD_TOKENS = 100_000
 # request text accounts for; 160 is that 128 with the estimate's 1.25x margin.
 DEFAULT_INPUT_OVERHEAD_TOKENS: Mapping[str, int] = MappingProxyType({"api.x.ai": 160})
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
-Usd = Annotated[Decimal, Field(ge=0)]
+# Upper bounds of the numbers in providers.yaml (each documented in docs/config.md beside
+# its key). Each is far above any real setting and low enough that every product, sum
+# and display of the values stays finite and exact in Decimal's default 28 digits.
+MAX_SECONDS = 86_400.0  # any duration: one day
+MAX_TOKENS = 100_000_000  # a token count (context window, output cap)
+MAX_PER_MINUTE = 1_000_000_000  # a requests or tokens per minute limit
+MAX_CONCURRENCY = 100_000  # requests in flight at once
+MAX_USD = Decimal(1_000_000_000)  # an amount of money (budget, per-call cap)
+MAX_USD_PER_MTOK = Decimal(1_000_000)  # a price, USD per million tokens ($1 a token)
+USD_PLACES = 12  # decimal places of any USD figure
+
+PositiveSeconds = Annotated[float, Field(gt=0, le=MAX_SECONDS)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS)]
+Tokens = Annotated[int, Field(ge=1, le=MAX_TOKENS)]
+PerMinute = Annotated[int, Field(ge=1, le=MAX_PER_MINUTE)]
+
+
+def _usd_exponent(value: Decimal) -> Decimal:
+    """Store a USD figure with at most USD_PLACES digits after the point: '5.000…0'
+    (any number of zeros) is 5.000000000000, never a figure that prints as a page."""
+    if value.is_zero():
+        return Decimal(0)  # also turns -0 into 0
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -USD_PLACES:
+        return value.quantize(Decimal(1).scaleb(-USD_PLACES))
+    return value
+
+
+Usd = Annotated[
+    Decimal,
+    Field(ge=0, le=MAX_USD, decimal_places=USD_PLACES),
+    AfterValidator(_usd_exponent),
+]
+UsdPerMtok = Annotated[
+    Decimal,
+    Field(ge=0, le=MAX_USD_PER_MTOK, decimal_places=USD_PLACES),
+    AfterValidator(_usd_exponent),
+]
+HttpStatus = Annotated[int, Field(ge=100, le=599)]
 
 
 class _Strict(BaseModel):
@@ -102,18 +139,21 @@ class _Strict(BaseModel):
 class Backoff(_Strict):
     """Jittered exponential backoff between retries of one step (full jitter)."""
 
-    initial_s: Annotated[float, Field(ge=0, description="First backoff ceiling, seconds.")] = 0.2
-    max_s: Annotated[float, Field(ge=0, description="Largest backoff ceiling, seconds.")] = 2.0
-    multiplier: Annotated[float, Field(ge=1, description="Ceiling growth per retry.")] = 2.0
+    initial_s: Annotated[Seconds, Field(description="First backoff ceiling, seconds.")] = 0.2
+    max_s: Annotated[Seconds, Field(description="Largest backoff ceiling, seconds.")] = 2.0
+    multiplier: Annotated[float, Field(ge=1, le=10, description="Ceiling growth per retry.")] = 2.0
 
 
 class Cooldown(_Strict):
     """When a provider is taken out of rotation, and for how long."""
 
     failures: Annotated[
-        int, Field(ge=1, description="Consecutive retryable failures that start a cooldown.")
+        int,
+        Field(
+            ge=1, le=1_000_000, description="Consecutive retryable failures that start a cooldown."
+        ),
     ] = 3
-    seconds: Annotated[float, Field(ge=0, description="Length of a cooldown, seconds.")] = 30.0
+    seconds: Annotated[Seconds, Field(description="Length of a cooldown, seconds.")] = 30.0
 
 
 class LedgerSettings(_Strict):
@@ -147,9 +187,8 @@ class Settings(_Strict):
         int, Field(ge=0, le=10, description="Extra tries of one step on a retryable error.")
     ] = 1
     attempt_floor_s: Annotated[
-        float,
+        Seconds,
         Field(
-            ge=0,
             description=(
                 "A step is retried only if, after the pause, at least this much is left "
                 "for it and for each later step (see docs/routing.md)."
@@ -164,16 +203,14 @@ class Settings(_Strict):
         PositiveSeconds,
         Field(description="Streams: longest wait between two chunks (within the deadline)."),
     ] = 10.0
-    max_tokens: Annotated[
-        int, Field(ge=1, description="Output token cap when a route sets none.")
-    ] = 1024
+    max_tokens: Annotated[Tokens, Field(description="Output token cap when a route sets none.")] = (
+        1024
+    )
     backoff: Backoff = Backoff()
     cooldown: Cooldown = Cooldown()
     retry_after_max_s: Annotated[
-        float,
+        PositiveSeconds,
         Field(
-            gt=0,
-            le=86400,
             description=(
                 "Longest Retry-After wait honoured, seconds; a longer one (or a far-off date)"
                 " counts as this long."
@@ -188,7 +225,7 @@ class Settings(_Strict):
         str, Field(description="Template folder, relative to the YAML file's folder.")
     ] = "templates"
     max_response_bytes: Annotated[
-        int, Field(ge=1024, description="Largest response body read, bytes.")
+        int, Field(ge=1024, le=2**30, description="Largest response body read, bytes.")
     ] = 8 * 1024 * 1024
     transport: Annotated[
         Literal["httpx", "aiohttp"],
@@ -200,7 +237,7 @@ class Settings(_Strict):
         ),
     ] = "aiohttp"
     health_ttl_s: Annotated[
-        float, Field(ge=0, description="How long a health result is cached, seconds.")
+        Seconds, Field(description="How long a health result is cached, seconds.")
     ] = 60.0
     ledger: LedgerSettings = LedgerSettings()
     log: LogSettings = LogSettings()
@@ -210,28 +247,31 @@ class Limits(_Strict):
     """Per-provider admission limits; null means unlimited."""
 
     requests_per_minute: Annotated[
-        int | None, Field(ge=1, description="Requests admitted per minute; null: no limit.")
+        PerMinute | None, Field(description="Requests admitted per minute; null: no limit.")
     ] = None
     tokens_per_minute: Annotated[
-        int | None, Field(ge=1, description="Tokens (input + output) per minute; null: no limit.")
+        PerMinute | None,
+        Field(description="Tokens (input + output) per minute; null: no limit."),
     ] = None
     max_concurrency: Annotated[
-        int | None, Field(ge=1, description="Requests in flight at once; null: no limit.")
+        int | None,
+        Field(ge=1, le=MAX_CONCURRENCY, description="Requests in flight at once; null: no limit."),
     ] = None
 
 
 class Price(_Strict):
     """USD per million tokens. Cached input and cache writes default to the input price."""
 
-    input_per_mtok: Annotated[Usd, Field(description="USD per million input tokens.")]
+    input_per_mtok: Annotated[UsdPerMtok, Field(description="USD per million input tokens.")]
     output_per_mtok: Annotated[
-        Usd, Field(description="USD per million output tokens (reasoning included).")
+        UsdPerMtok, Field(description="USD per million output tokens (reasoning included).")
     ]
     cached_input_per_mtok: Annotated[
-        Usd | None, Field(description="USD per million cache-read input tokens; null: input price.")
+        UsdPerMtok | None,
+        Field(description="USD per million cache-read input tokens; null: input price."),
     ] = None
     cache_write_per_mtok: Annotated[
-        Usd | None,
+        UsdPerMtok | None,
         Field(description="USD per million cache-write input tokens; null: input price."),
     ] = None
 
@@ -247,10 +287,10 @@ class ModelConfig(_Strict):
         Field(description="Required for openai/anthropic kinds; free (0) for ollama and mock."),
     ] = None
     context_window: Annotated[
-        int | None, Field(ge=1, description="Largest prompt + output in tokens; null: unknown.")
+        Tokens | None, Field(description="Largest prompt + output in tokens; null: unknown.")
     ] = None
     max_output_tokens: Annotated[
-        int | None, Field(ge=1, description="Largest output the model allows; null: unknown.")
+        Tokens | None, Field(description="Largest output the model allows; null: unknown.")
     ] = None
     extra: Annotated[
         dict[str, Any], Field(description="Body fields sent with every request to this model.")
@@ -268,9 +308,9 @@ class MockSettings(_Strict):
             )
         ),
     ] = "mock answer from {model}"
-    latency_s: Annotated[float, Field(ge=0, description="Delay before each answer.")] = 0.0
+    latency_s: Annotated[Seconds, Field(description="Delay before each answer.")] = 0.0
     failures: Annotated[
-        list[int],
+        list[HttpStatus],
         Field(
             description=(
                 "HTTP statuses returned by the first requests, in order, before answers succeed."
@@ -520,7 +560,7 @@ class RouteConfig(_Strict):
         Field(description="Declared variables and types; null means undeclared (not checked)."),
     ] = None
     max_tokens: Annotated[
-        int | None, Field(ge=1, description="Output token cap; null: settings.max_tokens.")
+        Tokens | None, Field(description="Output token cap; null: settings.max_tokens.")
     ] = None
     temperature: Annotated[
         float | None, Field(ge=0, le=2, description="Sampling temperature; null: provider default.")

@@ -15,21 +15,41 @@ refused, since its variables cannot be known at load.
 
 Per call, :meth:`RouteTemplates.render` checks the variables against the
 declared types with validators built at load, then renders; nothing is parsed.
+
+The sandbox also bounds what a template can build, since a template that uses
+no variable is rendered once at load (and at every reload): ``*`` may not build
+a list or string longer than :data:`MAX_REPEAT`, ``range`` may not span more
+than :data:`MAX_RANGE` numbers, ``**`` may not build an integer wider than
+:data:`MAX_POWER_BITS` bits, and no width may exceed :data:`MAX_REPEAT` (of a
+``%`` or ``str.format`` format, of the ``center``, ``indent``, ``wordwrap`` and
+``format`` filters, or of ``str`` methods such as ``ljust``). Breaking one is a
+:class:`~jinja2.exceptions.SecurityError`, reported as a load error for a
+template without variables and as a :class:`~router.errors.TemplateError`
+otherwise. Template files are read as :mod:`router.files` reads every config
+file: regular files, size-capped.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import posixpath
 import re
+import string
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, meta, nodes
-from jinja2.exceptions import TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.loaders import split_template_path
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
+from jinja2.utils import generate_lorem_ipsum
 
 from router.errors import ConfigProblem, TemplateError
+from router.files import FileRefusedError, read_config_file
 from router.types import Message, Role
 from router.yamlsrc import did_you_mean, format_path
 
@@ -38,6 +58,9 @@ if TYPE_CHECKING:
     from router.yamlsrc import KeyPath, YamlDoc
 
 __all__ = [
+    "MAX_POWER_BITS",
+    "MAX_RANGE",
+    "MAX_REPEAT",
     "VAR_TYPES",
     "RouteTemplates",
     "compile_routes",
@@ -113,20 +136,211 @@ def parse_var_type(spec: str) -> VarCheck:
 # (role, template name for errors, compiled template, pre-rendered message or None)
 Part = tuple[Role, str, Template, Message | None]
 
+# Longest list or string one ``*`` may build (items or characters), and widest ``%`` pad.
+MAX_REPEAT = 1_000_000
+# Most numbers one ``range`` may span.
+MAX_RANGE = 10_000
+# Widest integer one ``**`` may build, in bits (about 3,000 decimal digits).
+MAX_POWER_BITS = 10_000
+# Most words ``lipsum()`` may generate.
+MAX_LIPSUM_WORDS = 100_000
 
-def _constant(role: Role, template: Template) -> Message | None:
-    """The message of a template that uses no variable, rendered once (None if it fails:
-    then it fails, with a TemplateError, on each call as any template would)."""
+_SEQUENCES = (str, bytes, list, tuple)
+# One conversion of a printf-style format (flags, width, precision), or a literal %%.
+_PERCENT_SPEC = re.compile(r"%%|%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?")
+
+
+def _check_repeat(left: Any, right: Any) -> None:
+    for seq, times in ((left, right), (right, left)):
+        if isinstance(seq, _SEQUENCES) and isinstance(times, int):
+            size = len(seq) * max(times, 0)
+            if size > MAX_REPEAT:
+                raise SecurityError(
+                    f"'*' would build a {type(seq).__name__} of {size} items; "
+                    f"the template sandbox allows at most {MAX_REPEAT}"
+                )
+
+
+def _check_power(base: Any, exponent: Any) -> None:
+    if isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1 and exponent > 0:
+        bits = (abs(base).bit_length() - 1) * exponent
+        if bits > MAX_POWER_BITS:
+            raise SecurityError(
+                f"'**' would build an integer of about {bits} bits; "
+                f"the template sandbox allows at most {MAX_POWER_BITS}"
+            )
+
+
+def _check_percent(fmt: Any, args: Any) -> None:
+    if not isinstance(fmt, str):
+        return
+    star_args = [a for a in (args if isinstance(args, tuple) else (args,)) if _is_int(a)]
+    for match in _PERCENT_SPEC.finditer(fmt):
+        for field in match.groups():
+            widths = star_args if field == "*" else [int(field)] if field else []
+            if any(abs(w) > MAX_REPEAT for w in widths):
+                raise SecurityError(
+                    f"a '%' format pads wider than the template sandbox allows ({MAX_REPEAT})"
+                )
+
+
+def _check_widths(values: Any) -> None:
+    if any(_is_int(v) and abs(v) > MAX_REPEAT for v in values):
+        raise SecurityError(f"a width above {MAX_REPEAT}; the template sandbox allows at most that")
+
+
+def _check_format(fmt: str, args: Any) -> None:
+    """``str.format``: no width or precision above MAX_REPEAT, literal or from an argument."""
     try:
-        return Message(role, template.render({}))
+        fields = list(string.Formatter().parse(fmt))
+    except ValueError:
+        return  # the call itself will fail on it
+    for _, _, spec, _ in fields:
+        if not spec:
+            continue
+        _check_widths(int(n) for n in re.findall(r"\d+", spec))
+        if "{" in spec:  # a nested field: the width is an argument
+            _check_widths(args)
+
+
+def _bounded_filter(func: Callable[..., Any], skip: int) -> Callable[..., Any]:
+    """``func`` (a Jinja2 filter) refusing an int argument above MAX_REPEAT; the first
+    ``skip`` arguments (the environment, the value) are not checked."""
+
+    @functools.wraps(func)  # keeps the pass_environment marker too
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _check_widths([*args[skip:], *kwargs.values()])
+        return func(*args, **kwargs)
+
+    return bounded
+
+
+def _format_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def bounded(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_percent(value, tuple(args))
+        return func(value, *args, **kwargs)
+
+    return bounded
+
+
+def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
+    """Jinja2's ``lipsum``, refusing more than MAX_LIPSUM_WORDS words."""
+    words = n * (min if min > max else max) if _is_int(n) and _is_int(min) and _is_int(max) else 0
+    if words > MAX_LIPSUM_WORDS:
+        raise SecurityError(
+            f"lipsum() of up to {words} words; the template sandbox allows at most"
+            f" {MAX_LIPSUM_WORDS}"
+        )
+    return str(generate_lorem_ipsum(n=n, html=html, min=min, max=max))
+
+
+# str methods whose int arguments are widths of the string they build.
+_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill", "expandtabs"})
+
+
+def _range(*args: int) -> range:
+    """``range`` spanning at most MAX_RANGE numbers."""
+    numbers = range(*args)
+    try:
+        size = len(numbers)
+    except OverflowError:  # longer than a C ssize_t
+        size = MAX_RANGE + 1
+    if size > MAX_RANGE:
+        raise SecurityError(
+            f"range() of more than {MAX_RANGE} numbers; the template sandbox allows at most"
+            f" {MAX_RANGE}"
+        )
+    return numbers
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, with the size bounds above on ``*``, ``**``, ``%`` and ``range``."""
+
+    # Intercepted operators also stay out of compile-time constant folding: a constant
+    # ``{{ 'x' * 10**9 }}`` is checked when it runs instead of being built by the compiler.
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.globals["range"] = _range
+        self.globals["lipsum"] = _lipsum
+        # Filters are also run by the compiler on constant input (constant folding): a
+        # refused width there leaves the filter to run, and be refused, at render.
+        self.filters["center"] = _bounded_filter(self.filters["center"], 1)
+        self.filters["indent"] = _bounded_filter(self.filters["indent"], 1)
+        self.filters["wordwrap"] = _bounded_filter(self.filters["wordwrap"], 2)
+        self.filters["format"] = _format_filter(self.filters["format"])
+
+    def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        target = getattr(obj, "__wrapped__", obj)  # str.format comes wrapped by the sandbox
+        owner = getattr(target, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(target, "__name__", "")
+            if name in _WIDTH_METHODS:
+                _check_widths([*args, *kwargs.values()])
+            elif name == "format":
+                _check_format(owner, [*args, *kwargs.values()])
+            elif name == "format_map" and args and isinstance(args[0], Mapping):
+                _check_format(owner, list(args[0].values()))
+        return super().call(context, obj, *args, **kwargs)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            _check_repeat(left, right)
+        elif operator == "**":
+            _check_power(left, right)
+        elif operator == "%":
+            _check_percent(left, right)
+        return super().call_binop(context, operator, left, right)
+
+
+class _FileLoader(FileSystemLoader):
+    """Jinja2's FileSystemLoader, reading through :func:`router.files.read_config_file`:
+    a FIFO, a device or an oversized file is refused instead of read."""
+
+    def get_source(self, environment: Any, template: str) -> tuple[str, str, Callable[[], bool]]:
+        pieces = split_template_path(template)
+        for searchpath in self.searchpath:
+            filename = posixpath.join(searchpath, *pieces)
+            if os.path.exists(filename):
+                break
+        else:
+            raise TemplateNotFound(template)
+        # Decoded as text-mode reading would: universal newlines.
+        text = read_config_file(filename).decode(self.encoding)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        mtime = os.path.getmtime(filename)
+
+        def uptodate() -> bool:
+            try:
+                return os.path.getmtime(filename) == mtime
+            except OSError:
+                return False
+
+        return text, os.path.normpath(filename), uptodate
+
+
+def _constant(role: Role, template: Template) -> tuple[Message | None, str | None]:
+    """The message of a template that uses no variable, rendered once.
+
+    Returns (message, None); (None, why) when it breaks a sandbox bound (a load
+    error); (None, None) when it fails otherwise: then it fails, with a
+    TemplateError, on each call as any template would.
+    """
+    try:
+        return Message(role, template.render({})), None
+    except SecurityError as exc:
+        return None, str(exc)
     except Exception:
-        return None
+        return None, None
 
 
 def make_environment(templates_dir: Path) -> SandboxedEnvironment:
-    """The one Jinja2 environment of a config: sandboxed, strict, files from ``templates_dir``."""
-    return SandboxedEnvironment(
-        loader=FileSystemLoader(str(templates_dir)),
+    """The one Jinja2 environment of a config: sandboxed (with size bounds), strict,
+    files from ``templates_dir``."""
+    return _Sandbox(
+        loader=_FileLoader(str(templates_dir)),
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -282,7 +496,15 @@ class _Compiler:
                 ok = False
                 continue
             tname, template, names = compiled
-            parts.append((role, tname, template, _constant(role, template) if not names else None))
+            constant = None
+            if not names:
+                constant, refused = _constant(role, template)
+                if refused is not None:
+                    msg = f"template {tname} cannot be rendered: {refused}"
+                    self.problems.append(self.doc.problem(("routes", name, key), msg))
+                    ok = False
+                    continue
+            parts.append((role, tname, template, constant))
             used |= names
         if not ok:
             return None
@@ -333,6 +555,10 @@ class _Compiler:
             text, filename, _ = loader.get_source(self.env, name)
         except TemplateNotFound:
             self._missing(name, where)
+            return None
+        except FileRefusedError as exc:
+            msg = f"cannot read template file {name!r}: {exc}"
+            self.problems.append(self.doc.problem(where, msg))
             return None
         except (OSError, UnicodeDecodeError) as exc:
             msg = f"cannot read template file {name!r}: {type(exc).__name__}"
@@ -394,6 +620,11 @@ class _Compiler:
         assert loader is not None
         try:
             text, filename, _ = loader.get_source(self.env, ref)
+        except FileRefusedError as exc:
+            msg = f"template {parent} includes {ref!r}, which cannot be read: {exc}"
+            self.problems.append(self.doc.problem(path, msg))
+            self._files[ref] = (frozenset(), False)
+            return None
         except (TemplateNotFound, OSError, UnicodeDecodeError):
             self._missing(ref, path, included_by=parent)
             self._files[ref] = (frozenset(), False)
@@ -404,6 +635,11 @@ class _Compiler:
             self.env.get_template(ref)
         except TemplateSyntaxError as exc:
             self._syntax(exc, None, ref, path)
+            self._files[ref] = (frozenset(), False)
+            return None
+        except (OSError, UnicodeDecodeError) as exc:  # replaced between the two reads
+            msg = f"template {parent} includes {ref!r}, which cannot be read: {exc}"
+            self.problems.append(self.doc.problem(path, msg))
             self._files[ref] = (frozenset(), False)
             return None
         names = self._variables(ast, ref, path, seen)

@@ -24,11 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import annotated_types
 import yaml
 from pydantic import BaseModel, ValidationError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from router.errors import ConfigError, ConfigProblem
+from router.files import FileRefusedError, read_config_file
 
 __all__ = [
     "KeyPath",
@@ -48,8 +50,11 @@ _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
-# Nodes visited after alias expansion; a config is a few hundred, an alias bomb is billions.
-_MAX_NODES = 200_000
+# Values an alias may stand for, counted over every alias use (an alias of an alias
+# counts each time it is expanded). A config's anchors expand to some hundreds; an alias
+# bomb (ten aliases of ten aliases of ...) to billions. Values written out in the file
+# are not counted: their number is bounded by the file's size.
+_MAX_ALIAS_VALUES = 100_000
 # Exceptions a scalar constructor raises on bad input (e.g. ``2026-13-45``, ``!!int x``).
 _SCALAR_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError)
 # Keys printed bare in a dotted path; anything else is quoted.
@@ -145,13 +150,16 @@ def load_yaml(path: Path, file: str) -> YamlDoc:
     """Read and parse ``path``; problems are reported under the name ``file``.
 
     Raises:
-        ConfigError: the file cannot be read, is empty, is not valid YAML, or its
+        ConfigError: the file cannot be read, is not a regular file, is larger than
+            :data:`~router.files.MAX_FILE_BYTES`, is empty, is not valid YAML, or its
             top level is not a mapping.
     """
     try:
-        raw = path.read_bytes()
+        raw = read_config_file(path)
     except FileNotFoundError:
         raise ConfigError([ConfigProblem(file, None, None, "", "file not found")]) from None
+    except FileRefusedError as exc:
+        raise ConfigError([ConfigProblem(file, None, None, "", str(exc))]) from None
     except OSError as exc:
         msg = f"cannot read file: {exc.strerror or type(exc).__name__}"
         raise ConfigError([ConfigProblem(file, None, None, "", msg)]) from None
@@ -194,9 +202,23 @@ def parse_yaml(text: str, file: str) -> YamlDoc:
     walker = _Walker(file)
     try:
         data = walker.walk(root, ())
-    except _TooBig:
-        msg = f"document expands to more than {_MAX_NODES} values (alias bomb?)"
-        raise ConfigError([ConfigProblem(file, None, None, "", msg)]) from None
+    except _TooBig as exc:
+        msg = (
+            f"aliases expand to more than {_MAX_ALIAS_VALUES} values (alias bomb?); "
+            "write the values out or use fewer nested aliases"
+        )
+        mark = walker.key_mark_near(exc.path)
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    file,
+                    mark.line if mark else None,
+                    mark.col if mark else None,
+                    format_path(exc.path),
+                    msg,
+                )
+            ]
+        ) from None
     except RecursionError:
         msg = "YAML is nested too deeply"
         raise ConfigError([ConfigProblem(file, None, None, "", msg)]) from None
@@ -216,7 +238,11 @@ def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> ConfigProblem:
 
 
 class _TooBig(Exception):
-    """Alias expansion exceeded _MAX_NODES."""
+    """Alias expansion exceeded _MAX_ALIAS_VALUES; ``path`` is where the alias that did it is."""
+
+    def __init__(self, path: KeyPath) -> None:
+        super().__init__()
+        self.path = path
 
 
 def _mark(node: Node) -> Mark:
@@ -234,7 +260,9 @@ class _Walker:
         self.problems: list[ConfigProblem] = []
         # Scalar construction is delegated so that scalars resolve exactly as in safe_load.
         self._constructor = yaml.constructor.SafeConstructor()
-        self._count = 0  # nodes visited, to stop alias bombs
+        self._seen: set[int] = set()  # ids of nodes walked once: walking one again is an alias
+        self._expanded = 0  # values produced by aliases, to stop alias bombs
+        self._alias_path: KeyPath | None = None  # where the outermost alias being expanded is
         self._stack: set[int] = set()  # ids of collection nodes being walked (recursive aliases)
         self.broken: set[KeyPath] = set()  # paths whose value was replaced by None
 
@@ -243,10 +271,32 @@ class _Walker:
         m = _mark(node)
         self.problems.append(ConfigProblem(self.file, m.line, m.col, format_path(path), message))
 
+    def key_mark_near(self, path: KeyPath) -> Mark | None:
+        """The position of the key naming ``path``, or of its nearest named ancestor."""
+        for n in range(len(path), -1, -1):
+            mark = self.keys.get(path[:n])
+            if mark is not None:
+                return mark
+        return None
+
     def walk(self, node: Node, path: KeyPath) -> Any:
-        self._count += 1
-        if self._count > _MAX_NODES:
-            raise _TooBig
+        if id(node) not in self._seen:
+            self._seen.add(id(node))
+            return self._walk(node, path)
+        # The node was walked before: this is an alias (or a node inside one) expanded again.
+        self._expanded += 1
+        outermost = self._alias_path is None
+        if outermost:
+            self._alias_path = path
+        try:
+            if self._expanded > _MAX_ALIAS_VALUES:
+                raise _TooBig(self._alias_path or path)
+            return self._walk(node, path)
+        finally:
+            if outermost:
+                self._alias_path = None
+
+    def _walk(self, node: Node, path: KeyPath) -> Any:
         self.values[path] = _mark(node)
         if isinstance(node, ScalarNode):
             try:
@@ -352,6 +402,8 @@ def validation_problems(
             at_key = True
         else:
             msg = _message(err, _value_at(doc.data, path))
+            if kind in _BOUND_ERRORS:
+                msg = _range_message(root, path[len(prefix) :]) or msg
             if is_key:
                 msg = f"invalid key {path[-1]!r}: {msg}"
         if (path, msg) in seen:
@@ -415,6 +467,8 @@ def _value_at(data: Any, path: KeyPath) -> Any:
 def _message(err: Any, value: Any) -> str:
     if err["type"] == "too_short" and err.get("ctx", {}).get("min_length") == 1:
         return "must not be empty"
+    if err["type"] == "decimal_max_places":
+        return f"must have at most {err.get('ctx', {}).get('decimal_places')} decimal places"
     msg = str(err["msg"])
     if msg.startswith("Value error, "):
         return msg[len("Value error, ") :]
@@ -424,6 +478,71 @@ def _message(err: Any, value: Any) -> str:
         choices = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
         msg += did_you_mean(value, choices)
     return msg
+
+
+_BOUND_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+
+
+def _number(value: Any) -> str:
+    """A bound as written in YAML: 86400, not 86400.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _range_message(root: type[BaseModel], rel: KeyPath) -> str | None:
+    """'must be greater than or equal to 0 and less than or equal to 86400' for the number
+    at ``rel`` below ``root``: both ends of its allowed range, whichever one it broke."""
+    low = high = None
+    for constraint in _constraints_at(root, rel):
+        if isinstance(constraint, annotated_types.Ge):
+            low = f"greater than or equal to {_number(constraint.ge)}"
+        elif isinstance(constraint, annotated_types.Gt):
+            low = f"greater than {_number(constraint.gt)}"
+        elif isinstance(constraint, annotated_types.Le):
+            high = f"less than or equal to {_number(constraint.le)}"
+        elif isinstance(constraint, annotated_types.Lt):
+            high = f"less than {_number(constraint.lt)}"
+    if low is None or high is None:
+        return None
+    return f"must be {low} and {high}"
+
+
+def _constraints_at(root: type[BaseModel], rel: KeyPath) -> list[Any]:
+    """The annotated-types constraints (Ge, Le, ...) of the field or item at ``rel``."""
+    # (annotation, metadata pydantic moved off it) of each candidate for the value at rel.
+    candidates: list[tuple[Any, list[Any]]] = [(root, [])]
+    for el in rel:
+        nxt: list[tuple[Any, list[Any]]] = []
+        for ann, _ in candidates:
+            for t in _types_in(ann):
+                origin = typing.get_origin(t)
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    field = t.model_fields.get(el) if isinstance(el, str) else None
+                    if field is not None:
+                        nxt.append((field.annotation, list(field.metadata)))
+                elif origin is dict:
+                    nxt.append((typing.get_args(t)[1], []))
+                elif origin is list and isinstance(el, int):
+                    nxt.append((typing.get_args(t)[0], []))
+        candidates = nxt
+    out: list[Any] = []
+    for ann, metadata in candidates:
+        out += metadata
+        out += _metadata_in(ann)
+    return out
+
+
+def _metadata_in(ann: Any) -> Iterator[Any]:
+    """Constraints inside Annotated members of ``ann`` (through unions and Field())."""
+    origin = typing.get_origin(ann)
+    if origin is typing.Annotated:
+        for extra in ann.__metadata__:
+            yield from getattr(extra, "metadata", [extra])
+        yield from _metadata_in(typing.get_args(ann)[0])
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(ann):
+            yield from _metadata_in(arg)
 
 
 def _types_in(ann: Any) -> Iterator[Any]:

@@ -103,3 +103,37 @@ def test_doc_states_the_template_rule_and_the_key_rules() -> None:
     assert "a *mapping* `{file: name.j2}`" in text
     assert "`api_key_env` holds the **name** of an environment variable" in text
     assert "`optional: true`" in text
+
+
+def _rel(path: str) -> tuple[Any, ...]:
+    """A documented key path as a path into a config (placeholders become names)."""
+    out: list[Any] = []
+    for part in path.split("."):
+        if part.startswith("<"):
+            out.append("x")
+        elif part.endswith("[]"):
+            out += [part[:-2], 0]
+        else:
+            out.append(part)
+    return tuple(out)
+
+
+def test_every_bounded_number_documents_its_range() -> None:
+    """The type column of a number with an upper bound names that bound, as the schema has it."""
+    from router.yamlsrc import _constraints_at
+
+    types = {
+        m.group(1): m.group(2)
+        for line in DOC.read_text().splitlines()
+        if (m := re.match(r"^\|\s*`([^`]+)`\s*\|\s*([^|]+?)\s*\|", line))
+    }
+    wrong = []
+    for path, _ in schema_keys():
+        for c in _constraints_at(Config, _rel(path)):
+            bound = getattr(c, "le", None)
+            if bound is None:
+                continue
+            text = str(int(bound)) if float(bound).is_integer() else str(bound)
+            if text not in types[path]:
+                wrong.append(f"{path}: type {types[path]!r} does not name its maximum {text}")
+    assert not wrong, "\n".join(wrong)

@@ -7,12 +7,24 @@ checks the problem's line and message. Line numbers of minimal.yaml:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
+from router.cli import main as cli_main
 from router.config import load_config
-from router.errors import ConfigError, ConfigProblem
+from router.errors import ConfigError, ConfigProblem, RouterError
+from router.files import MAX_FILE_BYTES
+from router.router import Router
 
 DATA = Path(__file__).parent / "data"
 MINIMAL = (DATA / "minimal.yaml").read_text()
@@ -532,3 +544,308 @@ def test_input_overhead_tokens_out_of_bounds(cwd: Path, value: str, message: str
     )
     assert (p.line, p.path) == (5, "providers.openai.input_overhead_tokens")
     assert message in p.message
+
+
+# ------------------------------------------------------------------ bounded numbers
+
+BOUNDED = MINIMAL.replace(
+    "version: 1\n",
+    "version: 1\nsettings:\n  deadline_s: 30\n  backoff: {multiplier: 2}\n"
+    "  cooldown: {seconds: 30}\n",
+).replace("    prompt:", "    max_tokens: 100\n    prompt:")
+# BOUNDED's lines: 3 deadline_s, 4 backoff, 5 cooldown, 12 price, 19 max_tokens.
+
+
+def test_bounded_base_is_valid(cwd: Path) -> None:
+    write(BOUNDED + "budgets: {b: {limit_usd: 10}}\n")
+    load_config("providers.yaml", env=ENV)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "line", "path", "allowed"),
+    [
+        (
+            "input_per_mtok: 5",
+            "input_per_mtok: '1e999999'",
+            12,
+            'providers.openai.models["gpt-5.5"].price.input_per_mtok',
+            "greater than or equal to 0 and less than or equal to 1000000",
+        ),
+        (
+            "output_per_mtok: 30",
+            "output_per_mtok: 1.0e+300",
+            12,
+            'providers.openai.models["gpt-5.5"].price.output_per_mtok',
+            "less than or equal to 1000000",
+        ),
+        (
+            "multiplier: 2",
+            "multiplier: 1.0e+200",
+            4,
+            "settings.backoff.multiplier",
+            "greater than or equal to 1 and less than or equal to 10",
+        ),
+        (
+            "deadline_s: 30",
+            "deadline_s: 1.0e+300",
+            3,
+            "settings.deadline_s",
+            "greater than 0 and less than or equal to 86400",
+        ),
+        (
+            "seconds: 30",
+            "seconds: 1.0e+30",
+            5,
+            "settings.cooldown.seconds",
+            "greater than or equal to 0 and less than or equal to 86400",
+        ),
+        (
+            "max_tokens: 100",
+            "max_tokens: 1000000000000",
+            19,
+            "routes.r.max_tokens",
+            "greater than or equal to 1 and less than or equal to 100000000",
+        ),
+    ],
+)
+def test_an_absurd_number_is_refused_at_load_with_its_range(
+    cwd: Path, old: str, new: str, line: int, path: str, allowed: str
+) -> None:
+    """A number the router would crash on later (a bare decimal.Overflow when pricing,
+    OverflowError in the backoff) is refused at load, at its line, with its range."""
+    p = only(BOUNDED.replace(old, new))
+    assert (p.file, p.line, p.path) == ("providers.yaml", line, path)
+    assert p.col is not None
+    assert allowed in p.message
+    assert str(p).startswith(f"providers.yaml:{line}:{p.col}: {path}: must be ")
+
+
+@pytest.mark.parametrize(
+    ("snippet", "path", "allowed"),
+    [
+        ("budgets: {b: {limit_usd: '1e999999999'}}", "budgets.b.limit_usd", "1000000000"),
+        ("budgets: {b: {limit_usd: 1000000000.01}}", "budgets.b.limit_usd", "1000000000"),
+        (
+            "settings: {max_response_bytes: 1000000000000}",
+            "settings.max_response_bytes",
+            "1073741824",
+        ),
+        (
+            "settings: {health_ttl_s: 100000}",
+            "settings.health_ttl_s",
+            "less than or equal to 86400",
+        ),
+    ],
+)
+def test_absurd_top_level_numbers(cwd: Path, snippet: str, path: str, allowed: str) -> None:
+    p = only(MINIMAL + snippet + "\n")
+    assert (p.line, p.path) == (19, path)
+    assert allowed in p.message
+
+
+def test_every_number_in_a_provider_is_bounded(cwd: Path) -> None:
+    text = (
+        MINIMAL.replace(
+            "    kind: openai\n",
+            "    kind: openai\n    timeout_s: 1.0e+10\n    connect_timeout_s: 100000\n"
+            "    limits: {requests_per_minute: 10000000000, max_concurrency: 1000000000}\n",
+        )
+        .replace(
+            "price: {input_per_mtok: 5, output_per_mtok: 30}",
+            "price: {input_per_mtok: 5, output_per_mtok: 30, cached_input_per_mtok: 1.0e+7}\n"
+            "        context_window: 1000000000000\n        max_output_tokens: 1000000000000",
+        )
+        .replace("mock-1: {}", "mock-1: {}\n    mock: {latency_s: 1.0e+9, failures: [503, 99999]}")
+    )
+    found = {p.path: p for p in problems(text)}
+    assert sorted(found) == [
+        "providers.mock.mock.failures[1]",
+        "providers.mock.mock.latency_s",
+        "providers.openai.connect_timeout_s",
+        "providers.openai.limits.max_concurrency",
+        "providers.openai.limits.requests_per_minute",
+        'providers.openai.models["gpt-5.5"].context_window',
+        'providers.openai.models["gpt-5.5"].max_output_tokens',
+        'providers.openai.models["gpt-5.5"].price.cached_input_per_mtok',
+        "providers.openai.timeout_s",
+    ]
+    assert all(
+        p.line is not None and " and less than or equal to " in p.message for p in found.values()
+    )
+    assert "greater than or equal to 100 and less than or equal to 599" in (
+        found["providers.mock.mock.failures[1]"].message
+    )
+
+
+def test_usd_figures_have_at_most_twelve_decimal_places(cwd: Path) -> None:
+    p = only(MINIMAL + "budgets: {b: {limit_usd: '1e-999999999'}}\n")
+    assert (p.line, p.path) == (19, "budgets.b.limit_usd")
+    assert "at most 12 decimal places" in p.message
+    # Trailing zeros are not places: they are dropped from what is kept.
+    write(MINIMAL + "budgets: {b: {limit_usd: '5." + "0" * 5000 + "'}}\n")
+    limit = load_config("providers.yaml", env=ENV).budgets["b"].limit_usd
+    assert limit == 5
+    assert len(f"{limit:f}") <= 15
+
+
+# Number texts a YAML author might write: any decimal, huge and tiny exponents, the bounds.
+NUMBER_TEXTS = st.one_of(
+    st.decimals(min_value=0, max_value=1_000_000, places=12),
+    st.decimals(min_value=0, allow_nan=False, allow_infinity=False),
+    st.builds(lambda m, e: f"{m}e{e}", st.integers(0, 999), st.integers(-(10**9), 10**9)),
+    st.sampled_from(["1e999999", "1e999999999", "1000000000", "1000000", "1e-12"]),
+).map(str)
+
+
+def _spend_everything(path: Path) -> None:
+    """Call, then read every figure back: spend(), stats() (as JSON), `router spend`."""
+
+    async def run() -> None:
+        async with Router(load_config(path, env={})) as router:
+            for _ in range(2):
+                # Refused by the budget is a clear error, not a crash.
+                with contextlib.suppress(RouterError):
+                    await router.complete("r")
+            for s in router.spend():
+                for figure in (s.limit_usd, s.spent_usd, s.reserved_usd, s.remaining_usd):
+                    assert len(f"{figure:.6f}") < 40
+            json.dumps(router.stats())
+
+    asyncio.run(run())
+    out = StringIO()
+    assert cli_main(["spend", "--config", str(path)], out=out) == 0
+    assert "b" in out.getvalue()
+
+
+@settings(max_examples=30, deadline=None)
+@given(input_price=NUMBER_TEXTS, output_price=NUMBER_TEXTS, limit=NUMBER_TEXTS)
+def test_any_number_the_loader_accepts_can_be_priced_summed_and_shown(
+    tmp_path_factory: pytest.TempPathFactory, input_price: str, output_price: str, limit: str
+) -> None:
+    """Property: every price and limit is refused at load with its line, or works
+    everywhere later: pricing a call, reserving its worst case, spend(), stats(), the CLI."""
+    path = tmp_path_factory.mktemp("numbers") / "providers.yaml"
+    path.write_text(
+        "version: 1\n"
+        "settings: {ledger: {backend: memory}, max_tokens: 100000000}\n"
+        "providers:\n"
+        "  m:\n"
+        "    kind: mock\n"
+        f"    models: {{x: {{price: {{input_per_mtok: '{input_price}',"
+        f" output_per_mtok: '{output_price}'}}}}}}\n"
+        f"budgets: {{b: {{limit_usd: '{limit}'}}}}\n"
+        f"routes: {{r: {{prompt: hi, max_cost_usd: '{limit}', fallback: [m/x]}}}}\n"
+    )
+    try:
+        load_config(path, env={})
+    except ConfigError as exc:
+        for p in exc.problems:
+            assert p.line in (6, 7, 8), str(p)
+            assert "less than or equal to" in p.message or "decimal places" in p.message, str(p)
+        return
+    event("accepted")
+    _spend_everything(path)
+
+
+# ------------------------------------------------------------------ files the loader reads
+
+
+def _load_with_timeout(path: str, fifo: Path | None = None) -> ConfigError:
+    """load_config in a thread: a loader blocked on a FIFO fails the test instead of hanging."""
+    with ThreadPoolExecutor(1) as pool:
+        future = pool.submit(load_config, path, env=ENV)
+        try:
+            error = future.exception(timeout=10)
+        except FuturesTimeout:
+            if fifo is not None:  # let the blocked reader go, so the thread can end
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            pytest.fail("load_config blocked reading a FIFO")
+    assert isinstance(error, ConfigError), error
+    return error
+
+
+def test_a_fifo_config_is_refused_not_waited_on(cwd: Path) -> None:
+    os.mkfifo("providers.yaml")
+    error = _load_with_timeout("providers.yaml", fifo=cwd / "providers.yaml")
+    [p] = error.problems
+    assert p.file == "providers.yaml"
+    assert "FIFO" in p.message
+    assert "not a regular file" in p.message
+
+
+def test_a_device_config_is_refused(cwd: Path) -> None:
+    """/dev/zero never ends: it is refused before a byte is read."""
+    Path("providers.yaml").symlink_to("/dev/zero")
+    [p] = _load_with_timeout("providers.yaml").problems
+    assert "character device, not a regular file" in p.message
+
+
+def test_a_directory_config_is_refused(cwd: Path) -> None:
+    Path("providers.yaml").mkdir()
+    [p] = _load_with_timeout("providers.yaml").problems
+    assert "a directory, not a regular file" in p.message
+
+
+def test_an_oversized_config_is_refused_with_the_limit(cwd: Path) -> None:
+    padding = "# padding\n" * (MAX_FILE_BYTES // 10 + 1)
+    write(MINIMAL + padding)
+    [p] = problems(MINIMAL + padding)
+    assert p.file == "providers.yaml"
+    assert "larger than the 1 MiB (1048576 bytes) limit" in p.message
+
+
+def test_a_config_at_the_size_limit_loads(cwd: Path) -> None:
+    text = MINIMAL + "#" * (MAX_FILE_BYTES - len(MINIMAL) - 1) + "\n"
+    assert len(text.encode()) == MAX_FILE_BYTES
+    write(text)
+    load_config("providers.yaml", env=ENV)
+
+
+def test_a_fifo_template_file_is_refused(cwd: Path) -> None:
+    text = MINIMAL.replace('prompt: "Hi {{ name }}"', "prompt: {file: p.j2}")
+    write(text)
+    Path("templates").mkdir()
+    os.mkfifo("templates/p.j2")
+    [p] = _load_with_timeout("providers.yaml", fifo=cwd / "templates" / "p.j2").problems
+    assert (p.line, p.path) == (15, "routes.r.prompt.file")
+    assert "cannot read template file 'p.j2': a FIFO (named pipe), not a regular file" in p.message
+
+
+def test_an_included_template_that_is_a_device_is_refused(cwd: Path) -> None:
+    text = MINIMAL.replace('prompt: "Hi {{ name }}"', "prompt: {file: p.j2}")
+    write(text, {"p.j2": '{% include "inc.j2" %}'})
+    Path("templates/inc.j2").symlink_to("/dev/zero")
+    [p] = _load_with_timeout("providers.yaml").problems
+    assert p.line == 15
+    assert "includes 'inc.j2', which cannot be read: a character device" in p.message
+
+
+def test_an_oversized_template_file_is_refused_with_the_limit(cwd: Path) -> None:
+    text = MINIMAL.replace('prompt: "Hi {{ name }}"', "prompt: {file: p.j2}")
+    [p] = problems(text, files={"p.j2": "x" * (MAX_FILE_BYTES + 1)})
+    assert p.line == 15
+    assert "larger than the 1 MiB (1048576 bytes) limit" in p.message
+
+
+def test_a_large_valid_file_is_not_taken_for_an_alias_bomb(cwd: Path) -> None:
+    """Values written out are bounded by the file size; only alias expansions are counted."""
+    big = ", ".join(["0"] * 210_000)
+    text = MINIMAL.replace("mock-1: {}", "mock-1: {extra: {xs: [" + big + "]}}")
+    # Anchors used many times are fine too.
+    text += "budgets:\n" + "".join(
+        f"  b{i}: {'&lim {limit_usd: 5}' if i == 0 else '*lim'}\n" for i in range(2_000)
+    )
+    write(text)
+    config = load_config("providers.yaml", env=ENV)
+    assert len(config.providers["mock"].models["mock-1"].extra["xs"]) == 210_000
+    assert len(config.budgets) == 2_000
+
+
+def test_an_alias_bomb_is_refused_at_the_line_of_its_alias(cwd: Path) -> None:
+    lines = ["version: 1", "a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    p = only("\n".join(lines) + "\n")
+    assert "aliases expand to more than 100000 values (alias bomb?)" in p.message
+    assert p.line is not None and p.col is not None
+    assert p.line <= 10
+    assert p.path

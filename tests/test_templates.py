@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 from jinja2.sandbox import SandboxedEnvironment
 
 from router.config import load_config
 from router.errors import ConfigError, TemplateError
+from router.router import Router
 from router.templates import RouteTemplates, make_environment, parse_var_type
 from router.types import Message
 
@@ -228,3 +232,135 @@ def test_environment_is_sandboxed_and_strict(tmp_path: Path) -> None:
 def test_repr_names_route_and_templates(tmp_path: Path) -> None:
     t = route(tmp_path, "'{{ a }}'", system="sys")
     assert repr(t) == "<RouteTemplates 'r' [routes.r.system, routes.r.prompt] vars=['a']>"
+
+
+# ------------------------------------------------------------------ sandbox size bounds
+
+
+def load_error(tmp_path: Path, prompt: str, **kw: Any) -> str:
+    with pytest.raises(ConfigError) as info:
+        route(tmp_path, prompt, **kw)
+    [problem] = info.value.problems
+    assert problem.file == str(tmp_path / "p.yaml")
+    assert (problem.line, problem.path) == (6, "routes.r.prompt")
+    return problem.message
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        # Built by the compiler's constant folding before this sandbox bound it.
+        ("\"{{ 'x' * 50000000 }}\"", "'*' would build a str of 50000000 items"),
+        ("'{{ ([0] * 2000000) | length }}'", "'*' would build a list of 2000000 items"),
+        ("'{% set a = [0] * 1000 %}{{ (a * 1000 * 2) | length }}'", "a list of 2000000 items"),
+        ("'{{ range(20000) | list | length }}'", "range() of more than 10000 numbers"),
+        ("'{{ range(10 ** 30) | length }}'", "range() of more than 10000 numbers"),
+        ("'{{ (2 ** 200000).bit_length() }}'", "'**' would build an integer of about 200000 bits"),
+        ("\"{{ '%50000000d' % 1 }}\"", "a '%' format pads wider than the template sandbox allows"),
+        # Widths of filters and str methods (constant filters are also folded by the compiler).
+        ("\"{{ 'x' | center(50000000) }}\"", "a width above 1000000"),
+        ("\"{{ 'x\ny' | indent(50000000) }}\"", "a width above 1000000"),
+        ("\"{{ '%50000000d' | format(1) }}\"", "a '%' format pads wider"),
+        ("\"{{ 'x'.ljust(50000000) }}\"", "a width above 1000000"),
+        ("\"{{ '{:>50000000}'.format(1) }}\"", "a width above 1000000"),
+        ("\"{{ '{:>{w}}'.format(1, w=50000000) }}\"", "a width above 1000000"),
+        ("'{{ lipsum(20000) }}'", "lipsum() of up to 2000000 words"),
+    ],
+)
+def test_a_constant_template_that_builds_too_much_fails_the_load(
+    tmp_path: Path, prompt: str, expected: str
+) -> None:
+    """A template without variables runs at load and at every reload: a bound it breaks
+    is a load error naming the template, raised before anything big is built."""
+    message = load_error(tmp_path, prompt)
+    assert message.startswith("template routes.r.prompt cannot be rendered: ")
+    assert expected in message
+    assert "the template sandbox allows" in message
+
+
+def test_a_constant_file_template_that_builds_too_much_names_the_file(tmp_path: Path) -> None:
+    files = {"p.j2": '{% include "inc.j2" %}', "inc.j2": "{{ (['a'] * 10 ** 7) | length }}"}
+    message = load_error(tmp_path, "{file: p.j2}", files=files)
+    assert message.startswith("template p.j2 cannot be rendered: ")
+    assert "'*' would build a list of 10000000 items" in message
+
+
+def test_repetition_with_variables_is_bounded_per_call(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ (items * n) | length }}'")
+    assert t.render({"items": [1, 2], "n": 500_000})[0].content == "1000000"
+    err = render_error(t, {"items": [0], "n": 10_000_000})
+    assert (err.route, err.template) == ("r", "routes.r.prompt")
+    assert "SecurityError: '*' would build a list of 10000000 items" in str(err)
+    assert "at most 1000000" in str(err)
+    err = render_error(t, {"items": "ab", "n": 600_000})
+    assert "a str of 1200000 items" in str(err)
+
+
+def test_ordinary_arithmetic_and_formatting_still_work(tmp_path: Path) -> None:
+    prompt = "\"{{ 3 * 4 }} {{ 2 ** 10 }} {{ 1.5 * 2 }} {{ '-' * 3 }} {{ '%5.1f|%s' % (x, 'k') }}"
+    prompt += " {{ range(3) | list }} {{ 7 % 3 }} {{ 'ab' | center(6) }}|{{ '{:>4}'.format(x) }}"
+    prompt += "|{{ 'a'.ljust(3) }}|{{ '%03d' | format(7) }}|{{ lipsum(1, false) | length > 0 }}\""
+    t = route(tmp_path, prompt, vars={"x": "float"})
+    assert t.render({"x": 2.25})[0].content == (
+        "12 1024 3.0 ---   2.2|k [0, 1, 2] 1   ab  |2.25|a  |007|True"
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    target=st.integers(0, 1_000_000),
+    over=st.booleans(),
+    times=st.integers(-3, 1_000),
+    as_text=st.booleans(),
+    swapped=st.booleans(),
+)
+def test_repetition_is_exact_up_to_the_bound_and_refused_beyond(
+    repeat_route: RouteTemplates,
+    target: int,
+    over: bool,
+    times: int,
+    as_text: bool,
+    swapped: bool,
+) -> None:
+    """Property: `s * n` (or `n * s`) renders as Python computes it while the result has at
+    most 1,000,000 items, and beyond that is a TemplateError naming the bound."""
+    # A result of about `target` items, or of just over the bound.
+    n = max(times, 1)
+    length = -(-(target + 1_000_001) // n) if over else target // n
+    seq: Any = "x" * length if as_text else [0] * length
+    values = {"a": times, "b": seq} if swapped else {"a": seq, "b": times}
+    size = length * max(times, 0)
+    event("refused" if size > 1_000_000 else "rendered")
+    if size <= 1_000_000:
+        assert repeat_route.render(values)[0].content == str(size)
+    else:
+        err = render_error(repeat_route, values)
+        assert f"of {size} items; the template sandbox allows at most 1000000" in str(err)
+        assert err.template == "routes.r.prompt"
+
+
+@pytest.fixture(scope="module")
+def repeat_route(tmp_path_factory: pytest.TempPathFactory) -> RouteTemplates:
+    return route(tmp_path_factory.mktemp("repeat"), "'{{ (a * b) | length }}'")
+
+
+async def test_a_reload_to_a_template_that_builds_too_much_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    """The bound holds on reload too: the edited constant template is refused before it
+    builds anything, and the router keeps serving the old one."""
+    path = tmp_path / "p.yaml"
+    base = "version: 1\nsettings: {ledger: {backend: memory}}\nproviders:\n"
+    base += "  mock: {kind: mock, models: {m: {}}, mock: {reply: '{prompt}'}}\nroutes:\n"
+    path.write_text(base + "  r: {prompt: 'hello', fallback: [mock/m]}\n")
+    async with Router.from_yaml(path) as router:
+        path.write_text(
+            base + "  r: {prompt: '{{ ([0] * 100000000) | length }}', fallback: [mock/m]}\n"
+        )
+        started = time.perf_counter()
+        with pytest.raises(ConfigError) as info:
+            await router.reload()
+        assert time.perf_counter() - started < 1.0
+        assert "template routes.r.prompt cannot be rendered" in str(info.value)
+        assert "a list of 100000000 items" in str(info.value)
+        assert (await router.complete("r")).text == "hello"
