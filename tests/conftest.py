@@ -7,6 +7,7 @@ import socket
 from typing import Any
 
 import pytest
+import structlog
 
 # The local upstream server fixtures, for every test module.
 from tests.upstream import upstream, upstream_factory  # noqa: F401
@@ -44,3 +45,11 @@ def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any connection to a non-loopback address."""
     monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
     monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Any:
+    """Undo any structlog configuration a test made (the CLI configures it), so a later
+    test's capture_logs() is not filtered by an earlier test's level."""
+    yield
+    structlog.reset_defaults()
