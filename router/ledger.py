@@ -12,7 +12,13 @@ Backends:
 - :class:`SqliteLedger` is the default: an embedded SQLite file in WAL mode with
   ``synchronous=FULL``; :meth:`SqliteLedger.record` returns only once the row
   is committed and the WAL is fsynced, so a settled cost survives ``kill -9``
-  and power loss (see docs/money.md, "Durability").
+  and power loss (see docs/money.md, "Durability"). One process at a time may
+  have a file open for writing (an OS lock, held while it is open): budgets
+  are enforced in each process's memory, so a second process would spend the
+  whole limit again.
+
+The :class:`~router.budget.BudgetBook` calls ``record`` from one background
+writer, never on a call's path: a slow or stalled disk does not delay answers.
 
 Costs are :class:`~decimal.Decimal` throughout and stored as exact decimal
 text, never as a float.
@@ -21,7 +27,10 @@ text, never as a float.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,6 +41,9 @@ from typing import Protocol, TypeVar
 
 from router.config import LedgerSettings
 from router.errors import LedgerError
+
+if sys.platform != "win32":
+    import fcntl
 
 __all__ = ["Ledger", "MemoryLedger", "SqliteLedger", "open_ledger"]
 
@@ -145,6 +157,16 @@ class SqliteLedger:
     fsyncs, not N. Each :meth:`record` still returns only after its own row is
     committed.
 
+    Only one process may have a ledger file open for writing: :meth:`open` takes
+    an exclusive OS lock (``flock``) on ``<file>-lock`` beside it and holds it
+    until :meth:`close`; a second opener — another process, or a second ledger
+    object on the same file — gets a LedgerError saying so. The lock is released
+    by the OS when the process dies, so a crash leaves nothing to clean up.
+
+    Before each write the file is checked to still be the one opened (same
+    device and inode): a ledger deleted or replaced under a running router
+    fails its writes with LedgerError instead of writing into an unlinked file.
+
     Args:
         path: the SQLite file; created (with its schema) when missing.
         busy_timeout_s: how long to wait for another connection's write lock
@@ -154,6 +176,11 @@ class SqliteLedger:
     def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
+        # The one-writer lock file and its descriptor while open (see open()).
+        self.lock_path = self.path.with_name(self.path.name + "-lock")
+        self._lock_fd: int | None = None
+        # (st_dev, st_ino) of the file as opened: a write checks it is still there.
+        self._identity: tuple[int, int] | None = None
         # The connection; used only on the worker thread. None until open().
         self._conn: sqlite3.Connection | None = None
         # The one worker thread that owns the connection.
@@ -195,7 +222,69 @@ class SqliteLedger:
             self._executor = None
             raise
 
+    def _lock(self) -> None:
+        """Take the one-writer lock, or raise LedgerError naming who holds it."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise self._error("cannot open", exc) from exc
+        if sys.platform == "win32":  # no flock: one process per file is on the operator
+            self._lock_fd = fd
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(os.pread(fd, 32, 0).decode("ascii").strip())
+                holder = f" (pid {pid})"
+            os.close(fd)
+            raise self._error(
+                f"another process{holder} has this ledger open for writing (lock"
+                f" {str(self.lock_path)!r}). Budgets are enforced in each process's memory,"
+                " so two processes on one ledger would each spend the whole limit. Run one"
+                " router process per ledger file (give each worker its own"
+                " settings.ledger.path and budgets), or stop the other process first"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+    def _check_file(self) -> None:
+        """The file at ``path`` is still the one opened (not deleted, not replaced)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise self._error(
+                "the ledger file was deleted while the router was running; restart the"
+                " router to create a new one (the costs not written are logged when it"
+                " closes)"
+            ) from None
+        except OSError as exc:
+            raise self._error("cannot check the ledger file", exc) from exc
+        if (st.st_dev, st.st_ino) != self._identity or st.st_nlink == 0:
+            raise self._error(
+                "the ledger file was replaced by another file while the router was"
+                " running; restart the router to use the new file"
+            )
+
     def _open_sync(self) -> sqlite3.Connection:
+        self._lock()
+        try:
+            conn = self._connect()
+            st = os.stat(self.path)
+        except BaseException:
+            self._unlock()
+            raise
+        self._identity = (st.st_dev, st.st_ino)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
                 self.path,
@@ -265,10 +354,13 @@ class SqliteLedger:
         if self._executor is None:
             return
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await self._run(conn.close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        try:
+            if conn is not None:
+                await self._run(conn.close)
+        finally:
+            self._unlock()
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     # -- queries
 
@@ -343,6 +435,7 @@ class SqliteLedger:
 
     def _write(self, rows: list[tuple[float, str, str, str, str]]) -> None:
         conn = self._connection()
+        self._check_file()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
