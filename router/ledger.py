@@ -171,11 +171,17 @@ class SqliteLedger:
         path: the SQLite file; created (with its schema) when missing.
         busy_timeout_s: how long to wait for another connection's write lock
             before failing with LedgerError.
+        read_only: only read spend (``router spend`` beside a running router):
+            no lock is taken, nothing is created, :meth:`record` is refused. A
+            missing file reads as no spend.
     """
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0, read_only: bool = False) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
+        self.read_only = read_only
+        # A read-only ledger whose file does not exist: nothing was ever recorded.
+        self._absent = False
         # The one-writer lock file and its descriptor while open (see open()).
         self.lock_path = self.path.with_name(self.path.name + "-lock")
         self._lock_fd: int | None = None
@@ -212,7 +218,10 @@ class SqliteLedger:
     # -- open / close
 
     async def open(self) -> None:
-        if self._conn is not None:
+        if self._conn is not None or self._absent:
+            return
+        if self.read_only and not self.path.exists():
+            self._absent = True
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-ledger")
         try:
@@ -274,6 +283,8 @@ class SqliteLedger:
             )
 
     def _open_sync(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._connect()
         self._lock()
         try:
             conn = self._connect()
@@ -287,7 +298,8 @@ class SqliteLedger:
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path,
+                f"file:{self.path}?mode=ro" if self.read_only else self.path,
+                uri=self.read_only,
                 timeout=self.busy_timeout_s,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # opened and used on the one worker thread
@@ -307,6 +319,9 @@ class SqliteLedger:
     def _prepare(self, conn: sqlite3.Connection) -> None:
         # Reading the header first makes a non-database file fail here, clearly.
         conn.execute("PRAGMA schema_version").fetchone()
+        if self.read_only:
+            self._check_schema(conn, create=False)
+            return
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise self._error(f"cannot use WAL journal mode (got {mode!r})")
@@ -326,11 +341,11 @@ class SqliteLedger:
             detail = "; ".join(str(p[0]) for p in problems[:3])
             raise self._error(f"file is corrupt ({detail})")
 
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
+    def _check_schema(self, conn: sqlite3.Connection, *, create: bool = True) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if version == 0 and app_id == 0 and not tables:
+        if version == 0 and app_id == 0 and not tables and create:
             for statement in _SCHEMA:
                 conn.execute(statement)
             return
@@ -349,6 +364,7 @@ class SqliteLedger:
             raise self._error(f"wrong schema: table spend has columns {columns}")
 
     async def close(self) -> None:
+        self._absent = False
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
         if self._executor is None:
@@ -376,6 +392,9 @@ class SqliteLedger:
             sql += " AND route = ?"
             args.append(route)
 
+        if self._absent:
+            return Decimal(0)
+
         def query() -> Decimal:
             conn = self._connection()
             try:
@@ -398,6 +417,8 @@ class SqliteLedger:
     async def record(
         self, *, ts: float, route: str, provider: str, model: str, cost: Decimal
     ) -> None:
+        if self.read_only:
+            raise self._error("opened read-only: cannot record spend")
         if self._conn is None:
             raise self._error("not open")
         loop = asyncio.get_running_loop()
@@ -461,13 +482,14 @@ def _describe(exc: sqlite3.Error) -> str:
     return "SQLite error"
 
 
-def open_ledger(settings: LedgerSettings, base_dir: Path) -> Ledger:
+def open_ledger(settings: LedgerSettings, base_dir: Path, *, read_only: bool = False) -> Ledger:
     """Build the ledger the YAML asks for (not yet opened).
 
     Args:
         settings: ``settings.ledger`` from providers.yaml.
         base_dir: the YAML file's folder; a relative ``path`` is taken from there.
+        read_only: for reading spend beside a running router (see SqliteLedger).
     """
     if settings.backend == "memory":
         return MemoryLedger()
-    return SqliteLedger(Path(base_dir) / Path(settings.path).expanduser())
+    return SqliteLedger(Path(base_dir) / Path(settings.path).expanduser(), read_only=read_only)

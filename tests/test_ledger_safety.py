@@ -107,6 +107,43 @@ async def test_a_second_process_on_the_same_ledger_is_refused_at_start(
         assert (await router.complete("r")).text
 
 
+def test_router_spend_reads_the_ledger_beside_a_running_router(
+    holder: tuple[Path, subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    """``router spend`` only reads: the writer's lock does not stop it, and it shows the
+    spend the file holds (here: none yet, from a file another process created)."""
+    from tests.test_cli import run
+
+    write_config(
+        tmp_path,
+        "settings: {ledger: {backend: sqlite, path: spend.sqlite3}}\n"
+        "providers: {m: {kind: mock, models: {x: {}}}}\n"
+        "budgets: {all: {limit_usd: 5, period: total}}\n"
+        "routes: {r: {prompt: hi, fallback: [m/x]}}\n",
+    )
+    code, text = run("spend", "--config", str(tmp_path / "providers.yaml"), "--json")
+    assert code == 0, text
+    assert '"spent_usd": "0"' in text
+
+
+async def test_a_read_only_ledger_sees_spend_and_refuses_to_record(tmp_path: Path) -> None:
+    path = tmp_path / "spend.sqlite3"
+    missing = SqliteLedger(path, read_only=True)
+    await missing.open()
+    assert await missing.totals(0.0) == 0 and not path.exists()  # nothing created
+    await missing.close()
+    writer = SqliteLedger(path)
+    await writer.open()
+    await writer.record(ts=1.0, route="r", provider="p", model="m", cost=D("0.25"))
+    reader = SqliteLedger(path, read_only=True)
+    await reader.open()  # beside the writer
+    assert await reader.totals(0.0) == D("0.25")
+    with pytest.raises(LedgerError, match="read-only"):
+        await reader.record(ts=2.0, route="r", provider="p", model="m", cost=D("1"))
+    await reader.close()
+    await writer.close()
+
+
 async def test_the_same_process_can_reopen_its_ledger_after_closing_it(tmp_path: Path) -> None:
     path = tmp_path / "spend.sqlite3"
     first = SqliteLedger(path)
