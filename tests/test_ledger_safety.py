@@ -23,6 +23,7 @@ from router.ledger import MemoryLedger, SqliteLedger
 from router.router import Router
 from tests.routerkit import write_config
 from tests.test_budget import Clock, utc
+from tests.test_cli import _uncached_logging, run  # noqa: F401 (a fixture, by name)
 
 D = Decimal
 REPO = Path(__file__).resolve().parents[1]
@@ -107,13 +108,12 @@ async def test_a_second_process_on_the_same_ledger_is_refused_at_start(
         assert (await router.complete("r")).text
 
 
+@pytest.mark.usefixtures("_uncached_logging")
 def test_router_spend_reads_the_ledger_beside_a_running_router(
     holder: tuple[Path, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     """``router spend`` only reads: the writer's lock does not stop it, and it shows the
     spend the file holds (here: none yet, from a file another process created)."""
-    from tests.test_cli import run
-
     write_config(
         tmp_path,
         "settings: {ledger: {backend: sqlite, path: spend.sqlite3}}\n"
