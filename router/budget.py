@@ -327,6 +327,8 @@ class BudgetBook:
         self._drained = asyncio.Event()
         self._drained.set()
         self._writer: asyncio.Task[None] | None = None
+        # How many queued costs (from the front) are being written right now.
+        self._in_flight = 0
         # Costs settled while a reload reads the ledger (see prepare()).
         self._tracking: list[SettledCost] | None = None
         # The last write's error while the ledger is failing; None when it writes.
@@ -380,7 +382,9 @@ class BudgetBook:
 
         Returns:
             The costs the ledger did not confirm in time, oldest first (also logged
-            at error as ``ledger_unwritten``, with each row, for reconciliation).
+            at error as ``ledger_unwritten``, with each row, for reconciliation;
+            ``maybe_written`` counts the first rows that were being written when
+            the wait ran out, which the ledger may still have committed).
         """
         self._started = False
         deadline = time.monotonic() + timeout_s
@@ -392,12 +396,16 @@ class BudgetBook:
             await asyncio.gather(self._writer, return_exceptions=True)
             self._writer = None
         unwritten = list(self._queue)
+        in_flight, self._in_flight = self._in_flight, 0
         self._queue.clear()
         if unwritten:
             log.error(
                 "ledger_unwritten",
                 ledger=repr(self._ledger),
                 rows=len(unwritten),
+                # The first rows were being written when the wait ran out: the ledger
+                # may still have committed them (check it before re-entering them).
+                maybe_written=in_flight,
                 cost_usd=str(sum((c.cost for c in unwritten), _ZERO)),
                 error=str(self.ledger_error) if self.ledger_error is not None else None,
                 entries=[
@@ -439,6 +447,7 @@ class BudgetBook:
                 continue
             async with self._io:
                 batch = [self._queue[i] for i in range(min(len(self._queue), _BATCH))]
+                self._in_flight = len(batch)
                 results = await asyncio.gather(
                     *(
                         self._ledger.record(
@@ -448,6 +457,7 @@ class BudgetBook:
                     ),
                     return_exceptions=True,
                 )
+                self._in_flight = 0
                 for _ in batch:
                     self._queue.popleft()
                 failed = [c for c, r in zip(batch, results, strict=True) if r is not None]

@@ -48,6 +48,8 @@ if sys.platform != "win32":
 __all__ = ["Ledger", "MemoryLedger", "SqliteLedger", "open_ledger"]
 
 _T = TypeVar("_T")
+# The lock file's descriptor is not inherited by child processes (0 where unknown).
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class Ledger(Protocol):
@@ -234,7 +236,7 @@ class SqliteLedger:
     def _lock(self) -> None:
         """Take the one-writer lock, or raise LedgerError naming who holds it."""
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
         except OSError as exc:
             raise self._error("cannot open", exc) from exc
         if sys.platform == "win32":  # no flock: one process per file is on the operator

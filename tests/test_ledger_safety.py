@@ -218,6 +218,7 @@ async def test_aclose_waits_for_pending_writes_bounded_and_reports_what_it_could
     (event,) = [e for e in logs if e["event"] == "ledger_unwritten"]
     assert event["log_level"] == "error"
     assert event["rows"] == 1 and event["cost_usd"] == "0.07"
+    assert event["maybe_written"] == 1  # it was being written when the wait ran out
 
 
 async def test_a_locked_sqlite_ledger_does_not_delay_the_answer(tmp_path: Path) -> None:
