@@ -102,22 +102,26 @@ def _late(results: list[CallResult]) -> list[str]:
     ]
 
 
-def _report(name: str, results: list[CallResult], extra: str) -> None:
+def _report(
+    capsys: pytest.CaptureFixture[str], name: str, results: list[CallResult], extra: str
+) -> None:
+    """Print the figures (shown even without ``-s``, as the mixed run's are)."""
     outcomes = Counter(r.outcome for r in results)
     over = max(r.overshoot_s for r in results) * 1000
     router_over = max(r.router_overshoot_s for r in results) * 1000
-    print(
-        f"\n{name}: {len(results)} calls, outcomes {dict(sorted(outcomes.items()))}\n"
-        f"  max deadline overshoot {over:.1f} ms, less the loop's own lateness"
-        f" {router_over:.1f} ms (bound {SLACK_S * 1000:.0f} ms); {extra}",
-        file=sys.__stdout__,
-        flush=True,
-    )
+    with capsys.disabled():
+        print(
+            f"\n{name}: {len(results)} calls, outcomes {dict(sorted(outcomes.items()))}\n"
+            f"  max deadline overshoot {over:.1f} ms, less the loop's own lateness"
+            f" {router_over:.1f} ms (bound {SLACK_S * 1000:.0f} ms); {extra}",
+            file=sys.__stdout__,
+            flush=True,
+        )
 
 
 @pytest.mark.slow
 async def test_budgets_reloaded_during_traffic_never_overspend(
-    fault_server: FaultServer, tmp_path: Path
+    fault_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls = _env_int("FAULTS_MONEY_CALLS", 600)
     seed = fault_server.seed
@@ -190,6 +194,7 @@ async def test_budgets_reloaded_during_traffic_never_overspend(
     refused = sum(1 for r in results if r.outcome == BudgetExceededError.__name__)
     overspend = max(billed - limit, Decimal(0))
     _report(
+        capsys,
         "money: budgets reloaded during traffic",
         results,
         f"{reloads} reloads; billed {billed} of a {limit} limit (overspend {overspend}),"
@@ -210,7 +215,7 @@ async def test_budgets_reloaded_during_traffic_never_overspend(
 
 @pytest.mark.slow
 async def test_a_stalled_ledger_delays_no_answer_and_loses_no_spend(
-    fault_server: FaultServer, tmp_path: Path
+    fault_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls = _env_int("FAULTS_MONEY_CALLS", 600)
     seed = fault_server.seed
@@ -264,6 +269,7 @@ async def test_a_stalled_ledger_delays_no_answer_and_loses_no_spend(
     finally:
         await ledger.close()
     _report(
+        capsys,
         "money: stalled ledger",
         results,
         f"write lock held by another connection {held_s:.1f} s, up to {max_pending} costs"
