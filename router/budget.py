@@ -252,6 +252,12 @@ class SettledCost:
     cost: Decimal
 
 
+def _ledger_path(ledger: Ledger) -> str | None:
+    """A file ledger's path (for LedgerError.path); None for one in memory."""
+    path = getattr(ledger, "path", None)
+    return None if path is None else str(path)
+
+
 def _identity(name: str, config: BudgetConfig) -> tuple[str, str, str | None, str | None]:
     """What makes a budget the same budget across reloads (its limit may change)."""
     return name, config.period, config.provider, config.route
@@ -472,14 +478,17 @@ class BudgetBook:
                     self.ledger_error = None
                 continue
             first = errors[0]
-            if not isinstance(first, Exception):
+            if isinstance(first, KeyboardInterrupt | SystemExit):
                 raise first
+            # Anything else (a backend's own cancellation included: this task was not
+            # cancelled, or gather would have raised) is a failed write, retried.
             error = (
                 first
                 if isinstance(first, LedgerError)
                 else LedgerError(
                     f"spend ledger {self._ledger!r}: cannot record spend:"
-                    f" {type(first).__name__}: {first}"
+                    f" {type(first).__name__}: {first}",
+                    path=_ledger_path(self._ledger),
                 )
             )
             repeated = self.ledger_error is not None and str(self.ledger_error) == str(error)
