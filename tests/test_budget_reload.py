@@ -7,6 +7,8 @@ import asyncio
 from decimal import Decimal
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from router.budget import BudgetBook, Refusal, Reservation, worst_case_usd
@@ -234,3 +236,93 @@ async def test_a_reload_that_removes_budgets_routes_or_providers_warns_naming_th
     assert w["budgets_removed"] == ["cap"] and w["all_budgets_removed"] is True
     assert w["routes_removed"] == ["s"] and w["providers_removed"] == ["other"]
     assert report.budgets_removed == ["cap"]
+
+
+# --- any interleaving ----------------------------------------------------------------
+
+_VARIANTS: list[dict[str, BudgetConfig]] = [
+    {"cap": _budget("1", "day")},
+    {"cap": _budget("1", "month")},
+    {"renamed": _budget("1", "total")},
+    {"cap": _budget("1", "total", route="analysis")},
+    {"cap": _budget("1", "day", provider="openai")},
+    {},  # removed: calls run unbudgeted until a later reload re-adds one
+]
+_op = st.one_of(
+    st.tuples(st.just("reserve"), st.integers(min_value=1, max_value=40)),
+    st.tuples(st.just("settle"), st.integers(min_value=0, max_value=50), st.integers(0, 1000)),
+    st.tuples(st.just("release"), st.integers(min_value=0, max_value=50)),
+    st.tuples(st.just("reload"), st.integers(min_value=0, max_value=len(_VARIANTS) - 1)),
+    st.tuples(st.just("install")),
+    st.tuples(st.just("turn")),
+)
+
+
+class _SlowTotals(MemoryLedger):
+    """Reads yield to the loop a few times, so settlements land during a reload's read."""
+
+    async def totals(self, since_epoch: float, **kw: str | None) -> Decimal:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return await super().totals(since_epoch, **kw)  # type: ignore[arg-type]
+
+
+@settings(max_examples=80, deadline=None)
+@given(ops=st.lists(_op, min_size=1, max_size=60))
+def test_no_interleaving_of_calls_and_reloads_commits_more_than_the_limit(
+    ops: list[tuple[object, ...]],
+) -> None:
+    """Reserve, settle (never above the reservation), release and reload (re-scoped,
+    renamed, removed and re-added budgets of the same $1 limit over every call) in any
+    order, reloads overlapping settlements: whenever a budget is live, what was settled
+    plus what is still reserved never exceeds the limit, and the live budget's spent
+    and reserved are exactly the settled and open amounts. (No call starts while no
+    budget exists: it would be unlimited by design.)"""
+
+    async def scenario() -> None:
+        book = await _book(dict(_VARIANTS[0]), _SlowTotals())
+        live = _VARIANTS[0]
+        open_: list[Reservation] = []
+        settled = D(0)
+        reloading: asyncio.Task[object] | None = None
+        next_live: dict[str, BudgetConfig] = live
+
+        async def install() -> None:
+            nonlocal reloading, live
+            if reloading is not None:
+                (await reloading)()  # type: ignore[operator]
+                reloading = None
+                live = next_live
+
+        for op in ops:
+            kind = op[0]
+            if kind == "reserve" and live:  # (with no budget, nothing would be limited)
+                r = _reserve(book, str(D(op[1]) / 100))  # type: ignore[arg-type]
+                if isinstance(r, Reservation):
+                    open_.append(r)
+            elif kind in ("settle", "release") and open_:
+                r = open_.pop(op[1] % len(open_))  # type: ignore[call-overload]
+                if kind == "release":
+                    book.release(r)
+                else:
+                    cost = r.amount * op[2] / 1000  # type: ignore[operator]
+                    await book.settle(r, cost)
+                    settled += cost
+            elif kind == "reload" and reloading is None:
+                next_live = _VARIANTS[op[1]]  # type: ignore[index]
+                reloading = asyncio.create_task(book.prepare(dict(next_live)))
+            elif kind == "install":
+                await install()
+            await asyncio.sleep(0)
+            if live and reloading is None:
+                (status,) = book.spend()
+                held = sum((r.amount for r in open_), D(0))
+                assert status.reserved_usd == held
+                assert status.spent_usd + held <= D(1)
+        await install()
+        if live:
+            (status,) = book.spend()
+            assert status.spent_usd == settled
+        await book.aclose()
+
+    asyncio.run(scenario())
