@@ -8,9 +8,10 @@ Budgets are enforced with *reservations* (:class:`BudgetBook`). Before an
 attempt is sent the router reserves its worst case (:func:`worst_case_usd`)
 against every budget that matches the call's route and provider, atomically:
 all of them or none. A budget admits a reservation only while
-``spent + reserved + amount <= limit``, so concurrent calls cannot overspend
-it. When the response arrives the reservation is *settled* to the real cost,
-which is added to ``spent`` at once and written durably to the ledger in the
+``spent + reserved + amount <= limit``, so concurrent calls in this process
+cannot overspend it (a ledger file admits one process, see :mod:`router.ledger`).
+When the response arrives the reservation is *settled* to the real cost, which
+is added to ``spent`` at once and written durably to the ledger in the
 background, in settlement order (ledger I/O never delays an answer); when the
 call fails before anything was billed it is *released*. Reservations are in
 memory (one process, one event loop); settled spend is in the ledger
