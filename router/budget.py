@@ -336,6 +336,10 @@ class BudgetBook:
         self._writer: asyncio.Task[None] | None = None
         # How many queued costs (from the front) are being written right now.
         self._in_flight = 0
+        # Set by aclose(): a failed write then ends the wait instead of backing off.
+        self._closing = False
+        # Cuts the writer's back-off short (aclose() retries a failing ledger at once).
+        self._retry_now = asyncio.Event()
         # Costs settled while a reload reads the ledger (see prepare()).
         self._tracking: list[SettledCost] | None = None
         # The last write's error while the ledger is failing; None when it writes.
@@ -384,7 +388,8 @@ class BudgetBook:
             ) from exc
 
     async def aclose(self, timeout_s: float = CLOSE_TIMEOUT_S) -> list[SettledCost]:
-        """Write the settled costs still pending (waiting at most ``timeout_s``), then
+        """Write the settled costs still pending (waiting at most ``timeout_s``; a
+        ledger that is failing gets one immediate retry, not the whole wait), then
         close the ledger. Outstanding reservations are simply dropped.
 
         Returns:
@@ -395,6 +400,8 @@ class BudgetBook:
         """
         self._started = False
         deadline = time.monotonic() + timeout_s
+        self._closing = True
+        self._retry_now.set()
         if self._writer is not None:
             if self._queue:
                 with contextlib.suppress(TimeoutError):
@@ -508,7 +515,12 @@ class BudgetBook:
                 pending_usd=str(sum((c.cost for c in self._queue), _ZERO)),
                 retry_in_s=wait,
             )
-            await asyncio.sleep(wait)
+            if self._closing:
+                self._drained.set()  # one last try failed: aclose() reports the rest
+                return
+            self._retry_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), wait)
 
     async def prepare(self, budgets: Mapping[str, BudgetConfig]) -> Callable[[], None]:
         """Get a reloaded config's budgets ready; return the synchronous step that installs them.
