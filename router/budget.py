@@ -8,12 +8,17 @@ Budgets are enforced with *reservations* (:class:`BudgetBook`). Before an
 attempt is sent the router reserves its worst case (:func:`worst_case_usd`)
 against every budget that matches the call's route and provider, atomically:
 all of them or none. A budget admits a reservation only while
-``spent + reserved + amount <= limit``, so concurrent calls cannot overspend
-it. When the response arrives the reservation is *settled* to the real cost,
-which is added to ``spent`` and recorded durably in the ledger; when the call
-fails before anything was billed it is *released*. Reservations are in memory
-(one process, one event loop); settled spend is in the ledger
+``spent + reserved + amount <= limit``, so concurrent calls in this process
+cannot overspend it (a ledger file admits one process, see :mod:`router.ledger`).
+When the response arrives the reservation is *settled* to the real cost, which
+is added to ``spent`` at once and written durably to the ledger in the
+background, in settlement order (ledger I/O never delays an answer); when the
+call fails before anything was billed it is *released*. Reservations are in
+memory (one process, one event loop); settled spend is in the ledger
 (:mod:`router.ledger`), and start-up loads the current period's spend from it.
+A ledger that cannot write makes the book refuse paid reservations until it
+writes again (fail closed); the costs it could not write yet stay counted in
+memory and are retried in order.
 
 Periods are UTC: ``day`` is the calendar day, ``month`` the calendar month,
 ``total`` never resets. See docs/money.md for the worked examples and the
@@ -22,7 +27,10 @@ exact guarantees.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +48,7 @@ __all__ = [
     "BudgetStatus",
     "Refusal",
     "Reservation",
+    "SettledCost",
     "cost_usd",
     "worst_case_usd",
 ]
@@ -47,6 +56,14 @@ __all__ = [
 log = structlog.get_logger("router.budget")
 
 _ZERO = Decimal(0)
+# How long aclose() waits for the ledger to write the costs still pending.
+CLOSE_TIMEOUT_S = 5.0
+# After a failed ledger write, the first retry waits this long; each further failure
+# doubles the wait, up to _RETRY_CAP times it.
+RETRY_S = 1.0
+_RETRY_CAP = 5
+# Most settled costs handed to the ledger in one write.
+_BATCH = 500
 # Prices are per million tokens.
 _PER_MTOK = -6
 
@@ -206,16 +223,45 @@ class Refusal:
     spent_usd: Decimal
     reserved_usd: Decimal
     requested_usd: Decimal
+    # Set when the refusal is not about money left but a ledger that cannot write.
+    ledger_error: LedgerError | None = None
 
     @property
     def reason(self) -> str:
         """One line naming the budget and its figures (for Attempt.reason and errors)."""
+        if self.ledger_error is not None:
+            return (
+                f"budget ledger cannot record spend, paid steps are refused until it"
+                f" writes again ({self.ledger_error})"
+            )
         left = max(self.limit_usd - self.spent_usd - self.reserved_usd, _ZERO)
         return (
             f"budget {self.budget!r}: needs {_usd(self.requested_usd)}, {_usd(left)} left"
             f" (limit {_usd(self.limit_usd)}, spent {_usd(self.spent_usd)},"
             f" reserved {_usd(self.reserved_usd)})"
         )
+
+
+@dataclass(slots=True, frozen=True)
+class SettledCost:
+    """One settled cost on its way to the ledger (or reported as not written)."""
+
+    ts: float  # Unix epoch seconds (UTC) of the settlement
+    route: str
+    provider: str
+    model: str
+    cost: Decimal
+
+
+def _ledger_path(ledger: Ledger) -> str | None:
+    """A file ledger's path (for LedgerError.path); None for one in memory."""
+    path = getattr(ledger, "path", None)
+    return None if path is None else str(path)
+
+
+def _identity(name: str, config: BudgetConfig) -> tuple[str, str, str | None, str | None]:
+    """What makes a budget the same budget across reloads (its limit may change)."""
+    return name, config.period, config.provider, config.route
 
 
 @dataclass(slots=True, frozen=True)
@@ -238,12 +284,21 @@ class BudgetBook:
 
     Bound to one event loop: :meth:`reserve` is synchronous, so the check and the
     update of every matching budget happen with no await in between, which is
-    what makes concurrent calls unable to overspend.
+    what makes concurrent calls unable to overspend (within this process: each
+    process keeps its own reservations, which is why a ledger file is refused to
+    a second process, see :class:`~router.ledger.SqliteLedger`).
+
+    Settled costs count in memory at once and are written to the ledger by one
+    background task, in settlement order; a failed write is retried (the cost
+    stays counted and queued) and, until a write succeeds again, paid
+    reservations are refused with the ledger's error.
 
     Args:
         budgets: ``config.budgets``, by name.
         ledger: where settled spend is recorded and read back at start.
         clock: Unix epoch seconds (UTC); injectable for tests.
+        retry_s: the wait before retrying a failed ledger write (doubling after
+            each further failure, up to 5 times this).
     """
 
     def __init__(
@@ -252,22 +307,51 @@ class BudgetBook:
         ledger: Ledger,
         *,
         clock: Callable[[], float] = time.time,
+        retry_s: float = RETRY_S,
     ) -> None:
         self._budgets = tuple(_Budget(name, cfg) for name, cfg in budgets.items())
         self._ledger = ledger
         self._clock = clock
+        self._retry_s = retry_s
         # The budgets that apply to a (route, provider) pair, computed once per pair.
         self._matching: dict[tuple[str, str], tuple[_Budget, ...]] = {}
         # Sum and count of outstanding reservations, budgeted or not (leak checks).
         self._reserved_total = _ZERO
         self._outstanding = 0
+        # The outstanding reservations themselves: a reload re-attaches them to the
+        # budgets that are live after it (an ordered set).
+        self._open: dict[Reservation, None] = {}
         # True between a successful start() and aclose().
         self._started = False
+        # Settled costs not yet written to the ledger, oldest first. A batch being
+        # written stays here until the write has succeeded.
+        self._queue: deque[SettledCost] = deque()
+        # Held while a batch is written, and while a reload reads the ledger: so
+        # "in the ledger" and "in the queue" never overlap and never miss a cost.
+        self._io = asyncio.Lock()
+        # Set when the queue has something to write; set when it is empty.
+        self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._writer: asyncio.Task[None] | None = None
+        # How many queued costs (from the front) are being written right now.
+        self._in_flight = 0
+        # Set by aclose(): a failed write then ends the wait instead of backing off.
+        self._closing = False
+        # Cuts the writer's back-off short (aclose() retries a failing ledger at once).
+        self._retry_now = asyncio.Event()
+        # Costs settled while a reload reads the ledger (see prepare()).
+        self._tracking: list[SettledCost] | None = None
+        # The last write's error while the ledger is failing; None when it writes.
+        self.ledger_error: LedgerError | None = None
+        # Failed ledger writes since start (each retry that fails counts).
+        self.write_failures = 0
 
     def __repr__(self) -> str:
         return (
             f"<BudgetBook budgets={len(self._budgets)} outstanding={self._outstanding}"
-            f" reserved={_usd(self._reserved_total)} ledger={self._ledger!r}>"
+            f" reserved={_usd(self._reserved_total)} pending_writes={len(self._queue)}"
+            f" ledger={self._ledger!r}>"
         )
 
     async def start(self) -> None:
@@ -282,58 +366,222 @@ class BudgetBook:
         try:
             for b in self._budgets:
                 b.roll(now)
-                try:
-                    b.spent = await self._ledger.totals(
-                        b.start, provider=b.config.provider, route=b.config.route
-                    )
-                except LedgerError:
-                    raise
-                except Exception as exc:
-                    raise LedgerError(
-                        f"spend ledger {self._ledger!r}: cannot load spend for budget"
-                        f" {b.name!r}: {type(exc).__name__}: {exc}"
-                    ) from exc
+                b.spent = await self._load(b)
         except BaseException:
             await self._ledger.close()
             raise
         self._started = True
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
 
-    async def aclose(self) -> None:
-        """Close the ledger. Outstanding reservations are simply dropped."""
+    async def _load(self, b: _Budget) -> Decimal:
+        """A budget's spend in its current period, as the ledger has it."""
+        try:
+            return await self._ledger.totals(
+                b.start, provider=b.config.provider, route=b.config.route
+            )
+        except LedgerError:
+            raise
+        except Exception as exc:
+            raise LedgerError(
+                f"spend ledger {self._ledger!r}: cannot load spend for budget"
+                f" {b.name!r}: {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def aclose(self, timeout_s: float = CLOSE_TIMEOUT_S) -> list[SettledCost]:
+        """Write the settled costs still pending (waiting at most ``timeout_s``; a
+        ledger that is failing gets one immediate retry, not the whole wait), then
+        close the ledger. Outstanding reservations are simply dropped.
+
+        Returns:
+            The costs the ledger did not confirm in time, oldest first (also logged
+            at error as ``ledger_unwritten``, with each row, for reconciliation;
+            ``maybe_written`` counts the first rows that were being written when
+            the wait ran out, which the ledger may still have committed).
+        """
         self._started = False
-        await self._ledger.close()
+        deadline = time.monotonic() + timeout_s
+        self._closing = True
+        self._retry_now.set()
+        if self._writer is not None:
+            if self._queue:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drained.wait(), timeout_s)
+            self._writer.cancel()
+            await asyncio.gather(self._writer, return_exceptions=True)
+            self._writer = None
+        unwritten = list(self._queue)
+        in_flight, self._in_flight = self._in_flight, 0
+        self._queue.clear()
+        if unwritten:
+            log.error(
+                "ledger_unwritten",
+                ledger=repr(self._ledger),
+                rows=len(unwritten),
+                # The first rows were being written when the wait ran out: the ledger
+                # may still have committed them (check it before re-entering them).
+                maybe_written=in_flight,
+                cost_usd=str(sum((c.cost for c in unwritten), _ZERO)),
+                error=str(self.ledger_error) if self.ledger_error is not None else None,
+                entries=[
+                    {
+                        "ts": c.ts,
+                        "route": c.route,
+                        "provider": c.provider,
+                        "model": c.model,
+                        "cost_usd": str(c.cost),
+                    }
+                    for c in unwritten
+                ],
+            )
+        # The ledger finishes its own in-flight write before closing; bounded too.
+        closing = asyncio.ensure_future(self._ledger.close())
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), max(deadline - time.monotonic(), 0.05))
+        except TimeoutError:
+            log.error("ledger_close_timeout", ledger=repr(self._ledger), timeout_s=timeout_s)
+        return unwritten
+
+    async def flush(self) -> None:
+        """Wait until every cost settled so far is written (tests, shutdown hooks)."""
+        await self._drained.wait()
+
+    @property
+    def pending_writes(self) -> int:
+        """Settled costs not yet confirmed written by the ledger."""
+        return len(self._queue)
+
+    async def _write_loop(self) -> None:
+        """The one writer: hands queued costs to the ledger in order, retries failures."""
+        failures = 0
+        while True:
+            if not self._queue:
+                self._drained.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            async with self._io:
+                batch = [self._queue[i] for i in range(min(len(self._queue), _BATCH))]
+                self._in_flight = len(batch)
+                results = await asyncio.gather(
+                    *(
+                        self._ledger.record(
+                            ts=c.ts, route=c.route, provider=c.provider, model=c.model, cost=c.cost
+                        )
+                        for c in batch
+                    ),
+                    return_exceptions=True,
+                )
+                self._in_flight = 0
+                for _ in batch:
+                    self._queue.popleft()
+                failed = [c for c, r in zip(batch, results, strict=True) if r is not None]
+                self._queue.extendleft(reversed(failed))
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if not errors:
+                failures = 0
+                if self.ledger_error is not None:
+                    log.warning(
+                        "ledger_recovered", ledger=repr(self._ledger), pending=len(self._queue)
+                    )
+                    self.ledger_error = None
+                continue
+            first = errors[0]
+            if isinstance(first, KeyboardInterrupt | SystemExit):
+                raise first
+            # Anything else (a backend's own cancellation included: this task was not
+            # cancelled, or gather would have raised) is a failed write, retried.
+            error = (
+                first
+                if isinstance(first, LedgerError)
+                else LedgerError(
+                    f"spend ledger {self._ledger!r}: cannot record spend:"
+                    f" {type(first).__name__}: {first}",
+                    path=_ledger_path(self._ledger),
+                )
+            )
+            repeated = self.ledger_error is not None and str(self.ledger_error) == str(error)
+            self.ledger_error = error
+            self.write_failures += 1
+            failures += 1
+            wait = min(self._retry_s * 2 ** (failures - 1), self._retry_s * _RETRY_CAP)
+            # At error when the ledger starts failing (or fails differently); the
+            # retries of the same failure are counted (write_failures), not logged.
+            (log.debug if repeated else log.error)(
+                "ledger_write_failed",
+                ledger=repr(self._ledger),
+                error=str(error),
+                failed_rows=len(failed),
+                pending=len(self._queue),
+                pending_usd=str(sum((c.cost for c in self._queue), _ZERO)),
+                retry_in_s=wait,
+            )
+            if self._closing:
+                self._drained.set()  # one last try failed: aclose() reports the rest
+                return
+            self._retry_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), wait)
 
     async def prepare(self, budgets: Mapping[str, BudgetConfig]) -> Callable[[], None]:
         """Get a reloaded config's budgets ready; return the synchronous step that installs them.
 
-        A budget whose name, period and scope are unchanged keeps its live state
-        (spend and outstanding reservations); a changed limit applies from the
-        install. Any other budget loads its period's spend from the ledger now,
-        so a reload never resets spend. Spend settled during this await is in
-        the ledger, but not yet in a new budget's figure (a new budget's first
-        moments may undercount by what settles during the load; documented).
+        A budget keeps its live state (spend) when its identity — name, period and
+        scope — is unchanged; a changed limit applies from the install. Any other
+        budget loads its period's spend from the ledger now, plus every cost
+        settled but not yet written (and every cost settled while this reads), so
+        a reload never resets or loses spend. At the install every outstanding
+        reservation is counted in each new budget it matches, whichever budgets
+        admitted it: re-scoping a budget, or removing and re-adding it, while
+        calls are in flight keeps their money reserved until they settle.
         """
-        current = {b.name: b for b in self._budgets}
+        current = {_identity(b.name, b.config): b for b in self._budgets}
         now = self._clock()
         plan: list[tuple[_Budget, BudgetConfig]] = []
+        fresh: list[_Budget] = []
         for name, cfg in budgets.items():
-            b = current.get(name)
-            same_scope = b is not None and (b.config.period, b.config.provider, b.config.route) == (
-                cfg.period,
-                cfg.provider,
-                cfg.route,
-            )
-            if b is None or not same_scope:
+            b = current.get(_identity(name, cfg))
+            if b is None:
                 b = _Budget(name, cfg)
                 b.roll(now)
-                b.spent = await self._ledger.totals(b.start, provider=cfg.provider, route=cfg.route)
+                fresh.append(b)
             plan.append((b, cfg))
+        # What is in the ledger, and what is not yet: read with no write in progress,
+        # then follow what settles until the install.
+        pending: list[SettledCost] = []
+        tracked: list[SettledCost] = []
+        if fresh:
+            async with self._io:
+                pending = list(self._queue)
+                self._tracking = tracked
+                try:
+                    for b in fresh:
+                        b.spent = await self._load(b)
+                except BaseException:
+                    self._tracking = None
+                    raise
 
         def install() -> None:
+            if self._tracking is tracked:
+                self._tracking = None
+            for b in fresh:
+                b.spent += sum(
+                    (
+                        c.cost
+                        for c in (*pending, *tracked)
+                        if c.ts >= b.start and b.matches(c.route, c.provider)
+                    ),
+                    _ZERO,
+                )
             for b, cfg in plan:
                 b.config = cfg
             self._budgets = tuple(b for b, _ in plan)
             self._matching.clear()
+            for b in self._budgets:
+                b.reserved = _ZERO
+            for r in self._open:
+                r.budgets = self._budgets_for(r.route, r.provider)
+                for b in r.budgets:
+                    b.reserved += r.amount
 
         return install
 
@@ -376,6 +624,9 @@ class BudgetBook:
             raise ValueError(f"negative reservation {amount}")
         if max_cost_usd is not None and amount > max_cost_usd:
             return Refusal(f"routes.{route}.max_cost_usd", max_cost_usd, _ZERO, _ZERO, amount)
+        if amount and self.ledger_error is not None:
+            # Fail closed: spend that cannot be recorded durably is not made.
+            return Refusal("ledger", _ZERO, _ZERO, _ZERO, amount, self.ledger_error)
         budgets = self._budgets_for(route, provider)
         if budgets:
             now = self._clock()
@@ -387,17 +638,26 @@ class BudgetBook:
                 b.reserved += amount
         self._reserved_total += amount
         self._outstanding += 1
-        return Reservation(amount, route, provider, model, budgets)
+        reservation = Reservation(amount, route, provider, model, budgets)
+        self._open[reservation] = None
+        return reservation
 
     def _free(self, r: Reservation) -> None:
         r.done = True
+        self._open.pop(r, None)
         for b in r.budgets:
             b.reserved -= r.amount
         self._reserved_total -= r.amount
         self._outstanding -= 1
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
-        """Replace the reservation by the real cost: in memory now, in the ledger durably.
+        """Replace the reservation by the real cost: in memory now, in the ledger soon.
+
+        Returns without waiting for the ledger: the cost counts in every matching
+        budget at once (admission stays exact) and is queued for the background
+        writer, which records costs in settlement order and retries a failed
+        write (see :attr:`ledger_error`). Nothing here waits for a disk, so a
+        paid answer is never delayed or lost by the ledger.
 
         ``actual`` is recorded as billed even when it exceeds the reservation
         (the input estimate was low); the budget can then end above its limit
@@ -406,8 +666,6 @@ class BudgetBook:
 
         Raises:
             RuntimeError: the reservation was already settled or released.
-            LedgerError: the ledger could not record it. The cost still counts
-                in memory, so this process keeps enforcing the budget with it.
         """
         if reservation.done:
             raise RuntimeError(f"{reservation!r} settled or released twice")
@@ -427,13 +685,20 @@ class BudgetBook:
                 reserved_usd=str(reservation.amount),
                 cost_usd=str(actual),
             )
-        await self._ledger.record(
-            ts=now,
-            route=reservation.route,
-            provider=reservation.provider,
-            model=reservation.model,
-            cost=actual,
-        )
+        cost = SettledCost(now, reservation.route, reservation.provider, reservation.model, actual)
+        self._queue.append(cost)
+        if self._tracking is not None:
+            self._tracking.append(cost)
+        self._drained.clear()
+        self._wake.set()
+        if self._writer is None:
+            log.error(
+                "ledger_closed_settle",
+                route=cost.route,
+                provider=cost.provider,
+                model=cost.model,
+                cost_usd=str(cost.cost),
+            )
 
     def release(self, reservation: Reservation) -> None:
         """Give the reservation back without recording anything (nothing was billed).

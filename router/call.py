@@ -23,6 +23,7 @@ from router.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
     DeadlineExceededError,
+    LedgerError,
     ProviderError,
     RouterClosedError,
     RouterError,
@@ -321,6 +322,8 @@ class Call(Generic[R]):
         ran = [a for a in self.attempts if a.outcome != "skipped"]
         if not ran and self.refusal is not None:
             r = self.refusal
+            if r.ledger_error is not None:
+                return LedgerError(f"route {route!r}: {r.reason}", path=r.ledger_error.path)
             return BudgetExceededError(
                 f"route {route!r}: no step fits the budget: {r.reason}",
                 budget=r.budget,

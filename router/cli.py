@@ -196,10 +196,19 @@ async def _health(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _spend(args: argparse.Namespace, out: TextIO) -> int:
-    from router.router import Router
+    from router.budget import BudgetBook
+    from router.ledger import open_ledger
 
-    async with Router(_load(args)) as router:
-        rows = router.spend()
+    # Read-only: works beside a running router (which holds the ledger for writing).
+    config = _load(args)
+    book = BudgetBook(
+        config.budgets, open_ledger(config.settings.ledger, config.base_dir, read_only=True)
+    )
+    await book.start()
+    try:
+        rows = book.spend()
+    finally:
+        await book.aclose()
     if args.json:
         out.write(
             json.dumps(

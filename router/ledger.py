@@ -12,7 +12,13 @@ Backends:
 - :class:`SqliteLedger` is the default: an embedded SQLite file in WAL mode with
   ``synchronous=FULL``; :meth:`SqliteLedger.record` returns only once the row
   is committed and the WAL is fsynced, so a settled cost survives ``kill -9``
-  and power loss (see docs/money.md, "Durability").
+  and power loss (see docs/money.md, "Durability"). One process at a time may
+  have a file open for writing (an OS lock, held while it is open): budgets
+  are enforced in each process's memory, so a second process would spend the
+  whole limit again.
+
+The :class:`~router.budget.BudgetBook` calls ``record`` from one background
+writer, never on a call's path: a slow or stalled disk does not delay answers.
 
 Costs are :class:`~decimal.Decimal` throughout and stored as exact decimal
 text, never as a float.
@@ -21,7 +27,10 @@ text, never as a float.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
+import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,9 +42,14 @@ from typing import Protocol, TypeVar
 from router.config import LedgerSettings
 from router.errors import LedgerError
 
+if sys.platform != "win32":
+    import fcntl
+
 __all__ = ["Ledger", "MemoryLedger", "SqliteLedger", "open_ledger"]
 
 _T = TypeVar("_T")
+# The lock file's descriptor is not inherited by child processes (0 where unknown).
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 class Ledger(Protocol):
@@ -145,15 +159,36 @@ class SqliteLedger:
     fsyncs, not N. Each :meth:`record` still returns only after its own row is
     committed.
 
+    Only one process may have a ledger file open for writing: :meth:`open` takes
+    an exclusive OS lock (``flock``) on ``<file>-lock`` beside it and holds it
+    until :meth:`close`; a second opener — another process, or a second ledger
+    object on the same file — gets a LedgerError saying so. The lock is released
+    by the OS when the process dies, so a crash leaves nothing to clean up.
+
+    Before each write the file is checked to still be the one opened (same
+    device and inode): a ledger deleted or replaced under a running router
+    fails its writes with LedgerError instead of writing into an unlinked file.
+
     Args:
         path: the SQLite file; created (with its schema) when missing.
         busy_timeout_s: how long to wait for another connection's write lock
             before failing with LedgerError.
+        read_only: only read spend (``router spend`` beside a running router):
+            no lock is taken, nothing is created, :meth:`record` is refused. A
+            missing file reads as no spend.
     """
 
-    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0) -> None:
+    def __init__(self, path: Path, *, busy_timeout_s: float = 5.0, read_only: bool = False) -> None:
         self.path = Path(path)
         self.busy_timeout_s = busy_timeout_s
+        self.read_only = read_only
+        # A read-only ledger whose file does not exist: nothing was ever recorded.
+        self._absent = False
+        # The one-writer lock file and its descriptor while open (see open()).
+        self.lock_path = self.path.with_name(self.path.name + "-lock")
+        self._lock_fd: int | None = None
+        # (st_dev, st_ino) of the file as opened: a write checks it is still there.
+        self._identity: tuple[int, int] | None = None
         # The connection; used only on the worker thread. None until open().
         self._conn: sqlite3.Connection | None = None
         # The one worker thread that owns the connection.
@@ -185,7 +220,10 @@ class SqliteLedger:
     # -- open / close
 
     async def open(self) -> None:
-        if self._conn is not None:
+        if self._conn is not None or self._absent:
+            return
+        if self.read_only and not self.path.exists():
+            self._absent = True
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="router-ledger")
         try:
@@ -195,10 +233,75 @@ class SqliteLedger:
             self._executor = None
             raise
 
+    def _lock(self) -> None:
+        """Take the one-writer lock, or raise LedgerError naming who holds it."""
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise self._error("cannot open", exc) from exc
+        if sys.platform == "win32":  # no flock: one process per file is on the operator
+            self._lock_fd = fd
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(os.pread(fd, 32, 0).decode("ascii").strip())
+                holder = f" (pid {pid})"
+            os.close(fd)
+            raise self._error(
+                f"another process{holder} has this ledger open for writing (lock"
+                f" {str(self.lock_path)!r}). Budgets are enforced in each process's memory,"
+                " so two processes on one ledger would each spend the whole limit. Run one"
+                " router process per ledger file (give each worker its own"
+                " settings.ledger.path and budgets), or stop the other process first"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # releases the flock
+
+    def _check_file(self) -> None:
+        """The file at ``path`` is still the one opened (not deleted, not replaced)."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            raise self._error(
+                "the ledger file was deleted while the router was running; restart the"
+                " router to create a new one (the costs not written are logged when it"
+                " closes)"
+            ) from None
+        except OSError as exc:
+            raise self._error("cannot check the ledger file", exc) from exc
+        if (st.st_dev, st.st_ino) != self._identity or st.st_nlink == 0:
+            raise self._error(
+                "the ledger file was replaced by another file while the router was"
+                " running; restart the router to use the new file"
+            )
+
     def _open_sync(self) -> sqlite3.Connection:
+        if self.read_only:
+            return self._connect()
+        self._lock()
+        try:
+            conn = self._connect()
+            st = os.stat(self.path)
+        except BaseException:
+            self._unlock()
+            raise
+        self._identity = (st.st_dev, st.st_ino)
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
-                self.path,
+                f"file:{self.path}?mode=ro" if self.read_only else self.path,
+                uri=self.read_only,
                 timeout=self.busy_timeout_s,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # opened and used on the one worker thread
@@ -218,6 +321,9 @@ class SqliteLedger:
     def _prepare(self, conn: sqlite3.Connection) -> None:
         # Reading the header first makes a non-database file fail here, clearly.
         conn.execute("PRAGMA schema_version").fetchone()
+        if self.read_only:
+            self._check_schema(conn, create=False)
+            return
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise self._error(f"cannot use WAL journal mode (got {mode!r})")
@@ -237,11 +343,11 @@ class SqliteLedger:
             detail = "; ".join(str(p[0]) for p in problems[:3])
             raise self._error(f"file is corrupt ({detail})")
 
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
+    def _check_schema(self, conn: sqlite3.Connection, *, create: bool = True) -> None:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if version == 0 and app_id == 0 and not tables:
+        if version == 0 and app_id == 0 and not tables and create:
             for statement in _SCHEMA:
                 conn.execute(statement)
             return
@@ -260,15 +366,19 @@ class SqliteLedger:
             raise self._error(f"wrong schema: table spend has columns {columns}")
 
     async def close(self) -> None:
+        self._absent = False
         if self._flusher is not None:
             await asyncio.shield(self._flusher)
         if self._executor is None:
             return
         conn, self._conn = self._conn, None
-        if conn is not None:
-            await self._run(conn.close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        try:
+            if conn is not None:
+                await self._run(conn.close)
+        finally:
+            self._unlock()
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     # -- queries
 
@@ -283,6 +393,9 @@ class SqliteLedger:
         if route is not None:
             sql += " AND route = ?"
             args.append(route)
+
+        if self._absent:
+            return Decimal(0)
 
         def query() -> Decimal:
             conn = self._connection()
@@ -306,6 +419,8 @@ class SqliteLedger:
     async def record(
         self, *, ts: float, route: str, provider: str, model: str, cost: Decimal
     ) -> None:
+        if self.read_only:
+            raise self._error("opened read-only: cannot record spend")
         if self._conn is None:
             raise self._error("not open")
         loop = asyncio.get_running_loop()
@@ -343,6 +458,7 @@ class SqliteLedger:
 
     def _write(self, rows: list[tuple[float, str, str, str, str]]) -> None:
         conn = self._connection()
+        self._check_file()
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -368,13 +484,14 @@ def _describe(exc: sqlite3.Error) -> str:
     return "SQLite error"
 
 
-def open_ledger(settings: LedgerSettings, base_dir: Path) -> Ledger:
+def open_ledger(settings: LedgerSettings, base_dir: Path, *, read_only: bool = False) -> Ledger:
     """Build the ledger the YAML asks for (not yet opened).
 
     Args:
         settings: ``settings.ledger`` from providers.yaml.
         base_dir: the YAML file's folder; a relative ``path`` is taken from there.
+        read_only: for reading spend beside a running router (see SqliteLedger).
     """
     if settings.backend == "memory":
         return MemoryLedger()
-    return SqliteLedger(Path(base_dir) / Path(settings.path).expanduser())
+    return SqliteLedger(Path(base_dir) / Path(settings.path).expanduser(), read_only=read_only)

