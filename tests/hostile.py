@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tests.upstream import Behaviour, Exchange, reply
+from tests.upstream import Behaviour, Exchange, reply, stream
 
 # Longer than aiohttp's (and h11's) header-line limit of 8190 bytes.
 LONG = 9000
@@ -174,4 +174,34 @@ def ok_reply() -> Behaviour:
             ],
             "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
         },
+    )
+
+
+def ok_stream() -> Behaviour:
+    """A valid OpenAI event stream: two text deltas, the finish, usage, [DONE]."""
+
+    def event(delta: dict[str, str], finish: str | None = None) -> bytes:
+        body = {
+            "id": "chatcmpl-ok",
+            "object": "chat.completion.chunk",
+            "model": "m",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+    usage = {
+        "id": "chatcmpl-ok",
+        "object": "chat.completion.chunk",
+        "model": "m",
+        "choices": [],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+    }
+    return stream(
+        [
+            event({"role": "assistant", "content": "fol"}),
+            event({"content": "lowed"}),
+            event({}, "stop"),
+            b"data: " + json.dumps(usage).encode() + b"\n\n",
+            b"data: [DONE]\n\n",
+        ]
     )
