@@ -27,6 +27,7 @@ from router.errors import (
     ProviderError,
     RouterClosedError,
     RouterError,
+    sever_foreign,
 )
 from router.estimate import estimate_tokens
 from router.limits import ProviderGate
@@ -449,6 +450,8 @@ class Call(Generic[R]):
             try:
                 return await self._exchange(step, request, left, t0, lease)
             except ProviderError as err:
+                # No foreign exception travels on with it (kept as a redacted summary).
+                sever_foreign(err)
                 lease.free_slot()
                 self.failed(step, err, t0)
                 return err

@@ -227,15 +227,6 @@ class Settings(_Strict):
     max_response_bytes: Annotated[
         int, Field(ge=1024, le=2**30, description="Largest response body read, bytes.")
     ] = 8 * 1024 * 1024
-    transport: Annotated[
-        Literal["httpx", "aiohttp"],
-        Field(
-            description=(
-                "HTTP client backend of every provider: aiohttp (aiohttp's connection pool) or"
-                " httpx (httpcore's pool); see docs/performance.md."
-            )
-        ),
-    ] = "aiohttp"
     health_ttl_s: Annotated[
         Seconds, Field(description="How long a health result is cached, seconds.")
     ] = 60.0
@@ -343,6 +334,17 @@ def _looks_like_key(value: str) -> bool:
         and any(c.islower() for c in value)
         and ("_" not in value or digits >= 6)
     )
+
+
+def _bad_key_character(value: str) -> str | None:
+    """What is wrong with a key's characters, or None: printable ASCII, one line."""
+    if "\r" in value or "\n" in value:
+        return "a line break (CR or LF)"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        return "a control character"
+    if not value.isascii():
+        return "a non-ASCII character"
+    return None
 
 
 def _env_name(value: str) -> str:
@@ -720,6 +722,17 @@ def default_base_url(kind: str) -> str:
     return _DEFAULT_BASE_URLS[kind]
 
 
+# Settings that existed once: naming one is an error that says why it went.
+_REMOVED_SETTINGS: dict[str, str] = {
+    "transport": (
+        "settings.transport was removed: aiohttp's connection pool (under the httpx client"
+        " API) is now the only one. httpcore's pool (transport: httpx) overran deadlines by"
+        " seconds with many calls queued on a hung upstream, and stranded a pooled"
+        " connection when a call was cancelled while connecting. Delete this line."
+    ),
+}
+
+
 def load_config(
     path: str | os.PathLike[str],
     *,
@@ -794,7 +807,7 @@ class _Loader:
         return config
 
     def _validate(self) -> Config | None:
-        data = self.doc.data
+        data = self._without_removed_settings(self.doc.data)
         errors: list[ConfigProblem] = []
         try:
             config = Config.model_validate(data)
@@ -827,6 +840,16 @@ class _Loader:
 
     def _add(self, path: tuple[Any, ...], message: str, *, at_key: bool = False) -> None:
         self.problems.append(self.doc.problem(path, message, at_key=at_key))
+
+    def _without_removed_settings(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Report each removed setting (why it went) and validate the rest without it."""
+        settings = data.get("settings")
+        if not isinstance(settings, dict) or not _REMOVED_SETTINGS.keys() & settings.keys():
+            return data
+        for key in _REMOVED_SETTINGS.keys() & settings.keys():
+            self._add(("settings", key), _REMOVED_SETTINGS[key], at_key=True)
+        kept = {k: v for k, v in settings.items() if k not in _REMOVED_SETTINGS}
+        return {**data, "settings": kept}
 
     def _check_providers(self) -> None:
         for name, p in self.providers.items():
@@ -899,6 +922,14 @@ class _Loader:
             value = (self.env.get(var) or "").strip()
             if value:
                 register_secret(value)
+                bad = _bad_key_character(value)
+                if bad is not None:  # never quote the value: it is the key
+                    self._add(
+                        ("providers", name, "api_key_env"),
+                        f"environment variable {var} holds {bad}, which an API key never has"
+                        f" (provider {name!r}): set it to the key alone, on one line",
+                    )
+                    continue
                 keys[name] = SecretStr(value)
                 continue
             if p.optional or not self.require_env:

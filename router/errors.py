@@ -24,17 +24,21 @@
         └── StreamInterruptedError   a stream failed after text was delivered
 
 Every message passes through :func:`router.redact.redact`, so no error text,
-``str()`` or ``repr()`` carries an API key.
+``str()`` or ``repr()`` carries an API key. No error carries a foreign exception
+either (an HTTP parser's error may quote the raw bytes of a header line that
+echoes the key): :func:`sever_foreign` cuts them off the chain and keeps a
+redacted summary in :attr:`ProviderError.cause_summary` (also shown as a note in
+the traceback).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeVar
 
-from router.redact import redact
+from router.redact import redact, redact_foreign
 
 if TYPE_CHECKING:
     from router.types import Attempt, Usage
@@ -62,6 +66,9 @@ __all__ = [
     "StreamInterruptedError",
     "TemplateError",
 ]
+
+# Longest request id kept from an upstream's header (real ones are under 64 characters).
+REQUEST_ID_LIMIT = 128
 
 
 class RouterError(Exception):
@@ -211,7 +218,11 @@ class ProviderError(RouterError):
         status: the HTTP status, or None when there was no response.
         retryable: whether trying the same provider again may succeed.
         retry_after: seconds the provider asked us to wait, when it said so.
-        request_id: the provider's request id header, when present.
+        request_id: the provider's request id header, when present: redacted like
+            any upstream text, and at most :data:`REQUEST_ID_LIMIT` characters.
+        cause_summary: what caused this error when it was another library's
+            exception (an httpx/aiohttp error): its class and message, redacted and
+            capped. The exception itself is never kept (see :func:`sever_foreign`).
     """
 
     # Short stable name used in logs, metrics and the YAML ``fallback_on`` list.
@@ -234,7 +245,10 @@ class ProviderError(RouterError):
         self.status = status
         self.retryable = self.retryable_default if retryable is None else retryable
         self.retry_after = retry_after
-        self.request_id = request_id
+        self.request_id = (
+            None if request_id is None else redact_foreign(request_id, limit=REQUEST_ID_LIMIT)
+        )
+        self.cause_summary: str | None = None
         where = f"{provider}/{model}"
         if status is not None:
             where += f" HTTP {status}"
@@ -328,6 +342,50 @@ class StreamInterruptedError(ProviderError):
         self.usage = usage
         self.cause = cause
         super().__init__(message, provider=provider, model=model, status=status, retryable=False)
+
+
+E = TypeVar("E", bound=RouterError)
+
+
+def summarize(exc: BaseException, secrets: Iterable[str] = ()) -> str:
+    """``module.Class: message`` of a foreign exception, redacted (``secrets`` too) and capped."""
+    cls = type(exc)
+    module = cls.__module__.partition(".")[0]
+    name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+    return redact_foreign(f"{name}: {exc}" if str(exc) else name, secrets)
+
+
+def sever_foreign(err: E, cause: BaseException | None = None, secrets: Iterable[str] = ()) -> E:
+    """Cut every exception that is not a RouterError off ``err``'s chain; return ``err``.
+
+    ``__cause__`` and ``__context__`` of ``err`` (and of the RouterErrors it chains)
+    are cleared where they hold a foreign exception, so neither the object nor the
+    bytes it quotes travel with the error. The first foreign cause (``cause``, when
+    given: the exception ``err`` was mapped from) is kept on a ProviderError as a
+    redacted :attr:`~ProviderError.cause_summary`, and added as a traceback note.
+    """
+    first = cause
+    seen: set[int] = set()
+    link: BaseException | None = err
+    while isinstance(link, RouterError) and id(link) not in seen:
+        seen.add(id(link))
+        nxt: BaseException | None = None
+        for attr in ("__cause__", "__context__"):
+            linked = getattr(link, attr)
+            if linked is None:
+                continue
+            if isinstance(linked, RouterError):
+                nxt = nxt or linked
+                continue
+            if first is None and attr == "__cause__":
+                first = linked
+            setattr(link, attr, None)
+        link = nxt
+    if first is not None and isinstance(err, ProviderError) and err.cause_summary is None:
+        summary = summarize(first, secrets)
+        err.cause_summary = summary
+        err.add_note(f"Caused by (redacted): {summary}")
+    return err
 
 
 # Every ProviderError kind, for validating ``fallback_on`` and labelling metrics.

@@ -57,7 +57,6 @@ def fingerprint(config: Config, name: str) -> tuple[Any, ...]:
         config.resolved_base_url(name),
         s.cooldown,
         s.max_response_bytes,
-        s.transport,
     )
 
 
@@ -80,7 +79,6 @@ def build_provider(config: Config, name: str, clock: Clock, sleep: Sleep) -> Pro
         max_connections=pconf.limits.max_concurrency,
         max_response_bytes=settings.max_response_bytes,
         handler=handler,
-        backend=settings.transport,
     )
     gate = ProviderGate(name, pconf.limits, settings.cooldown, clock, sleep)
     return Provider(name, pconf, adapter, transport, gate)

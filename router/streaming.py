@@ -33,6 +33,7 @@ from router.errors import (
     RouterClosedError,
     RouterError,
     StreamInterruptedError,
+    sever_foreign,
 )
 from router.inflight import InFlight
 from router.providers.base import Adapter, WireRequest, error_from_response
@@ -512,6 +513,7 @@ class RouteStream:
             until = call.rt.clock() + deadline.remaining()
             delta = await live.read_delta(until, live.step.idle_s, spent)
         except ProviderError as err:
+            sever_foreign(err)  # no foreign exception travels on (a redacted summary does)
             self._ended = True
             interrupted = await self._ending(live, live.fail(err))
             self._finish(None, interrupted)

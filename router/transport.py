@@ -6,13 +6,14 @@ and closed by :meth:`Transport.aclose`. It knows nothing of providers: it sends
 a :class:`~router.providers.base.WireRequest` and hands back status, headers and
 body bytes. Decoding them is the adapters' job.
 
-Under the client sits one of two *backends* (``settings.transport``): aiohttp's
-pool (``"aiohttp"``, the default, through httpx-aiohttp) or httpcore's
-(``"httpx"``). Everything below holds for both: the same client code builds
-requests, follows redirects, caps and decodes bodies and maps errors; aiohttp's
-exceptions are first translated into the httpx ones they mean
-(:func:`_from_aiohttp`). docs/performance.md has the measurements behind the
-default.
+Under the client sits aiohttp's connection pool (through httpx-aiohttp): the
+httpx client code builds requests, caps and decodes bodies and maps errors, and
+aiohttp's exceptions are first translated into the httpx ones they mean
+(:func:`_from_aiohttp`). It is the only pool: httpcore's (the client's own) was
+dropped, as under a thousand queued requests its pool assignment starved the
+event loop for seconds past every deadline, and a call cancelled while its
+connection was being opened stranded that connection in the pool.
+docs/performance.md has the measurements.
 
 What it guarantees:
 
@@ -21,17 +22,23 @@ What it guarantees:
   exchange stops a server that drips one byte at a time.
 - A response body larger than ``max_response_bytes`` is not read past the cap;
   the connection is closed rather than left half-read.
-- Redirects are followed (at most :data:`MAX_REDIRECTS`) only to the base URL's
-  own scheme, host and port; the auth headers never travel anywhere else.
+- Redirects are never followed: an LLM API does not redirect a POST, so a 3xx
+  with a Location is an :class:`~router.errors.InvalidResponseError` naming its
+  status (never its Location, which may carry anything), and the auth headers
+  go nowhere but base_url.
 - Every httpx exception becomes a :class:`~router.errors.ProviderError` in one
-  function, :func:`map_httpx_error`, most specific class first.
+  function, :func:`map_httpx_error`, most specific class first. The foreign
+  exception is not chained to it (a parser's message may quote raw bytes of a
+  header line that echoes the key): a redacted summary is kept instead
+  (:func:`~router.errors.sever_foreign`).
 - A cancelled caller closes its response, so the pool slot is freed.
 - Header values (keys live there) appear in no error, message or repr, and proxy
   environment variables are ignored: keys go only to base_url's host.
 - No cookies are kept: what one response sets is never sent with a later request.
 
 This is the only module in ``router/`` that imports ``httpx``, ``httpx_sse``,
-``httpx_aiohttp`` or ``aiohttp`` (the last two only when that backend is used).
+``httpx_aiohttp`` or ``aiohttp`` (the last two on first use, to keep ``import
+router`` light).
 """
 
 from __future__ import annotations
@@ -39,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import functools
-import importlib.util
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -54,13 +60,14 @@ from router.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
+    sever_foreign,
 )
 from router.providers.base import WireRequest, status_error
+from router.redact import redact_foreign
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "KEEPALIVE_EXPIRY_S",
-    "MAX_REDIRECTS",
     "Handler",
     "RawResponse",
     "StreamResponse",
@@ -75,8 +82,6 @@ DEFAULT_MAX_CONNECTIONS: Final = 100
 # a connection between calls a few seconds apart, short enough to close before most
 # servers and load balancers drop idle connections on their side.
 KEEPALIVE_EXPIRY_S: Final = 5.0
-# Same-origin redirects followed before giving up (an API that redirects more is broken).
-MAX_REDIRECTS: Final = 3
 
 # An in-process upstream for the offline ``mock`` provider:
 # (method, path, request body) -> (status, headers, body). It may sleep; it may
@@ -87,8 +92,6 @@ Handler = Callable[[str, str, bytes], Awaitable[tuple[int, Mapping[str, str], by
 # catches all of them (tests/test_transport.py proves it for each exported class).
 _HTTPX_ERRORS: Final = (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError)
 
-# A URL query string inside an exception message (it may carry a key, e.g. ``?key=``).
-_QUERY = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^\s'\"?]*)\?[^\s'\"]*", re.IGNORECASE)
 # A header value h11 accepts: visible ASCII, inner spaces and tabs, nothing else, no
 # whitespace at either end. Checked once at construction: h11 quotes a rejected value
 # (a key, with a stray space or newline from an env var) in its error message.
@@ -192,11 +195,9 @@ def _secs(seconds: float | None) -> str:
 
 
 def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """Remove header values and URL query strings from foreign error text."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "[REDACTED]")
-    return _QUERY.sub(r"\1?...", text)
+    """Foreign error text made safe: URL query strings, quoted raw bytes, header values
+    and any piece of a key out (see :func:`router.redact.redact_foreign`)."""
+    return redact_foreign(text, secrets)
 
 
 def map_httpx_error(
@@ -213,6 +214,10 @@ def map_httpx_error(
 ) -> ProviderError:
     """Turn an httpx (or httpx-sse) exception into the ProviderError it means.
 
+    The result does not chain ``exc``: it carries a redacted summary of it
+    (``cause_summary``). Raise it outside the ``except`` block that caught ``exc``,
+    so that ``exc`` is not its ``__context__`` either.
+
     Args:
         exc: the exception caught.
         provider: the provider's name, for the error.
@@ -227,8 +232,12 @@ def map_httpx_error(
     why = _scrub(str(exc), secrets) or type(exc).__name__
     if isinstance(exc, httpx.HTTPStatusError):
         code = exc.response.status_code
-        return status_error(code)(
-            "unexpected HTTP status", provider=provider, model=model, status=code
+        return sever_foreign(
+            status_error(code)(
+                "unexpected HTTP status", provider=provider, model=model, status=code
+            ),
+            exc,
+            secrets,
         )
     for rule in _RULES:
         if isinstance(exc, rule.exc):
@@ -240,13 +249,14 @@ def map_httpx_error(
                 why=why,
             )
             keep_status = status if rule.error is InvalidResponseError else None
-            return rule.error(
+            error = rule.error(
                 message,
                 provider=provider,
                 model=model,
                 status=keep_status,
                 retryable=rule.retryable,
             )
+            return sever_foreign(error, exc, secrets)
     # Not an httpx exception at all: a bug in the caller of this function.
     raise TypeError(f"not an httpx exception: {type(exc).__name__}") from exc
 
@@ -283,14 +293,6 @@ class _Client(httpx.AsyncClient):
         raise AttributeError("the router's HTTP client keeps no cookies")
 
 
-def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
-    """scheme, host, port with the scheme's default port made explicit."""
-    port = url.port
-    if port is None:
-        port = {"http": 80, "https": 443}.get(url.scheme)
-    return url.scheme, url.host, port
-
-
 def _hostport(url: httpx.URL) -> str:
     return f"{url.host}:{url.port}" if url.port is not None else url.host
 
@@ -323,17 +325,12 @@ def _mock_transport(handler: Handler) -> httpx.AsyncBaseTransport:
     return httpx.MockTransport(handle)
 
 
-def _httpx_backend(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    # HTTP/1.1 only; no connect retries (the router decides retries, under its deadline).
-    return httpx.AsyncHTTPTransport(limits=limits, http1=True, http2=False, retries=0)
-
-
-# ------------------------------------------------------------------ aiohttp backend
+# ------------------------------------------------------------------ the aiohttp pool
 #
 # httpx-aiohttp's AiohttpTransport runs the exchange on aiohttp (its C HTTP parser and
 # its connection pool) behind the httpx client API, so everything above the pool (the
-# request building, redirects, decoding, the body cap, the timeouts, error mapping) is
-# the same code for both backends. Its own exception mapping is too coarse for us (it
+# request building, decoding, the body cap, the timeouts, error mapping) is httpx's
+# client code and ours. Its own exception mapping is too coarse for us (it
 # turns a reset or a refused connection into ConnectTimeout, and lets aiohttp's parser
 # errors through), so :class:`_AiohttpBackend` translates every aiohttp exception into
 # the httpx exception that means the same thing, and map_httpx_error does the rest.
@@ -436,8 +433,8 @@ class _AiohttpBackend(httpx.AsyncBaseTransport):
     def __init__(self, limits: httpx.Limits) -> None:
         from httpx_aiohttp import AiohttpTransport  # imported on first use
 
-        # trust_env here only lets SSL_CERT_FILE/SSL_CERT_DIR choose the CA bundle, as
-        # for the httpx backend.
+        # HTTP/1.1 only; no connect retries (the router decides retries, under its
+        # deadline). Its SSL context honours SSL_CERT_FILE/SSL_CERT_DIR for the CA bundle.
         inner = AiohttpTransport(limits=limits, http1=True, http2=False, retries=0)
         inner.client = functools.partial(_aiohttp_session, limits, inner.ssl_context)
         self._inner = inner
@@ -475,7 +472,7 @@ class _AiohttpBackend(httpx.AsyncBaseTransport):
 
 
 def _aiohttp_session(limits: httpx.Limits, ssl_context: Any) -> Any:
-    """The aiohttp session under the backend, made on the first request (inside the loop).
+    """The aiohttp session under the transport, made on the first request (inside the loop).
 
     As httpx-aiohttp would make it, but with no cookie jar (see :class:`_Client`) and
     ignoring proxy variables (``trust_env=False``, aiohttp's default).
@@ -490,32 +487,6 @@ def _aiohttp_session(limits: httpx.Limits, ssl_context: Any) -> Any:
     return aiohttp.ClientSession(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
     )
-
-
-def _aiohttp_backend(limits: httpx.Limits) -> httpx.AsyncBaseTransport:
-    return _AiohttpBackend(limits)
-
-
-def _aiohttp_missing() -> str | None:
-    """Why the aiohttp backend cannot be used here, or None when it can."""
-    if importlib.util.find_spec("httpx_aiohttp") is None:
-        return (
-            "transport backend 'aiohttp' needs the package httpx-aiohttp (a dependency of"
-            " yaml-llm-router: reinstall it, or pip install httpx-aiohttp)"
-        )
-    return None
-
-
-# Backend name -> factory of the httpx transport that owns the connection pool. Both
-# sit behind the same httpx client, so requests, redirects, the body cap, timeouts and
-# the error mapping are one code path. The "httpx" backend is httpcore's pool; the
-# "aiohttp" backend (the default) is aiohttp's (see docs/performance.md).
-_BACKENDS: Final[dict[str, Callable[[httpx.Limits], httpx.AsyncBaseTransport]]] = {
-    "httpx": _httpx_backend,
-    "aiohttp": _aiohttp_backend,
-}
-# Backend name -> check that it is installed (None: always available).
-_BACKEND_CHECKS: Final[dict[str, Callable[[], str | None]]] = {"aiohttp": _aiohttp_missing}
 
 
 # ---------------------------------------------------------------------- transport
@@ -533,9 +504,6 @@ class Transport:
         max_connections: pool size; None means :data:`DEFAULT_MAX_CONNECTIONS`.
         max_response_bytes: largest body read (decoded bytes); larger is an error.
         handler: an in-process upstream instead of the network (the ``mock`` provider).
-        backend: the connection pool under the httpx client: ``"httpx"`` (httpcore) or
-            ``"aiohttp"``; the router passes YAML ``settings.transport`` (default
-            aiohttp). Ignored when ``handler`` is given.
     """
 
     __slots__ = (
@@ -549,11 +517,9 @@ class Transport:
         "_host",
         "_limits",
         "_max_bytes",
-        "_origin",
         "_pool_transport",
         "_secrets",
         "_urls",
-        "backend",
         "name",
     )
 
@@ -567,16 +533,7 @@ class Transport:
         max_connections: int | None,
         max_response_bytes: int,
         handler: Handler | None = None,
-        backend: str = "httpx",
     ) -> None:
-        if backend not in _BACKENDS:
-            raise ValueError(
-                f"unknown transport backend {backend!r}; available: {', '.join(_BACKENDS)}"
-            )
-        check = _BACKEND_CHECKS.get(backend)
-        missing = check() if check is not None and handler is None else None
-        if missing is not None:
-            raise ValueError(f"provider {name!r}: {missing}")
         base = httpx.URL(base_url)
         if handler is None and base.scheme not in ("http", "https"):
             raise ValueError(f"provider {name!r}: base_url must be http:// or https://")
@@ -589,13 +546,10 @@ class Transport:
         if not base.raw_path.endswith(b"/"):
             base = base.copy_with(raw_path=base.raw_path + b"/")
         self.name = name
-        self.backend = backend
         # The API root, ending in "/", that every request path is appended to.
         self._base = base
         # base_url's query string (bytes, maybe empty), for requests that have none.
         self._base_query = base_query
-        # scheme, host, port of base_url: the only place redirects may lead.
-        self._origin = _origin(base)
         # host[:port] for messages and repr: never the path or the query.
         self._host = _hostport(base)
         # Default headers, handed to the client at start (auth; never displayed).
@@ -613,8 +567,8 @@ class Transport:
         self._handler = handler
         # The pooled client; None until start() (it must be made inside the running loop).
         self._client: httpx.AsyncClient | None = None
-        # The httpx transport that owns the pool (for pool_stats); None for a handler.
-        self._pool_transport: httpx.AsyncBaseTransport | None = None
+        # The aiohttp pool (for pool_stats); None for a handler.
+        self._pool_transport: _AiohttpBackend | None = None
         # True after aclose(): the transport cannot be used again.
         self._closed = False
         # Request path -> absolute URL, so each path is parsed and merged once.
@@ -636,7 +590,7 @@ class Transport:
         if self._handler is not None:
             transport = _mock_transport(self._handler)
         else:
-            transport = self._pool_transport = _BACKENDS[self.backend](self._limits)
+            transport = self._pool_transport = _AiohttpBackend(self._limits)
         # Passing a transport also means proxy env variables are ignored: keys are
         # not routed through a proxy someone set in the environment.
         self._client = _Client(
@@ -671,12 +625,7 @@ class Transport:
         pool_transport = self._pool_transport
         if self._client is None or pool_transport is None:
             return {"total": 0, "idle": 0, "active": 0}
-        if isinstance(pool_transport, _AiohttpBackend):
-            total, idle = pool_transport.pool_counts()
-        else:
-            pool: Any = getattr(pool_transport, "_pool", None)
-            conns = [c for c in pool.connections if not c.is_closed()] if pool is not None else []
-            total, idle = len(conns), sum(1 for c in conns if c.is_idle())
+        total, idle = pool_transport.pool_counts()
         return {"total": total, "idle": idle, "active": total - idle}
 
     def __repr__(self) -> str:
@@ -689,7 +638,7 @@ class Transport:
         else:
             s = self.pool_stats()
             state = f"{s['total']}/{self._limits.max_connections} connections, {s['active']} active"
-        return f"<Transport {self.name} {self._base.scheme}://{self._host} {self.backend}: {state}>"
+        return f"<Transport {self.name} {self._base.scheme}://{self._host}: {state}>"
 
     # -- requests
 
@@ -756,27 +705,24 @@ class Transport:
     async def _open(
         self, client: httpx.AsyncClient, request: httpx.Request, model: str
     ) -> httpx.Response:
-        """Send a request and follow same-origin redirects; return the streaming response."""
+        """Send a request; return the streaming response. A redirect is an error.
+
+        An LLM API does not redirect a POST: following one would send the key and the
+        prompt somewhere base_url does not name, and httpx would log the target URL
+        (which may carry anything). The Location is never read into the error.
+        """
         response = await client.send(request, stream=True)
-        hops = 0
-        while (target := response.next_request) is not None:
+        if response.has_redirect_location:
             status = response.status_code
-            if _origin(target.url) != self._origin or hops == MAX_REDIRECTS:
-                await response.aclose()
-                what = (
-                    f"more than {MAX_REDIRECTS} redirects"
-                    if hops == MAX_REDIRECTS
-                    else f"redirect to another host refused: {_hostport(target.url)}"
-                )
-                raise InvalidResponseError(
-                    what, provider=self.name, model=model, status=status, retryable=False
-                )
-            hops += 1
-            try:  # read the (small) redirect body so the connection can be reused
-                await self._read(response, model, self._max_bytes)
-            finally:
-                await response.aclose()
-            response = await client.send(target, stream=True)
+            await response.aclose()
+            raise InvalidResponseError(
+                f"HTTP {status} redirect not followed: an LLM API does not redirect its"
+                " requests; check base_url (scheme, host and path)",
+                provider=self.name,
+                model=model,
+                status=status,
+                retryable=False,
+            )
         return response
 
     async def send(self, req: WireRequest, *, model: str, timeout_s: float) -> RawResponse:
@@ -797,6 +743,9 @@ class Transport:
             )
         timeout = httpx.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s))
         response: httpx.Response | None = None
+        # The error to raise, built inside the except blocks and raised after them, so
+        # that no foreign exception is its __context__ (see map_httpx_error).
+        failure: ProviderError | None = None
         try:
             async with asyncio.timeout(timeout_s):
                 request = client.build_request(
@@ -811,15 +760,18 @@ class Transport:
                     body = await self._read(response, model, self._max_bytes)
                 finally:
                     await response.aclose()
-        except TimeoutError as exc:
+        except TimeoutError:
             what = "no response" if response is None else "response body not complete"
-            raise ProviderTimeoutError(
+            failure = ProviderTimeoutError(
                 f"{what} within {_secs(timeout_s)}", provider=self.name, model=model
-            ) from exc
+            )
         except _HTTPX_ERRORS as exc:
             phase = "waiting for the response" if response is None else "reading the response body"
             status = None if response is None else response.status_code
-            raise self._map(exc, model, phase, timeout_s, status) from exc
+            failure = self._map(exc, model, phase, timeout_s, status)
+        if failure is not None:
+            raise failure
+        assert response is not None  # set whenever nothing failed
         return RawResponse(response.status_code, response.headers, body)
 
     def stream(
@@ -866,6 +818,7 @@ class _StreamContext:
         t = self._transport
         client = t._client if t._client is not None else t._ensure_client(self._model)
         req = self._req
+        failure: ProviderError | None = None
         try:
             request = client.build_request(
                 req.method,
@@ -874,10 +827,12 @@ class _StreamContext:
                 headers=req.headers or None,
                 timeout=self._timeout,
             )
-            self._response = await t._open(client, request, self._model)
+            response = self._response = await t._open(client, request, self._model)
         except _HTTPX_ERRORS as exc:
-            raise t._map(exc, self._model, "waiting for the response", self._timeout.read) from exc
-        return StreamResponse(t, self._response, self._model, self._timeout.read)
+            failure = t._map(exc, self._model, "waiting for the response", self._timeout.read)
+        if failure is not None:
+            raise failure  # outside the except block: the httpx error is not its context
+        return StreamResponse(t, response, self._model, self._timeout.read)
 
     async def __aexit__(
         self,
@@ -888,13 +843,14 @@ class _StreamContext:
         response, self._response = self._response, None
         if response is None:
             return
+        failure: ProviderError | None = None
         try:
             await response.aclose()
         except _HTTPX_ERRORS as close_exc:
             if exc is None:  # do not mask the error that ended the stream
-                raise self._transport._map(
-                    close_exc, self._model, "closing the stream", None
-                ) from close_exc
+                failure = self._transport._map(close_exc, self._model, "closing the stream", None)
+        if failure is not None:
+            raise failure
 
 
 class _CountingText:
@@ -967,6 +923,7 @@ class StreamResponse:
     async def _chunks(self) -> AsyncIterator[bytes]:
         """The body's decoded chunks, counted against the cap, httpx errors mapped."""
         limit = self._transport._max_bytes
+        failure: ProviderError | None = None
         try:
             async for chunk in self._response.aiter_bytes():
                 self._received += len(chunk)
@@ -976,34 +933,41 @@ class StreamResponse:
                     self.on_chunk()
                 yield chunk
         except _HTTPX_ERRORS as exc:
-            raise self._transport._map(
+            failure = self._transport._map(
                 exc, self._model, "reading the stream", self._read_timeout_s, self.status
-            ) from exc
+            )
+        if failure is not None:
+            raise failure
 
     async def read(self) -> bytes:
         """The whole body (for an error status), capped like :meth:`Transport.send`."""
         t = self._transport
+        failure: ProviderError
         try:
             return await t._read(self._response, self._model, t._max_bytes - self._received)
         except _HTTPX_ERRORS as exc:
-            raise t._map(
+            failure = t._map(
                 exc, self._model, "reading the response body", self._read_timeout_s, self.status
-            ) from exc
+            )
+        raise failure
 
     async def sse(self) -> AsyncIterator[tuple[str, str]]:
         """Server-sent events as ``(event, data)``; ``event`` is "message" when unnamed."""
         # EventSource reads only .headers and .aiter_text(); see _CountingText.
         source = EventSource(cast(httpx.Response, _CountingText(self)))
         events = source.aiter_sse()
+        failure: ProviderError | None = None
         try:
             async for sse in events:
                 yield sse.event, sse.data
         except SSEError as exc:
-            raise self._transport._map(
+            failure = self._transport._map(
                 exc, self._model, "reading the stream", self._read_timeout_s, self.status
-            ) from exc
+            )
         finally:
             await events.aclose()
+        if failure is not None:
+            raise failure
 
     async def lines(self) -> AsyncIterator[str]:
         """Non-empty lines of a newline-delimited body (NDJSON), without the line end."""

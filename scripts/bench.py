@@ -60,11 +60,13 @@ EXAMPLE_KEYS = {
     "XAI_API_KEY": "xai-bench-000000000000000000000000000000",
 }
 
+# The router's connection pool (the only one): labels and file names carry it.
+POOL = "aiohttp"
+
 BENCH_YAML = """\
 # Written by scripts/bench.py: one provider (the local upstream), one route, one step.
 version: 1
 settings:
-  transport: {backend}
   ledger: {ledger}
   log: {{level: warning}}
 providers:
@@ -91,13 +93,11 @@ routes:
 
 # The clients, in table order: (label, kind, options).
 def client_specs(default_backend: str) -> list[tuple[str, str, dict[str, str]]]:
-    """Labels: ``transport:B`` / ``router:B`` use backend B; ``+sqlite`` the SQLite ledger
-    (the other router cells use the memory ledger)."""
+    """Labels: ``transport:aiohttp`` / ``router:aiohttp`` run on aiohttp's pool (the only
+    one); ``+sqlite`` the SQLite ledger (the other router cells use the memory ledger)."""
     return [
         ("httpx", "httpx", {}),
-        ("transport:httpx", "transport", {"backend": "httpx"}),
-        ("router:httpx", "router", {"config": "httpx-memory"}),
-        ("transport:aiohttp", "transport", {"backend": "aiohttp"}),
+        ("transport:aiohttp", "transport", {}),
         ("router:aiohttp", "router", {"config": "aiohttp-memory"}),
         (f"router:{default_backend}+sqlite", "router", {"config": f"{default_backend}-sqlite"}),
         ("litellm", "litellm", {}),
@@ -204,8 +204,6 @@ def run_cell(
 ) -> dict[str, Any]:
     args = ["run", kind, "--url", upstream.url, "-c", str(concurrency), "-n", str(n)]
     args += ["--label", label]
-    if "backend" in options:
-        args += ["--backend", options["backend"]]
     if "config" in options:
         args += ["--config", str(configs[options["config"]])]
     if profile is not None:
@@ -305,7 +303,7 @@ def ratios(cells: list[dict[str, Any]], default_backend: str) -> list[dict[str, 
     for conc in sorted({c["concurrency"] for c in cells}):
         by = {c["client"]: c for c in cells if c["concurrency"] == conc}
         row: dict[str, Any] = {"concurrency": conc}
-        for backend in ("httpx", "aiohttp"):
+        for backend in (POOL,):
             r, t = by.get(f"router:{backend}"), by.get(f"transport:{backend}")
             if r and t:
                 row[f"router_over_transport_cpu:{backend}"] = (
@@ -381,9 +379,7 @@ def main() -> None:
     litellm_n = args.litellm_n or (400 if args.quick else 1000)
     grid = [int(c) for c in args.grid.split(",")]
 
-    from router.config import Settings
-
-    default_backend = Settings().transport
+    default_backend = POOL
     specs = client_specs(default_backend)
     if args.clients:
         wanted = args.clients.split(",")
@@ -403,7 +399,7 @@ def main() -> None:
         workdir = RESULTS / "run"
         workdir.mkdir(exist_ok=True)
         configs: dict[str, Path] = {}
-        for backend in ("httpx", "aiohttp"):
+        for backend in (POOL,):
             for ledger in ("memory", "sqlite"):
                 path = workdir / f"bench-{backend}-{ledger}.yaml"
                 spend = workdir / f"spend-{backend}.sqlite3"

@@ -135,7 +135,7 @@ async def make_httpx(args: Any) -> tuple[Any, Any]:
 
 
 async def make_transport(args: Any) -> tuple[Any, Any]:
-    """(b) the router's Transport alone (``--backend``): send, read the body bytes."""
+    """(b) the router's Transport alone: send, read the body bytes."""
     from router.providers.base import WireRequest
     from router.transport import Transport
 
@@ -146,7 +146,6 @@ async def make_transport(args: Any) -> tuple[Any, Any]:
         connect_timeout_s=5.0,
         max_connections=None,
         max_response_bytes=8 * 1024 * 1024,
-        backend=args.backend,
     )
     await transport.start()
     request = WireRequest("POST", "/chat/completions", payload())
@@ -341,7 +340,7 @@ def startup(which: str, config: str | None) -> dict[str, Any]:
         router.Router(cfg)
         t3 = time.perf_counter()
         rss_loaded, _ = _rss_mib()
-        # What Router.start() adds with the default backend: aiohttp, imported on first use.
+        # What Router.start() adds: aiohttp's pool, imported on first use.
         import httpx_aiohttp  # noqa: F401
 
         extra_s = time.perf_counter() - t3
@@ -387,7 +386,6 @@ def main() -> None:
     run.add_argument("-n", type=int, default=3000)
     run.add_argument("--warmup", type=int, default=None)
     run.add_argument("--config", help="providers.yaml for the router clients")
-    run.add_argument("--backend", default="httpx", help="transport backend (transport client)")
     run.add_argument("--label", help="name to report (default: the client kind)")
     run.add_argument("--profile", help="write a pyinstrument profile of the timed part here")
     st = sub.add_parser("startup")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from router.config import load_config
 from router.errors import ConfigError, ConfigProblem, RouterError
 from router.files import MAX_FILE_BYTES
 from router.router import Router
+from router.validate import run_validate
 
 DATA = Path(__file__).parent / "data"
 MINIMAL = (DATA / "minimal.yaml").read_text()
@@ -171,6 +173,58 @@ def test_key_pasted_into_yaml_is_refused_without_echoing_it(cwd: Path, value: st
     assert value not in str(info.value)
     assert value not in repr(info.value)
     assert all(value not in str(q) for q in info.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("value", "what"),
+    [
+        ("sk-test-0123456789\nabcdef", "a line break (CR or LF)"),
+        ("sk-test-0123456789\r\nabcdef", "a line break (CR or LF)"),
+        ("sk-test-0123456789\rabcdef", "a line break (CR or LF)"),
+        ("sk-test-0123456789\x00abcdef", "a control character"),
+        ("sk-test-0123456789\tabcdef", "a control character"),
+        ("sk-test-0123456789\x7fabcdef", "a control character"),
+        ("sk-test-0123456789éabcdef", "a non-ASCII character"),
+        ("sk-test-0123456789\u200babcdef", "a non-ASCII character"),
+    ],
+    ids=["lf", "crlf", "cr", "nul", "tab", "del", "latin1", "zero-width-space"],
+)
+@pytest.mark.parametrize("require_env", [True, False], ids=["load", "no-env"])
+def test_key_variable_with_a_bad_character_is_a_config_error_naming_the_variable(
+    cwd: Path, value: str, what: str, require_env: bool
+) -> None:
+    """A key no HTTP header can carry is refused at load (also with require_env=False,
+    as ``router validate --no-env`` loads), naming the variable and the kind of
+    character, never the value: not a bare ValueError when the Router starts."""
+    p = only(MINIMAL, env={"OPENAI_API_KEY": value}, require_env=require_env)
+    assert (p.line, p.path) == (5, "providers.openai.api_key_env")
+    assert f"environment variable OPENAI_API_KEY holds {what}" in p.message
+    assert "'openai'" in p.message
+    for piece in ("0123456789", "abcdef"):
+        assert piece not in str(p)
+
+
+def test_router_validate_reports_a_key_variable_with_a_newline(
+    cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``router validate`` says invalid (exit 1) and names the variable, not the value."""
+    write(MINIMAL)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789\nabcdef")
+    out = io.StringIO()
+    assert run_validate("providers.yaml", out=out) == 1
+    text = out.getvalue()
+    assert "providers.yaml:5:" in text and "OPENAI_API_KEY holds a line break" in text
+    assert "0123456789" not in text and "invalid, 1 problem" in text
+
+
+@pytest.mark.parametrize("value", ["httpx", "aiohttp"])
+def test_removed_transport_setting_says_it_was_removed_and_why(cwd: Path, value: str) -> None:
+    """``settings.transport`` (the httpcore pool) was removed: naming it, with either
+    value, is one clear problem at its line, not "unknown key"."""
+    p = only(MINIMAL.replace("version: 1\n", f"version: 1\nsettings:\n  transport: {value}\n"))
+    assert (p.line, p.col, p.path) == (3, 3, "settings.transport")
+    assert p.message.startswith("settings.transport was removed: aiohttp's connection pool")
+    assert "httpcore" in p.message and "Delete this line" in p.message
 
 
 def test_api_key_env_that_is_not_a_variable_name(cwd: Path) -> None:

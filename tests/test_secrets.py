@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 import string
 import traceback
@@ -28,8 +29,10 @@ import router.router as router_module
 from router import Config, Router, RouterError
 from router.cli import main
 from router.config import load_config
+from router.errors import REQUEST_ID_LIMIT, ProviderError, StreamInterruptedError
 from router.providers.base import ERROR_MESSAGE_LIMIT, ERROR_TEXT_LIMIT, decode_error_body
 from router.redact import REDACTED, redact
+from tests.hostile import HOSTILE, PARSER_FAULTS
 from tests.routerkit import write_config
 from tests.upstream import (
     Behaviour,
@@ -263,6 +266,120 @@ async def test_no_error_path_leaks_the_key(
     assert an.requests and an.requests[0].headers["x-api-key"] == an_key
     # ... and never to another host.
     assert elsewhere.requests == []
+
+
+# -------------------------------------------------------------------------- hostile
+
+
+def _hostile_yaml(url: str) -> str:
+    return f"""\
+providers:
+  oa:
+    kind: openai
+    base_url: {url}/v1
+    api_key_env: CANARY_OA
+    models: {{m: {{price: {{input_per_mtok: 1, output_per_mtok: 1}}}}}}
+settings: {{retries: 0, attempt_floor_s: 0.05, first_token_timeout_s: 0.5, idle_timeout_s: 0.2}}
+routes:
+  r: {{prompt: "hello", fallback: [oa/m]}}
+"""
+
+
+async def _routed(router: Router, mode: str, deadline_s: float) -> RouterError:
+    try:
+        if mode == "complete":
+            await router.complete("r", deadline_s=deadline_s)
+        else:
+            async with router.stream("r", deadline_s=deadline_s) as stream:
+                async for _ in stream:
+                    pass
+    except RouterError as exc:
+        return exc
+    raise AssertionError("the call was meant to fail")
+
+
+@pytest.mark.parametrize("mode", ["complete", "stream"])
+@pytest.mark.parametrize("fault", list(HOSTILE))
+async def test_a_hostile_upstream_leaks_no_key_into_tracebacks_or_any_log(
+    tmp_path: Path,
+    upstream_factory: Callable[..., Any],
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+    fault: str,
+) -> None:
+    """The upstream echoes the key into a header line over 8 KB, an invalid header line,
+    the status line, a chunk-size line (first, or after text was streamed), a
+    redirect's Location, or the request-id header. With the root logger at DEBUG
+    (httpx's and aiohttp's loggers included) and the router's JSON logs at debug:
+    no piece of the key in any record, and none in the formatted traceback of the
+    error (``__cause__``/``__context__`` chains, each attempt's error, a stream's
+    interrupted cause). The redirect is not followed; a request id is capped."""
+    key = unshaped()
+    up = await upstream_factory()
+    up.route(CHAT["oa"], HOSTILE[fault]())
+    config = load_config(write_config(tmp_path, _hostile_yaml(up.url)), env={"CANARY_OA": key})
+    caplog.set_level(logging.DEBUG)
+    buf = StringIO()
+    router_logging.configure(format="json", level="debug", stream=buf)
+    async with Router(config) as router:
+        err = await _routed(router, mode, 1.0)
+        structlog.get_logger("app").exception("routed_call_failed", error=err)
+        logging.getLogger("app").exception("routed call failed", exc_info=err)
+    texts = [*_texts_of_error(err), buf.getvalue()]
+    if isinstance(err, StreamInterruptedError) and err.cause is not None:
+        texts += _texts_of_error(err.cause)
+    for record in caplog.records:
+        texts.append(record.getMessage())
+        if record.exc_info and record.exc_info[1] is not None:
+            texts.append("".join(traceback.format_exception(record.exc_info[1])))
+    assert "routed call failed" in caplog.text and "routed_call_failed" in buf.getvalue()
+    for text in texts:
+        for piece in (key, key[:12], key[-12:], key[10:22]):
+            assert piece not in text, f"{fault}: key leaked in {text[:300]!r}"
+    assert up.requests[0].headers["authorization"] == f"Bearer {key}"  # it was sent
+    if fault == "redirect":
+        assert len(up.requests) == 1  # not followed
+        assert "redirect not followed" in str(err.attempts[0].error)
+    if fault == "request_id":
+        errors = [a.error for a in err.attempts if isinstance(a.error, ProviderError)]
+        assert errors and all(
+            e.request_id and len(e.request_id) <= REQUEST_ID_LIMIT for e in errors
+        ), errors
+    if fault in PARSER_FAULTS and fault != "chunk_size_mid_stream":
+        errors = [a.error for a in err.attempts if isinstance(a.error, ProviderError)]
+        assert errors and all(e.cause_summary for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "{key}",
+        "req_{key}",
+        "Bearer {key}",
+        "req_" + "x" * 5000,
+        "x" * 120 + "{key}",
+    ],
+    ids=["key", "prefixed", "bearer", "huge", "key-at-the-cap"],
+)
+def test_request_id_is_redacted_and_capped(tmp_path: Path, value: str) -> None:
+    """The upstream's request-id header is upstream text like any other: redacted (a
+    known key, a credential shape, a piece of a key cut by the cap) and capped."""
+    key = unshaped()
+    body = (
+        "providers: {p: {kind: openai, base_url: 'http://127.0.0.1:9/v1', api_key_env: K,"
+        " models: {m: {price: {input_per_mtok: 1, output_per_mtok: 1}}}}}\n"
+        "routes: {r: {prompt: hi, fallback: [p/m]}}"
+    )
+    load_config(write_config(tmp_path, body), env={"K": key})  # registers the key
+    rid = value.format(key=key)
+    err = ProviderError("failed", provider="p", model="m", status=500, request_id=rid)
+    assert err.request_id is not None
+    assert len(err.request_id) <= REQUEST_ID_LIMIT
+    for piece in (key, key[:12], key[-12:], key[:8]):
+        assert piece not in err.request_id
+    assert ProviderError("x", provider="p", model="m", request_id="req_01ABC").request_id == (
+        "req_01ABC"
+    )
 
 
 # -------------------------------------------------------------------------- redact()

@@ -2,8 +2,7 @@
 
 Step 1 of every chain is ``p1`` and step 2 is ``p2`` (OpenAI wire format), both
 served by one local :class:`~tests.upstream.Upstream` under their own path, so a
-test can tell which step was asked and how often. ``ROUTER_TEST_BACKEND=aiohttp``
-runs them all on the transport's aiohttp backend (default: httpx).
+test can tell which step was asked and how often.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import asyncio
 import gc
 import io
 import json
-import os
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -60,7 +58,6 @@ VARS = {"ticker": "ACME"}
 # Allowed lateness of a deadline or timeout (DESIGN.md "One deadline per call").
 SLACK_S = 0.05
 STEP2_TEXT = "Step two answers."
-BACKEND = os.environ.get("ROUTER_TEST_BACKEND", "httpx")  # settings.transport
 
 
 def config_yaml(
@@ -81,7 +78,7 @@ def config_yaml(
     providers["p1"].update(p1 or {})
     return json.dumps(
         {
-            "settings": {"retries": 0, "transport": BACKEND, **(settings or {})},
+            "settings": {"retries": 0, **(settings or {})},
             "providers": providers,
             "budgets": {"everything": {"limit_usd": 100, "period": "total"}},
             "routes": {
