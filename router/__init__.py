@@ -7,7 +7,7 @@ Everything importable from here is the public API; other modules are internal.
 from __future__ import annotations
 
 from router.budget import BudgetStatus
-from router.config import Config, load_config
+from router.config import Config
 from router.errors import (
     AllProvidersFailedError,
     AuthenticationError,
@@ -31,6 +31,7 @@ from router.errors import (
     StreamInterruptedError,
     TemplateError,
 )
+from router.plan import ChainStep, ModelPlan, Plan, ProviderPlan, RoutePlan, StepPlan, load_config
 from router.router import Router
 from router.types import Attempt, Completion, HealthReport, Message, StreamEvent, Usage
 
@@ -41,6 +42,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "BudgetStatus",
+    "ChainStep",
     "Completion",
     "Config",
     "ConfigError",
@@ -53,14 +55,19 @@ __all__ = [
     "LedgerError",
     "Message",
     "ModelNotFoundError",
+    "ModelPlan",
+    "Plan",
     "ProviderConnectionError",
     "ProviderError",
+    "ProviderPlan",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RoutePlan",
     "Router",
     "RouterClosedError",
     "RouterError",
     "ServerError",
+    "StepPlan",
     "StreamEvent",
     "StreamInterruptedError",
     "TemplateError",

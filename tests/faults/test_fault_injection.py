@@ -58,7 +58,7 @@ import structlog
 
 import router.logging as router_logging
 from router import Router
-from router.config import Config
+from router.plan import Plan
 from router.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
@@ -193,7 +193,7 @@ SYSTEM = (
 
 def fault_config(
     tmp_path: Path, urls: dict[str, str], transport: str = "aiohttp", alpha_connections: int = 20
-) -> Config:
+) -> Plan:
     """Three openai-kind providers, each on its own fault upstream, one 3-step route.
 
     Timeouts and the attempt floor are scaled to the run's 0.3-1.0 s deadlines; the
