@@ -195,8 +195,7 @@ def test_chain_keeps_step_overrides_and_order() -> None:
 def test_example_templates_render_the_trading_prompt() -> None:
     config = load_config(EXAMPLE, env=FULL_ENV)
     messages = config.render(
-        "analysis",
-        {"ticker": "ACME", "prices": [100.0, 101, Decimal("99.5")], "horizon_days": 5}
+        "analysis", {"ticker": "ACME", "prices": [100.0, 101, Decimal("99.5")], "horizon_days": 5}
     )
     assert [m.role for m in messages] == ["system", "user"]
     assert "Ticker: ACME" in messages[1].content

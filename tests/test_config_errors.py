@@ -21,9 +21,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from router.cli import main as cli_main
-from router.plan import load_config
 from router.errors import ConfigError, ConfigProblem, RouterError
 from router.files import MAX_FILE_BYTES
+from router.plan import load_config
 from router.router import Router
 
 DATA = Path(__file__).parent / "data"

@@ -312,5 +312,5 @@ def test_a_config_built_in_code_is_refused_with_a_clear_error() -> None:
             "routes": {"r": {"prompt": "hi", "fallback": ["m/x"]}},
         }
     )
-    with pytest.raises(TypeError, match="Plan from router.load_config"):
+    with pytest.raises(TypeError, match=r"Plan from router\.load_config"):
         Router(config)  # type: ignore[arg-type]

@@ -12,8 +12,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import SandboxedEnvironment
 
-from router.plan import load_config
 from router.errors import ConfigError, TemplateError
+from router.plan import load_config
 from router.router import Router
 from router.templates import RouteTemplates, make_environment, parse_var_type
 from router.types import Message

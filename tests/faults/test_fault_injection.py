@@ -58,7 +58,6 @@ import structlog
 
 import router.logging as router_logging
 from router import Router
-from router.plan import Plan
 from router.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
@@ -67,6 +66,7 @@ from router.errors import (
     RouterError,
     StreamInterruptedError,
 )
+from router.plan import Plan
 from router.streaming import RouteStream
 from router.types import Attempt, Completion, Usage
 from tests.faults.plan import (
