@@ -1,6 +1,9 @@
 """A declarative LLM router: one providers.yaml decides providers, keys, prices,
 budgets and fallback chains; apps call ``await router.complete(route, vars)``.
 
+``load_config(path)`` reads, validates and resolves the file into a frozen ``Plan``;
+``Router(plan)`` (or ``Router.from_yaml(path)``) runs from it.
+
 Everything importable from here is the public API; other modules are internal.
 """
 
@@ -44,6 +47,8 @@ __all__ = [
     "BudgetStatus",
     "ChainStep",
     "Completion",
+    # The schema of providers.yaml, under its one meaning: not an alias of Plan (what
+    # load_config returns), so that isinstance() checks and type hints cannot lie.
     "Config",
     "ConfigError",
     "ConfigProblem",
