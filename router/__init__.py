@@ -1,13 +1,16 @@
 """A declarative LLM router: one providers.yaml decides providers, keys, prices,
 budgets and fallback chains; apps call ``await router.complete(route, vars)``.
 
+``load_config(path)`` reads, validates and resolves the file into a frozen ``Plan``;
+``Router(plan)`` (or ``Router.from_yaml(path)``) runs from it.
+
 Everything importable from here is the public API; other modules are internal.
 """
 
 from __future__ import annotations
 
 from router.budget import BudgetStatus
-from router.config import Config, load_config
+from router.config import Config
 from router.errors import (
     AllProvidersFailedError,
     AuthenticationError,
@@ -31,6 +34,7 @@ from router.errors import (
     StreamInterruptedError,
     TemplateError,
 )
+from router.plan import ChainStep, ModelPlan, Plan, ProviderPlan, RoutePlan, StepPlan, load_config
 from router.router import Router
 from router.types import Attempt, Completion, HealthReport, Message, StreamEvent, Usage
 
@@ -41,7 +45,10 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "BudgetStatus",
+    "ChainStep",
     "Completion",
+    # The schema of providers.yaml, under its one meaning: not an alias of Plan (what
+    # load_config returns), so that isinstance() checks and type hints cannot lie.
     "Config",
     "ConfigError",
     "ConfigProblem",
@@ -53,14 +60,19 @@ __all__ = [
     "LedgerError",
     "Message",
     "ModelNotFoundError",
+    "ModelPlan",
+    "Plan",
     "ProviderConnectionError",
     "ProviderError",
+    "ProviderPlan",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RoutePlan",
     "Router",
     "RouterClosedError",
     "RouterError",
     "ServerError",
+    "StepPlan",
     "StreamEvent",
     "StreamInterruptedError",
     "TemplateError",

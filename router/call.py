@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 
 from router.billing import bill, final_usage
 from router.budget import BudgetBook, Refusal, Reservation, worst_case_usd
-from router.config import Backoff, Price, ProviderConfig
+from router.config import Backoff, Price
 from router.deadline import Clock, Deadline
 from router.errors import (
     AllProvidersFailedError,
@@ -31,6 +31,7 @@ from router.errors import (
 )
 from router.estimate import estimate_tokens
 from router.limits import ProviderGate
+from router.plan import ProviderPlan
 from router.policy import rule_for
 from router.providers.base import Adapter, WireRequest, error_from_response
 from router.templates import RouteTemplates
@@ -45,7 +46,7 @@ class Provider:
     """A provider's runtime: its adapter, pooled transport and admission gate."""
 
     name: str
-    config: ProviderConfig
+    plan: ProviderPlan  # what it was built from; an equal plan can reuse it
     adapter: Adapter
     transport: Transport
     gate: ProviderGate

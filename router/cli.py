@@ -6,16 +6,16 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TextIO
 
-from router.config import Config, load_config
 from router.errors import ProviderError, RouterError
+from router.plan import Plan, load_config
 from router.types import Attempt, Completion
 
 
-def _parse_vars(pairs: Sequence[str], declared: dict[str, str] | None) -> dict[str, Any]:
+def _parse_vars(pairs: Sequence[str], declared: Mapping[str, str] | None) -> dict[str, Any]:
     """``k=v`` pairs; a value is JSON unless its declared type is ``str``."""
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -32,8 +32,14 @@ def _parse_vars(pairs: Sequence[str], declared: dict[str, str] | None) -> dict[s
     return out
 
 
-def _load(args: argparse.Namespace) -> Config:
+def _load(args: argparse.Namespace) -> Plan:
     return load_config(args.config, require_env=not args.no_env)
+
+
+def _vars(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
+    """The ``--var`` values for ``args.route``, typed by the route's declared vars."""
+    route = plan.routes.get(args.route)
+    return _parse_vars(args.var, route.vars if route else None)
 
 
 def _money(value: Decimal) -> str:
@@ -114,10 +120,9 @@ def _print_completion(c: Completion, as_json: bool, out: TextIO, verbose: bool) 
 async def _complete(args: argparse.Namespace, out: TextIO) -> int:
     from router.router import Router
 
-    config = _load(args)
-    route = config.routes.get(args.route)
-    variables = _parse_vars(args.var, route.vars if route else None)
-    async with Router(config) as router:
+    plan = _load(args)
+    variables = _vars(args, plan)
+    async with Router(plan) as router:
         try:
             result = await router.complete(args.route, variables, deadline_s=args.deadline)
         except RouterError as exc:
@@ -134,10 +139,9 @@ async def _complete(args: argparse.Namespace, out: TextIO) -> int:
 async def _stream(args: argparse.Namespace, out: TextIO) -> int:
     from router.router import Router
 
-    config = _load(args)
-    route = config.routes.get(args.route)
-    variables = _parse_vars(args.var, route.vars if route else None)
-    async with Router(config) as router:
+    plan = _load(args)
+    variables = _vars(args, plan)
+    async with Router(plan) as router:
         try:
             async with router.stream(args.route, variables, deadline_s=args.deadline) as stream:
                 async for delta in stream:
@@ -160,19 +164,17 @@ async def _stream(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _render(args: argparse.Namespace, out: TextIO) -> int:
-    from router.router import Router
-
-    config = _load(args)
-    route = config.routes.get(args.route)
-    router = Router(config)
-    messages = router.render(args.route, _parse_vars(args.var, route.vars if route else None))
+    # A dry run needs only the plan: no router, no transport, no ledger.
+    plan = _load(args)
+    messages = plan.render(args.route, _vars(args, plan))
     for m in messages:
         out.write(f"--- {m.role} ---\n{m.content.rstrip()}\n")
     out.write("--- chain (dry run: nothing sent) ---\n")
-    for i, (provider, model, price, retries, cap) in enumerate(router.chain(args.route), 1):
+    for i, s in enumerate(plan.chain(args.route), 1):
         out.write(
-            f"  {i}. {provider}/{model}: ${price.input_per_mtok}/M in,"
-            f" ${price.output_per_mtok}/M out, retries={retries}, attempt cap {cap:g}s\n"
+            f"  {i}. {s.provider}/{s.model}: ${s.price.input_per_mtok}/M in,"
+            f" ${s.price.output_per_mtok}/M out, retries={s.retries},"
+            f" attempt cap {s.attempt_cap_s:g}s\n"
         )
     return 0
 
@@ -200,10 +202,8 @@ async def _spend(args: argparse.Namespace, out: TextIO) -> int:
     from router.ledger import open_ledger
 
     # Read-only: works beside a running router (which holds the ledger for writing).
-    config = _load(args)
-    book = BudgetBook(
-        config.budgets, open_ledger(config.settings.ledger, config.base_dir, read_only=True)
-    )
+    plan = _load(args)
+    book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir, read_only=True))
     await book.start()
     try:
         rows = book.spend()

@@ -1,14 +1,16 @@
-"""The schema of providers.yaml (pydantic v2) and ``load_config``.
+"""The schema of providers.yaml (pydantic v2) and ``read_config``.
 
 Every model forbids unknown keys. Defaults here are the documented defaults
 (docs/config.md is tested against this schema, so the two cannot drift).
 
-:func:`load_config` reads the YAML with positions (:mod:`router.yamlsrc`),
+:func:`read_config` reads the YAML with positions (:mod:`router.yamlsrc`),
 validates it against this schema, cross-checks what a schema cannot express
 (chains name declared providers and models, budgets name declared scopes, URLs
 are safe, keys are present), compiles the templates (:mod:`router.templates`),
 and raises one :class:`~router.errors.ConfigError` listing every problem, each
-as ``providers.yaml:LINE:COL: dotted.path: message``.
+as ``providers.yaml:LINE:COL: dotted.path: message``. What the router runs
+from is not this schema but the :class:`router.plan.Plan` resolved from it
+(:func:`router.load_config`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -29,7 +32,6 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
-    PrivateAttr,
     SecretStr,
     Tag,
     ValidationError,
@@ -50,6 +52,7 @@ __all__ = [
     "Cooldown",
     "LedgerSettings",
     "Limits",
+    "Loaded",
     "LogSettings",
     "MockSettings",
     "ModelConfig",
@@ -61,7 +64,7 @@ __all__ = [
     "TemplateFile",
     "config_json_schema",
     "default_base_url",
-    "load_config",
+    "read_config",
 ]
 
 ProviderKind = Literal["openai", "anthropic", "ollama", "mock"]
@@ -606,11 +609,11 @@ class RouteConfig(_Strict):
 
 
 class Config(_Strict):
-    """A loaded providers.yaml. Build it with :func:`load_config`.
+    """The schema of a providers.yaml document, as validated; nothing more.
 
-    The router only reads what this object exposes: the schema fields, plus the
-    accessors below for what loading resolved (keys, disabled providers,
-    compiled templates, effective chains, prices and URLs).
+    Reading a file (:func:`read_config`) validates and cross-checks it; what the
+    router runs from is the resolved :class:`router.plan.Plan` that
+    :func:`router.load_config` builds from it.
     """
 
     version: Annotated[Literal[1], Field(description="Schema version; always 1.")]
@@ -621,84 +624,6 @@ class Config(_Strict):
     ]
     budgets: Annotated[dict[str, BudgetConfig], Field(description="Spending limits by name.")] = {}
     routes: Annotated[dict[str, RouteConfig], Field(min_length=1, description="Routes by name.")]
-
-    # Set by load_config, not read from YAML:
-    # the file it came from (None when built in code),
-    _source: Path | None = PrivateAttr(default=None)
-    # the folder relative paths (templates_dir, ledger path) are resolved against,
-    _base_dir: Path = PrivateAttr(default_factory=Path)
-    # each enabled provider's key, by provider name (absent for keyless providers),
-    _keys: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
-    # providers dropped because their key is missing (optional, or require_env=False),
-    _disabled: set[str] = PrivateAttr(default_factory=set)
-    # each route's compiled templates, by route name.
-    _templates: dict[str, RouteTemplates] = PrivateAttr(default_factory=dict)
-
-    @property
-    def source_path(self) -> Path | None:
-        """The YAML file this config was loaded from (None when built in code)."""
-        return self._source
-
-    @property
-    def base_dir(self) -> Path:
-        """The folder relative paths in the config are resolved against."""
-        return self._base_dir
-
-    @property
-    def disabled_providers(self) -> frozenset[str]:
-        """Providers dropped from every chain because their key is missing."""
-        return frozenset(self._disabled)
-
-    @property
-    def templates(self) -> Mapping[str, RouteTemplates]:
-        """Each route's compiled templates, by route name (read-only)."""
-        return MappingProxyType(self._templates)
-
-    def api_key(self, provider: str) -> SecretStr | None:
-        """The loaded key of ``provider``, or None for a keyless or disabled provider."""
-        return self._keys.get(provider)
-
-    def chain(self, route: str) -> list[StepConfig]:
-        """The steps of ``route`` whose provider is enabled, in order.
-
-        Raises:
-            KeyError: ``route`` is not declared.
-        """
-        try:
-            steps = self.routes[route].fallback
-        except KeyError:
-            raise KeyError(f"unknown route {route!r}{did_you_mean(route, self.routes)}") from None
-        return [s for s in steps if s.provider_name not in self._disabled]
-
-    def price(self, provider: str, model: str) -> Price:
-        """The price of ``provider``'s ``model`` (:data:`FREE` when it declares none).
-
-        Raises:
-            KeyError: the provider or model is not declared.
-        """
-        return self.providers[provider].models[model].price or FREE
-
-    def input_overhead(self, provider: str) -> int:
-        """Hidden prompt tokens ``provider`` bills per request: its ``input_overhead_tokens``,
-        else the default for its API host (:data:`DEFAULT_INPUT_OVERHEAD_TOKENS`), else 0.
-
-        Raises:
-            KeyError: the provider is not declared.
-        """
-        declared = self.providers[provider].input_overhead_tokens
-        if declared is not None:
-            return declared
-        host = (urlsplit(self.resolved_base_url(provider)).hostname or "").lower()
-        return DEFAULT_INPUT_OVERHEAD_TOKENS.get(host, 0)
-
-    def resolved_base_url(self, provider: str) -> str:
-        """``provider``'s base_url, or its kind's default, without a trailing '/'.
-
-        Raises:
-            KeyError: the provider is not declared.
-        """
-        p = self.providers[provider]
-        return (p.base_url or default_base_url(p.kind)).rstrip("/")
 
 
 # ---------------------------------------------------------------------------
@@ -733,13 +658,30 @@ _REMOVED_SETTINGS: dict[str, str] = {
 }
 
 
-def load_config(
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A providers.yaml read and checked: the validated document and what reading
+    it found outside the document (keys, disabled providers, compiled templates).
+    :func:`router.plan.resolve` turns it into the Plan the router runs from."""
+
+    config: Config
+    # The file it came from (absolute); relative paths are resolved against its folder.
+    source: Path
+    # Each enabled provider's key, by provider name (absent for keyless providers).
+    keys: Mapping[str, SecretStr]
+    # Providers dropped because their key is missing (optional, or require_env=False).
+    disabled: frozenset[str]
+    # Each route's compiled templates, by route name.
+    templates: Mapping[str, RouteTemplates]
+
+
+def read_config(
     path: str | os.PathLike[str],
     *,
     env: Mapping[str, str] | None = None,
     require_env: bool = True,
-) -> Config:
-    """Load, validate and cross-check a providers.yaml; compile its templates.
+) -> Loaded:
+    """Read, validate and cross-check a providers.yaml; load its keys; compile its templates.
 
     Args:
         path: the YAML file. Problems are reported under this name as given.
@@ -749,8 +691,8 @@ def load_config(
             disabled instead (for validating structure without secrets).
 
     Returns:
-        A complete :class:`Config`: keys loaded (as ``SecretStr``, registered
-        for redaction), disabled providers dropped from chains, templates compiled.
+        The validated document with its keys (as ``SecretStr``, registered for
+        redaction), disabled providers and compiled templates.
 
     Raises:
         ConfigError: listing every problem found, each with its file, line and path.
@@ -781,7 +723,7 @@ class _Loader:
         self.provider_names: set[str] = set()
         self.route_names: set[str] = set()
 
-    def run(self) -> Config:
+    def run(self) -> Loaded:
         config = self._validate()
         self._check_providers()
         keys, disabled, dropped = self._resolve_env()
@@ -799,12 +741,13 @@ class _Loader:
             main = self.doc.file
             self.problems.sort(key=lambda p: (p.file != main, p.file, p.line or 0, p.col or 0))
             raise ConfigError(self.problems)
-        config._source = self.source.resolve()
-        config._base_dir = self.source.parent.resolve()
-        config._keys = keys
-        config._disabled = disabled
-        config._templates = templates
-        return config
+        return Loaded(
+            config=config,
+            source=self.source.resolve(),
+            keys=MappingProxyType(keys),
+            disabled=frozenset(disabled),
+            templates=MappingProxyType(templates),
+        )
 
     def _validate(self) -> Config | None:
         data = self._without_removed_settings(self.doc.data)

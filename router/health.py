@@ -14,7 +14,7 @@ async def check_provider(p: Provider, timeout_s: float, clock: Clock) -> HealthR
     t0 = clock()
     try:
         raw = await p.transport.send(
-            p.adapter.health_request(), model="-", timeout_s=min(timeout_s, p.config.timeout_s)
+            p.adapter.health_request(), model="-", timeout_s=min(timeout_s, p.plan.timeout_s)
         )
         latency = clock() - t0
         if not 200 <= raw.status < 300:
@@ -24,7 +24,5 @@ async def check_provider(p: Provider, timeout_s: float, clock: Clock) -> HealthR
     except ProviderError as exc:
         reachable = exc.status is not None
         return HealthReport(p.name, False, reachable, exc.status, clock() - t0, error=exc.detail)
-    missing = [
-        f"{m} ({p.adapter.missing_model_hint(m)})" for m in p.config.models if m not in listed
-    ]
+    missing = [f"{m} ({p.adapter.missing_model_hint(m)})" for m in p.plan.models if m not in listed]
     return HealthReport(p.name, not missing, True, raw.status, latency, missing_models=missing)

@@ -1,21 +1,20 @@
-"""The Router: serves named routes from a compiled config, under one deadline per call.
+"""The Router: serves named routes from a resolved plan, under one deadline per call.
 
 ``complete()`` renders the route's templates (before any traffic), then walks
 the chain (router.call): for each step it checks cooldown, reserves the
 worst-case cost, takes an admission slot within the attempt's share of the
 deadline, sends, and applies the outcome policy (router.policy) — retry, fall
 back or stop. The router knows no provider's details: adapters translate, the
-transport sends. ``reload()`` swaps in a new config without dropping a call.
+transport sends. It is built from a resolved :class:`~router.plan.Plan`;
+``reload()`` resolves the file again and swaps the new plan in without dropping a call.
 """
 
 from __future__ import annotations
 
 import asyncio
-import difflib
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -23,7 +22,7 @@ from typing import Any
 
 from router.budget import BudgetBook, BudgetStatus
 from router.call import Call, CompleteCall, Provider, Route, Runtime
-from router.config import Config, Price, load_config
+from router.config import Config
 from router.deadline import Clock, Deadline
 from router.errors import (
     ConfigError,
@@ -32,13 +31,14 @@ from router.errors import (
     RouterClosedError,
     RouterError,
 )
-from router.generation import Generation, build_provider, compile_route, fingerprint
+from router.generation import Generation, build_provider, compile_route
 from router.health import check_provider
 from router.inflight import InFlight
 from router.ledger import open_ledger
 from router.logging import get_logger
 from router.metrics.stats import Stats
 from router.observe import CallRecord, Observer
+from router.plan import ChainStep, Plan, ReloadReport, compare, load_config
 from router.streaming import RouteStream, StreamCall
 from router.types import Attempt, Completion, HealthReport, Message
 
@@ -49,41 +49,7 @@ Sleep = Callable[[float], Awaitable[None]]
 _log = get_logger()
 
 
-@dataclass(slots=True, frozen=True)
-class ReloadReport:
-    """What a successful reload changed (names only)."""
-
-    providers_added: list[str] = field(default_factory=list)
-    providers_removed: list[str] = field(default_factory=list)
-    providers_changed: list[str] = field(default_factory=list)
-    routes_added: list[str] = field(default_factory=list)
-    routes_removed: list[str] = field(default_factory=list)
-    routes_changed: list[str] = field(default_factory=list)
-    budgets_changed: bool = False
-    budgets_removed: list[str] = field(default_factory=list)
-    settings_changed: bool = False
-
-    @property
-    def changed(self) -> bool:
-        return any(
-            (
-                self.providers_added,
-                self.providers_removed,
-                self.providers_changed,
-                self.routes_added,
-                self.routes_removed,
-                self.routes_changed,
-                self.budgets_changed,
-                self.settings_changed,
-            )
-        )
-
-
-def _diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[list[str], list[str], list[str]]:
-    added = [k for k in new if k not in old]
-    removed = [k for k in old if k not in new]
-    changed = [k for k in new if k in old and old[k] != new[k]]
-    return added, removed, changed
+__all__ = ["ReloadReport", "Router"]
 
 
 class Router:
@@ -93,7 +59,7 @@ class Router:
     router is bound to the event loop it starts on.
 
     Args:
-        config: a Config from :func:`router.load_config`.
+        plan: a Plan from :func:`router.load_config`.
         on_attempt, on_call: simple hooks called with every attempt / finished call.
         observers: metrics and tracing observers (see router.observe).
         clock, sleep: the monotonic clock and sleep every wait uses (tests drive them).
@@ -101,7 +67,7 @@ class Router:
 
     def __init__(
         self,
-        config: Config,
+        plan: Plan,
         *,
         on_attempt: AttemptHook | None = None,
         on_call: CallHook | None = None,
@@ -109,10 +75,9 @@ class Router:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        if set(config.templates) != set(config.routes):
-            raise RouterError(
-                "Router needs a Config from router.load_config(): that is where keys are "
-                "resolved and templates compiled (a Config built in code has neither)"
+        if not isinstance(plan, Plan):
+            raise TypeError(
+                f"Router needs a Plan from router.load_config(), not {type(plan).__name__}"
             )
         self._on_attempt = on_attempt
         self._on_call = on_call
@@ -122,21 +87,15 @@ class Router:
         self._observers: list[Observer] = [self._stats, *observers]
         self._clock = clock
         self._sleep = sleep
-        self._book = BudgetBook(
-            config.budgets, open_ledger(config.settings.ledger, config.base_dir)
-        )
-        providers = {
-            name: build_provider(config, name, clock, sleep)
-            for name in config.providers
-            if name not in config.disabled_providers
-        }
-        self._gen = self._generation(config, providers)
+        self._book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir))
+        providers = {name: build_provider(p, clock, sleep) for name, p in plan.providers.items()}
+        self._gen = self._generation(plan, providers)
         # Generations replaced by reloads that still have calls running.
         self._retired: list[Generation] = []
         # Transport closes scheduled for providers no generation uses any more.
         self._closing: set[asyncio.Task[None]] = set()
         # How to re-read the config: the file and load_config's keyword arguments.
-        self._source: Path | None = config.source_path
+        self._source: Path | None = plan.source
         self._load_kwargs: dict[str, Any] = {}
         self._watch_interval_s: float | None = None
         self._watch_settle_s = 0.25
@@ -181,24 +140,28 @@ class Router:
             router._watch_settle_s = watch_settle_s
         return router
 
-    def _generation(self, config: Config, providers: dict[str, Provider]) -> Generation:
-        settings = config.settings
+    def _generation(self, plan: Plan, providers: dict[str, Provider]) -> Generation:
         rt = Runtime(
             clock=self._clock,
             sleep=self._sleep,
             book=self._book,
-            floor_s=settings.attempt_floor_s,
-            backoff=settings.backoff,
-            retry_after_max_s=settings.retry_after_max_s,
+            floor_s=plan.attempt_floor_s,
+            backoff=plan.backoff,
+            retry_after_max_s=plan.retry_after_max_s,
             on_attempt=self._attempt_done,
         )
-        routes = {name: compile_route(config, providers, name) for name in config.routes}
-        return Generation(config, providers, routes, rt)
+        routes = {name: compile_route(r, providers) for name, r in plan.routes.items()}
+        return Generation(plan, providers, routes, rt)
+
+    @property
+    def plan(self) -> Plan:
+        """The plan new calls are served from."""
+        return self._gen.plan
 
     @property
     def config(self) -> Config:
-        """The config new calls are served from."""
-        return self._gen.config
+        """The validated providers.yaml new calls are served from (``plan.config``)."""
+        return self._gen.plan.config
 
     @property
     def _providers(self) -> dict[str, Provider]:
@@ -278,26 +241,20 @@ class Router:
     def _route(self, gen: Generation, name: str) -> Route:
         route = gen.routes.get(name)
         if route is None:
-            close = difflib.get_close_matches(name, gen.routes, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise RouterError(f"unknown route {name!r}{hint}")
+            gen.plan.route(name)  # raises RouterError naming the closest route
+        assert route is not None
         return route
 
     def render(self, route: str, vars: Mapping[str, Any] | None = None) -> list[Message]:
-        """Render a route's messages without sending anything."""
-        return self._route(self._gen, route).templates.render(vars)
+        """Render a route's messages without sending anything (:meth:`Plan.render`)."""
+        return self._gen.plan.render(route, vars)
 
-    def chain(self, route: str) -> list[tuple[str, str, Price, int, float]]:
-        """The steps a route would try: (provider, model, price, retries, attempt cap).
-
-        The cap is the longest any attempt of the step can last: its timeout, or
-        the route's deadline if shorter (the deadline share may cut it further).
+    def chain(self, route: str) -> list[ChainStep]:
+        """The steps a route would try (:meth:`Plan.chain`): provider, model, price,
+        retries and attempt cap — the longest any attempt of the step can last: its
+        timeout, or the route's deadline if shorter (the deadline share may cut it further).
         """
-        r = self._route(self._gen, route)
-        return [
-            (s.provider.name, s.model, s.price, s.retries, min(s.timeout_s, r.deadline_s))
-            for s in r.steps
-        ]
+        return self._gen.plan.chain(route)
 
     # -- calls --------------------------------------------------------------------
 
@@ -474,13 +431,14 @@ class Router:
     async def reload(self) -> ReloadReport:
         """Re-read the YAML this router was built from and swap it in if valid.
 
-        The new config is loaded and validated completely (keys, templates,
-        everything) before anything changes. Invalid: the old config keeps
-        serving and ConfigError is raised (and logged). Valid: the swap is
-        atomic; calls already running finish on the config they started with;
-        providers whose settings did not change keep their connection pool,
-        limiter and cooldown state; removed or changed providers are closed once
-        their in-flight calls end; budgets keep their spend.
+        The file is loaded, validated and resolved into a new Plan completely
+        (keys, templates, everything) before anything changes. Invalid: the old
+        plan keeps serving and ConfigError is raised (and logged). Valid: the
+        swap is atomic; calls already running finish on the plan they started
+        with; a provider whose ProviderPlan is equal to the old one keeps its
+        connection pool, limiter and cooldown state; removed or changed providers
+        are closed once their in-flight calls end; budgets keep their spend. The
+        report is the comparison of the two plans (:func:`router.plan.compare`).
         """
         self._check_loop()
         if self._source is None:
@@ -492,8 +450,8 @@ class Router:
     async def _reload(self, source: Path) -> ReloadReport:
         old = self._gen
         try:
-            new = load_config(source, **self._load_kwargs)
-            if new.settings.ledger != old.config.settings.ledger:
+            plan = load_config(source, **self._load_kwargs)
+            if plan.ledger != old.plan.ledger:
                 raise ConfigError(
                     [
                         ConfigProblem(
@@ -508,83 +466,57 @@ class Router:
         except ConfigError as exc:
             _log.error("reload_failed", path=str(source), problems=[str(p) for p in exc.problems])
             raise
+        report = compare(old.plan, plan)
+        # A provider whose plan is unchanged keeps its runtime (pool, limiter, cooldown).
         providers: dict[str, Provider] = {}
         built: list[Provider] = []
-        for name in new.providers:
-            if name in new.disabled_providers:
-                continue
+        for name, pplan in plan.providers.items():
             kept = old.providers.get(name)
-            if kept is not None and fingerprint(old.config, name) == fingerprint(new, name):
+            if kept is not None and kept.plan == pplan:
                 providers[name] = kept
             else:
-                p = build_provider(new, name, self._clock, self._sleep)
-                providers[name] = p
+                providers[name] = p = build_provider(pplan, self._clock, self._sleep)
                 built.append(p)
         try:
             for p in built:
                 await p.transport.start()
-            install_budgets = await self._book.prepare(new.budgets)
+            install_budgets = await self._book.prepare(plan.budgets)
         except BaseException:
             for p in built:
                 await p.transport.aclose()
             raise
         # The swap: no await from here on, so no call sees half of it.
         install_budgets()
-        gen = self._generation(new, providers)
-        self._gen = gen
+        self._gen = self._generation(plan, providers)
         old.retired = True
         self._retired.append(old)
         for p in built:
             self._health.pop(p.name, None)
         if old.active == 0:
             self._drain(old)
-        old_providers = {n: fingerprint(old.config, n) for n in old.providers}
-        new_providers = {n: fingerprint(new, n) for n in providers}
-        p_added, p_removed, p_changed = _diff(old_providers, new_providers)
-        r_added, r_removed, r_changed = _diff(old.config.routes, new.routes)
-        # A route whose YAML is unchanged still changes when a provider it uses was rebuilt.
-        rebuilt = {p.name for p in built}
-        r_changed += [
-            n
-            for n, route in gen.routes.items()
-            if n in old.routes
-            and n not in r_changed
-            and any(step.provider.name in rebuilt for step in route.steps)
-        ]
-        report = ReloadReport(
-            providers_added=p_added,
-            providers_removed=p_removed,
-            providers_changed=p_changed,
-            routes_added=r_added,
-            routes_removed=r_removed,
-            routes_changed=r_changed,
-            budgets_changed=new.budgets != old.config.budgets,
-            budgets_removed=[b for b in old.config.budgets if b not in new.budgets],
-            settings_changed=new.settings != old.config.settings,
-        )
         _log.info(
             "reload",
             path=str(source),
             changed=report.changed,
-            providers_added=p_added,
-            providers_removed=p_removed,
-            providers_changed=p_changed,
-            routes_added=r_added,
-            routes_removed=r_removed,
-            routes_changed=r_changed,
+            providers_added=report.providers_added,
+            providers_removed=report.providers_removed,
+            providers_changed=report.providers_changed,
+            routes_added=report.routes_added,
+            routes_removed=report.routes_removed,
+            routes_changed=report.routes_changed,
             budgets_changed=report.budgets_changed,
             settings_changed=report.settings_changed,
         )
-        if report.budgets_removed or p_removed or r_removed:
+        if report.budgets_removed or report.providers_removed or report.routes_removed:
             # Removing money limits or things callers use is legitimate, but it must
             # never pass unnoticed (a half-saved file looks exactly like this).
             _log.warning(
                 "reload_removed",
                 path=str(source),
                 budgets_removed=report.budgets_removed,
-                all_budgets_removed=bool(old.config.budgets) and not new.budgets,
-                routes_removed=r_removed,
-                providers_removed=p_removed,
+                all_budgets_removed=bool(old.plan.budgets) and not plan.budgets,
+                routes_removed=report.routes_removed,
+                providers_removed=report.providers_removed,
             )
         return report
 
@@ -602,13 +534,8 @@ class Router:
     def _watched(self) -> dict[Path, tuple[int, int]]:
         """The YAML file and every file under its templates_dir: (mtime_ns, size)."""
         assert self._source is not None
-        config = self._gen.config
-        paths = [self._source]
-        tdir = config.base_dir / config.settings.templates_dir
-        if tdir.is_dir():
-            paths += [p for p in sorted(tdir.rglob("*")) if p.is_file()]
         out = {}
-        for path in paths:
+        for path in self._gen.plan.watched_files():
             try:
                 st = path.stat()
             except OSError:
@@ -666,7 +593,7 @@ class Router:
         """
         self._check_loop()
         gen = self._gen
-        ttl = gen.config.settings.health_ttl_s
+        ttl = gen.plan.health_ttl_s
         now = self._clock()
         stale = [
             p

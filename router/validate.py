@@ -14,7 +14,7 @@ from typing import Literal, TextIO
 
 from structlog.testing import capture_logs
 
-from router.config import Config, load_config
+from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
 from router.redact import redact
 
@@ -49,27 +49,28 @@ def run_validate(
     # says the same, so the events are kept out of the report.
     with capture_logs():
         try:
-            config = load_config(path, require_env=not no_env)
+            loaded = read_config(path, require_env=not no_env)
         except ConfigError as exc:
             problems = exc.problems
-            config = None
-    if config is None:
+            loaded = None
+    if loaded is None:
         for problem in problems:
             stream.write(redact(_format(problem, fmt)) + "\n")
         n = len(problems)
         stream.write(f"{path}: invalid, {n} problem{'s' if n != 1 else ''}\n")
         return 1
-    stream.write(_summary(path, config, no_env) + "\n")
+    stream.write(_summary(path, loaded, no_env) + "\n")
     return 0
 
 
-def _summary(path: str, config: Config, no_env: bool) -> str:
+def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
+    config = loaded.config
     n_prov, n_routes = len(config.providers), len(config.routes)
     line = (
         f"{path}: valid: {n_prov} provider{'s' if n_prov != 1 else ''}, "
         f"{n_routes} route{'s' if n_routes != 1 else ''}"
     )
-    disabled = sorted(config.disabled_providers)
+    disabled = sorted(loaded.disabled)
     if disabled:
         why = ", ".join(f"{p} ({config.providers[p].api_key_env} not set)" for p in disabled)
         line += f"; disabled: {why}"

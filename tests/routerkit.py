@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from router.config import Config, load_config
+from router.plan import Plan, load_config
 
 
 def write_config(tmp_path: Path, body: str, templates: Mapping[str, str] | None = None) -> Path:
@@ -33,5 +33,5 @@ def make_config(
     body: str,
     env: Mapping[str, str] | None = None,
     templates: Mapping[str, str] | None = None,
-) -> Config:
+) -> Plan:
     return load_config(write_config(tmp_path, body, templates), env=dict(env or {}))

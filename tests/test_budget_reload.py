@@ -133,7 +133,9 @@ budgets:
 
 def _worst(router: Router) -> Decimal:
     messages = router.render("r", {"ticker": "ACME"})
-    return worst_case_usd(estimate_tokens(messages), 200, router.config.price("paid", "m"))
+    return worst_case_usd(
+        estimate_tokens(messages), 200, router.plan.providers["paid"].models["m"].price
+    )
 
 
 async def test_ten_calls_in_flight_on_a_ten_call_budget_survive_a_rescoping_reload(

@@ -1,4 +1,4 @@
-"""The example providers.yaml, what a loaded Config exposes, keys and their secrecy."""
+"""The example providers.yaml, what a loaded Plan exposes, keys and their secrecy."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
-from router.config import FREE, Config, config_json_schema, default_base_url, load_config
-from router.errors import ConfigError
+from router.config import FREE, config_json_schema, default_base_url
+from router.errors import ConfigError, RouterError
+from router.plan import load_config
 from router.types import Message
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,9 +44,9 @@ def test_example_loads_with_every_key_set() -> None:
         "mock_flaky",
     }
     assert set(config.routes) == {"analysis", "summary"}
-    analysis = [s.model for s in config.chain("analysis")]
+    analysis = [f"{s.provider}/{s.model}" for s in config.chain("analysis")]
     assert analysis[-2:] == ["mock_flaky/mock-1", "mock/mock-1"]
-    assert config.chain("summary")[-2].model == "ollama/llama3.2:latest"
+    assert config.chain("summary")[-2][:2] == ("ollama", "llama3.2:latest")
     assert config.routes["analysis"].vars == {
         "ticker": "str",
         "prices": "list[float]",
@@ -55,6 +56,8 @@ def test_example_loads_with_every_key_set() -> None:
     assert config.providers["mock_flaky"].mock.failures == [503, 503]
     assert "search_parameters" in config.providers["xai"].extra
     assert "options" in config.providers["ollama"].extra
+    # The validated document stays readable beside the plan.
+    assert config.config.providers["mock_flaky"].kind == "mock"
 
 
 def test_example_budgets_cover_global_provider_and_route_scopes() -> None:
@@ -86,9 +89,11 @@ def test_optional_providers_without_keys_are_disabled_with_a_warning() -> None:
     with capture_logs() as logs:
         config = load_config(EXAMPLE, env=env)
     assert config.disabled_providers == {"deepseek", "xai"}
-    assert all(s.provider_name not in {"deepseek", "xai"} for s in config.chain("analysis"))
-    # The route itself still lists every step; only chain() drops them.
-    assert len(config.routes["analysis"].fallback) == len(config.chain("analysis")) + 2
+    assert all(s.provider not in {"deepseek", "xai"} for s in config.chain("analysis"))
+    assert set(config.providers).isdisjoint({"deepseek", "xai"})
+    # The route as written still lists every step; the plan's steps drop them.
+    assert len(config.config.routes["analysis"].fallback) == len(config.chain("analysis")) + 2
+    assert len(config.routes["analysis"].steps) == len(config.chain("analysis"))
     events = {(e["event"], e["provider"], e["env_var"]) for e in logs}
     assert events == {
         ("provider_disabled", "deepseek", "DEEPSEEK_API_KEY"),
@@ -101,15 +106,18 @@ def test_require_env_false_disables_every_provider_without_a_key() -> None:
     with capture_logs():
         config = load_config(EXAMPLE, env={}, require_env=False)
     assert config.disabled_providers == {"openai", "anthropic", "deepseek", "xai"}
-    assert [s.model for s in config.chain("summary")] == ["ollama/llama3.2:latest", "mock/mock-1"]
-    assert config.api_key("openai") is None
+    assert [(s.provider, s.model) for s in config.chain("summary")] == [
+        ("ollama", "llama3.2:latest"),
+        ("mock", "mock-1"),
+    ]
+    assert "openai" not in config.providers
 
 
 def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in FULL_ENV.items():
         monkeypatch.setenv(name, value)
     config = load_config(EXAMPLE)
-    assert config.api_key("xai") == SecretStr(FULL_ENV["XAI_API_KEY"])
+    assert config.providers["xai"].key == SecretStr(FULL_ENV["XAI_API_KEY"])
 
 
 def test_empty_or_blank_key_counts_as_missing() -> None:
@@ -120,19 +128,18 @@ def test_empty_or_blank_key_counts_as_missing() -> None:
 
 def test_keys_are_secret_and_stripped() -> None:
     config = load_config(EXAMPLE, env=dict(FULL_ENV, OPENAI_API_KEY=CANARY + "\n"))
-    key = config.api_key("openai")
+    key = config.providers["openai"].key
     assert isinstance(key, SecretStr)
     assert key.get_secret_value() == CANARY
-    assert config.api_key("ollama") is None  # keyless
-    assert config.api_key("nobody") is None
+    assert config.providers["ollama"].key is None  # keyless
 
 
 def test_no_key_value_leaks_into_repr_errors_or_messages() -> None:
     config = load_config(EXAMPLE, env=FULL_ENV)
     assert CANARY not in repr(config)
     assert CANARY not in str(config)
-    assert CANARY not in repr(config.api_key("openai"))
-    assert CANARY not in json.dumps(config.model_dump(mode="json"))
+    assert CANARY not in repr(config.providers["openai"])
+    assert CANARY not in json.dumps(config.config.model_dump(mode="json"))
     # An unrelated error raised after the key was loaded cannot carry it either.
     env = dict(FULL_ENV, ANTHROPIC_API_KEY="")
     with pytest.raises(ConfigError) as info:
@@ -146,49 +153,54 @@ def test_no_key_value_leaks_into_repr_errors_or_messages() -> None:
     assert CANARY not in str(RouterError(f"oops {CANARY} oops"))
 
 
-def test_accessors_of_a_loaded_config() -> None:
+def test_what_a_loaded_plan_resolves() -> None:
     config = load_config(EXAMPLE, env=FULL_ENV)
-    assert config.source_path == EXAMPLE
+    assert config.source == EXAMPLE
     assert config.base_dir == ROOT
-    assert config.resolved_base_url("openai") == "https://api.openai.com/v1"
-    assert config.resolved_base_url("anthropic") == "https://api.anthropic.com"
-    assert config.resolved_base_url("ollama") == "http://localhost:11434"
-    assert config.resolved_base_url("mock") == "mock://local"
-    assert config.resolved_base_url("deepseek") == "https://api.deepseek.com"
-    price = config.price("anthropic", "claude-sonnet-5-5")
+    assert config.templates_dir == ROOT / "templates"
+    url = {name: p.base_url for name, p in config.providers.items()}
+    assert url["openai"] == "https://api.openai.com/v1"
+    assert url["anthropic"] == "https://api.anthropic.com"
+    assert url["ollama"] == "http://localhost:11434"
+    assert url["mock"] == "mock://local"
+    assert url["deepseek"] == "https://api.deepseek.com"
+    price = config.providers["anthropic"].models["claude-sonnet-5-5"].price
     assert price.input_per_mtok == Decimal("2.00")
     assert price.cache_write_per_mtok == Decimal("2.50")
-    assert config.price("ollama", "llama3.2:latest") is FREE
-    assert config.price("mock_flaky", "mock-1") == FREE
-    assert config.price("mock", "mock-1").output_per_mtok == Decimal("1.50")
-    with pytest.raises(KeyError):
-        config.price("openai", "nope")
-    with pytest.raises(KeyError, match="did you mean 'analysis'"):
+    assert config.providers["ollama"].models["llama3.2:latest"].price is FREE
+    assert config.providers["mock_flaky"].models["mock-1"].price == FREE
+    assert config.providers["mock"].models["mock-1"].price.output_per_mtok == Decimal("1.50")
+    with pytest.raises(RouterError, match="did you mean 'analysis'"):
         config.chain("analysys")
-    assert set(config.templates) == {"analysis", "summary"}
+    assert set(config.routes) == {"analysis", "summary"}
+    # Frozen all the way down.
     with pytest.raises(TypeError):
-        config.templates["x"] = config.templates["summary"]  # type: ignore[index]
+        config.routes["x"] = config.routes["summary"]  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        config.routes["summary"].max_tokens = 1  # type: ignore[misc]
 
 
 def test_chain_keeps_step_overrides_and_order() -> None:
     config = load_config(EXAMPLE, env=FULL_ENV)
-    steps = config.chain("analysis")
-    gpt = next(s for s in steps if s.provider_name == "openai")
-    assert gpt.model_name == "gpt-5.5"
+    steps = config.routes["analysis"].steps
+    gpt = next(s for s in steps if s.provider == "openai")
+    assert gpt.model == "gpt-5.5"
     assert gpt.retries == 0
     assert gpt.params == {"reasoning_effort": "low"}
-    assert [s.model for s in steps] == [s.model for s in config.routes["analysis"].fallback]
+    assert [f"{s.provider}/{s.model}" for s in steps] == [
+        s.model for s in config.config.routes["analysis"].fallback
+    ]
 
 
 def test_example_templates_render_the_trading_prompt() -> None:
     config = load_config(EXAMPLE, env=FULL_ENV)
-    messages = config.templates["analysis"].render(
-        {"ticker": "ACME", "prices": [100.0, 101, Decimal("99.5")], "horizon_days": 5}
+    messages = config.render(
+        "analysis", {"ticker": "ACME", "prices": [100.0, 101, Decimal("99.5")], "horizon_days": 5}
     )
     assert [m.role for m in messages] == ["system", "user"]
     assert "Ticker: ACME" in messages[1].content
     assert "100.0, 101, 99.5" in messages[1].content
-    summary = config.templates["summary"].render({"text": "Rates up."})
+    summary = config.render("summary", {"text": "Rates up."})
     assert summary[1] == Message("user", "Summarise in at most 60 words:\n\nRates up.\n")
 
 
@@ -213,7 +225,7 @@ def test_step_model_names_split_at_the_first_slash_only(tmp_path: Path) -> None:
         tmp_path / "p.yaml", env={"OPENAI_API_KEY": "k" * 10, "OPENROUTER_API_KEY": "k" * 10}
     )
     step = config.chain("r")[1]
-    assert (step.provider_name, step.model_name) == (
+    assert (step.provider, step.model) == (
         "openrouter",
         "meta-llama/llama-3.2-3b-instruct:free",
     )
@@ -225,7 +237,8 @@ def test_templates_dir_is_relative_to_the_yaml_not_the_cwd(
     monkeypatch.chdir(tmp_path)
     config = load_config(DATA / "includes.yaml")
     assert config.base_dir == DATA
-    assert "with_include" in config.templates
+    assert config.templates_dir == DATA / "templates"
+    assert "with_include" in config.routes
 
 
 def test_default_base_urls_per_kind() -> None:
@@ -233,20 +246,6 @@ def test_default_base_urls_per_kind() -> None:
     assert default_base_url("anthropic") == "https://api.anthropic.com"
     assert default_base_url("ollama") == "http://localhost:11434"
     assert default_base_url("mock") == "mock://local"
-
-
-def test_config_built_in_code_has_empty_load_state() -> None:
-    config = Config.model_validate(
-        {
-            "version": 1,
-            "providers": {"mock": {"kind": "mock", "models": {"m": {}}}},
-            "routes": {"r": {"prompt": "hi", "fallback": ["mock/m"]}},
-        }
-    )
-    assert config.source_path is None
-    assert config.disabled_providers == frozenset()
-    assert [s.model for s in config.chain("r")] == ["mock/m"]
-    assert dict(config.templates) == {}
 
 
 def test_committed_json_schema_is_current() -> None:
@@ -267,13 +266,13 @@ def test_json_schema_accepts_string_steps_and_names_the_draft() -> None:
 
 
 def test_import_and_load_are_fast_in_a_fresh_interpreter() -> None:
-    """Importing router.config and loading the example takes well under half a second."""
+    """Importing router.plan and loading the example takes well under half a second."""
     code = (
         "import time, os; t = time.perf_counter()\n"
-        "import router.config\n"
+        "import router.plan\n"
         "from structlog.testing import capture_logs\n"
         "with capture_logs():\n"
-        "    router.config.load_config('providers.yaml', require_env=False)\n"
+        "    router.plan.load_config('providers.yaml', require_env=False)\n"
         "print(time.perf_counter() - t)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -312,7 +311,6 @@ def test_input_overhead_defaults_by_api_host_and_can_be_set(tmp_path: Path) -> N
         """,
         env={"XK": "xk-test-0123456789abcdef"},
     )
-    assert config.input_overhead("xai") == 160
-    assert config.input_overhead("xai_set") == 0
-    assert config.input_overhead("oai") == 0
-    assert config.input_overhead("local") == 40
+    overhead = {name: p.input_overhead for name, p in config.providers.items()}
+    assert overhead == {"xai": 160, "xai_set": 0, "oai": 0, "local": 40}
+    assert [s.input_overhead for s in config.routes["r"].steps] == [160, 0, 0, 40]

@@ -22,9 +22,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from router.cli import main as cli_main
-from router.config import load_config
 from router.errors import ConfigError, ConfigProblem, RouterError
 from router.files import MAX_FILE_BYTES
+from router.plan import load_config
 from router.router import Router
 from router.validate import run_validate
 
@@ -69,7 +69,7 @@ def test_minimal_is_valid(cwd: Path) -> None:
     """The base of every mutation below loads cleanly."""
     write(MINIMAL)
     config = load_config("providers.yaml", env=ENV)
-    assert [s.model for s in config.chain("r")] == ["openai/gpt-5.5", "mock/mock-1"]
+    assert [s[:2] for s in config.chain("r")] == [("openai", "gpt-5.5"), ("mock", "mock-1")]
 
 
 def test_missing_env_key_names_variable_provider_and_line(cwd: Path) -> None:
@@ -347,7 +347,7 @@ def test_plain_http_to_loopback_is_allowed(cwd: Path, url: str) -> None:
         f"    api_key_env: OPENAI_API_KEY\n    base_url: {url}\n",
     )
     write(text)
-    assert load_config("providers.yaml", env=ENV).resolved_base_url("openai") == url.rstrip("/")
+    assert load_config("providers.yaml", env=ENV).providers["openai"].base_url == url.rstrip("/")
 
 
 def test_allow_http_opts_in_to_a_remote_host(cwd: Path) -> None:
@@ -357,7 +357,7 @@ def test_allow_http_opts_in_to_a_remote_host(cwd: Path) -> None:
         "    allow_http: true\n",
     )
     write(text)
-    assert load_config("providers.yaml", env=ENV).resolved_base_url("openai").startswith("http:")
+    assert load_config("providers.yaml", env=ENV).providers["openai"].base_url.startswith("http:")
 
 
 def test_credentials_in_base_url_are_refused(cwd: Path) -> None:
@@ -529,8 +529,8 @@ def test_merge_keys_work_and_explicit_keys_win(cwd: Path) -> None:
     )
     write(text)
     config = load_config("providers.yaml", env=ENV)
-    assert config.routes["r"].prompt == "Hi {{ name }}"
-    assert [s.model for s in config.routes["base"].fallback] == ["mock/mock-1"]
+    assert config.routes["r"].source.prompt == "Hi {{ name }}"
+    assert [(s.provider, s.model) for s in config.routes["base"].steps] == [("mock", "mock-1")]
 
 
 def test_every_problem_is_collected_in_line_order(cwd: Path) -> None:

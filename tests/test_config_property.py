@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from router.config import Config, load_config
 from router.errors import ConfigError
+from router.plan import Plan, load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TEXT = (ROOT / "providers.yaml").read_text()
@@ -114,7 +114,7 @@ def check(path: Path, require_env: bool, env: dict[str, str]) -> None:
     except ConfigError as exc:
         error = exc
     if error is None:
-        assert isinstance(result, Config)
+        assert isinstance(result, Plan)
         return
     assert error.problems, "a ConfigError always lists at least one problem"
     for p in error.problems:
@@ -158,8 +158,8 @@ def test_text_mutations_load_or_raise_config_error(
 
 
 def test_unmutated_example_passes_the_same_check(workdir: Path) -> None:
-    """The property's baseline: the example itself loads as a Config."""
+    """The property's baseline: the example itself loads as a Plan."""
     path = workdir / "providers.yaml"
     path.write_text(yaml.safe_dump(BASE, sort_keys=False))
     with capture_logs():
-        assert isinstance(load_config(path, env=ENV), Config)
+        assert isinstance(load_config(path, env=ENV), Plan)

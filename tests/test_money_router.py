@@ -36,7 +36,9 @@ def _worst(tmp_path: Path) -> Decimal:
     config = make_config(tmp_path, PAID.format(limit=1, chain="[paid/m]"))
     router = Router(config)
     messages = router.render("r", {"ticker": "ACME"})
-    return worst_case_usd(estimate_tokens(messages), 200, config.price("paid", "m"))
+    return worst_case_usd(
+        estimate_tokens(messages), 200, config.providers["paid"].models["m"].price
+    )
 
 
 async def _burst(router: Router, n: int) -> list[Completion | BaseException]:

@@ -26,10 +26,10 @@ from structlog.testing import capture_logs
 
 import router.logging as router_logging
 import router.router as router_module
-from router import Config, Router, RouterError
+from router import Plan, Router, RouterError
 from router.cli import main
-from router.config import load_config
 from router.errors import REQUEST_ID_LIMIT, ProviderError, StreamInterruptedError
+from router.plan import load_config
 from router.providers.base import ERROR_MESSAGE_LIMIT, ERROR_TEXT_LIMIT, decode_error_body
 from router.redact import REDACTED, redact
 from tests.hostile import HOSTILE, PARSER_FAULTS
@@ -175,16 +175,17 @@ def _texts_of_error(err: BaseException) -> list[str]:
     return texts
 
 
-def _texts_of_router(router: Router, config: Config) -> list[str]:
-    texts = [repr(router), str(router), repr(config), str(config), config.model_dump_json()]
+def _texts_of_router(router: Router, config: Plan) -> list[str]:
+    texts = [repr(router), str(router), repr(config), str(config), config.config.model_dump_json()]
+    texts += [repr(router.plan), repr(router.config)]
     for p in router._providers.values():
         texts += [repr(p), repr(p.transport), repr(p.adapter), str(p.adapter), repr(p.gate)]
-        texts += [repr(p.config), p.config.model_dump_json()]
+        texts += [repr(p.plan), str(p.plan)]
     texts.append(repr(router.chain("r")))
     return texts
 
 
-async def _call(config: Config, deadline: float) -> tuple[RouterError | None, Router]:
+async def _call(config: Plan, deadline: float) -> tuple[RouterError | None, Router]:
     async with Router(config) as router:
         try:
             await router.complete("r", deadline_s=deadline)

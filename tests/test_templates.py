@@ -12,8 +12,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import SandboxedEnvironment
 
-from router.config import load_config
 from router.errors import ConfigError, TemplateError
+from router.plan import load_config
 from router.router import Router
 from router.templates import RouteTemplates, make_environment, parse_var_type
 from router.types import Message
@@ -41,7 +41,7 @@ def route(
     (tmp_path / "templates").mkdir(exist_ok=True)
     for name, body in (files or {}).items():
         (tmp_path / "templates" / name).write_text(body)
-    return load_config(tmp_path / "p.yaml", env={}).templates["r"]
+    return load_config(tmp_path / "p.yaml", env={}).routes["r"].templates
 
 
 TYPED = {"ticker": "str", "prices": "list[float]", "days": "int", "live": "bool"}
@@ -189,10 +189,10 @@ def test_vars_must_be_a_mapping(tmp_path: Path) -> None:
 
 def test_includes_and_imports_are_followed_for_variables() -> None:
     config = load_config(DATA / "includes.yaml")
-    t = config.templates["with_include"]
+    t = config.routes["with_include"].templates
     messages = t.render({"question": "q?", "ticker": "ACME", "desk": "rates"})
     assert messages[0].content == "Desk: rates\nInstrument: ACME\n\nREADY!\n"
-    assert config.templates["undeclared_include"].variables == {"desk", "ticker"}
+    assert config.routes["undeclared_include"].templates.variables == {"desk", "ticker"}
 
 
 def test_declared_route_rejects_a_variable_used_only_by_an_include(tmp_path: Path) -> None:

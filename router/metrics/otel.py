@@ -122,16 +122,15 @@ class Tracing:
 
     def _provider_attrs(self, provider: str) -> Attributes:
         """gen_ai.provider.name, router.provider and server.* of a configured provider."""
-        config = self._router.config
-        pconf = config.providers.get(provider)
-        if pconf is None:  # removed by a reload since the attempt
+        pplan = self._router.plan.providers.get(provider)
+        if pplan is None:  # removed by a reload since the attempt
             return {"router.provider": provider}
-        base_url = config.resolved_base_url(provider)
-        key = (pconf.kind, base_url)
+        kind, base_url = pplan.kind, pplan.base_url
+        key = (kind, base_url)
         attrs = self._servers.get(key)
         if attrs is None:
-            attrs = {"gen_ai.provider.name": vendor_for(pconf.kind, base_url)}
-            if pconf.kind != "mock":
+            attrs = {"gen_ai.provider.name": vendor_for(kind, base_url)}
+            if kind != "mock":
                 url = urlsplit(base_url)
                 if url.hostname:
                     attrs["server.address"] = url.hostname

@@ -57,7 +57,6 @@ import structlog
 
 import router.logging as router_logging
 from router import Router
-from router.config import Config
 from router.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
@@ -66,6 +65,7 @@ from router.errors import (
     RouterError,
     StreamInterruptedError,
 )
+from router.plan import Plan
 from router.streaming import RouteStream
 from router.types import Attempt, Completion, Usage
 from tests.faults.plan import (
@@ -190,7 +190,7 @@ SYSTEM = (
 )
 
 
-def fault_config(tmp_path: Path, urls: dict[str, str], alpha_connections: int = 20) -> Config:
+def fault_config(tmp_path: Path, urls: dict[str, str], alpha_connections: int = 20) -> Plan:
     """Three openai-kind providers, each on its own fault upstream, one 3-step route.
 
     Timeouts and the attempt floor are scaled to the run's 0.3-1.0 s deadlines; the

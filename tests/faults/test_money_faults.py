@@ -71,8 +71,7 @@ def _base(fault_server: FaultServer, tmp_path: Path) -> tuple[Path, dict[str, An
     """The suite's YAML (written by fault_config) as a document to vary."""
     fault_server.command("reset")
     config = fault_config(tmp_path, fault_server.urls)
-    assert config.source_path is not None
-    return config.source_path, yaml.safe_load(config.source_path.read_text())
+    return config.source, yaml.safe_load(config.source.read_text())
 
 
 async def _traffic(router: Router, seed: int, first: int, calls: int) -> list[CallResult]:

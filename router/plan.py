@@ -1,0 +1,413 @@
+"""The Plan: one providers.yaml, resolved — what the router runs from.
+
+Loading is parse → resolve → run. :func:`router.config.read_config` parses
+and checks the YAML against the schema (every problem with its file:line:col);
+:func:`resolve` then settles everything the schema leaves open, once:
+
+- per provider: kind, base URL (or the kind's default), key, headers, limits,
+  cooldown, timeouts, body size cap, HTTP backend, hidden input overhead, and
+  each model's price (free when it declares none), window and output cap;
+- per route: compiled templates, the chain of enabled steps with each step's
+  effective settings (step > route > provider > settings), the deadline, the
+  token cap and the error kinds that fall back;
+- the budgets, the ledger, the chain-wide numbers (attempt floor, backoff,
+  Retry-After cap, health TTL) and the files a watcher must follow.
+
+A Plan is frozen (dataclasses with slots: cheap to read on the hot path) and
+compares by value: a reload keeps a provider's runtime (connection pool,
+limiter, cooldown state) exactly when its :class:`ProviderPlan` is equal, and
+reports a route as changed when its :class:`RoutePlan` is not. A dry run
+(:meth:`Plan.render`, :meth:`Plan.chain`) needs nothing but a Plan.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+from pydantic import SecretStr
+
+from router.config import (
+    DEFAULT_INPUT_OVERHEAD_TOKENS,
+    FREE,
+    Backoff,
+    BudgetConfig,
+    Config,
+    Cooldown,
+    LedgerSettings,
+    Limits,
+    Loaded,
+    MockSettings,
+    Price,
+    ProviderConfig,
+    RouteConfig,
+    Settings,
+    default_base_url,
+    read_config,
+)
+from router.errors import RouterError
+from router.templates import RouteTemplates
+from router.types import Message
+
+__all__ = [
+    "ChainStep",
+    "ModelPlan",
+    "Plan",
+    "ProviderPlan",
+    "ReloadReport",
+    "RoutePlan",
+    "StepPlan",
+    "compare",
+    "load_config",
+    "resolve",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPlan:
+    """One model of a provider, resolved."""
+
+    price: Price  # FREE when the model declares none (ollama, mock)
+    context_window: int | None
+    max_output_tokens: int | None
+    extra: Mapping[str, Any]  # body fields sent with every request to this model
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPlan:
+    """Everything a provider's runtime (adapter, pooled transport, admission gate) is
+    built from. Two equal ProviderPlans can share one runtime."""
+
+    name: str
+    kind: str
+    base_url: str  # its own, or its kind's default; no trailing '/'
+    # The loaded key (None: keyless). SecretStr: never in a repr; compares by value.
+    key: SecretStr | None
+    headers: Mapping[str, str]
+    limits: Limits
+    cooldown: Cooldown  # settings.cooldown
+    timeout_s: float  # cap on one attempt (a step may lower it)
+    connect_timeout_s: float
+    # The provider's own stream waits; None: it inherits the settings' (each
+    # StepPlan holds the effective value, the route's first).
+    first_token_timeout_s: float | None
+    idle_timeout_s: float | None
+    input_overhead: int  # hidden prompt tokens billed per request
+    max_response_bytes: int  # settings.max_response_bytes
+    extra: Mapping[str, Any]  # body fields sent with every request
+    models: Mapping[str, ModelPlan]
+    mock: MockSettings | None  # kind mock only: how the offline upstream answers
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    """One chain step with its effective settings (step > route > provider > settings)."""
+
+    provider: str
+    model: str
+    params: Mapping[str, Any]  # provider extra < model extra < step params
+    retries: int
+    timeout_s: float  # cap on one attempt: the step's, at most the provider's
+    price: Price
+    context_window: int | None
+    max_output_tokens: int | None
+    first_token_timeout_s: float  # streams: longest wait for the first text delta
+    idle_timeout_s: float  # streams: longest wait between two chunks
+    input_overhead: int  # hidden prompt tokens the provider bills per request
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    """A route, resolved: its templates, enabled steps and call defaults."""
+
+    name: str
+    steps: tuple[StepPlan, ...]  # the enabled steps, in order
+    deadline_s: float
+    max_tokens: int
+    temperature: float | None
+    max_cost_usd: Decimal | None
+    fallback_on: frozenset[str] | None  # error kinds that move on; None: all
+    vars: Mapping[str, str] | None  # declared variables and their types; None: undeclared
+    # The route as written (template sources included), so that an edit to a
+    # template compares unequal even when everything resolved above is the same.
+    source: RouteConfig
+    templates: RouteTemplates = field(compare=False)
+
+
+class ChainStep(NamedTuple):
+    """A step a route would try, as a dry run shows it."""
+
+    provider: str
+    model: str
+    price: Price
+    retries: int
+    # The longest any attempt of the step can last: its timeout, or the route's
+    # deadline if shorter (a call's deadline share may cut it further).
+    attempt_cap_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A providers.yaml resolved into what the router runs from. Build it with
+    :func:`load_config`."""
+
+    source: Path  # the YAML file (absolute)
+    base_dir: Path  # relative paths (templates_dir, ledger path) are taken from here
+    templates_dir: Path
+    providers: Mapping[str, ProviderPlan]  # enabled providers only
+    disabled_providers: frozenset[str]  # dropped: their key is not set
+    routes: Mapping[str, RoutePlan]
+    budgets: Mapping[str, BudgetConfig]
+    ledger: LedgerSettings
+    attempt_floor_s: float
+    backoff: Backoff
+    retry_after_max_s: float
+    health_ttl_s: float
+    settings: Settings  # the settings section as written
+    # The validated document this plan was resolved from (read-only schema objects).
+    config: Config = field(compare=False, repr=False)
+
+    def route(self, name: str) -> RoutePlan:
+        """The route called ``name``.
+
+        Raises:
+            RouterError: no such route (with the closest name, if any).
+        """
+        route = self.routes.get(name)
+        if route is None:
+            close = difflib.get_close_matches(name, list(self.routes), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise RouterError(f"unknown route {name!r}{hint}")
+        return route
+
+    def render(self, route: str, vars: Mapping[str, Any] | None = None) -> list[Message]:
+        """Render a route's messages without sending anything."""
+        return self.route(route).templates.render(vars)
+
+    def chain(self, route: str) -> list[ChainStep]:
+        """The steps ``route`` would try, in order, with their price, retries and cap."""
+        r = self.route(route)
+        return [
+            ChainStep(s.provider, s.model, s.price, s.retries, min(s.timeout_s, r.deadline_s))
+            for s in r.steps
+        ]
+
+    def watched_files(self) -> list[Path]:
+        """The files this plan was read from: the YAML and every file under templates_dir."""
+        paths = [self.source]
+        if self.templates_dir.is_dir():
+            paths += [p for p in sorted(self.templates_dir.rglob("*")) if p.is_file()]
+        return paths
+
+
+def load_config(
+    path: str | os.PathLike[str],
+    *,
+    env: Mapping[str, str] | None = None,
+    require_env: bool = True,
+) -> Plan:
+    """Read, validate and resolve a providers.yaml into the Plan the router runs from.
+
+    Args:
+        path: the YAML file. Problems are reported under this name as given.
+        env: where API keys are read from; defaults to ``os.environ``.
+        require_env: when true, a non-optional provider whose key variable is
+            unset is an error. When false, every provider whose key is unset is
+            disabled instead (for validating structure without secrets).
+
+    Returns:
+        The resolved :class:`Plan`: keys loaded (as ``SecretStr``, registered
+        for redaction), disabled providers dropped from chains, templates compiled.
+
+    Raises:
+        ConfigError: listing every problem found, each with its file, line and path.
+    """
+    return resolve(read_config(path, env=env, require_env=require_env))
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is set (the most specific level wins)."""
+    return next(v for v in values if v is not None)
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(mapping))
+
+
+def resolve(loaded: Loaded) -> Plan:
+    """Settle every default and cascade of a checked document, once."""
+    config = loaded.config
+    s = config.settings
+    base_dir = loaded.source.parent
+    providers = {
+        name: _provider(name, p, loaded.keys.get(name), s)
+        for name, p in config.providers.items()
+        if name not in loaded.disabled
+    }
+    routes = {
+        name: _route(name, r, loaded.templates[name], providers, s)
+        for name, r in config.routes.items()
+    }
+    tdir = Path(s.templates_dir)
+    return Plan(
+        source=loaded.source,
+        base_dir=base_dir,
+        templates_dir=tdir if tdir.is_absolute() else base_dir / tdir,
+        providers=MappingProxyType(providers),
+        disabled_providers=loaded.disabled,
+        routes=MappingProxyType(routes),
+        budgets=_frozen(config.budgets),
+        ledger=s.ledger,
+        attempt_floor_s=s.attempt_floor_s,
+        backoff=s.backoff,
+        retry_after_max_s=s.retry_after_max_s,
+        health_ttl_s=s.health_ttl_s,
+        settings=s,
+        config=config,
+    )
+
+
+def _provider(name: str, p: ProviderConfig, key: SecretStr | None, s: Settings) -> ProviderPlan:
+    base_url = (p.base_url or default_base_url(p.kind)).rstrip("/")
+    overhead = p.input_overhead_tokens
+    if overhead is None:
+        host = (urlsplit(base_url).hostname or "").lower()
+        overhead = DEFAULT_INPUT_OVERHEAD_TOKENS.get(host, 0)
+    models = {
+        model: ModelPlan(
+            price=m.price or FREE,
+            context_window=m.context_window,
+            max_output_tokens=m.max_output_tokens,
+            extra=_frozen(m.extra),
+        )
+        for model, m in p.models.items()
+    }
+    return ProviderPlan(
+        name=name,
+        kind=p.kind,
+        base_url=base_url,
+        key=key,
+        headers=_frozen(p.headers),
+        limits=p.limits,
+        cooldown=s.cooldown,
+        timeout_s=p.timeout_s,
+        connect_timeout_s=p.connect_timeout_s,
+        first_token_timeout_s=p.first_token_timeout_s,
+        idle_timeout_s=p.idle_timeout_s,
+        input_overhead=overhead,
+        max_response_bytes=s.max_response_bytes,
+        extra=_frozen(p.extra),
+        models=MappingProxyType(models),
+        mock=(p.mock or MockSettings()) if p.kind == "mock" else None,
+    )
+
+
+def _route(
+    name: str,
+    r: RouteConfig,
+    templates: RouteTemplates,
+    providers: Mapping[str, ProviderPlan],
+    s: Settings,
+) -> RoutePlan:
+    steps = []
+    for step in r.fallback:
+        p = providers.get(step.provider_name)
+        if p is None:  # disabled: its key is not set
+            continue
+        m = p.models[step.model_name]
+        steps.append(
+            StepPlan(
+                provider=p.name,
+                model=step.model_name,
+                params=_frozen({**p.extra, **m.extra, **step.params}),
+                retries=_first(step.retries, r.retries, s.retries),
+                timeout_s=p.timeout_s
+                if step.timeout_s is None
+                else min(p.timeout_s, step.timeout_s),
+                price=m.price,
+                context_window=m.context_window,
+                max_output_tokens=m.max_output_tokens,
+                first_token_timeout_s=_first(
+                    r.first_token_timeout_s, p.first_token_timeout_s, s.first_token_timeout_s
+                ),
+                idle_timeout_s=_first(r.idle_timeout_s, p.idle_timeout_s, s.idle_timeout_s),
+                input_overhead=p.input_overhead,
+            )
+        )
+    fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on
+    return RoutePlan(
+        name=name,
+        steps=tuple(steps),
+        deadline_s=_first(r.deadline_s, s.deadline_s),
+        max_tokens=_first(r.max_tokens, s.max_tokens),
+        temperature=r.temperature,
+        max_cost_usd=r.max_cost_usd,
+        fallback_on=None if fallback_on is None else frozenset(fallback_on),
+        vars=None if r.vars is None else _frozen(r.vars),
+        source=r,
+        templates=templates,
+    )
+
+
+@dataclass(slots=True, frozen=True)
+class ReloadReport:
+    """What a successful reload changed (names only), from comparing two Plans."""
+
+    providers_added: list[str] = field(default_factory=list)
+    providers_removed: list[str] = field(default_factory=list)
+    providers_changed: list[str] = field(default_factory=list)
+    routes_added: list[str] = field(default_factory=list)
+    routes_removed: list[str] = field(default_factory=list)
+    routes_changed: list[str] = field(default_factory=list)
+    budgets_changed: bool = False
+    budgets_removed: list[str] = field(default_factory=list)
+    settings_changed: bool = False
+
+    @property
+    def changed(self) -> bool:
+        return any(
+            (
+                self.providers_added,
+                self.providers_removed,
+                self.providers_changed,
+                self.routes_added,
+                self.routes_removed,
+                self.routes_changed,
+                self.budgets_changed,
+                self.settings_changed,
+            )
+        )
+
+
+def compare(old: Plan, new: Plan) -> ReloadReport:
+    """What changes from ``old`` to ``new``. A provider changed when its ProviderPlan is
+    not equal (its runtime is rebuilt); a route changed when its RoutePlan is not equal
+    or one of its steps runs on a changed provider."""
+    changed_providers = {
+        name
+        for name, p in new.providers.items()
+        if name in old.providers and old.providers[name] != p
+    }
+    return ReloadReport(
+        providers_added=[n for n in new.providers if n not in old.providers],
+        providers_removed=[n for n in old.providers if n not in new.providers],
+        providers_changed=[n for n in new.providers if n in changed_providers],
+        routes_added=[n for n in new.routes if n not in old.routes],
+        routes_removed=[n for n in old.routes if n not in new.routes],
+        routes_changed=[
+            n
+            for n, r in new.routes.items()
+            if n in old.routes
+            and (old.routes[n] != r or any(s.provider in changed_providers for s in r.steps))
+        ],
+        budgets_changed=dict(new.budgets) != dict(old.budgets),
+        budgets_removed=[b for b in old.budgets if b not in new.budgets],
+        settings_changed=new.settings != old.settings,
+    )
