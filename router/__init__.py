@@ -6,8 +6,8 @@ Everything importable from here is the public API; other modules are internal.
 
 from __future__ import annotations
 
-from router.budget import BudgetStatus
-from router.config import Config, load_config
+from router.budget import BudgetStatus, LedgerStatus
+from router.config import Config, Price, load_config
 from router.errors import (
     AllProvidersFailedError,
     AuthenticationError,
@@ -31,8 +31,19 @@ from router.errors import (
     StreamInterruptedError,
     TemplateError,
 )
-from router.router import Router
-from router.types import Attempt, Completion, HealthReport, Message, StreamEvent, Usage
+from router.observe import CallRecord, Observer
+from router.router import ReloadReport, Router
+from router.streaming import RouteStream
+from router.types import (
+    Attempt,
+    Completion,
+    HealthReport,
+    Message,
+    ProviderState,
+    SkipKind,
+    StreamEvent,
+    Usage,
+)
 
 __all__ = [
     "AllProvidersFailedError",
@@ -41,6 +52,7 @@ __all__ = [
     "BadRequestError",
     "BudgetExceededError",
     "BudgetStatus",
+    "CallRecord",
     "Completion",
     "Config",
     "ConfigError",
@@ -51,16 +63,23 @@ __all__ = [
     "HealthReport",
     "InvalidResponseError",
     "LedgerError",
+    "LedgerStatus",
     "Message",
     "ModelNotFoundError",
+    "Observer",
+    "Price",
     "ProviderConnectionError",
     "ProviderError",
+    "ProviderState",
     "ProviderTimeoutError",
     "RateLimitError",
+    "ReloadReport",
+    "RouteStream",
     "Router",
     "RouterClosedError",
     "RouterError",
     "ServerError",
+    "SkipKind",
     "StreamEvent",
     "StreamInterruptedError",
     "TemplateError",
