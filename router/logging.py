@@ -117,7 +117,10 @@ class LogEvents:
     """The router's log lines, as an observer: ``llm_attempt`` (info) for every
     attempt and ``llm_call`` (info when ok, warning when failed) for every call."""
 
-    __slots__ = ()
+    __slots__ = ("_log",)
+
+    def __init__(self) -> None:
+        self._log = get_logger()  # a lazy proxy: a later configure() still applies
 
     def __repr__(self) -> str:
         return "<LogEvents>"
@@ -127,7 +130,7 @@ class LogEvents:
             return
         err = attempt.error
         left = attempt.deadline_left_s
-        get_logger().info(
+        self._log.info(
             "llm_attempt",
             route=route,
             provider=attempt.provider,
@@ -147,7 +150,7 @@ class LogEvents:
         if result is not None:
             if not enabled(_stdlib_logging.INFO):
                 return
-            get_logger().info(
+            self._log.info(
                 "llm_call",
                 route=record.route,
                 outcome="ok",
@@ -162,7 +165,7 @@ class LogEvents:
             return
         if not enabled(_stdlib_logging.WARNING):
             return
-        get_logger().warning(
+        self._log.warning(
             "llm_call",
             route=record.route,
             outcome="error",

@@ -155,17 +155,28 @@ async def test_exporters_register_on_the_channel_and_leave_it(tmp_path: Path) ->
 # ------------------------------------------------------------------ filtered logs are free
 
 
+class CountingLogger:
+    """Counts the events handed to the logger (each one was built), then logs them."""
+
+    def __init__(self, real: Any, built: list[str]) -> None:
+        self.real = real
+        self.built = built
+
+    def info(self, event: str, **kw: Any) -> None:
+        self.built.append(event)
+        self.real.info(event, **kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self.built.append(event)
+        self.real.warning(event, **kw)
+
+
 @pytest.fixture
 def counted_logger(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Counts how often an event is built (the logger fetched to emit it)."""
+    """Routers made after this count how many log events they build."""
     built: list[str] = []
     real = router_logging.get_logger
-
-    def counting() -> Any:
-        built.append("event")
-        return real()
-
-    monkeypatch.setattr(router_logging, "get_logger", counting)
+    monkeypatch.setattr(router_logging, "get_logger", lambda: CountingLogger(real(), built))
     return built
 
 
