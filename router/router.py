@@ -91,8 +91,11 @@ class Router:
 
     Args:
         config: a Config from :func:`router.load_config`.
-        on_attempt, on_call: simple hooks called with every attempt / finished call.
-        observers: metrics and tracing observers (see router.observe).
+        on_attempt, on_call: simple hooks called with every attempt / finished call
+            (a convenience: one observer on the event channel).
+        observers: metrics, tracing and other observers of every attempt and call,
+            on the router's one event channel with its log lines and stats
+            (see router.observe).
         clock, sleep: the monotonic clock and sleep every wait uses (tests drive them).
     """
 
