@@ -9,8 +9,19 @@ Everything importable from here is the public API; other modules are internal.
 
 from __future__ import annotations
 
-from router.budget import BudgetStatus
-from router.config import Config
+from router.budget import BudgetStatus, LedgerStatus
+from router.config import (
+    Backoff,
+    BudgetConfig,
+    Config,
+    Cooldown,
+    LedgerSettings,
+    Limits,
+    MockSettings,
+    Price,
+    RouteConfig,
+    Settings,
+)
 from router.errors import (
     AllProvidersFailedError,
     AuthenticationError,
@@ -34,17 +45,32 @@ from router.errors import (
     StreamInterruptedError,
     TemplateError,
 )
+from router.observe import CallRecord, Observer
 from router.plan import ChainStep, ModelPlan, Plan, ProviderPlan, RoutePlan, StepPlan, load_config
-from router.router import Router
-from router.types import Attempt, Completion, HealthReport, Message, StreamEvent, Usage
+from router.router import ReloadReport, Router
+from router.streaming import RouteStream
+from router.templates import RouteTemplates
+from router.types import (
+    Attempt,
+    Completion,
+    HealthReport,
+    Message,
+    ProviderState,
+    SkipKind,
+    StreamEvent,
+    Usage,
+)
 
 __all__ = [
     "AllProvidersFailedError",
     "Attempt",
     "AuthenticationError",
+    "Backoff",
     "BadRequestError",
+    "BudgetConfig",
     "BudgetExceededError",
     "BudgetStatus",
+    "CallRecord",
     "ChainStep",
     "Completion",
     # The schema of providers.yaml, under its one meaning: not an alias of Plan (what
@@ -54,24 +80,38 @@ __all__ = [
     "ConfigProblem",
     "ContentFilterError",
     "ContextLengthError",
+    "Cooldown",
     "DeadlineExceededError",
     "HealthReport",
     "InvalidResponseError",
     "LedgerError",
+    "LedgerSettings",
+    "LedgerStatus",
+    "Limits",
     "Message",
+    "MockSettings",
     "ModelNotFoundError",
     "ModelPlan",
+    "Observer",
     "Plan",
+    "Price",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderPlan",
+    "ProviderState",
     "ProviderTimeoutError",
     "RateLimitError",
+    "ReloadReport",
+    "RouteConfig",
     "RoutePlan",
+    "RouteStream",
+    "RouteTemplates",
     "Router",
     "RouterClosedError",
     "RouterError",
     "ServerError",
+    "Settings",
+    "SkipKind",
     "StepPlan",
     "StreamEvent",
     "StreamInterruptedError",

@@ -41,11 +41,12 @@ import structlog
 from router.config import BudgetConfig, Price
 from router.errors import LedgerError
 from router.ledger import Ledger
-from router.types import Usage
+from router.types import SkipKind, Usage
 
 __all__ = [
     "BudgetBook",
     "BudgetStatus",
+    "LedgerStatus",
     "Refusal",
     "Reservation",
     "SettledCost",
@@ -225,6 +226,15 @@ class Refusal:
     requested_usd: Decimal
     # Set when the refusal is not about money left but a ledger that cannot write.
     ledger_error: LedgerError | None = None
+    # The route's own max_cost_usd refused it (not a budget).
+    max_cost: bool = False
+
+    @property
+    def kind(self) -> SkipKind:
+        """The skip kind the router records for this refusal."""
+        if self.ledger_error is not None:
+            return SkipKind.LEDGER
+        return SkipKind.MAX_COST if self.max_cost else SkipKind.BUDGET
 
     @property
     def reason(self) -> str:
@@ -277,6 +287,15 @@ class BudgetStatus:
     remaining_usd: Decimal  # limit - spent - reserved, never below 0
     provider: str | None
     route: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class LedgerStatus:
+    """The spend ledger's write state (what ``router.ledger_status()`` reports)."""
+
+    pending: int  # settled costs not yet confirmed written
+    write_failures: int  # failed writes since start (each failing retry counts)
+    error: str | None  # the last write's error while the ledger is failing; None when it writes
 
 
 class BudgetBook:
@@ -449,6 +468,13 @@ class BudgetBook:
     def pending_writes(self) -> int:
         """Settled costs not yet confirmed written by the ledger."""
         return len(self._queue)
+
+    def ledger_status(self) -> LedgerStatus:
+        """Pending writes, failed writes and the current write error."""
+        err = self.ledger_error
+        return LedgerStatus(
+            len(self._queue), self.write_failures, None if err is None else str(err)
+        )
 
     async def _write_loop(self) -> None:
         """The one writer: hands queued costs to the ledger in order, retries failures."""
@@ -623,7 +649,9 @@ class BudgetBook:
         if amount < 0:
             raise ValueError(f"negative reservation {amount}")
         if max_cost_usd is not None and amount > max_cost_usd:
-            return Refusal(f"routes.{route}.max_cost_usd", max_cost_usd, _ZERO, _ZERO, amount)
+            return Refusal(
+                f"routes.{route}.max_cost_usd", max_cost_usd, _ZERO, _ZERO, amount, max_cost=True
+            )
         if amount and self.ledger_error is not None:
             # Fail closed: spend that cannot be recorded durably is not made.
             return Refusal("ledger", _ZERO, _ZERO, _ZERO, amount, self.ledger_error)

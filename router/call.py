@@ -36,9 +36,11 @@ from router.policy import rule_for
 from router.providers.base import Adapter, WireRequest, error_from_response
 from router.templates import RouteTemplates
 from router.transport import Transport
-from router.types import Attempt, Completion, Message, Reply, Usage
+from router.types import Attempt, Completion, Message, Reply, Skip, SkipKind, Usage
 
 R = TypeVar("R")
+
+_SHARE_USED = Skip(SkipKind.DEADLINE, "admission used the attempt's whole deadline share")
 
 
 @dataclass(slots=True)
@@ -94,8 +96,8 @@ class Runtime:
     backoff: Backoff
     # settings.retry_after_max_s: the longest Retry-After honoured.
     retry_after_max_s: float
-    # Called with every attempt as it is recorded.
-    on_attempt: Callable[[str, Attempt, Deadline], None]
+    # Called with every attempt as it is recorded (the Router's event channel).
+    on_attempt: Callable[[str, Attempt], None]
     # Set by Router.aclose(): calls still running stop before their next try.
     closed: bool = False
 
@@ -223,13 +225,21 @@ class Call(Generic[R]):
         return self.est_in + step.input_overhead
 
     def record(self, attempt: Attempt) -> None:
+        attempt.deadline_left_s = self.deadline.remaining()
         self.attempts.append(attempt)
-        self.rt.on_attempt(self.route.name, attempt, self.deadline)
+        self.rt.on_attempt(self.route.name, attempt)
 
-    def _skip(self, step: Step, reason: str, t0: float) -> None:
+    def _skip(self, step: Step, skip: Skip, t0: float) -> None:
         start = t0 - self.deadline.started_at
         self.record(
-            Attempt(step.provider.name, step.model, "skipped", reason=reason, start_s=start)
+            Attempt(
+                step.provider.name,
+                step.model,
+                "skipped",
+                reason=skip.reason,
+                start_s=start,
+                skip=skip.kind,
+            )
         )
 
     def failed(
@@ -367,9 +377,9 @@ class Call(Generic[R]):
             if deadline.expired:
                 raise DeadlineExceededError(deadline.seconds, self.attempts, route.name)
             t0 = self.rt.clock()
-            reason = gate.unavailable()
-            if reason is not None:
-                self._skip(step, reason, t0)
+            skip = gate.unavailable()
+            if skip is not None:
+                self._skip(step, skip, t0)
                 return None
             outcome = await self._attempt(step, steps_left, request, max_tokens, worst, t0)
             if not isinstance(outcome, ProviderError):
@@ -431,7 +441,7 @@ class Call(Generic[R]):
             self.refusal = reservation
             if probe:
                 gate.probing = False
-            self._skip(step, reservation.reason, t0)
+            self._skip(step, Skip(reservation.kind, reservation.reason), t0)
             return None
         est_in = self.input_estimate(step)
         lease = Lease(
@@ -439,14 +449,14 @@ class Call(Generic[R]):
         )
         self.kept = False
         try:
-            reason = await gate.admit(est_in + max_tokens, cap)
-            if reason is not None:
-                self._skip(step, reason, t0)
+            skip = await gate.admit(est_in + max_tokens, cap)
+            if skip is not None:
+                self._skip(step, skip, t0)
                 return None
             lease.admitted = True
             left = cap - (rt.clock() - t0)
             if left <= 0:
-                self._skip(step, "admission used the attempt's whole deadline share", t0)
+                self._skip(step, _SHARE_USED, t0)
                 return None
             try:
                 return await self._exchange(step, request, left, t0, lease)

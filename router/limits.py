@@ -2,8 +2,9 @@
 
 A :class:`ProviderGate` decides whether an attempt may go to its provider now,
 and how long it would have to wait. Nothing here waits past the time the
-caller allows: a wait that cannot fit is refused with a reason, and the router
-records it as a skipped attempt and moves on.
+caller allows: a wait that cannot fit is refused with a :class:`~router.types.Skip`
+(its kind and a human reason), and the router records it as a skipped attempt
+and moves on.
 
 Loop-bound objects (limiters, the semaphore) are created on first use inside
 the running loop; the Router checks that it is always used from that loop.
@@ -19,6 +20,7 @@ from aiolimiter import AsyncLimiter
 
 from router.config import Cooldown, Limits
 from router.policy import Rule
+from router.types import ProviderState, Skip, SkipKind
 
 
 class Bucket:
@@ -35,7 +37,7 @@ class Bucket:
     itself is aiolimiter's ``acquire``, bounded by the caller's allowance.
     """
 
-    __slots__ = ("_at", "_level", "_rate", "limiter", "queued")
+    __slots__ = ("_at", "_level", "_rate", "_time", "limiter", "queued")
 
     def __init__(self, max_rate: float, time_period: float) -> None:
         self.limiter = AsyncLimiter(max_rate, time_period)
@@ -43,16 +45,28 @@ class Bucket:
         self._level = 0.0  # our account of the bucket's level ...
         self._at = 0.0  # ... at this loop time
         self.queued = 0.0  # amounts our callers are waiting to acquire
+        # The loop's clock, kept at first use so headroom() can be read from any thread.
+        self._time: Callable[[], float] | None = None
 
     @property
     def max_rate(self) -> float:
         return self.limiter.max_rate
 
     def _level_now(self) -> float:
-        now = asyncio.get_running_loop().time()
+        loop_time = self._time
+        if loop_time is None:
+            loop_time = self._time = asyncio.get_running_loop().time
+        now = loop_time()
         self._level = max(self._level - (now - self._at) * self._rate, 0.0)
         self._at = now
         return self._level
+
+    def headroom(self) -> float:
+        """What could be granted now without waiting (our estimate; changes nothing)."""
+        if self._time is None:
+            return self.max_rate - self.queued
+        level = max(self._level - (self._time() - self._at) * self._rate, 0.0)
+        return max(self.max_rate - level - self.queued, 0.0)
 
     def wait(self, amount: float) -> float:
         """Seconds until ``amount`` can be granted, counting callers queued ahead."""
@@ -129,7 +143,7 @@ class ProviderGate:
             self._sem = asyncio.Semaphore(lim.max_concurrency)
         self._started = True
 
-    def unavailable(self) -> str | None:
+    def unavailable(self) -> Skip | None:
         """Why the provider must be skipped right now (cooldown), or None.
 
         After a cooldown ends, exactly one call goes through as a probe
@@ -139,13 +153,15 @@ class ProviderGate:
             return None
         now = self._clock()
         if now < self.cooldown_until:
-            return f"cooling down for {self.cooldown_until - now:.1f}s more"
+            return Skip(
+                SkipKind.COOLDOWN, f"cooling down for {self.cooldown_until - now:.1f}s more"
+            )
         if self.probing:
-            return "cooling down: a probe call is in flight"
+            return Skip(SkipKind.COOLDOWN, "cooling down: a probe call is in flight")
         self.probing = True
         return None
 
-    async def admit(self, tokens: int, wait_s: float) -> str | None:
+    async def admit(self, tokens: int, wait_s: float) -> Skip | None:
         """Take a slot for one attempt, waiting at most ``wait_s``.
 
         Returns None when admitted (then :meth:`release` must follow), or the
@@ -158,41 +174,58 @@ class ProviderGate:
             self.probing = False  # the probe never went out; let another call try
         return reason
 
-    async def _admit(self, tokens: int, wait_s: float) -> str | None:
+    async def _admit(self, tokens: int, wait_s: float) -> Skip | None:
         start = self._clock()
         wait = self.not_before - start
         if wait > 0:
             if wait > wait_s:
-                return (
+                return Skip(
+                    SkipKind.RETRY_AFTER,
                     f"provider asked to wait {readable_seconds(wait)} (Retry-After),"
-                    " past this attempt's share"
+                    " past this attempt's share",
                 )
             await self._sleep(wait)
         tpm = self._tpm
         if tpm is not None and tokens > tpm.max_rate:
-            return f"request of ~{tokens} tokens exceeds tokens_per_minute={int(tpm.max_rate)}"
-        for bucket, amount, what in ((self._rpm, 1, "requests"), (tpm, tokens, "tokens")):
+            return Skip(
+                SkipKind.TOKENS,
+                f"request of ~{tokens} tokens exceeds tokens_per_minute={int(tpm.max_rate)}",
+            )
+        for bucket, amount, what, kind in (
+            (self._rpm, 1, "requests", SkipKind.RATE),
+            (tpm, tokens, "tokens", SkipKind.TOKENS),
+        ):
             if bucket is None:
                 continue
             left = wait_s - (self._clock() - start)
             need = bucket.wait(amount)
             if need > left:
-                return (
-                    f"{what}_per_minute limit would need {need:.2f}s, only {max(left, 0):.2f}s left"
+                return Skip(
+                    kind,
+                    f"{what}_per_minute limit would need {need:.2f}s,"
+                    f" only {max(left, 0):.2f}s left",
                 )
             if not await bucket.acquire(amount, left):
-                return f"{what}_per_minute limit did not admit within {max(left, 0):.2f}s"
+                return Skip(
+                    kind, f"{what}_per_minute limit did not admit within {max(left, 0):.2f}s"
+                )
         sem = self._sem
         if sem is not None:
             left = wait_s - (self._clock() - start)
             if sem.locked():
                 if left <= 0:
-                    return f"max_concurrency={self.limits.max_concurrency} reached"
+                    return Skip(
+                        SkipKind.CONCURRENCY,
+                        f"max_concurrency={self.limits.max_concurrency} reached",
+                    )
                 try:
                     async with asyncio.timeout(left):
                         await sem.acquire()
                 except TimeoutError:
-                    return f"max_concurrency={self.limits.max_concurrency} full for {left:.2f}s"
+                    return Skip(
+                        SkipKind.CONCURRENCY,
+                        f"max_concurrency={self.limits.max_concurrency} full for {left:.2f}s",
+                    )
             else:
                 await sem.acquire()
         self.in_flight += 1
@@ -231,6 +264,34 @@ class ProviderGate:
         if self.probing:
             self.probing = False
             self.cooldown_until = 0.0
+
+    def state(self) -> ProviderState:
+        """A snapshot of this gate (safe to read from another thread: it changes nothing)."""
+        now = self._clock()
+        cooling = self.cooldown_until > now
+        lim = self.limits
+        rpm, tpm = self._rpm, self._tpm
+        requests: float | None = None
+        tokens: float | None = None
+        if lim.requests_per_minute:
+            requests = rpm.headroom() if rpm is not None else float(lim.requests_per_minute)
+        if lim.tokens_per_minute:
+            tokens = tpm.headroom() if tpm is not None else float(lim.tokens_per_minute)
+        concurrency = None
+        if lim.max_concurrency:
+            concurrency = max(lim.max_concurrency - self.in_flight, 0)
+        return ProviderState(
+            provider=self.name,
+            cooling_down=cooling,
+            cooldown_remaining_s=self.cooldown_until - now if cooling else 0.0,
+            probing=self.probing,
+            failures=self.failures,
+            in_flight=self.in_flight,
+            retry_after_s=max(self.not_before - now, 0.0),
+            requests_available=requests,
+            tokens_available=tokens,
+            concurrency_available=concurrency,
+        )
 
     @property
     def idle(self) -> bool:

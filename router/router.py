@@ -20,14 +20,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from router.budget import BudgetBook, BudgetStatus
+from router.budget import BudgetBook, BudgetStatus, LedgerStatus
 from router.call import Call, CompleteCall, Provider, Route, Runtime
 from router.config import Config
 from router.deadline import Clock, Deadline
 from router.errors import (
     ConfigError,
     ConfigProblem,
-    ProviderError,
     RouterClosedError,
     RouterError,
 )
@@ -35,15 +34,13 @@ from router.generation import Generation, build_provider, compile_route
 from router.health import check_provider
 from router.inflight import InFlight
 from router.ledger import open_ledger
-from router.logging import get_logger
+from router.logging import LogEvents, get_logger
 from router.metrics.stats import Stats
-from router.observe import CallRecord, Observer
+from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
 from router.plan import ChainStep, Plan, ReloadReport, compare, load_config
 from router.streaming import RouteStream, StreamCall
-from router.types import Attempt, Completion, HealthReport, Message
+from router.types import Attempt, Completion, HealthReport, Message, ProviderState
 
-AttemptHook = Callable[[str, Attempt], None]
-CallHook = Callable[[str, Completion | None, RouterError | None], None]
 Sleep = Callable[[float], Awaitable[None]]
 
 _log = get_logger()
@@ -60,8 +57,11 @@ class Router:
 
     Args:
         plan: a Plan from :func:`router.load_config`.
-        on_attempt, on_call: simple hooks called with every attempt / finished call.
-        observers: metrics and tracing observers (see router.observe).
+        on_attempt, on_call: simple hooks called with every attempt / finished call
+            (a convenience: one observer on the event channel).
+        observers: metrics, tracing and other observers of every attempt and call,
+            on the router's one event channel with its log lines and stats
+            (see router.observe).
         clock, sleep: the monotonic clock and sleep every wait uses (tests drive them).
     """
 
@@ -79,12 +79,12 @@ class Router:
             raise TypeError(
                 f"Router needs a Plan from router.load_config(), not {type(plan).__name__}"
             )
-        self._on_attempt = on_attempt
-        self._on_call = on_call
-        # Always-on counters behind stats() (router/metrics/stats.py), then the
-        # app's metrics, traces and other observers of every attempt and call.
+        # The event channel (router/observe.py): the router's own log lines, the
+        # hooks, the always-on counters behind stats() (router/metrics/stats.py),
+        # then the app's metrics, traces and other observers of every attempt and call.
         self._stats = Stats()
-        self._observers: list[Observer] = [self._stats, *observers]
+        hooks = [Hooks(on_attempt, on_call)] if on_attempt or on_call else []
+        self._events = Events([LogEvents(), *hooks, self._stats, *observers])
         self._clock = clock
         self._sleep = sleep
         self._book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir))
@@ -356,36 +356,12 @@ class Router:
     def _finish(
         self, call: Call[Any], result: Completion | None, error: RouterError | None
     ) -> None:
-        route = call.route.name
+        """The call ended: one CallRecord to every observer (logs, hooks, stats, app's)."""
         deadline = call.deadline
-        if result is not None:
-            _log.info(
-                "llm_call",
-                route=route,
-                outcome="ok",
-                provider=result.provider,
-                model=result.model,
-                attempts=len(result.attempts),
-                latency_ms=round(result.latency_s * 1000, 2),
-                input_tokens=result.usage.input_tokens,
-                output_tokens=result.usage.output_tokens,
-                cost_usd=str(result.cost_usd),
-            )
-        else:
-            _log.warning(
-                "llm_call",
-                route=route,
-                outcome="error",
-                error_type=type(error).__name__,
-                attempts=len(call.attempts),
-                latency_ms=round(deadline.elapsed() * 1000, 2),
-            )
-        if self._on_call is not None:
-            self._on_call(route, result, error)
-        if self._observers:
-            elapsed = deadline.elapsed()
-            record = CallRecord(
-                route=route,
+        elapsed = deadline.elapsed()
+        self._events.call(
+            CallRecord(
+                route=call.route.name,
                 stream=call.stream,
                 result=result,
                 error=error,
@@ -396,35 +372,24 @@ class Router:
                 started_at=time.time() - elapsed,
                 messages=call.messages,
             )
-            for observer in self._observers:
-                observer.on_call(record)
-
-    def _attempt_done(self, route: str, attempt: Attempt, deadline: Deadline) -> None:
-        err = attempt.error
-        _log.info(
-            "llm_attempt",
-            route=route,
-            provider=attempt.provider,
-            model=attempt.model,
-            outcome=attempt.outcome,
-            status=attempt.status,
-            error_type=err.kind if isinstance(err, ProviderError) else None,
-            reason=attempt.reason,
-            latency_ms=round(attempt.latency_s * 1000, 2),
-            ttft_ms=None if attempt.ttft_s is None else round(attempt.ttft_s * 1000, 2),
-            deadline_left_ms=round(deadline.remaining() * 1000, 2),
         )
-        if self._on_attempt is not None:
-            self._on_attempt(route, attempt)
-        for observer in self._observers:
-            observer.on_attempt(route, attempt)
+
+    def _attempt_done(self, route: str, attempt: Attempt) -> None:
+        self._events.attempt(route, attempt)
+
+    @property
+    def observers(self) -> tuple[Observer, ...]:
+        """Everything on the event channel, in the order it is told: the router's log
+        lines, the on_attempt/on_call hooks, its stats, then the observers added."""
+        return self._events.observers
 
     def add_observer(self, observer: Observer) -> None:
         """Send every attempt and call from now on to ``observer`` (metrics, traces)."""
-        self._observers.append(observer)
+        self._events.add(observer)
 
     def remove_observer(self, observer: Observer) -> None:
-        self._observers.remove(observer)
+        """Stop sending events to ``observer`` (ValueError if it is not registered)."""
+        self._events.remove(observer)
 
     # -- reload -------------------------------------------------------------------
 
@@ -616,11 +581,22 @@ class Router:
         see docs/operations.md)."""
         return self._stats.snapshot(self)
 
+    def provider_states(self) -> dict[str, ProviderState]:
+        """Per enabled provider, its live admission and health state: cooldown,
+        in-flight attempts, Retry-After wait, limiter headroom (see ProviderState).
+
+        Reads only; safe to call from another thread (a metrics scrape)."""
+        return {name: p.gate.state() for name, p in list(self._gen.providers.items())}
+
     # -- money ----------------------------------------------------------------------
 
     def spend(self) -> list[BudgetStatus]:
         """Per budget: limit, spent, reserved and remaining for the current period."""
         return self._book.spend()
+
+    def ledger_status(self) -> LedgerStatus:
+        """The spend ledger: costs waiting to be written, failed writes, the current error."""
+        return self._book.ledger_status()
 
     @property
     def reserved_usd(self) -> Decimal:

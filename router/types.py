@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
@@ -16,6 +17,52 @@ if TYPE_CHECKING:
 
 Role = Literal["system", "user", "assistant"]
 Outcome = Literal["ok", "error", "skipped"]
+
+
+class SkipKind(StrEnum):
+    """Why a chain step was skipped without sending: a fixed vocabulary.
+
+    Metrics label skips by these values (``Attempt.skip``); the human detail is
+    ``Attempt.reason``. Every kind has a metric label (router.metrics.stats).
+    """
+
+    COOLDOWN = "cooldown"  # the provider is cooling down (or its half-open probe is out)
+    RETRY_AFTER = "retry_after"  # the provider's Retry-After reaches past the attempt's share
+    RATE = "rate"  # requests_per_minute cannot admit within the attempt's share
+    TOKENS = "tokens"  # tokens_per_minute cannot admit it (or the request exceeds it)
+    CONCURRENCY = "concurrency"  # max_concurrency stays full past the attempt's share
+    BUDGET = "budget"  # a budget cannot take the worst-case cost
+    MAX_COST = "max_cost"  # the route's max_cost_usd is below the worst-case cost
+    LEDGER = "ledger"  # the spend ledger cannot write: paid steps are refused
+    DEADLINE = "deadline"  # admission used the attempt's whole share of the deadline
+
+
+@dataclass(slots=True, frozen=True)
+class Skip:
+    """A decision not to send a step: its kind and one human line saying why."""
+
+    kind: SkipKind
+    reason: str
+
+
+@dataclass(slots=True, frozen=True)
+class ProviderState:
+    """One provider's live admission and health state (``Router.provider_states()``).
+
+    Times are seconds on the router's clock, relative to the moment of reading.
+    Headroom fields are None when the provider has no such limit.
+    """
+
+    provider: str
+    cooling_down: bool  # skipped by every call until the cooldown ends
+    cooldown_remaining_s: float  # 0.0 when not cooling down
+    probing: bool  # the half-open probe after a cooldown is in flight
+    failures: int  # consecutive failures counting towards a cooldown
+    in_flight: int  # attempts admitted and not yet finished
+    retry_after_s: float  # Retry-After: seconds before the provider may be called (0.0: now)
+    requests_available: float | None  # requests_per_minute headroom now (estimate)
+    tokens_available: float | None  # tokens_per_minute headroom now (estimate)
+    concurrency_available: int | None  # free max_concurrency slots
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,7 +123,7 @@ class Attempt:
     status: int | None = None
     latency_s: float = 0.0
     cost_usd: Decimal = Decimal(0)
-    # Why a step was skipped (cooldown, limiter past deadline, budget name...).
+    # Why a step was skipped, in one human line (cooldown, limiter past deadline, budget...).
     reason: str | None = None
     # When the attempt started, in seconds since the call started.
     start_s: float = 0.0
@@ -84,6 +131,10 @@ class Attempt:
     ttft_s: float | None = None
     # Usage the provider reported for this attempt (ok attempts; partial for interrupted streams).
     usage: Usage | None = None
+    # Skipped attempts: the kind of skip (metrics label by it; ``reason`` is the detail).
+    skip: SkipKind | None = None
+    # Seconds left on the call's deadline when the attempt was recorded.
+    deadline_left_s: float | None = None
 
     def __repr__(self) -> str:
         extra = f" status={self.status}" if self.status is not None else ""

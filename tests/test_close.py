@@ -89,7 +89,7 @@ async def test_aclose_ends_every_complete_in_flight_with_router_closed_error(
     assert isinstance(closed, RouterError) and "closed" in str(closed)
     assert closed.route == "hang" and closed.attempts == []
     assert router.reserved_usd == 0
-    assert all(p.gate.in_flight == 0 for p in router._providers.values())
+    assert all(st.in_flight == 0 for st in router.provider_states().values())
 
 
 async def test_aclose_ends_calls_queued_for_a_pooled_connection(
@@ -196,7 +196,7 @@ async def test_aclose_ends_streams_wherever_they_wait(
     assert router.reserved_usd == 0
     [everything] = router.spend()
     assert everything.spent_usd > 0  # both streams' text was billed
-    assert all(p.gate.in_flight == 0 for p in router._providers.values())
+    assert all(st.in_flight == 0 for st in router.provider_states().values())
 
 
 async def test_a_stream_cancelled_by_its_caller_during_aclose_raises_cancelled_error(

@@ -522,7 +522,7 @@ async def test_concurrent_calls_share_the_pool_without_leaking(
         assert {r.text for r in results} == {"Hello!"}
         stats = router._providers["p"].transport.pool_stats()
         assert stats["active"] == 0 and stats["idle"] == stats["total"] <= 20
-        assert router._providers["p"].gate.in_flight == 0
+        assert router.provider_states()["p"].in_flight == 0
         # and the pool is then reused, not grown
         await router.complete("r", {"word": "hi"}, deadline_s=5)
         assert upstream.connections_opened == stats["total"]

@@ -296,21 +296,21 @@ async def test_cancelling_the_caller_cancels_the_request_and_frees_everything(
         provider = router._providers["s1"]
         task = asyncio.create_task(router.complete("r", {"ticker": "X"}, deadline_s=30))
         await upstream.wait_until(lambda: len(upstream.requests) == 1)
-        assert provider.gate.in_flight == 1
+        assert router.provider_states()["s1"].in_flight == 1
         assert router.reserved_usd > 0
         assert provider.transport.pool_stats()["active"] == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         await upstream.wait_until(lambda: upstream.disconnects == 1)
-        assert provider.gate.in_flight == 0
+        assert router.provider_states()["s1"].in_flight == 0
         assert router.reserved_usd == Decimal(0)
         assert provider.transport.pool_stats()["active"] == 0
         assert router.spend()[0].spent_usd == 0
         # max_concurrency 1: the next call can only get in if the slot came back.
         result = await router.complete("r", {"ticker": "X"}, deadline_s=2)
         assert result.text == "Hello!"
-        assert provider.gate.in_flight == 0 and router.reserved_usd == 0
+        assert router.provider_states()["s1"].in_flight == 0 and router.reserved_usd == 0
 
 
 async def test_cancelling_during_a_backoff_sleep_frees_everything(
@@ -330,7 +330,7 @@ async def test_cancelling_during_a_backoff_sleep_frees_everything(
         with pytest.raises(asyncio.CancelledError):
             await task
         provider = router._providers["s1"]
-        assert provider.gate.in_flight == 0 and router.reserved_usd == 0
+        assert router.provider_states()["s1"].in_flight == 0 and router.reserved_usd == 0
         assert provider.transport.pool_stats()["active"] == 0
 
 
@@ -343,7 +343,7 @@ async def test_caller_timeout_via_wait_for_frees_everything(
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(router.complete("r", {"ticker": "X"}, deadline_s=30), 0.2)
         await upstream.wait_until(lambda: upstream.disconnects == 1)
-        assert router._providers["s1"].gate.in_flight == 0 and router.reserved_usd == 0
+        assert router.provider_states()["s1"].in_flight == 0 and router.reserved_usd == 0
 
 
 # ------------------------------------------------------------------ templates before traffic
@@ -472,7 +472,7 @@ async def test_a_full_concurrency_cap_waits_only_the_attempt_share(
         hog.cancel()
         with pytest.raises(asyncio.CancelledError):
             await hog
-        assert router._providers["s1"].gate.in_flight == 0
+        assert router.provider_states()["s1"].in_flight == 0
     assert len(s1.requests) == 1
 
 

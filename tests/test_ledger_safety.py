@@ -21,6 +21,7 @@ from router.config import BudgetConfig
 from router.errors import LedgerError
 from router.ledger import MemoryLedger, SqliteLedger
 from router.router import Router
+from router.types import SkipKind
 from tests.routerkit import write_config
 from tests.test_budget import Clock, utc
 from tests.test_cli import _uncached_logging, run  # noqa: F401 (a fixture, by name)
@@ -51,6 +52,7 @@ HOLDER = """\
 import asyncio, sys
 from pathlib import Path
 from router.ledger import SqliteLedger
+from router.types import SkipKind
 
 async def main():
     ledger = SqliteLedger(Path(sys.argv[1]))
@@ -288,6 +290,7 @@ async def test_a_failing_write_is_logged_counted_and_refuses_paid_reservations_u
     refused = _reserve(book, "0.1")
     assert isinstance(refused, Refusal) and refused.ledger_error is not None
     assert "disk full" in refused.reason
+    assert refused.kind is SkipKind.LEDGER
     free = _reserve(book, "0")
     assert isinstance(free, Reservation)  # a free step still runs
     book.release(free)
@@ -335,7 +338,7 @@ async def test_a_deleted_or_replaced_ledger_file_keeps_the_answer_and_fails_clos
         with capture_logs() as logs:
             answer = await router.complete("r")  # paid for: the caller gets it
             assert answer.cost_usd > 0
-            await _until(lambda: router._book.ledger_error is not None)
+            await _until(lambda: router.ledger_status().error is not None)
         errors = [e for e in logs if e["event"] == "ledger_write_failed"]
         assert errors and errors[0]["log_level"] == "error"
         assert how in errors[0]["error"]

@@ -22,6 +22,7 @@ from packaging.requirements import Requirement
 import router.limits
 from router.config import Cooldown, Limits
 from router.limits import ProviderGate
+from router.types import Skip, SkipKind
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,8 +54,10 @@ async def test_a_wait_that_cannot_fit_is_refused_at_once() -> None:
     assert await gate.admit(1, wait_s=1.0) is None
     assert await gate.admit(1, wait_s=1.0) is None
     t0 = time.monotonic()
-    reason = await gate.admit(1, wait_s=1.0)
-    assert reason == "requests_per_minute limit would need 30.00s, only 1.00s left"
+    skip = await gate.admit(1, wait_s=1.0)
+    assert skip == Skip(
+        SkipKind.RATE, "requests_per_minute limit would need 30.00s, only 1.00s left"
+    )
     assert time.monotonic() - t0 < 0.05
 
 
@@ -73,8 +76,9 @@ async def test_callers_queued_ahead_count_until_they_give_up() -> None:
     gate.release()
     ahead = asyncio.create_task(gate.admit(40, 5.0))  # ~0.4 s
     await asyncio.sleep(0.01)
-    reason = await gate.admit(10, 0.3)  # behind 40 queued tokens: ~0.5 s
-    assert reason is not None and "tokens_per_minute limit would need 0.4" in reason
+    skip = await gate.admit(10, 0.3)  # behind 40 queued tokens: ~0.5 s
+    assert skip is not None and skip.kind is SkipKind.TOKENS
+    assert "tokens_per_minute limit would need 0.4" in skip.reason
     ahead.cancel()
     with pytest.raises(asyncio.CancelledError):
         await ahead
@@ -95,8 +99,9 @@ async def test_an_acquire_cut_by_the_allowance_is_a_skip_not_an_error() -> None:
     big = asyncio.create_task(gate.admit(50, 0.65))  # estimate: (10 + 50) / 100 = 0.6 s
     await asyncio.sleep(0)
     later = asyncio.create_task(gate.admit(20, 5.0))  # smaller: served before `big`
-    reason = await big
-    assert reason is not None and reason.startswith("tokens_per_minute limit did not admit within")
+    skip = await big
+    assert skip is not None and skip.kind is SkipKind.TOKENS
+    assert skip.reason.startswith("tokens_per_minute limit did not admit within")
     assert 0.6 <= time.monotonic() - t0 < 0.9
     assert await small is None and await later is None
     assert gate.in_flight == 3

@@ -8,6 +8,7 @@ import time
 from router.config import Cooldown, Limits
 from router.limits import ProviderGate
 from router.policy import rule_for
+from router.types import Skip, SkipKind
 from tests.fakeclock import FakeClock
 
 
@@ -16,8 +17,9 @@ async def test_request_rate_limit_refuses_at_once_when_the_wait_cannot_fit() -> 
     assert await gate.admit(10, wait_s=1.0) is None
     assert await gate.admit(10, wait_s=1.0) is None
     t0 = time.monotonic()
-    reason = await gate.admit(10, wait_s=1.0)
-    assert reason is not None and "requests_per_minute" in reason
+    skip = await gate.admit(10, wait_s=1.0)
+    assert skip is not None and skip.kind is SkipKind.RATE
+    assert "requests_per_minute" in skip.reason
     assert time.monotonic() - t0 < 0.05  # refused without waiting
     assert gate.in_flight == 2
 
@@ -34,8 +36,9 @@ async def test_request_rate_limit_waits_when_the_wait_fits() -> None:
 
 async def test_token_rate_limit_refuses_a_request_larger_than_the_limit() -> None:
     gate = ProviderGate("p", Limits(tokens_per_minute=1000), Cooldown())
-    reason = await gate.admit(5000, wait_s=10)
-    assert reason is not None and "exceeds tokens_per_minute=1000" in reason
+    skip = await gate.admit(5000, wait_s=10)
+    assert skip is not None and skip.kind is SkipKind.TOKENS
+    assert "exceeds tokens_per_minute=1000" in skip.reason
     assert gate.in_flight == 0
 
 
@@ -43,9 +46,10 @@ async def test_concurrency_cap_waits_only_its_allowance_then_skips() -> None:
     gate = ProviderGate("p", Limits(max_concurrency=1), Cooldown())
     assert await gate.admit(1, wait_s=1) is None
     t0 = time.monotonic()
-    reason = await gate.admit(1, wait_s=0.05)
+    skip = await gate.admit(1, wait_s=0.05)
     elapsed = time.monotonic() - t0
-    assert reason is not None and "max_concurrency=1" in reason
+    assert skip is not None and skip.kind is SkipKind.CONCURRENCY
+    assert "max_concurrency=1" in skip.reason
     assert 0.04 <= elapsed < 0.2
     gate.release()
     assert await gate.admit(1, wait_s=0.05) is None
@@ -68,8 +72,9 @@ async def test_retry_after_past_the_allowance_is_skipped_not_waited() -> None:
     clock = FakeClock()
     gate = ProviderGate("p", Limits(), Cooldown(), clock)
     gate.failed(rule_for("rate_limit"), retry_after=30)
-    reason = await gate.admit(1, wait_s=2)
-    assert reason is not None and "Retry-After" in reason
+    skip = await gate.admit(1, wait_s=2)
+    assert skip is not None and skip.kind is SkipKind.RETRY_AFTER
+    assert "Retry-After" in skip.reason
     clock.advance(31)
     assert await gate.admit(1, wait_s=2) is None
 
@@ -82,12 +87,13 @@ def test_consecutive_failures_start_a_cooldown_then_one_probe_goes_through() -> 
     gate.failed(server)
     assert gate.unavailable() is None
     gate.failed(server)
-    reason = gate.unavailable()
-    assert reason is not None and "cooling down" in reason
+    skip = gate.unavailable()
+    assert skip is not None and skip.kind is SkipKind.COOLDOWN
+    assert "cooling down" in skip.reason
     clock.advance(10.5)
     assert gate.unavailable() is None  # this caller is the probe
     assert gate.probing
-    assert gate.unavailable() == "cooling down: a probe call is in flight"
+    assert gate.unavailable() == Skip(SkipKind.COOLDOWN, "cooling down: a probe call is in flight")
     gate.succeeded()
     assert gate.unavailable() is None
     assert not gate.probing

@@ -163,7 +163,7 @@ async def test_a_second_registration_is_refused_and_unregister_undoes_register(
         with pytest.raises(ValueError, match="llm_calls"):
             register(router, registry)
         metrics.unregister()
-        assert metrics not in router._observers
+        assert metrics not in router.observers
         await router.complete("r", {"ticker": "ACME"})
         assert scrape(registry) == {}
         again = register(router, registry)  # the names are free again
@@ -175,4 +175,4 @@ async def test_a_second_registration_is_refused_and_unregister_undoes_register(
 def test_nothing_registered_means_no_observer(tmp_path: Path) -> None:
     """Until register() is called the router has no Prometheus observer on its path."""
     router = mix_router(tmp_path)
-    assert not any(type(o).__name__ == "PrometheusMetrics" for o in router._observers)
+    assert not any(type(o).__name__ == "PrometheusMetrics" for o in router.observers)

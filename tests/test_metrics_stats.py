@@ -31,10 +31,10 @@ from router.metrics.stats import (
     Window,
     call_moves,
     error_type,
-    skip_class,
+    skip_label,
 )
 from router.router import Router
-from router.types import Attempt, Completion
+from router.types import Attempt, Completion, SkipKind
 from tests.routerkit import make_config
 
 MIX = """\
@@ -242,15 +242,15 @@ routes:
 """
 
 
-async def test_real_limiter_skips_are_classified_as_limiter(tmp_path: Path) -> None:
-    """The reasons router.limits writes (not copies of them) land in the limiter class."""
+async def test_real_limiter_skips_are_labelled_by_kind(tmp_path: Path) -> None:
+    """The skips router.limits makes (not copies of them) land in their kind's label."""
     stats = Stats()
     async with Router(make_config(tmp_path, LIMITED), observers=[stats]) as router:
         await router.complete("r", {"text": "a"})  # slow answers: its one request this minute
         await router.complete("r", {"text": "b"})  # slow: rpm would need ~60 s -> skipped
-        await router.complete("r", {"text": "x" * 400})  # ~100 tokens > tokens_per_minute
+        await router.complete("r", {"text": "x" * 1000})  # ~150 tokens > tokens_per_minute
         snap = stats.snapshot(router)
-    assert snap["providers"]["slow"]["skips"] == {"limiter": 2}
+    assert snap["providers"]["slow"]["skips"] == {"rate": 1, "tokens": 1}
     assert snap["routes"]["r"]["fallbacks"] == 2
     assert snap["providers"]["spare"]["ok"] == 2
 
@@ -322,26 +322,13 @@ def test_error_types_are_a_fixed_vocabulary() -> None:
     assert set(ERROR_KINDS) <= set(ERROR_TYPES) <= set(CALL_ERROR_TYPES)
 
 
-@pytest.mark.parametrize(
-    ("reason", "cls"),
-    [
-        ("cooling down for 12.0s more", "cooldown"),
-        ("cooling down: a probe call is in flight", "cooldown"),
-        ("provider asked to wait 3.0s (Retry-After), past this attempt's share", "retry_after"),
-        ("requests_per_minute limit would need 1.00s, only 0.50s left", "limiter"),
-        ("tokens_per_minute limit did not admit within 0.50s", "limiter"),
-        ("request of ~9000 tokens exceeds tokens_per_minute=1000", "limiter"),
-        ("max_concurrency=2 reached", "limiter"),
-        ("max_concurrency=2 full for 0.50s", "limiter"),
-        ("budget 'daily': needs $0.01, $0 left (limit $1, spent $1, reserved $0)", "budget"),
-        ("budget 'routes.r.max_cost_usd': needs $0.01, $0 left", "budget"),
-        ("admission used the attempt's whole deadline share", "deadline"),
-        ("something new", "other"),
-        (None, "other"),
-    ],
-)
-def test_skip_reasons_are_classified(reason: str | None, cls: str) -> None:
-    assert skip_class(reason) == cls
+def test_skips_are_labelled_by_their_kind_not_by_their_wording() -> None:
+    """A reworded reason keeps its label; an attempt without a kind is "other"."""
+    for kind in SkipKind:
+        assert skip_label(kind) == kind.value
+    reworded = Attempt("p", "m", "skipped", reason="brand new wording", skip=SkipKind.RATE)
+    assert skip_label(reworded.skip) == "rate"
+    assert skip_label(None) == "other"
 
 
 def test_importing_router_imports_no_exporter_library() -> None:

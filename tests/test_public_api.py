@@ -5,13 +5,18 @@ threads, no files, no env reads of keys).
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import inspect
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import get_args, get_type_hints
 
 import pytest
+from pydantic import BaseModel
 
 import router
 import router.errors as errors_module
@@ -221,3 +226,98 @@ def test_fallback_on_vocabulary_is_exactly_the_error_kinds() -> None:
     from router.policy import POLICY
 
     assert set(get_args(ErrorKind)) == set(ERROR_KINDS) == set(POLICY)
+
+
+# Names for annotations written under TYPE_CHECKING (e.g. Attempt.error: RouterError).
+_NAMES = {**vars(errors_module), **vars(router)}
+
+
+def _hints(obj: object) -> dict[str, object]:
+    return get_type_hints(obj, localns=_NAMES)
+
+
+def _router_types(annotation: object) -> Iterator[type]:
+    """Every class defined in the router package that ``annotation`` names (through
+    unions, generics, Callable arguments and the like)."""
+    if isinstance(annotation, type) and annotation.__module__.split(".")[0] == "router":
+        yield annotation
+    for arg in get_args(annotation):
+        yield from _router_types(arg)
+
+
+def _public_hints(cls: type) -> Iterator[tuple[str, object]]:
+    """(where, annotation) for the public methods, properties and fields of ``cls``."""
+    for name, member in inspect.getmembers(cls):
+        if name.startswith("_") and name not in ("__init__", "__aenter__", "__aiter__"):
+            continue
+        if name == "__init__" and cls is not router.Router:
+            continue  # apps build only the Router; the rest are handed to them
+        target = member.fget if isinstance(member, property) else member
+        if not callable(target):
+            continue
+        try:
+            hints = _hints(target)
+        except TypeError:
+            continue  # a builtin or a non-function attribute
+        for key, hint in hints.items():
+            yield f"{cls.__name__}.{name}:{key}", hint
+    if dataclasses.is_dataclass(cls):
+        for key, hint in _hints(cls).items():
+            if not key.startswith("_"):
+                yield f"{cls.__name__}.{key}", hint
+
+
+def test_every_type_a_public_method_takes_or_returns_is_exported() -> None:
+    """Walk from Router (and every exported class reached): each router-defined type in a
+    public signature or a public result's fields is importable from ``router``. The
+    YAML schema models (pydantic, under Config) are described by docs/config.md and the
+    JSON schema instead, so the walk does not descend into them."""
+    exported = {id(getattr(router, n)) for n in router.__all__}
+    seen: set[type] = set()
+    todo: list[type] = [router.Router]
+    missing: dict[str, str] = {}
+    functions = [
+        getattr(router, n) for n in router.__all__ if inspect.isfunction(getattr(router, n))
+    ]
+    for fn in functions:
+        for key, hint in _hints(fn).items():
+            todo += [t for t in _router_types(hint)]
+            for t in _router_types(hint):
+                if id(t) not in exported:
+                    missing[t.__qualname__] = f"{fn.__name__}:{key}"
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if issubclass(cls, BaseModel) and cls is not router.Router:
+            continue
+        for where, hint in _public_hints(cls):
+            for t in _router_types(hint):
+                if id(t) not in exported:
+                    missing.setdefault(t.__qualname__, where)
+                todo.append(t)
+    assert missing == {}, f"router-defined types in public signatures but not exported: {missing}"
+    # The walk is not vacuous: it reached the types apps get back from calls and reloads.
+    for name in ("RouteStream", "ReloadReport", "Observer", "ProviderState", "Completion"):
+        assert getattr(router, name) in seen, name
+
+
+def test_the_metrics_read_the_router_through_its_public_methods_only() -> None:
+    """The exporters and stats read no private attribute of a Router, and stats does not
+    import router.router (the old metrics.stats <-> router cycle)."""
+    metrics = ROOT / "router" / "metrics"
+    for path in sorted(metrics.glob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+                base = node.value
+                owner = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", "")
+                assert owner not in ("router", "_router"), (
+                    f"{path.name}:{node.lineno}: reads {owner}.{node.attr}"
+                )
+    stats = ast.parse((metrics / "stats.py").read_text())
+    imported = {
+        node.module for node in ast.walk(stats) if isinstance(node, ast.ImportFrom) and node.module
+    }
+    assert "router.router" not in imported

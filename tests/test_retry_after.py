@@ -13,6 +13,7 @@ import pytest
 from router import Completion, RateLimitError, Router
 from router.limits import readable_seconds
 from router.providers.base import parse_retry_after
+from router.types import SkipKind
 from tests.fakeclock import FakeClock
 from tests.routerkit import write_config
 from tests.upstream import Upstream, replay, reply
@@ -73,8 +74,10 @@ async def test_an_absurd_retry_after_sidelines_a_provider_only_for_the_cap(
         assert skipped.reason == (
             "provider asked to wait 1m59s (Retry-After), past this attempt's share"
         )
+        assert skipped.skip is SkipKind.RETRY_AFTER
         state = router.stats()["providers"]["s1"]["state"]
         assert state["retry_after_s"] == 119.0
+        assert router.provider_states()["s1"].retry_after_s == 119.0
         clock.advance(120)
         again = await router.complete("r", deadline_s=5)
     assert isinstance(again, Completion)

@@ -23,6 +23,7 @@ from router.errors import (
     TemplateError,
 )
 from router.router import Router
+from router.types import SkipKind
 from tests.routerkit import make_config
 
 CHAIN = """\
@@ -117,6 +118,7 @@ routes:
             await router.complete("r")
     skipped = again.value.attempts[0]
     assert skipped.outcome == "skipped" and "cooling down" in (skipped.reason or "")
+    assert skipped.skip is SkipKind.COOLDOWN
 
 
 async def test_fallback_on_narrows_which_errors_move_on(tmp_path: Path) -> None:
@@ -222,13 +224,12 @@ routes:
     async with Router(make_config(tmp_path, body)) as router:
         task = asyncio.create_task(router.complete("r", deadline_s=20))
         await asyncio.sleep(0.05)
-        gate = router._providers["slow"].gate
-        assert gate.in_flight == 1
+        assert router.provider_states()["slow"].in_flight == 1
         assert router.reserved_usd > 0
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        assert gate.in_flight == 0
+        assert router.provider_states()["slow"].in_flight == 0
         assert router.reserved_usd == 0
         assert router.spend()[0].spent_usd == 0
 
@@ -241,6 +242,7 @@ async def test_budget_refusal_skips_every_step_and_names_the_budget(tmp_path: Pa
     assert info.value.budget == "tiny"
     assert "tiny" in str(info.value)
     assert [a.outcome for a in info.value.attempts] == ["skipped", "skipped"]
+    assert [a.skip for a in info.value.attempts] == [SkipKind.BUDGET, SkipKind.BUDGET]
 
 
 async def test_route_max_cost_skips_steps_whose_worst_case_is_too_dear(tmp_path: Path) -> None:
@@ -254,6 +256,7 @@ async def test_route_max_cost_skips_steps_whose_worst_case_is_too_dear(tmp_path:
     last = info.value.attempts[-1]
     assert last.provider == "steady" and last.outcome == "skipped"
     assert "max_cost_usd" in (last.reason or "")
+    assert last.skip is SkipKind.MAX_COST
 
 
 async def test_using_the_router_from_another_loop_is_a_clear_error(tmp_path: Path) -> None:

@@ -187,7 +187,7 @@ def requests_to(up: Upstream, path: str) -> int:
 def gates_idle(router: Router) -> bool:
     """No admission slot held, and no call holding the router's config generation."""
     return router._gen.active == 0 and all(
-        p.gate.in_flight == 0 for p in router._providers.values()
+        st.in_flight == 0 for st in router.provider_states().values()
     )
 
 
@@ -224,7 +224,7 @@ async def test_deltas_arrive_as_sent_and_completion_holds_usage_and_cost(
     async with make_router(tmp_path, upstream) as router:
         async with router.stream("r", VARS) as s:
             assert router.reserved_usd > 0  # the worst case is held while it streams
-            assert router._providers["p1"].gate.in_flight == 1
+            assert router.provider_states()["p1"].in_flight == 1
             await consume(s, deltas)
         assert deltas == ["one ", "two ", "three ", "four"]
         c = s.completion

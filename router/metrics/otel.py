@@ -36,7 +36,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from router.errors import StreamInterruptedError
-from router.metrics.stats import call_moves, error_type, skip_class
+from router.metrics.stats import call_moves, error_type, skip_label
 from router.observe import CallRecord
 from router.redact import redact
 from router.types import Attempt, Usage
@@ -179,7 +179,7 @@ class Tracing:
                     {
                         "router.provider": a.provider,
                         "gen_ai.request.model": a.model,
-                        "router.skip_reason": skip_class(a.reason),
+                        "router.skip_reason": skip_label(a.skip),
                         "router.skip_detail": redact(a.reason or ""),
                     },
                     timestamp=_ns(at),

@@ -39,7 +39,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
-from router.metrics.stats import call_moves, error_type, skip_class
+from router.metrics.stats import call_moves, error_type, skip_label
 from router.observe import CallRecord
 from router.types import Attempt
 
@@ -186,7 +186,7 @@ class PrometheusMetrics:
         provider, model, outcome = attempt.provider, attempt.model, attempt.outcome
         if outcome == "skipped":
             _bump(self._attempts, (route, provider, model, outcome, "none"))
-            _bump(self._skips, (route, provider, model, skip_class(attempt.reason)))
+            _bump(self._skips, (route, provider, model, skip_label(attempt.skip)))
             return
         _bump(self._attempts, (route, provider, model, outcome, error_type(attempt.error)))
         self._attempt_duration.observe((provider, model, outcome), attempt.latency_s)
@@ -256,7 +256,7 @@ class PrometheusMetrics:
         )
         yield _counter(
             "llm_skips",
-            "Chain steps skipped without sending, by reason class.",
+            "Chain steps skipped without sending, by skip kind.",
             (*_RPM, "reason"),
             self._skips,
         )
@@ -315,10 +315,9 @@ class PrometheusMetrics:
                 remaining.add_metric([b.name], float(b.remaining_usd))
                 spent.add_metric([b.name], float(b.spent_usd))
                 limit.add_metric([b.name], float(b.limit_usd))
-            now = router._clock()
-            for name, p in list(router._providers.items()):
-                cooldown.add_metric([name], 1.0 if p.gate.cooldown_until > now else 0.0)
-                in_flight.add_metric([name], float(p.gate.in_flight))
+            for name, st in router.provider_states().items():
+                cooldown.add_metric([name], 1.0 if st.cooling_down else 0.0)
+                in_flight.add_metric([name], float(st.in_flight))
         yield from (remaining, spent, limit, cooldown, in_flight)
 
     # -- lifecycle ------------------------------------------------------------------------

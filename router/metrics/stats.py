@@ -13,9 +13,13 @@ the number of routes and provider/model pairs in the config. Prometheus
 histograms (router.metrics.prometheus) are the all-time view.
 
 The vocabulary shared with the Prometheus and OpenTelemetry exporters is here
-too: :func:`error_type` (a fixed set of error labels), :func:`skip_class` (why
-a step was skipped) and :func:`call_moves` (which attempts were retries and
-where a call fell back).
+too: :func:`error_type` (a fixed set of error labels), :data:`SKIP_LABELS` (the
+label of every :class:`~router.types.SkipKind`) and :func:`call_moves` (which
+attempts were retries and where a call fell back).
+
+Live state (cooldowns, in-flight attempts, budgets, the ledger) is read through
+the Router's public methods (:class:`Live`), so this module never imports the
+router.
 """
 
 from __future__ import annotations
@@ -23,9 +27,9 @@ from __future__ import annotations
 import math
 import time
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from router.errors import (
     ERROR_KINDS,
@@ -37,20 +41,22 @@ from router.errors import (
     StreamInterruptedError,
 )
 from router.observe import CallRecord
-from router.types import Attempt, Usage
+from router.types import Attempt, ProviderState, SkipKind, Usage
 
 if TYPE_CHECKING:
-    from router.router import Router
+    from router.budget import BudgetStatus, LedgerStatus
 
 __all__ = [
     "CALL_ERROR_TYPES",
     "ERROR_TYPES",
     "SKIP_CLASSES",
+    "SKIP_LABELS",
     "WINDOW",
+    "Live",
     "Stats",
     "call_moves",
     "error_type",
-    "skip_class",
+    "skip_label",
 ]
 
 # Samples kept per latency series (the percentiles describe the last WINDOW of them).
@@ -67,26 +73,21 @@ CALL_ERROR_TYPES: tuple[str, ...] = (
 )
 _KNOWN_ERRORS = frozenset(CALL_ERROR_TYPES)
 
-# Why a step was skipped, by the start of Attempt.reason (router.limits, router.call,
-# router.budget write these): first match wins.
-_SKIP_PREFIXES: tuple[tuple[str, str], ...] = (
-    ("cooling down", "cooldown"),
-    ("provider asked to wait", "retry_after"),
-    ("requests_per_minute", "limiter"),
-    ("tokens_per_minute", "limiter"),
-    ("request of ~", "limiter"),
-    ("max_concurrency", "limiter"),
-    ("budget ", "budget"),
-    ("admission used", "deadline"),
-)
-SKIP_CLASSES: tuple[str, ...] = (
-    "cooldown",
-    "retry_after",
-    "limiter",
-    "budget",
-    "deadline",
-    "other",
-)
+# The metric label of every skip kind (Attempt.skip). A new SkipKind needs its row
+# here: the label is a promise to dashboards and alerts (docs/operations.md).
+SKIP_LABELS: Mapping[SkipKind, str] = {
+    SkipKind.COOLDOWN: "cooldown",
+    SkipKind.RETRY_AFTER: "retry_after",
+    SkipKind.RATE: "rate",
+    SkipKind.TOKENS: "tokens",
+    SkipKind.CONCURRENCY: "concurrency",
+    SkipKind.BUDGET: "budget",
+    SkipKind.MAX_COST: "max_cost",
+    SkipKind.LEDGER: "ledger",
+    SkipKind.DEADLINE: "deadline",
+}
+# Every skip label, plus "other" for a skipped Attempt without a kind (built outside the router).
+SKIP_CLASSES: tuple[str, ...] = (*SKIP_LABELS.values(), "other")
 
 
 def error_type(error: RouterError | None) -> str:
@@ -105,13 +106,21 @@ def error_type(error: RouterError | None) -> str:
     return "other"
 
 
-def skip_class(reason: str | None) -> str:
-    """The class of a skipped attempt's reason (see :data:`SKIP_CLASSES`)."""
-    if reason:
-        for prefix, cls in _SKIP_PREFIXES:
-            if reason.startswith(prefix):
-                return cls
-    return "other"
+def skip_label(kind: SkipKind | None) -> str:
+    """The metric label of a skipped attempt's kind (see :data:`SKIP_LABELS`)."""
+    if kind is None:
+        return "other"
+    return SKIP_LABELS.get(kind, "other")
+
+
+class Live(Protocol):
+    """Where :meth:`Stats.snapshot` reads live state: a Router's public methods."""
+
+    def provider_states(self) -> Mapping[str, ProviderState]: ...
+
+    def spend(self) -> Sequence[BudgetStatus]: ...
+
+    def ledger_status(self) -> LedgerStatus: ...
 
 
 def call_moves(attempts: Sequence[Attempt]) -> tuple[list[int], list[int]]:
@@ -350,7 +359,7 @@ class Stats:
         t = self._target(attempt.provider, attempt.model)
         outcome = attempt.outcome
         if outcome == "skipped":
-            cls = skip_class(attempt.reason)
+            cls = skip_label(attempt.skip)
             _bump(t.skips, cls)
             _bump(r.skips, cls)
             return
@@ -398,7 +407,7 @@ class Stats:
 
     # -- the report ----------------------------------------------------------------------
 
-    def snapshot(self, router: Router | None = None) -> dict[str, Any]:
+    def snapshot(self, router: Live | None = None) -> dict[str, Any]:
         """Everything counted so far, as a JSON-serializable dict.
 
         Args:
@@ -432,23 +441,21 @@ class Stats:
         for (provider, model), t in sorted(self._targets.items()):
             by_provider.setdefault(provider, []).append((model, t))
         names: Iterable[str] = by_provider
+        states: Mapping[str, ProviderState] = {}
         if router is not None:
-            names = sorted({*by_provider, *router._providers})
+            states = router.provider_states()
+            names = sorted({*by_provider, *states})
         providers: dict[str, Any] = {}
         for name in names:
             providers[name] = self._provider(by_provider.get(name, []))
-        if router is not None:
-            now = router._clock()
-            for name, p in router._providers.items():
-                gate = p.gate
-                cooling = gate.cooldown_until > now
-                providers[name]["state"] = {
-                    "cooldown": cooling,
-                    "cooldown_remaining_s": round(gate.cooldown_until - now, 3) if cooling else 0.0,
-                    "retry_after_s": round(max(gate.not_before - now, 0.0), 3),
-                    "failures": gate.failures,
-                    "in_flight": gate.in_flight,
-                }
+        for name, st in states.items():
+            providers[name]["state"] = {
+                "cooldown": st.cooling_down,
+                "cooldown_remaining_s": round(st.cooldown_remaining_s, 3),
+                "retry_after_s": round(st.retry_after_s, 3),
+                "failures": st.failures,
+                "in_flight": st.in_flight,
+            }
         snap: dict[str, Any] = {
             "since": self._since,
             "window": WINDOW,
@@ -466,11 +473,11 @@ class Stats:
                 }
                 for b in router.spend()
             }
-            book = router._book
+            ledger = router.ledger_status()
             snap["ledger"] = {
-                "pending": book.pending_writes,
-                "write_failures": book.write_failures,
-                "error": None if book.ledger_error is None else str(book.ledger_error),
+                "pending": ledger.pending,
+                "write_failures": ledger.write_failures,
+                "error": ledger.error,
             }
         return snap
 
