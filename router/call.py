@@ -32,10 +32,11 @@ from router.errors import (
 from router.estimate import estimate_tokens
 from router.limits import ProviderGate
 from router.policy import rule_for
-from router.providers.base import Adapter, WireRequest, error_from_response
+from router.providers.base import Adapter
+from router.providers.error_body import error_from_response
 from router.templates import RouteTemplates
 from router.transport import Transport
-from router.types import Attempt, Completion, Message, Reply, Usage
+from router.types import Attempt, Completion, Message, Reply, Usage, WireRequest
 
 R = TypeVar("R")
 

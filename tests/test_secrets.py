@@ -30,7 +30,7 @@ from router import Config, Router, RouterError
 from router.cli import main
 from router.config import load_config
 from router.errors import REQUEST_ID_LIMIT, ProviderError, StreamInterruptedError
-from router.providers.base import ERROR_MESSAGE_LIMIT, ERROR_TEXT_LIMIT, decode_error_body
+from router.providers.error_body import ERROR_MESSAGE_LIMIT, ERROR_TEXT_LIMIT, decode_error_body
 from router.redact import REDACTED, redact
 from tests.hostile import HOSTILE, PARSER_FAULTS
 from tests.routerkit import write_config

@@ -27,28 +27,27 @@ from typing import Any, ClassVar, Literal
 
 from router.errors import BadRequestError, ProviderError
 from router.providers.base import (
-    COMMON_RULES,
     AdapterBase,
     Count,
-    ErrorBody,
     Wire,
-    WireRequest,
-    classify,
+    chat_body,
     compact_json,
     event_usage,
     malformed_usage,
     map_finish_reason,
     parse_wire,
     reported_usage,
-    stream_error,
     wire_usage,
 )
-from router.types import Message, Reply, StreamEvent, Usage
+from router.providers.error_body import COMMON_RULES, ErrorBody, classify, stream_error
+from router.types import Message, Reply, StreamEvent, Usage, WireRequest
 
 _FINISH_REASON_MAP = {"stop": "stop", "length": "length"}
 
 _ROUTER_PARAMS = frozenset({"max_tokens", "temperature", "options"})
 _OWNED = frozenset({"model", "messages", "stream"})
+# Params that do not pass into the body as provider extras.
+_RESERVED = _ROUTER_PARAMS | _OWNED
 _LATEST = ":latest"
 
 
@@ -163,10 +162,7 @@ class OllamaAdapter(AdapterBase):
             options["num_predict"] = params["max_tokens"]
         if params.get("temperature") is not None:
             options["temperature"] = params["temperature"]
-        body: dict[str, Any] = {
-            k: v for k, v in params.items() if k not in _ROUTER_PARAMS and k not in _OWNED
-        }
-        body["model"] = model
+        body = chat_body(model, params, _RESERVED)
         body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
         body["stream"] = stream
         if options:
