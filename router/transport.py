@@ -3,13 +3,14 @@
 A :class:`Transport` is one provider's connection pool: one ``httpx.AsyncClient``
 created inside the running loop (:meth:`Transport.start`, or the first request)
 and closed by :meth:`Transport.aclose`. It knows nothing of providers: it sends
-a :class:`~router.providers.base.WireRequest` and hands back status, headers and
-body bytes. Decoding them is the adapters' job.
+a :class:`~router.types.WireRequest` and hands back status, headers and body
+bytes. Decoding them is the adapters' job. (An import-linter contract in
+pyproject.toml checks that it imports no adapter, config or router module.)
 
 Under the client sits aiohttp's connection pool (through httpx-aiohttp): the
 httpx client code builds requests, caps and decodes bodies and maps errors, and
 aiohttp's exceptions are first translated into the httpx ones they mean
-(:func:`_from_aiohttp`). It is the only pool: httpcore's (the client's own) was
+(:func:`_from_aiohttp`, applied in one place: :func:`_translated`). It is the only pool: httpcore's (the client's own) was
 dropped, as under a thousand queued requests its pool assignment starved the
 event loop for seconds past every deadline, and a call cancelled while its
 connection was being opened stranded that connection in the pool.
@@ -49,7 +50,6 @@ import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Final, TypeVar, cast
 
 import httpx
@@ -605,12 +605,7 @@ class Transport:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def pool_stats(self) -> dict[str, int]:
@@ -827,12 +822,7 @@ class _StreamContext:
             raise failure  # outside the except block: the httpx error is not its context
         return StreamResponse(t, response, self._model, self._timeout.read)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         response, self._response = self._response, None
         if response is None:
             return

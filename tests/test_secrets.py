@@ -443,7 +443,7 @@ def test_a_key_cut_by_the_message_limit_leaves_no_piece(
 ) -> None:
     """An error body whose key straddles the message length limit (300 chars of text,
     1000 of a JSON message): no piece of the key survives the cut (fixed in
-    router/providers/base.py: redact before truncating)."""
+    router/providers/error_body.py: redact before truncating)."""
     key = unshaped()
     body = """\
 providers:

@@ -24,13 +24,14 @@ Thinking blocks go to ``details["thinking"]``, tool_use blocks to
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from collections.abc import Sequence
+from typing import Any
 
 from router.errors import AuthenticationError, ContextLengthError, ProviderError
 from router.providers.base import (
     AdapterBase,
     Count,
+    Params,
     Wire,
     chat_body,
     compact_json,
@@ -158,7 +159,6 @@ class AnthropicAdapter(AdapterBase):
     """Anthropic Messages (SSE streams)."""
 
     __slots__ = ()
-    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
 
     def _auth(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": API_VERSION}
@@ -167,12 +167,7 @@ class AnthropicAdapter(AdapterBase):
         return headers
 
     def chat_request(
-        self,
-        model: str,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        stream: bool = False,
+        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
     ) -> WireRequest:
         """``POST /v1/messages``: system hoisted, max_tokens always set, extras passed."""
         body = chat_body(model, params, _RESERVED)

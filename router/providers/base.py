@@ -40,6 +40,13 @@ from router.errors import ContentFilterError, InvalidResponseError, ProviderErro
 from router.providers.error_body import Classifier, ErrorBody, embedded_error
 from router.types import Message, Reply, StreamEvent, Usage, WireRequest
 
+# A chat request's parameters: the router's (``max_tokens``, ``temperature``) and
+# provider extras, already merged.
+Params = Mapping[str, Any]
+
+# How a streamed body is framed: server-sent events or newline-delimited JSON.
+StreamFormat = Literal["sse", "ndjson"]
+
 
 class Adapter(Protocol):
     """What every protocol adapter provides. See ``openai.py`` for the reference shape.
@@ -50,7 +57,7 @@ class Adapter(Protocol):
     # The provider's name in providers.yaml; every error carries it.
     provider: str
     # How a streamed body is framed: server-sent events or newline-delimited JSON.
-    stream_format: ClassVar[Literal["sse", "ndjson"]]
+    stream_format: ClassVar[StreamFormat]
 
     def __init__(
         self, provider: str, api_key: str | None, headers: Mapping[str, str] | None = None
@@ -62,12 +69,7 @@ class Adapter(Protocol):
         ...
 
     def chat_request(
-        self,
-        model: str,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        stream: bool = False,
+        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
     ) -> WireRequest:
         """Build a chat request. ``params`` holds ``max_tokens``, ``temperature`` (both
         optional, in the router's names) and provider extras, already merged."""
@@ -108,12 +110,13 @@ class Adapter(Protocol):
 class AdapterBase:
     """Construction, auth headers and a key-free ``repr`` shared by the adapters.
 
-    Subclasses set ``stream_format`` and build their auth headers in
-    :meth:`_auth`; the key is kept only inside those headers.
+    Subclasses set ``stream_format`` (SSE by default) and build their auth headers
+    in :meth:`_auth` (a bearer token by default); the key is kept only inside those
+    headers.
     """
 
     __slots__ = ("_headers", "provider")
-    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
+    stream_format: ClassVar[StreamFormat] = "sse"
 
     def __init__(
         self, provider: str, api_key: str | None, headers: Mapping[str, str] | None = None
@@ -123,8 +126,9 @@ class AdapterBase:
         self._headers: dict[str, str] = {**self._auth(api_key), **(headers or {})}
 
     def _auth(self, api_key: str | None) -> dict[str, str]:
-        """Headers that carry the key (and API version); none by default."""
-        return {}
+        """Headers that carry the key (and API version): by default a bearer token when
+        there is a key (OpenAI and compatible APIs, Ollama's cloud), else none."""
+        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def auth_headers(self) -> dict[str, str]:
         """Headers sent with every request (a copy; built once at construction)."""

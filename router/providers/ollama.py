@@ -23,12 +23,14 @@ Health: ``GET /api/tags`` lists pulled models as ``name:tag``; a configured
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from router.errors import BadRequestError, ProviderError
 from router.providers.base import (
     AdapterBase,
     Count,
+    Params,
+    StreamFormat,
     Wire,
     chat_body,
     compact_json,
@@ -132,22 +134,17 @@ def _finish(raw: str | None, has_tools: bool, details: dict[str, Any]) -> str | 
 
 
 class OllamaAdapter(AdapterBase):
-    """Ollama native ``/api/chat`` (NDJSON streams)."""
+    """Ollama native ``/api/chat`` (NDJSON streams).
+
+    Local Ollama needs no key; Ollama's cloud and authenticating proxies take it
+    as a bearer token (:class:`AdapterBase`'s default).
+    """
 
     __slots__ = ()
-    stream_format: ClassVar[Literal["sse", "ndjson"]] = "ndjson"
-
-    def _auth(self, api_key: str | None) -> dict[str, str]:
-        # Local Ollama needs no key; Ollama's cloud and authenticating proxies take a bearer.
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    stream_format: ClassVar[StreamFormat] = "ndjson"
 
     def chat_request(
-        self,
-        model: str,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        stream: bool = False,
+        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
     ) -> WireRequest:
         """``POST /api/chat``: router params into ``options``; extras passed through."""
         user_options = params.get("options")

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 from router.errors import (
     AuthenticationError,
@@ -47,6 +47,7 @@ from router.errors import (
 from router.providers.base import (
     AdapterBase,
     Count,
+    Params,
     Wire,
     chat_body,
     event_usage,
@@ -223,21 +224,12 @@ def _tool_call(tc: _ToolCall) -> dict[str, Any]:
 
 
 class OpenAIAdapter(AdapterBase):
-    """OpenAI Chat Completions and compatible APIs (SSE streams)."""
+    """OpenAI Chat Completions and compatible APIs (SSE streams, a bearer key)."""
 
     __slots__ = ()
-    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
-
-    def _auth(self, api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def chat_request(
-        self,
-        model: str,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        stream: bool = False,
+        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
     ) -> WireRequest:
         """``POST /chat/completions``: extras pass through; see the module docstring."""
         body = chat_body(model, params, _RESERVED)
