@@ -33,10 +33,11 @@ from router.estimate import estimate_tokens
 from router.limits import ProviderGate
 from router.plan import ProviderPlan
 from router.policy import rule_for
-from router.providers.base import Adapter, WireRequest, error_from_response
+from router.providers.base import Adapter
+from router.providers.error_body import error_from_response
 from router.templates import RouteTemplates
 from router.transport import Transport
-from router.types import Attempt, Completion, Message, Reply, Skip, SkipKind, Usage
+from router.types import Attempt, Completion, Message, Reply, Skip, SkipKind, Usage, WireRequest
 
 R = TypeVar("R")
 

@@ -404,3 +404,28 @@ ERROR_KINDS: dict[str, type[ProviderError]] = {
         InvalidResponseError,
     )
 }
+
+
+# Status -> error type when an adapter has nothing more specific to say.
+STATUS_ERRORS: dict[int, type[ProviderError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: AuthenticationError,
+    404: ModelNotFoundError,
+    408: ServerError,
+    409: ServerError,
+    # Payload too large: it will not fit this provider however often it is sent;
+    # another provider may take it, which is what ContextLengthError means to the router.
+    413: ContextLengthError,
+    422: BadRequestError,
+    429: RateLimitError,
+}
+
+
+def status_error(status: int) -> type[ProviderError]:
+    """The default error type for an HTTP status."""
+    if status in STATUS_ERRORS:
+        return STATUS_ERRORS[status]
+    if status >= 500:
+        return ServerError
+    return BadRequestError

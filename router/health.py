@@ -5,7 +5,7 @@ from __future__ import annotations
 from router.call import Provider
 from router.deadline import Clock
 from router.errors import ProviderError
-from router.providers.base import error_from_response
+from router.providers.error_body import error_from_response
 from router.types import HealthReport
 
 

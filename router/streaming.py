@@ -36,9 +36,10 @@ from router.errors import (
     sever_foreign,
 )
 from router.inflight import InFlight
-from router.providers.base import Adapter, WireRequest, error_from_response
+from router.providers.base import Adapter
+from router.providers.error_body import error_from_response
 from router.transport import StreamResponse
-from router.types import Completion, Reply, StreamEvent, Usage
+from router.types import Completion, Reply, StreamEvent, Usage, WireRequest
 
 T = TypeVar("T")
 

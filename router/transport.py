@@ -3,16 +3,18 @@
 A :class:`Transport` is one provider's connection pool: one ``httpx.AsyncClient``
 created inside the running loop (:meth:`Transport.start`, or the first request)
 and closed by :meth:`Transport.aclose`. It knows nothing of providers: it sends
-a :class:`~router.providers.base.WireRequest` and hands back status, headers and
-body bytes. Decoding them is the adapters' job.
+a :class:`~router.types.WireRequest` and hands back status, headers and body
+bytes. Decoding them is the adapters' job. (An import-linter contract in
+pyproject.toml checks that it imports no adapter, config or router module.)
 
 Under the client sits aiohttp's connection pool (through httpx-aiohttp): the
 httpx client code builds requests, caps and decodes bodies and maps errors, and
 aiohttp's exceptions are first translated into the httpx ones they mean
-(:func:`_from_aiohttp`). It is the only pool: httpcore's (the client's own) was
-dropped, as under a thousand queued requests its pool assignment starved the
-event loop for seconds past every deadline, and a call cancelled while its
-connection was being opened stranded that connection in the pool.
+(:func:`_from_aiohttp`, applied in one place: :func:`_translated`). It is the
+only pool: httpcore's (the client's own) was dropped, as under a thousand queued
+requests its pool assignment starved the event loop for seconds past every
+deadline, and a call cancelled while its connection was being opened stranded
+that connection in the pool.
 docs/performance.md has the measurements.
 
 What it guarantees:
@@ -49,8 +51,7 @@ import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import httpx
 from httpx_sse import EventSource, SSEError
@@ -61,9 +62,10 @@ from router.errors import (
     ProviderError,
     ProviderTimeoutError,
     sever_foreign,
+    status_error,
 )
-from router.providers.base import WireRequest, status_error
 from router.redact import redact_foreign
+from router.types import WireRequest
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -74,6 +76,8 @@ __all__ = [
     "Transport",
     "map_httpx_error",
 ]
+
+_T = TypeVar("_T")
 
 # Pool size when the YAML sets no ``max_concurrency`` for a provider: httpx's own
 # default, enough for the concurrency the router is benchmarked at per provider.
@@ -391,6 +395,20 @@ def _from_aiohttp(exc: BaseException, request: httpx.Request) -> Exception | Non
     return None  # pragma: no cover - ClientError, the last rule, catches everything
 
 
+async def _translated(step: Awaitable[_T], request: httpx.Request) -> _T:
+    """Await one step of an aiohttp exchange; an aiohttp exception comes out as the
+    httpx one it means (:func:`_from_aiohttp`). The one place they are translated."""
+    translated: Exception | None = None
+    try:
+        return await step
+    except Exception as exc:
+        translated = _from_aiohttp(exc, request)
+        if translated is None:
+            raise
+    # Raised outside the except block, so the aiohttp exception is not its context.
+    raise translated
+
+
 class _AiohttpStream(httpx.AsyncByteStream):
     """A response body read from aiohttp, its errors translated to httpx ones."""
 
@@ -401,28 +419,12 @@ class _AiohttpStream(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        translated: Exception | None = None
-        try:
-            async for chunk in self._inner:
-                yield chunk
-        except Exception as exc:
-            translated = _from_aiohttp(exc, self._request)
-            if translated is None:
-                raise
-        if translated is not None:
-            # Raised outside the except block, so the aiohttp exception is not its context.
-            raise translated
+        chunks = aiter(self._inner)
+        while (chunk := await _translated(anext(chunks, None), self._request)) is not None:
+            yield chunk
 
     async def aclose(self) -> None:
-        translated: Exception | None = None
-        try:
-            await self._inner.aclose()
-        except Exception as exc:
-            translated = _from_aiohttp(exc, self._request)
-            if translated is None:
-                raise
-        if translated is not None:
-            raise translated
+        await _translated(self._inner.aclose(), self._request)
 
 
 class _AiohttpBackend(httpx.AsyncBaseTransport):
@@ -440,15 +442,7 @@ class _AiohttpBackend(httpx.AsyncBaseTransport):
         self._inner = inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        translated: Exception | None = None
-        try:
-            response = await self._inner.handle_async_request(request)
-        except Exception as exc:
-            translated = _from_aiohttp(exc, request)
-            if translated is None:
-                raise
-        if translated is not None:
-            raise translated  # outside the except block: no aiohttp exception as context
+        response = await _translated(self._inner.handle_async_request(request), request)
         response.stream = _AiohttpStream(cast(httpx.AsyncByteStream, response.stream), request)
         return response
 
@@ -612,12 +606,7 @@ class Transport:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def pool_stats(self) -> dict[str, int]:
@@ -834,12 +823,7 @@ class _StreamContext:
             raise failure  # outside the except block: the httpx error is not its context
         return StreamResponse(t, response, self._model, self._timeout.read)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         response, self._response = self._response, None
         if response is None:
             return

@@ -7,6 +7,7 @@ the config and for validating wire bytes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -195,3 +196,13 @@ class HealthReport:
     # Configured models the provider did not list (with a hint), empty when all present.
     missing_models: list[str] = field(default_factory=list)
     error: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class WireRequest:
+    """An HTTP request as data: the transport sends it, the adapter built it."""
+
+    method: str
+    path: str  # relative to the provider's base_url
+    json: dict[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)

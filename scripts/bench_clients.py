@@ -136,8 +136,8 @@ async def make_httpx(args: Any) -> tuple[Any, Any]:
 
 async def make_transport(args: Any) -> tuple[Any, Any]:
     """(b) the router's Transport alone: send, read the body bytes."""
-    from router.providers.base import WireRequest
     from router.transport import Transport
+    from router.types import WireRequest
 
     transport = Transport(
         "local",

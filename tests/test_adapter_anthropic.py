@@ -18,8 +18,8 @@ from router.errors import (
     ServerError,
 )
 from router.providers.anthropic import DEFAULT_MAX_TOKENS, AnthropicAdapter
-from router.providers.base import WireRequest, decode_error_body
-from router.types import Message, StreamEvent, Usage
+from router.providers.error_body import decode_error_body
+from router.types import Message, StreamEvent, Usage, WireRequest
 
 KEY = "sk-ant-api03-0123456789abcdef"
 

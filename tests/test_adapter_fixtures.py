@@ -19,7 +19,7 @@ from router.errors import (
     RateLimitError,
     ServerError,
 )
-from router.providers.base import error_from_response
+from router.providers.error_body import error_from_response
 from router.types import Usage
 from tests.fixtures_util import consume, fixture_ids, load, manifest, stream_events
 

@@ -10,7 +10,7 @@ import pytest
 from router.config import MockSettings
 from router.errors import AuthenticationError, RateLimitError, ServerError
 from router.providers import build_adapter
-from router.providers.base import error_from_response
+from router.providers.error_body import error_from_response
 from router.providers.mock import MockAdapter, MockResponse, MockUpstream
 from router.types import Message, Usage
 from tests.fixtures_util import consume, sse_events

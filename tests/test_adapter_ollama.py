@@ -11,9 +11,9 @@ from router.errors import (
     ModelNotFoundError,
     ServerError,
 )
-from router.providers.base import WireRequest, decode_error_body
+from router.providers.error_body import decode_error_body
 from router.providers.ollama import OllamaAdapter
-from router.types import Message, StreamEvent, Usage
+from router.types import Message, StreamEvent, Usage, WireRequest
 
 MSGS = [Message("system", "Be brief."), Message("user", "Hi")]
 WIRE_MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]

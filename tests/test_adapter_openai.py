@@ -16,9 +16,9 @@ from router.errors import (
     ServerError,
 )
 from router.providers import ADAPTERS, build_adapter
-from router.providers.base import WireRequest, decode_error_body
+from router.providers.error_body import decode_error_body
 from router.providers.openai import OpenAIAdapter
-from router.types import Message, Usage
+from router.types import Message, Usage, WireRequest
 
 KEY = "sk-test-0123456789abcdef"
 MSGS = [Message("system", "Be brief."), Message("user", "2+2?")]

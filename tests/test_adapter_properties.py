@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from router.errors import ProviderError
 from router.providers import ADAPTERS, build_adapter
-from router.providers.base import Adapter, ErrorBody, decode_error_body, error_from_response
+from router.providers.base import Adapter
+from router.providers.error_body import ErrorBody, decode_error_body, error_from_response
 from router.types import Reply, StreamEvent
 
 KINDS = sorted(ADAPTERS)

@@ -13,9 +13,10 @@ from router.errors import (
     ProviderError,
     RateLimitError,
     ServerError,
+    status_error,
 )
 from router.providers import build_adapter
-from router.providers.base import (
+from router.providers.error_body import (
     ERROR_MESSAGE_LIMIT,
     ERROR_TEXT_LIMIT,
     ErrorBody,
@@ -23,7 +24,6 @@ from router.providers.base import (
     error_from_response,
     parse_retry_after,
     stated_status,
-    status_error,
 )
 from router.redact import register_secret
 

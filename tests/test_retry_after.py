@@ -12,7 +12,7 @@ import pytest
 
 from router import Completion, RateLimitError, Router
 from router.limits import readable_seconds
-from router.providers.base import parse_retry_after
+from router.providers.error_body import parse_retry_after
 from router.types import SkipKind
 from tests.fakeclock import FakeClock
 from tests.routerkit import write_config

@@ -24,9 +24,9 @@ from router.errors import (
     ProviderTimeoutError,
 )
 from router.policy import rule_for
-from router.providers.base import WireRequest
 from router.router import Router
 from router.transport import RawResponse
+from router.types import WireRequest
 from tests.fakeclock import FakeClock
 from tests.routerkit import make_config
 

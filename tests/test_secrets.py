@@ -30,7 +30,7 @@ from router import Plan, Router, RouterError
 from router.cli import main
 from router.errors import REQUEST_ID_LIMIT, ProviderError, StreamInterruptedError
 from router.plan import load_config
-from router.providers.base import ERROR_MESSAGE_LIMIT, ERROR_TEXT_LIMIT, decode_error_body
+from router.providers.error_body import ERROR_MESSAGE_LIMIT, ERROR_TEXT_LIMIT, decode_error_body
 from router.redact import REDACTED, redact
 from tests.hostile import HOSTILE, PARSER_FAULTS
 from tests.routerkit import write_config
@@ -444,7 +444,7 @@ def test_a_key_cut_by_the_message_limit_leaves_no_piece(
 ) -> None:
     """An error body whose key straddles the message length limit (300 chars of text,
     1000 of a JSON message): no piece of the key survives the cut (fixed in
-    router/providers/base.py: redact before truncating)."""
+    router/providers/error_body.py: redact before truncating)."""
     key = unshaped()
     body = """\
 providers:

@@ -27,8 +27,8 @@ from router.errors import (
     ProviderTimeoutError,
     ServerError,
 )
-from router.providers.base import WireRequest
 from router.transport import Transport, map_httpx_error
+from router.types import WireRequest
 from tests.hostile import HOSTILE, PARSER_FAULTS
 from tests.upstream import (
     Upstream,

@@ -24,30 +24,28 @@ Thinking blocks go to ``details["thinking"]``, tool_use blocks to
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from collections.abc import Sequence
+from typing import Any
 
 from router.errors import AuthenticationError, ContextLengthError, ProviderError
 from router.providers.base import (
-    COMMON_RULES,
     AdapterBase,
     Count,
-    ErrorBody,
-    ErrorRules,
+    Params,
     Wire,
-    WireRequest,
-    classify,
+    chat_body,
     compact_json,
     event_usage,
     filtered,
+    listed_models,
     malformed_usage,
     map_finish_reason,
     parse_wire,
     reported_usage,
-    stream_error,
     wire_usage,
 )
-from router.types import Message, Reply, StreamEvent, Usage
+from router.providers.error_body import COMMON_RULES, ErrorBody, ErrorRules, classify, stream_error
+from router.types import Message, Reply, StreamEvent, Usage, WireRequest
 
 API_VERSION = "2023-06-01"
 # max_tokens when the caller gave none (the API requires one); the YAML default too.
@@ -64,6 +62,8 @@ _FINISH_REASON_MAP = {
 
 _ROUTER_PARAMS = frozenset({"max_tokens", "temperature"})
 _OWNED = frozenset({"model", "messages", "system", "stream"})
+# Params that do not pass into the body as provider extras.
+_RESERVED = _ROUTER_PARAMS | _OWNED
 
 _ERROR_RULES: ErrorRules = (
     (re.compile(r"request_too_large"), ContextLengthError),
@@ -137,14 +137,6 @@ class _Event(Wire):
     error: Any = None
 
 
-class _ModelEntry(Wire):
-    id: str
-
-
-class _ModelList(Wire):
-    data: list[_ModelEntry]
-
-
 def _usage(raw: Any, details: dict[str, Any]) -> Usage:
     u = wire_usage(_Usage, raw)
     if isinstance(u, str):
@@ -167,7 +159,6 @@ class AnthropicAdapter(AdapterBase):
     """Anthropic Messages (SSE streams)."""
 
     __slots__ = ()
-    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
 
     def _auth(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": API_VERSION}
@@ -176,18 +167,10 @@ class AnthropicAdapter(AdapterBase):
         return headers
 
     def chat_request(
-        self,
-        model: str,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        stream: bool = False,
+        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
     ) -> WireRequest:
         """``POST /v1/messages``: system hoisted, max_tokens always set, extras passed."""
-        body: dict[str, Any] = {
-            k: v for k, v in params.items() if k not in _ROUTER_PARAMS and k not in _OWNED
-        }
-        body["model"] = model
+        body = chat_body(model, params, _RESERVED)
         body["messages"] = [
             {"role": m.role, "content": m.content} for m in messages if m.role != "system"
         ]
@@ -285,5 +268,4 @@ class AnthropicAdapter(AdapterBase):
 
     def parse_models(self, body: bytes) -> set[str]:
         """The ``id`` of every model in the listing."""
-        listing = parse_wire(self, "*", _ModelList, body)
-        return {m.id for m in listing.data}
+        return listed_models(self, body)

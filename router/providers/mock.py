@@ -27,13 +27,12 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from router.config import MockSettings
 from router.providers.base import Wire
 from router.providers.openai import OpenAIAdapter
 
@@ -50,6 +49,23 @@ _FAILURE_SHAPES = {
     404: ("invalid_request_error", "model_not_found"),
     429: ("requests", "rate_limit_exceeded"),
 }
+
+
+class MockBehaviour(Protocol):
+    """What the mock upstream reads of a provider's ``mock:`` settings.
+
+    The config's ``MockSettings`` is one; adapters know no config, so the
+    upstream takes anything with these three fields.
+    """
+
+    @property
+    def reply(self) -> str: ...
+
+    @property
+    def latency_s(self) -> float: ...
+
+    @property
+    def failures(self) -> Sequence[int]: ...
 
 
 class MockAdapter(OpenAIAdapter):
@@ -104,7 +120,7 @@ class MockUpstream:
 
     __slots__ = ("_chats", "_models", "_settings")
 
-    def __init__(self, settings: MockSettings, models: Iterable[str] = ()) -> None:
+    def __init__(self, settings: MockBehaviour, models: Iterable[str] = ()) -> None:
         self._settings = settings
         # Names GET /models lists (the mock answers any model; health checks ask for these).
         self._models = list(models)

@@ -23,32 +23,33 @@ Health: ``GET /api/tags`` lists pulled models as ``name:tag``; a configured
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from router.errors import BadRequestError, ProviderError
 from router.providers.base import (
-    COMMON_RULES,
     AdapterBase,
     Count,
-    ErrorBody,
+    Params,
+    StreamFormat,
     Wire,
-    WireRequest,
-    classify,
+    chat_body,
     compact_json,
     event_usage,
     malformed_usage,
     map_finish_reason,
     parse_wire,
     reported_usage,
-    stream_error,
     wire_usage,
 )
-from router.types import Message, Reply, StreamEvent, Usage
+from router.providers.error_body import COMMON_RULES, ErrorBody, classify, stream_error
+from router.types import Message, Reply, StreamEvent, Usage, WireRequest
 
 _FINISH_REASON_MAP = {"stop": "stop", "length": "length"}
 
 _ROUTER_PARAMS = frozenset({"max_tokens", "temperature", "options"})
 _OWNED = frozenset({"model", "messages", "stream"})
+# Params that do not pass into the body as provider extras.
+_RESERVED = _ROUTER_PARAMS | _OWNED
 _LATEST = ":latest"
 
 
@@ -133,22 +134,17 @@ def _finish(raw: str | None, has_tools: bool, details: dict[str, Any]) -> str | 
 
 
 class OllamaAdapter(AdapterBase):
-    """Ollama native ``/api/chat`` (NDJSON streams)."""
+    """Ollama native ``/api/chat`` (NDJSON streams).
+
+    Local Ollama needs no key; Ollama's cloud and authenticating proxies take it
+    as a bearer token (:class:`AdapterBase`'s default).
+    """
 
     __slots__ = ()
-    stream_format: ClassVar[Literal["sse", "ndjson"]] = "ndjson"
-
-    def _auth(self, api_key: str | None) -> dict[str, str]:
-        # Local Ollama needs no key; Ollama's cloud and authenticating proxies take a bearer.
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    stream_format: ClassVar[StreamFormat] = "ndjson"
 
     def chat_request(
-        self,
-        model: str,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        stream: bool = False,
+        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
     ) -> WireRequest:
         """``POST /api/chat``: router params into ``options``; extras passed through."""
         user_options = params.get("options")
@@ -163,10 +159,7 @@ class OllamaAdapter(AdapterBase):
             options["num_predict"] = params["max_tokens"]
         if params.get("temperature") is not None:
             options["temperature"] = params["temperature"]
-        body: dict[str, Any] = {
-            k: v for k, v in params.items() if k not in _ROUTER_PARAMS and k not in _OWNED
-        }
-        body["model"] = model
+        body = chat_body(model, params, _RESERVED)
         body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
         body["stream"] = stream
         if options:

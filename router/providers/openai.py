@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any
 
 from router.errors import (
     AuthenticationError,
@@ -45,25 +45,23 @@ from router.errors import (
     ProviderError,
 )
 from router.providers.base import (
-    COMMON_RULES,
     AdapterBase,
     Count,
-    ErrorBody,
-    ErrorRules,
+    Params,
     Wire,
-    WireRequest,
-    classify,
+    chat_body,
     event_usage,
     filtered,
     invalid,
+    listed_models,
     malformed_usage,
     map_finish_reason,
     parse_wire,
     reported_usage,
-    stream_error,
     wire_usage,
 )
-from router.types import Message, Reply, StreamEvent, Usage
+from router.providers.error_body import COMMON_RULES, ErrorBody, ErrorRules, classify, stream_error
+from router.types import Message, Reply, StreamEvent, Usage, WireRequest
 
 _FINISH_REASON_MAP = {
     "stop": "stop",
@@ -81,6 +79,8 @@ _REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5)", re.IGNORECASE)
 _ROUTER_PARAMS = frozenset({"max_tokens", "temperature"})
 # Body keys the adapter owns (framing and identity); params cannot override them.
 _OWNED = frozenset({"model", "messages", "stream", "stream_options"})
+# Params that do not pass into the body as provider extras.
+_RESERVED = _ROUTER_PARAMS | _OWNED
 
 _ERROR_RULES: ErrorRules = (
     # A request larger than the tokens-per-minute limit comes back as a 429 but can
@@ -180,14 +180,6 @@ class _Chunk(Wire):
     error: Any = None
 
 
-class _ModelEntry(Wire):
-    id: str
-
-
-class _ModelList(Wire):
-    data: list[_ModelEntry]
-
-
 def _text(content: str | list[_Part] | None) -> str:
     if content is None:
         return ""
@@ -232,27 +224,15 @@ def _tool_call(tc: _ToolCall) -> dict[str, Any]:
 
 
 class OpenAIAdapter(AdapterBase):
-    """OpenAI Chat Completions and compatible APIs (SSE streams)."""
+    """OpenAI Chat Completions and compatible APIs (SSE streams, a bearer key)."""
 
     __slots__ = ()
-    stream_format: ClassVar[Literal["sse", "ndjson"]] = "sse"
-
-    def _auth(self, api_key: str | None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     def chat_request(
-        self,
-        model: str,
-        messages: Sequence[Message],
-        params: Mapping[str, Any],
-        *,
-        stream: bool = False,
+        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
     ) -> WireRequest:
         """``POST /chat/completions``: extras pass through; see the module docstring."""
-        body: dict[str, Any] = {
-            k: v for k, v in params.items() if k not in _ROUTER_PARAMS and k not in _OWNED
-        }
-        body["model"] = model
+        body = chat_body(model, params, _RESERVED)
         body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
         reasoning = _REASONING_MODEL.match(model) is not None
         max_tokens = params.get("max_tokens")
@@ -340,5 +320,4 @@ class OpenAIAdapter(AdapterBase):
 
     def parse_models(self, body: bytes) -> set[str]:
         """The ``id`` of every model in the listing."""
-        listing = parse_wire(self, "*", _ModelList, body)
-        return {m.id for m in listing.data}
+        return listed_models(self, body)

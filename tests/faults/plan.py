@@ -358,7 +358,7 @@ def _stream_not_sse(ctx: Ctx) -> Behaviour:
 
 def _key_at_cut(ctx: Ctx) -> Behaviour:
     """A plain-text 503 from a proxy that echoes the bare key right where the router
-    cuts an error text to one line (router.providers.base.ERROR_TEXT_LIMIT, 300)."""
+    cuts an error text to one line (router.providers.error_body.ERROR_TEXT_LIMIT, 300)."""
     key = ctx.echo.removeprefix("Bearer ")
     text = "upstream rejected the request; credentials sent: ".ljust(295, ".") + key
     return reply(503, text + " (end)", {"content-type": "text/plain"})

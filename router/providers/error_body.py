@@ -1,0 +1,342 @@
+"""Error bodies, decoded and classified once for every adapter.
+
+An error reaches the router as a status, headers and body bytes (or as an error
+object inside a 2xx body or a stream). Everything about reading it is shared
+here; an adapter supplies only its tables for :func:`classify` (which error
+type a status and decoded body mean):
+
+- :func:`decode_error_body` reads any body (JSON, HTML, text, empty, truncated,
+  not UTF-8) into an :class:`ErrorBody`: one readable line, secrets redacted;
+- :func:`classify` is the shared decision order behind every adapter's
+  ``classify_error``; :func:`~router.errors.status_error` is its fallback;
+- :func:`error_from_response` builds the typed
+  :class:`~router.errors.ProviderError` for a non-2xx response (Retry-After and
+  request id included), and :func:`embedded_error` / :func:`stream_error` the
+  one for an error object inside a 2xx body or a stream.
+
+Like the adapters, this module does no I/O and reads no clock.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+from router.errors import (
+    AuthenticationError,
+    ContentFilterError,
+    ContextLengthError,
+    ModelNotFoundError,
+    ProviderError,
+    ServerError,
+    status_error,
+)
+from router.redact import redact
+
+# How much of a non-JSON error body is kept as the message.
+ERROR_TEXT_LIMIT = 300
+# How much of a JSON error message is kept (provider messages are sentences, some long).
+ERROR_MESSAGE_LIMIT = 1000
+# How much of a non-JSON body is looked at: the title or first words are near the top,
+# and a bound keeps the HTML clean-up linear on hostile bodies.
+ERROR_SCAN_LIMIT = 16 * 1024
+# Text kept past a cut until secrets are redacted: longer than any API key, so a key
+# that straddles the cut is either redacted whole or dropped whole.
+_KEY_MARGIN = 512
+
+
+@dataclass(slots=True, frozen=True)
+class ErrorBody:
+    """An error response body decoded once for every adapter."""
+
+    message: str  # readable one-line text: the JSON message, else the start of the text
+    data: Any = None  # the parsed JSON document, when the body was JSON
+    code: str | None = None  # the provider's error code (else its type or status), if any
+    type: str | None = None  # the provider's error type (OpenAI/Anthropic ``type``), if any
+
+
+class Classifier(Protocol):
+    """What reading an error needs of an adapter: its provider and its classification."""
+
+    @property
+    def provider(self) -> str: ...
+
+    def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:
+        """Which error type an error status and its decoded body mean (see ``Adapter``)."""
+        ...
+
+
+# -- decoding -------------------------------------------------------------------------
+
+_TAG = re.compile(r"<[^<>]*>")
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_SCRIPT = re.compile(r"<(script|style)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_SPACE = re.compile(r"\s+")
+
+
+def _one_line(text: str, limit: int) -> str:
+    # Redact before cutting: a key cut in two by the limit would no longer match its
+    # registered value, and its first part would be kept.
+    text = redact(_SPACE.sub(" ", text).strip()[: limit + _KEY_MARGIN])
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return text
+
+
+def _text_message(text: str) -> str:
+    # The scan window is redacted before it is cut, for the same reason as in _one_line.
+    text = redact(text[: ERROR_SCAN_LIMIT + _KEY_MARGIN])[:ERROR_SCAN_LIMIT]
+    stripped = text.lstrip()
+    if stripped[:1] == "<":  # HTML (or XML) error page from a proxy
+        title = _TITLE.search(text)
+        text = title.group(1) if title else _TAG.sub(" ", _SCRIPT.sub(" ", text))
+    return _one_line(text, ERROR_TEXT_LIMIT)
+
+
+def _scalar(value: Any) -> str | None:
+    if value is None or isinstance(value, dict | list) or value == "":
+        return None
+    return str(value)
+
+
+def _upstream_message(err: dict[str, Any]) -> str | None:
+    """OpenRouter wraps an upstream provider's error in ``metadata.raw`` (a JSON string)."""
+    metadata = err.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("raw"), str):
+        return None
+    raw: str = metadata["raw"]
+    try:
+        inner = json.loads(raw)
+    except ValueError:
+        inner = None
+    message, _, _ = _json_message(inner) if inner is not None else (raw, None, None)
+    if not message:
+        return None
+    who = metadata.get("provider_name")
+    return f"{who}: {message}" if isinstance(who, str) and who else message
+
+
+def _json_message(data: Any) -> tuple[str | None, str | None, str | None]:
+    """Find (message, code, type) in the common error shapes of every provider."""
+    if isinstance(data, list) and data and isinstance(data[0], dict):  # Gemini streams errors
+        data = data[0]
+    if not isinstance(data, dict):
+        return None, None, None
+    err = data.get("error", data)
+    if isinstance(err, str):  # Ollama and xAI: {"error": "text"}
+        return err, _scalar(data.get("code")), None
+    if isinstance(err, list) and err and isinstance(err[0], dict):  # Gemini-style lists
+        err = err[0].get("error", err[0])
+    if not isinstance(err, dict):
+        return None, None, None
+    message = (
+        _scalar(err.get("message")) or _scalar(err.get("detail")) or _scalar(data.get("message"))
+    )
+    upstream = _upstream_message(err)
+    if upstream and message:
+        message = f"{message} ({upstream})"
+    err_type = _scalar(err.get("type"))
+    code = _scalar(err.get("code")) or err_type or _scalar(err.get("status"))
+    return message, code, err_type
+
+
+def decode_error_body(body: bytes) -> ErrorBody:
+    """Decode any error body: JSON, HTML, plain text, empty, truncated or not UTF-8."""
+    if not body.strip():
+        return ErrorBody(message="(empty body)")
+    text = body.decode("utf-8", errors="replace")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return ErrorBody(message=_text_message(text) or "(blank body)")
+    message, code, err_type = _json_message(data)
+    message = _one_line(message, ERROR_MESSAGE_LIMIT) if message else _text_message(text)
+    return ErrorBody(message=message or "(blank body)", data=data, code=code, type=err_type)
+
+
+def _seconds(value: str | None) -> float | None:
+    """A non-negative finite number from a header value ("nan", "inf", "soon": None)."""
+    if not value:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return max(number, 0.0) if math.isfinite(number) else None
+
+
+def parse_retry_after(
+    headers: Mapping[str, str], now_epoch: float | None = None, *, max_s: float = math.inf
+) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP-date),
+    at most ``max_s`` (the router passes ``settings.retry_after_max_s``).
+
+    ``now_epoch`` is the current wall time for an HTTP-date; adapters read no
+    clock, so the router passes it in.
+    """
+    ms = _seconds(headers.get("retry-after-ms"))
+    if ms is not None:
+        return min(ms / 1000.0, max_s)
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    seconds = _seconds(value)
+    if seconds is not None:
+        return min(seconds, max_s)
+    if now_epoch is None:
+        return None
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
+        return None
+    return min(max(when - now_epoch, 0.0), max_s)
+
+
+# -- classification -------------------------------------------------------------------
+# (pattern searched in the lower-cased code, type and message; error type when it matches)
+ErrorRules = Sequence[tuple[re.Pattern[str], type[ProviderError]]]
+
+# What every provider family says in words; adapters put their own rules first.
+COMMON_RULES: ErrorRules = (
+    (
+        re.compile(
+            r"context_length_exceeded|context[ _]length|context window|prompt is too long"
+            r"|prompt too long|maximum prompt length"
+        ),
+        ContextLengthError,
+    ),
+    (
+        re.compile(
+            r"content[_ ]?filter|content_policy|content policy|content management policy"
+            r"|safety system|responsible ai"
+        ),
+        ContentFilterError,
+    ),
+    (
+        re.compile(
+            r"invalid[_ ]api[_ ]key|incorrect api key|invalid x-api-key|api key not valid"
+            r"|authentication[_ ]?(?:error|fails|failed)|permission_error|unauthori[sz]ed"
+        ),
+        AuthenticationError,
+    ),
+    (
+        re.compile(
+            r"model_not_found|not_found_error|model\b[^.]{0,100}?\b(?:not found|does not exist)"
+        ),
+        ModelNotFoundError,
+    ),
+)
+
+
+def error_text(body: ErrorBody) -> str:
+    """The lower-cased code, type and message of an error body, for rule matching."""
+    return " | ".join(p for p in (body.code, body.type, body.message) if p).lower()
+
+
+def _by_rules(text: str, rules: ErrorRules) -> type[ProviderError] | None:
+    return next((cls for pattern, cls in rules if pattern.search(text)), None)
+
+
+def classify(
+    status: int,
+    body: ErrorBody,
+    rules: ErrorRules,
+    type_status: Mapping[str, int] | None = None,
+) -> type[ProviderError]:
+    """The shared decision order behind every adapter's ``classify_error``.
+
+    5xx and 529 are server errors; then the adapter's ``rules`` decide (what the
+    body says: context length, content filter, a bad key said with a 400, an
+    unknown model...); then the status alone. A status of 0 (an error inside a
+    2xx body or stream) is first inferred from the error type with
+    ``type_status``; an unknown type is judged by its words alone, else taken
+    for a server-side failure.
+    """
+    text = error_text(body)
+    if status == 0:
+        types = type_status or {}
+        inferred = next((types[k] for k in (body.type, body.code) if k and k in types), None)
+        if inferred is None:
+            return _by_rules(text, rules) or ServerError
+        status = inferred
+    if status >= 500:
+        return ServerError
+    return _by_rules(text, rules) or status_error(status)
+
+
+REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
+
+
+def error_from_response(
+    adapter: Classifier,
+    model: str,
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    now_epoch: float | None = None,
+    retry_after_max_s: float = math.inf,
+) -> ProviderError:
+    """Build the typed error for a non-2xx response: one implementation for all adapters.
+
+    ``headers`` must be case-insensitive or lower-cased; ``now_epoch`` and
+    ``retry_after_max_s`` are passed to :func:`parse_retry_after`.
+    """
+    decoded = decode_error_body(body)
+    cls = adapter.classify_error(status, decoded)
+    request_id = next((headers[h] for h in REQUEST_ID_HEADERS if h in headers), None)
+    return cls(
+        decoded.message,
+        provider=adapter.provider,
+        model=model,
+        status=status,
+        retry_after=parse_retry_after(headers, now_epoch, max_s=retry_after_max_s),
+        request_id=request_id,
+    )
+
+
+def embedded_error(
+    adapter: Classifier, model: str, body: bytes | str, status: int = 200
+) -> ProviderError | None:
+    """The typed error for a 2xx body (or stream event) that is an error object, else None.
+
+    The error's status is the one the body states (``status_code``, a numeric
+    ``code``), else the HTTP status the response really had.
+    """
+    decoded = decode_error_body(body.encode() if isinstance(body, str) else body)
+    data = decoded.data
+    if not isinstance(data, dict) or not data.get("error"):
+        return None
+    stated = stated_status(data)
+    cls = adapter.classify_error(stated or 0, decoded)
+    return cls(decoded.message, provider=adapter.provider, model=model, status=stated or status)
+
+
+def stated_status(data: Any) -> int | None:
+    """An HTTP status an error document states about itself (groq ``status_code``,
+    OpenRouter's numeric ``code``), if any."""
+    if not isinstance(data, dict):
+        return None
+    err = data.get("error")
+    for holder in (err, data):
+        if not isinstance(holder, dict):
+            continue
+        for key in ("status_code", "status", "code"):
+            value = holder.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and 400 <= value <= 599:
+                return value
+    return None
+
+
+def stream_error(adapter: Classifier, model: str, payload: str) -> ProviderError:
+    """The typed error for an error event inside a 200 stream."""
+    return embedded_error(adapter, model, payload) or ServerError(
+        f"error event: {decode_error_body(payload.encode()).message}",
+        provider=adapter.provider,
+        model=model,
+        status=200,
+    )
