@@ -3,10 +3,11 @@
 ``complete()`` renders the route's templates (before any traffic), then walks
 the chain (router.call): for each step it checks cooldown, reserves the
 worst-case cost, takes an admission slot within the attempt's share of the
-deadline, sends, and applies the outcome policy (router.policy) — retry, fall
-back or stop. The router knows no provider's details: adapters translate, the
-transport sends. It is built from a resolved :class:`~router.plan.Plan`;
-``reload()`` resolves the file again and swaps the new plan in without dropping a call.
+deadline — all three through the router's State (router.state) — sends, and
+applies the outcome policy (router.policy) — retry, fall back or stop. The
+router knows no provider's details: adapters translate, the transport sends.
+It is built from a resolved :class:`~router.plan.Plan`; ``reload()`` resolves
+the file again and swaps the new plan in without dropping a call.
 """
 
 from __future__ import annotations
