@@ -31,6 +31,8 @@ from router import (
     State,
     Ticket,
 )
+from router.errors import BadRequestError, RateLimitError, ServerError
+from tests.fakeclock import FakeClock
 from tests.routerkit import make_config, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -304,3 +306,126 @@ def test_the_chain_walk_imports_no_state_implementation(module: str) -> None:
         node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
     }
     assert imported.isdisjoint({"router.budget", "router.limits", "router.ledger"}), imported
+
+
+# -- LocalState through the State API ------------------------------------------------
+
+PAID = """
+settings: {cooldown: {failures: FAILURES, seconds: 60}}
+providers:
+  p: {kind: mock, models: {m: {price: {input_per_mtok: 1, output_per_mtok: 1}}}}
+budgets: {cap: {limit_usd: 1}}
+routes:
+  r: {prompt: hi, fallback: [p/m]}
+"""
+
+
+async def _local(tmp_path: Path, clock: FakeClock, failures: int = 1) -> tuple[LocalState, object]:
+    plan = make_config(tmp_path, PAID.replace("FAILURES", str(failures)))
+    state = LocalState(plan, clock=clock)
+    await state.start()
+    return state, state.provider(plan.providers["p"])
+
+
+def _begin(state: State, handle: object, amount: str = "0.1") -> Ticket | Skip | Refusal:
+    return state.begin(
+        handle,  # type: ignore[arg-type]
+        route="r",
+        model="m",
+        amount=Decimal(amount),
+        max_cost_usd=None,
+        est_in=10,
+        max_tokens=10,
+    )
+
+
+def _error(cls: type[ProviderError], retry_after: float | None = None) -> ProviderError:
+    return cls("scripted", provider="p", model="m", status=503, retry_after=retry_after)
+
+
+async def test_local_state_cools_a_provider_then_lets_one_probe_through(tmp_path: Path) -> None:
+    clock = FakeClock()
+    state, p = await _local(tmp_path, clock)
+    try:
+        ticket = _begin(state, p)
+        assert isinstance(ticket, Ticket)
+        assert await ticket.admit(20, 1.0) is None
+        assert state.provider_state(p).in_flight == 1
+        ticket.free_slot()
+        ticket.failed(_error(ServerError))
+        ticket.release()
+        assert state.provider_state(p).cooling_down
+        skip = _begin(state, p)
+        assert isinstance(skip, Skip) and skip.kind is SkipKind.COOLDOWN
+        clock.advance(61)
+        probe = _begin(state, p)
+        assert isinstance(probe, Ticket) and state.provider_state(p).probing
+        other = _begin(state, p)
+        assert isinstance(other, Skip) and "probe" in other.reason
+        probe.release()  # ended without a verdict: another call may probe
+        assert not state.provider_state(p).probing
+        probe = _begin(state, p)
+        assert isinstance(probe, Ticket)
+        assert await probe.admit(20, 1.0) is None
+        probe.free_slot()
+        await probe.settle(Decimal("0.05"))
+        probe.succeeded()
+        probe.release()  # after a settle: nothing left to give back
+        probe.free_slot()
+        now = state.provider_state(p)
+        assert (now.cooling_down, now.probing, now.in_flight) == (False, False, 0)
+        assert state.spend()[0].spent_usd == Decimal("0.05")
+        assert state.reserved_usd == 0
+    finally:
+        await state.aclose()
+
+
+async def test_local_state_gives_the_probe_back_when_the_budget_refuses(tmp_path: Path) -> None:
+    clock = FakeClock()
+    state, p = await _local(tmp_path, clock)
+    try:
+        ticket = _begin(state, p)
+        assert isinstance(ticket, Ticket)
+        ticket.failed(_error(ServerError))
+        ticket.release()
+        clock.advance(61)
+        refusal = _begin(state, p, amount="2")  # over the 1 USD budget
+        assert isinstance(refusal, Refusal) and refusal.kind is SkipKind.BUDGET
+        assert not state.provider_state(p).probing
+        probe = _begin(state, p)
+        assert isinstance(probe, Ticket)  # the probe was still available ...
+        assert isinstance(_begin(state, p), Skip)  # ... and is now taken
+        # An outcome that says nothing about the provider's health ends the cooldown.
+        probe.failed(_error(BadRequestError))
+        probe.release()
+        assert not state.provider_state(p).cooling_down
+    finally:
+        await state.aclose()
+
+
+async def test_local_state_keeps_retry_after_and_refuses_a_wait_that_does_not_fit(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    state, p = await _local(tmp_path, clock, failures=5)
+    try:
+        ticket = _begin(state, p)
+        assert isinstance(ticket, Ticket)
+        ticket.failed(_error(RateLimitError, retry_after=30))
+        ticket.release()
+        assert state.provider_state(p).retry_after_s == 30
+        ticket = _begin(state, p)
+        assert isinstance(ticket, Ticket)
+        skip = await ticket.admit(20, 1.0)
+        assert skip is not None and skip.kind is SkipKind.RETRY_AFTER
+        assert state.provider_state(p).in_flight == 0
+        ticket.release()
+        assert state.reserved_usd == 0
+        # A bad request counts no failure and leaves the provider as it was.
+        ticket = _begin(state, p)
+        assert isinstance(ticket, Ticket)
+        ticket.failed(_error(BadRequestError))
+        ticket.release()
+        assert state.provider_state(p).failures == 1  # the rate limit's, only
+    finally:
+        await state.aclose()
