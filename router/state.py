@@ -69,9 +69,10 @@ class Ticket(ABC):
 
     The chain walk reads the three figures the reservation was sized for (the
     attempt's reported usage is checked against them, router.billing) and
-    calls the methods below. :meth:`free_slot`, :meth:`settle` and
-    :meth:`release` are idempotent: after a settle, release only frees what is
-    still held.
+    calls the methods below. :meth:`free_slot` and :meth:`release` are
+    idempotent, and release after a settle frees only what is still held;
+    :meth:`settle` bills once (a second settle is a bug and raises, never a
+    second charge).
     """
 
     __slots__ = ("est_in", "max_tokens", "reserved")

@@ -429,3 +429,17 @@ async def test_local_state_keeps_retry_after_and_refuses_a_wait_that_does_not_fi
         assert state.provider_state(p).failures == 1  # the rate limit's, only
     finally:
         await state.aclose()
+
+
+async def test_a_ticket_settles_once(tmp_path: Path) -> None:
+    state, p = await _local(tmp_path, FakeClock())
+    try:
+        ticket = _begin(state, p)
+        assert isinstance(ticket, Ticket)
+        await ticket.settle(Decimal("0.01"))
+        with pytest.raises(RuntimeError, match="settled or released twice"):
+            await ticket.settle(Decimal("0.01"))
+        ticket.release()
+        assert state.spend()[0].spent_usd == Decimal("0.01")
+    finally:
+        await state.aclose()
