@@ -9,7 +9,7 @@ Everything importable from here is the public API; other modules are internal.
 
 from __future__ import annotations
 
-from router.budget import BudgetStatus, LedgerStatus
+from router.budget import BudgetStatus, LedgerStatus, Refusal
 from router.config import (
     Backoff,
     BudgetConfig,
@@ -48,6 +48,7 @@ from router.errors import (
 from router.observe import CallRecord, Observer
 from router.plan import ChainStep, ModelPlan, Plan, ProviderPlan, RoutePlan, StepPlan, load_config
 from router.router import ReloadReport, Router
+from router.state import LocalState, ProviderHandle, State, Ticket
 from router.streaming import RouteStream
 from router.templates import RouteTemplates
 from router.types import (
@@ -56,6 +57,7 @@ from router.types import (
     HealthReport,
     Message,
     ProviderState,
+    Skip,
     SkipKind,
     StreamEvent,
     Usage,
@@ -88,6 +90,7 @@ __all__ = [
     "LedgerSettings",
     "LedgerStatus",
     "Limits",
+    "LocalState",
     "Message",
     "MockSettings",
     "ModelNotFoundError",
@@ -97,10 +100,12 @@ __all__ = [
     "Price",
     "ProviderConnectionError",
     "ProviderError",
+    "ProviderHandle",
     "ProviderPlan",
     "ProviderState",
     "ProviderTimeoutError",
     "RateLimitError",
+    "Refusal",
     "ReloadReport",
     "RouteConfig",
     "RoutePlan",
@@ -111,11 +116,14 @@ __all__ = [
     "RouterError",
     "ServerError",
     "Settings",
+    "Skip",
     "SkipKind",
+    "State",
     "StepPlan",
     "StreamEvent",
     "StreamInterruptedError",
     "TemplateError",
+    "Ticket",
     "Usage",
     "load_config",
 ]

@@ -2,8 +2,10 @@
 
 :class:`Call` holds the policy walk shared by ``complete()`` and ``stream()``;
 subclasses supply only the exchange with the provider (:meth:`Call._exchange`).
-Every attempt holds a :class:`Lease` — its admission slot and its budget
-reservation — and gives both back whatever happens, cancellation included.
+Everything that decides admission or money goes through the router's
+:class:`~router.state.State`: every attempt holds the :class:`~router.state.Ticket`
+it hands out — its budget reservation and provider slot — and gives both back
+whatever happens, cancellation included.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from router.billing import bill, final_usage
-from router.budget import BudgetBook, Refusal, Reservation, worst_case_usd
 from router.config import Backoff, Price
 from router.deadline import Clock, Deadline
 from router.errors import (
@@ -30,11 +31,11 @@ from router.errors import (
     sever_foreign,
 )
 from router.estimate import estimate_tokens
-from router.limits import ProviderGate
 from router.plan import ProviderPlan
 from router.policy import rule_for
 from router.providers.base import Adapter
 from router.providers.error_body import error_from_response
+from router.state import ProviderHandle, Refusal, State, Ticket, worst_case_usd
 from router.templates import RouteTemplates
 from router.transport import Transport
 from router.types import Attempt, Completion, Message, Reply, Skip, SkipKind, Usage, WireRequest
@@ -46,13 +47,13 @@ _SHARE_USED = Skip(SkipKind.DEADLINE, "admission used the attempt's whole deadli
 
 @dataclass(slots=True)
 class Provider:
-    """A provider's runtime: its adapter, pooled transport and admission gate."""
+    """A provider's runtime: its adapter, pooled transport and its handle in the State."""
 
     name: str
     plan: ProviderPlan  # what it was built from; an equal plan can reuse it
     adapter: Adapter
     transport: Transport
-    gate: ProviderGate
+    gate: ProviderHandle  # admission and health state (State.provider)
 
 
 @dataclass(slots=True)
@@ -88,11 +89,11 @@ class Route:
 
 @dataclass(slots=True)
 class Runtime:
-    """What calls share with their Router: clock, sleep, money, policy numbers, hooks."""
+    """What calls share with their Router: clock, sleep, state, policy numbers, hooks."""
 
     clock: Clock
     sleep: Callable[[float], Awaitable[None]]
-    book: BudgetBook
+    state: State  # admission and money
     floor_s: float
     backoff: Backoff
     # settings.retry_after_max_s: the longest Retry-After honoured.
@@ -103,70 +104,15 @@ class Runtime:
     closed: bool = False
 
 
-class Lease:
-    """An attempt's admission slot and budget reservation; :meth:`release` frees both once.
-
-    It also keeps what the reservation was sized for (input estimate, ``max_tokens``,
-    amount), which is what the attempt's reported usage is checked against.
-    """
-
-    __slots__ = (
-        "admitted",
-        "book",
-        "est_in",
-        "gate",
-        "max_tokens",
-        "probe",
-        "reservation",
-        "reserved",
-        "settled",
-    )
-
-    def __init__(
-        self,
-        gate: ProviderGate,
-        book: BudgetBook,
-        reservation: Reservation,
-        probe: bool,
-        *,
-        est_in: int,
-        max_tokens: int,
-        reserved: Decimal,
-    ) -> None:
-        self.gate = gate
-        self.book = book
-        self.reservation = reservation
-        self.probe = probe  # this attempt is the half-open probe after a cooldown
-        self.admitted = False  # holds a gate slot
-        self.settled = False
-        self.est_in = est_in  # input tokens reserved for, the provider's overhead included
-        self.max_tokens = max_tokens  # the output cap the request was sent with
-        self.reserved = reserved  # the worst-case amount reserved
-
-    def free_slot(self) -> None:
-        if self.admitted:
-            self.admitted = False
-            self.gate.release()
-
-    async def settle(self, cost: Decimal) -> None:
-        self.settled = True
-        await self.book.settle(self.reservation, cost)
-
-    def release(self) -> None:
-        """Give back whatever is still held (idempotent)."""
-        self.free_slot()
-        if not self.settled:
-            self.settled = True
-            self.book.release(self.reservation)
-        if self.probe and self.gate.probing:
-            self.gate.probing = False  # the probe ended without a verdict
+# An attempt's hold on the State (its reservation and slot); the name streams use.
+Lease = Ticket
 
 
 def billed(
-    step: Step, lease: Lease, usage: Usage, text: str, details: Mapping[str, Any]
+    step: Step, lease: Ticket, usage: Usage, text: str, details: Mapping[str, Any]
 ) -> tuple[Usage, Decimal]:
     """The usage and cost to settle for an attempt: ``usage`` checked against what its
-    lease was reserved for (router.billing)."""
+    ticket was reserved for (router.billing)."""
     return bill(
         usage,
         est_in=lease.est_in,
@@ -212,7 +158,7 @@ class Call(Generic[R]):
     stream = False
 
     async def _exchange(
-        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Lease
+        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Ticket
     ) -> R:
         """Talk to the provider. Raise ProviderError on failure. On success either
         settle and free ``lease`` or keep it (then set ``self.kept = True``)."""
@@ -246,6 +192,7 @@ class Call(Generic[R]):
     def failed(
         self,
         step: Step,
+        lease: Ticket,
         err: ProviderError,
         t0: float,
         usage: Usage | None = None,
@@ -253,15 +200,8 @@ class Call(Generic[R]):
         cost: Decimal = Decimal(0),
         ttft_s: float | None = None,
     ) -> None:
-        """Record a failed attempt and tell the provider's gate."""
-        gate = step.provider.gate
-        rule = rule_for(err.kind)
-        if rule.counts_failure or rule.cooldown_now:
-            gate.failed(rule, err.retry_after)
-        else:
-            if err.retry_after:
-                gate.failed(rule, err.retry_after)
-            gate.reset_probe()
+        """Record a failed attempt and tell the State (through the attempt's ticket)."""
+        lease.failed(err)
         now = self.rt.clock()
         self.record(
             Attempt(
@@ -281,6 +221,7 @@ class Call(Generic[R]):
     def succeeded(
         self,
         step: Step,
+        lease: Ticket,
         reply: Reply,
         status: int,
         t0: float,
@@ -288,8 +229,8 @@ class Call(Generic[R]):
         usage: Usage,
         ttft_s: float | None = None,
     ) -> Completion:
-        """Record the successful attempt and build the Completion."""
-        step.provider.gate.succeeded()
+        """Record the successful attempt (telling the State) and build the Completion."""
+        lease.succeeded()
         self.record(
             Attempt(
                 step.provider.name,
@@ -362,7 +303,6 @@ class Call(Generic[R]):
     async def _run_step(self, step: Step, steps_left: int) -> R | None:
         """Try one step (with its retries). None means: go on to the next step."""
         provider = step.provider
-        gate = provider.gate
         deadline = self.deadline
         route = self.route
         params, max_tokens = self._request_params(step)
@@ -378,10 +318,6 @@ class Call(Generic[R]):
             if deadline.expired:
                 raise DeadlineExceededError(deadline.seconds, self.attempts, route.name)
             t0 = self.rt.clock()
-            skip = gate.unavailable()
-            if skip is not None:
-                self._skip(step, skip, t0)
-                return None
             outcome = await self._attempt(step, steps_left, request, max_tokens, worst, t0)
             if not isinstance(outcome, ProviderError):
                 return outcome  # a result, or None for a skip
@@ -425,36 +361,34 @@ class Call(Generic[R]):
         worst: Decimal,
         t0: float,
     ) -> R | ProviderError | None:
-        """One try: reservation, admission, exchange. Never leaks a slot or a reservation."""
+        """One try: cooldown and reservation, admission, exchange — all through the
+        State. Never leaks a slot or a reservation."""
         rt = self.rt
-        gate = step.provider.gate
-        probe = gate.probing
-        share = self.deadline.share(steps_left)
-        cap = step.timeout_s if step.timeout_s < share else share
-        reservation = rt.book.reserve(
+        est_in = self.input_estimate(step)
+        lease = rt.state.begin(
+            step.provider.gate,
             route=self.route.name,
-            provider=step.provider.name,
             model=step.model,
             amount=worst,
             max_cost_usd=self.route.max_cost_usd,
+            est_in=est_in,
+            max_tokens=max_tokens,
         )
-        if isinstance(reservation, Refusal):
-            self.refusal = reservation
-            if probe:
-                gate.probing = False
-            self._skip(step, Skip(reservation.kind, reservation.reason), t0)
+        if isinstance(lease, Skip):  # cooling down
+            self._skip(step, lease, t0)
             return None
-        est_in = self.input_estimate(step)
-        lease = Lease(
-            gate, rt.book, reservation, probe, est_in=est_in, max_tokens=max_tokens, reserved=worst
-        )
+        if isinstance(lease, Refusal):
+            self.refusal = lease
+            self._skip(step, Skip(lease.kind, lease.reason), t0)
+            return None
+        share = self.deadline.share(steps_left)
+        cap = step.timeout_s if step.timeout_s < share else share
         self.kept = False
         try:
-            skip = await gate.admit(est_in + max_tokens, cap)
+            skip = await lease.admit(est_in + max_tokens, cap)
             if skip is not None:
                 self._skip(step, skip, t0)
                 return None
-            lease.admitted = True
             left = cap - (rt.clock() - t0)
             if left <= 0:
                 self._skip(step, _SHARE_USED, t0)
@@ -465,7 +399,7 @@ class Call(Generic[R]):
                 # No foreign exception travels on with it (kept as a redacted summary).
                 sever_foreign(err)
                 lease.free_slot()
-                self.failed(step, err, t0)
+                self.failed(step, lease, err, t0)
                 return err
         finally:
             if not self.kept:
@@ -476,7 +410,7 @@ class CompleteCall(Call[Completion]):
     """``complete()``: send, read the whole body, parse, settle."""
 
     async def _exchange(
-        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Lease
+        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Ticket
     ) -> Completion:
         provider = step.provider
         try:
@@ -497,4 +431,4 @@ class CompleteCall(Call[Completion]):
         usage = final_usage(reply.usage, lease.est_in, reply.text)
         usage, cost = billed(step, lease, usage, reply.text, reply.details)
         await lease.settle(cost)
-        return self.succeeded(step, reply, raw.status, t0, cost, usage)
+        return self.succeeded(step, lease, reply, raw.status, t0, cost, usage)

@@ -1,7 +1,8 @@
 """A Generation: one Plan built into provider runtimes and routes.
 
 The Router serves from its current generation. A reload builds a new one —
-reusing the runtime (connection pool, limiters, cooldown state) of every
+reusing the runtime (connection pool, and its handle in the
+:class:`~router.state.State`: limiters, cooldown state) of every
 provider whose :class:`~router.plan.ProviderPlan` is equal to the one it was
 built from — and swaps it in at once. Calls hold the generation they started
 on until they end, so they finish on the plan they started with; a retired
@@ -11,18 +12,14 @@ generation's own providers are closed once its last call has ended.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from router.call import Provider, Route, Runtime, Step
-from router.deadline import Clock
-from router.limits import ProviderGate
 from router.plan import Plan, ProviderPlan, RoutePlan
 from router.providers import build_adapter
 from router.providers.mock import MockUpstream
+from router.state import State
 from router.transport import Handler, Transport
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 def _mock_handler(upstream: MockUpstream) -> Handler:
@@ -35,8 +32,8 @@ def _mock_handler(upstream: MockUpstream) -> Handler:
     return handler
 
 
-def build_provider(plan: ProviderPlan, clock: Clock, sleep: Sleep) -> Provider:
-    """A provider's runtime: adapter, (unstarted) transport and admission gate."""
+def build_provider(plan: ProviderPlan, state: State) -> Provider:
+    """A provider's runtime: adapter, (unstarted) transport and its handle in ``state``."""
     key = plan.key.get_secret_value() if plan.key is not None else None
     adapter = build_adapter(plan.kind, plan.name, key, plan.headers)
     handler = None
@@ -51,8 +48,7 @@ def build_provider(plan: ProviderPlan, clock: Clock, sleep: Sleep) -> Provider:
         max_response_bytes=plan.max_response_bytes,
         handler=handler,
     )
-    gate = ProviderGate(plan.name, plan.limits, plan.cooldown, clock, sleep)
-    return Provider(plan.name, plan, adapter, transport, gate)
+    return Provider(plan.name, plan, adapter, transport, state.provider(plan))
 
 
 def compile_route(plan: RoutePlan, providers: dict[str, Provider]) -> Route:

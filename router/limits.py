@@ -167,14 +167,16 @@ class ProviderGate:
         Returns None when admitted (then :meth:`release` must follow), or the
         reason the attempt is skipped.
         """
-        if not self._started:
-            self._start()
-        reason = await self._admit(tokens, wait_s)
+        reason = await self.take(tokens, wait_s)
         if reason is not None and self.probing:
             self.probing = False  # the probe never went out; let another call try
         return reason
 
-    async def _admit(self, tokens: int, wait_s: float) -> Skip | None:
+    async def take(self, tokens: int, wait_s: float) -> Skip | None:
+        """:meth:`admit` without the probe bookkeeping (the caller does it: a
+        :class:`~router.state.LocalTicket`)."""
+        if not self._started:
+            self._start()
         start = self._clock()
         wait = self.not_before - start
         if wait > 0:

@@ -3,10 +3,11 @@
 ``complete()`` renders the route's templates (before any traffic), then walks
 the chain (router.call): for each step it checks cooldown, reserves the
 worst-case cost, takes an admission slot within the attempt's share of the
-deadline, sends, and applies the outcome policy (router.policy) — retry, fall
-back or stop. The router knows no provider's details: adapters translate, the
-transport sends. It is built from a resolved :class:`~router.plan.Plan`;
-``reload()`` resolves the file again and swaps the new plan in without dropping a call.
+deadline — all three through the router's State (router.state) — sends, and
+applies the outcome policy (router.policy) — retry, fall back or stop. The
+router knows no provider's details: adapters translate, the transport sends.
+It is built from a resolved :class:`~router.plan.Plan`; ``reload()`` resolves
+the file again and swaps the new plan in without dropping a call.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from router.budget import BudgetBook, BudgetStatus, LedgerStatus
+from router.budget import BudgetStatus, LedgerStatus
 from router.call import Call, CompleteCall, Provider, Route, Runtime
 from router.config import Config
 from router.deadline import Clock, Deadline
@@ -33,11 +34,11 @@ from router.errors import (
 from router.generation import Generation, build_provider, compile_route
 from router.health import check_provider
 from router.inflight import InFlight
-from router.ledger import open_ledger
 from router.logging import LogEvents, get_logger
 from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
 from router.plan import ChainStep, Plan, ReloadReport, compare, load_config
+from router.state import LocalState, State
 from router.streaming import RouteStream, StreamCall
 from router.types import Attempt, Completion, HealthReport, Message, ProviderState
 
@@ -63,6 +64,8 @@ class Router:
             on the router's one event channel with its log lines and stats
             (see router.observe).
         clock, sleep: the monotonic clock and sleep every wait uses (tests drive them).
+        state: where admission and money are decided (router.state); default a
+            :class:`~router.state.LocalState` for ``plan`` (in this process).
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class Router:
         observers: Sequence[Observer] = (),
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
+        state: State | None = None,
     ) -> None:
         if not isinstance(plan, Plan):
             raise TypeError(
@@ -87,8 +91,10 @@ class Router:
         self._events = Events([LogEvents(), *hooks, self._stats, *observers])
         self._clock = clock
         self._sleep = sleep
-        self._book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir))
-        providers = {name: build_provider(p, clock, sleep) for name, p in plan.providers.items()}
+        # Everything that decides admission or money: budgets, the ledger, and per
+        # provider rate, tokens, concurrency, cooldown and Retry-After.
+        self._state = state if state is not None else LocalState(plan, clock=clock, sleep=sleep)
+        providers = {name: build_provider(p, self._state) for name, p in plan.providers.items()}
         self._gen = self._generation(plan, providers)
         # Generations replaced by reloads that still have calls running.
         self._retired: list[Generation] = []
@@ -144,7 +150,7 @@ class Router:
         rt = Runtime(
             clock=self._clock,
             sleep=self._sleep,
-            book=self._book,
+            state=self._state,
             floor_s=plan.attempt_floor_s,
             backoff=plan.backoff,
             retry_after_max_s=plan.retry_after_max_s,
@@ -164,6 +170,11 @@ class Router:
         return self._gen.plan.config
 
     @property
+    def state(self) -> State:
+        """Where this router's admission and money are decided (router.state)."""
+        return self._state
+
+    @property
     def _providers(self) -> dict[str, Provider]:
         return self._gen.providers
 
@@ -175,7 +186,7 @@ class Router:
             return
         self._loop = asyncio.get_running_loop()
         self._reload_lock = asyncio.Lock()
-        await self._book.start()
+        await self._state.start()
         for p in self._gen.providers.values():
             await p.transport.start()
         if self._watch_interval_s is not None:
@@ -210,7 +221,7 @@ class Router:
                     await p.transport.aclose()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-        await self._book.aclose()
+        await self._state.aclose()
 
     async def __aenter__(self) -> Router:
         await self.start()
@@ -440,12 +451,12 @@ class Router:
             if kept is not None and kept.plan == pplan:
                 providers[name] = kept
             else:
-                providers[name] = p = build_provider(pplan, self._clock, self._sleep)
+                providers[name] = p = build_provider(pplan, self._state)
                 built.append(p)
         try:
             for p in built:
                 await p.transport.start()
-            install_budgets = await self._book.prepare(plan.budgets)
+            install_budgets = await self._state.prepare(plan)
         except BaseException:
             for p in built:
                 await p.transport.aclose()
@@ -586,19 +597,20 @@ class Router:
         in-flight attempts, Retry-After wait, limiter headroom (see ProviderState).
 
         Reads only; safe to call from another thread (a metrics scrape)."""
-        return {name: p.gate.state() for name, p in list(self._gen.providers.items())}
+        state = self._state
+        return {name: state.provider_state(p.gate) for name, p in list(self._gen.providers.items())}
 
     # -- money ----------------------------------------------------------------------
 
     def spend(self) -> list[BudgetStatus]:
         """Per budget: limit, spent, reserved and remaining for the current period."""
-        return self._book.spend()
+        return self._state.spend()
 
     def ledger_status(self) -> LedgerStatus:
         """The spend ledger: costs waiting to be written, failed writes, the current error."""
-        return self._book.ledger_status()
+        return self._state.ledger_status()
 
     @property
     def reserved_usd(self) -> Decimal:
         """Money reserved by calls in flight (0 when idle)."""
-        return self._book.reserved_total
+        return self._state.reserved_usd

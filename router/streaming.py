@@ -307,7 +307,7 @@ class LiveStream:
             details=self.details,
         )
         return self.call.succeeded(
-            self.step, reply, self.status, self.t0, cost, usage, ttft_s=self.ttft_s
+            self.step, self.lease, reply, self.status, self.t0, cost, usage, ttft_s=self.ttft_s
         )
 
     async def fail(self, err: ProviderError) -> StreamInterruptedError:
@@ -324,7 +324,13 @@ class LiveStream:
             status=err.status if err.status is not None else self.status,
         )
         self.call.failed(
-            self.step, interrupted, self.t0, usage=usage, cost=cost, ttft_s=self.ttft_s
+            self.step,
+            self.lease,
+            interrupted,
+            self.t0,
+            usage=usage,
+            cost=cost,
+            ttft_s=self.ttft_s,
         )
         return interrupted
 

@@ -249,7 +249,7 @@ async def test_a_locked_sqlite_ledger_does_not_delay_the_answer(tmp_path: Path) 
             assert router.spend()[0].spent_usd == result.cost_usd > 0
         finally:
             other.rollback()
-        await router._book.flush()
+        await router.state.flush()
         other.close()
     ledger = SqliteLedger(tmp_path / "spend.sqlite3")
     await ledger.open()
@@ -327,9 +327,9 @@ async def test_a_deleted_or_replaced_ledger_file_keeps_the_answer_and_fails_clos
     write_config(tmp_path, PAID_SQLITE)
     path = tmp_path / "spend.sqlite3"
     async with Router.from_yaml(tmp_path / "providers.yaml") as router:
-        router._book._retry_s = 0.01
+        router.state.book._retry_s = 0.01
         await router.complete("r")
-        await router._book.flush()
+        await router.state.flush()
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(f"{path}{suffix}"):
                 os.unlink(f"{path}{suffix}")

@@ -346,7 +346,7 @@ def state_problems(router: Router) -> list[str]:
         active = p.transport.pool_stats()["active"]
         if active:
             problems.append(f"{name}: {active} pooled connections still in use")
-    book = router._book
+    book = router.state.book
     if router.reserved_usd != 0 or book.outstanding != 0:
         problems.append(f"reservations: {router.reserved_usd} in {book.outstanding} outstanding")
     for status in router.spend():
@@ -665,7 +665,7 @@ async def test_thousands_of_calls_under_random_faults_keep_every_promise(
             wall = time.monotonic() - started
             held = state_problems(router)
             spend = {s.name: s.spent_usd for s in router.spend()}
-            ledger = router._book._ledger
+            ledger = router.state.book._ledger
             await router.aclose()
             tasks_after = asyncio.all_tasks() - {me}
             fds_after = open_fds()

@@ -147,7 +147,7 @@ async def test_budgets_reloaded_during_traffic_never_overspend(
     settled = Decimal(0)
     async with Router.from_yaml(path, env=ENV) as router:
         stop = asyncio.Event()
-        book = router._book
+        book = router.state.book
         # Everything settled so far, and what settled above its reservation: the one
         # documented way past a limit (the provider billed more input than the
         # estimate; docs/money.md).
@@ -188,7 +188,7 @@ async def test_budgets_reloaded_during_traffic_never_overspend(
         held = state_problems(router)
         live = {s.name: s.spent_usd for s in router.spend()}
         budget = next(n for n in live if n != "gamma_cap")
-        await router._book.flush()
+        await router.state.flush()
     billed = sum((r.billed for r in results), Decimal(0))
     refused = sum(1 for r in results if r.outcome == BudgetExceededError.__name__)
     overspend = max(billed - limit, Decimal(0))
@@ -245,7 +245,7 @@ async def test_a_stalled_ledger_delays_no_answer_and_loses_no_spend(
                     with contextlib.suppress(asyncio.CancelledError):
                         while time.monotonic() - t < 2.0 and not stop.is_set():
                             await asyncio.sleep(0.01)
-                            max_pending = max(max_pending, router._book.pending_writes)
+                            max_pending = max(max_pending, router.ledger_status().pending)
                     other.execute("ROLLBACK")
                     held_s += time.monotonic() - t
             finally:
