@@ -691,6 +691,29 @@ class Transport:
             chunks.append(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    def _request(
+        self, client: httpx.AsyncClient, req: WireRequest, timeout: httpx.Timeout
+    ) -> httpx.Request:
+        """The ``httpx.Request`` that ``client.build_request`` would make for ``req``.
+
+        Built directly: the URL is already absolute (:meth:`_url`), the client's
+        headers need no merging unless the request brings its own, and the client
+        keeps no cookies and no query parameters, so ``build_request``'s merging
+        (a copy of the client's headers, an empty cookie jar and query per call)
+        only costs time. tests/test_transport.py checks both give the same request.
+        """
+        headers: httpx.Headers = client.headers
+        if req.headers:
+            headers = httpx.Headers(headers)
+            headers.update(req.headers)
+        return httpx.Request(
+            req.method,
+            self._url(req.path),
+            json=req.json,
+            headers=headers,
+            extensions={"timeout": timeout.as_dict()},
+        )
+
     async def _open(
         self, client: httpx.AsyncClient, request: httpx.Request, model: str
     ) -> httpx.Response:
@@ -737,13 +760,7 @@ class Transport:
         failure: ProviderError | None = None
         try:
             async with asyncio.timeout(timeout_s):
-                request = client.build_request(
-                    req.method,
-                    self._url(req.path),
-                    json=req.json,
-                    headers=req.headers or None,
-                    timeout=timeout,
-                )
+                request = self._request(client, req, timeout)
                 response = await self._open(client, request, model)
                 try:
                     body = await self._read(response, model, self._max_bytes)
@@ -809,13 +826,7 @@ class _StreamContext:
         req = self._req
         failure: ProviderError | None = None
         try:
-            request = client.build_request(
-                req.method,
-                t._url(req.path),
-                json=req.json,
-                headers=req.headers or None,
-                timeout=self._timeout,
-            )
+            request = t._request(client, req, self._timeout)
             response = self._response = await t._open(client, request, self._model)
         except _HTTPX_ERRORS as exc:
             failure = t._map(exc, self._model, "waiting for the response", self._timeout.read)
