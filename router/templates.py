@@ -388,7 +388,7 @@ class _Renderer:
         parent = dict(self._globals, **values)
         context = self._context(self._env, parent, self._name, self._blocks)
         context.globals_keys = self._keys  # read-only in Jinja; shared by every call
-        return str(self._env.concat(self._root(context)))  # type: ignore[attr-defined]
+        return str(self._env.concat(self._root(context)))
 
 
 class RouteTemplates:

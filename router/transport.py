@@ -726,12 +726,12 @@ class Transport:
         prefix = self._prefix
         if req.json is not None and not req.headers and prefix is not None:
             body = _json_body(req.json)
-            headers = httpx.Headers(
-                [*prefix, (b"Content-Length", str(len(body)).encode()), _JSON_TYPE]
-            )
-            stream = httpx.ByteStream(body)
             request = httpx.Request(
-                req.method, url, headers=headers, stream=stream, extensions=extensions
+                req.method,
+                url,
+                headers=[*prefix, (b"Content-Length", str(len(body)).encode()), _JSON_TYPE],
+                stream=httpx.ByteStream(body),
+                extensions=extensions,
             )
             request.read()  # the body is known, as for a Request built with content
             return request
@@ -740,9 +740,7 @@ class Transport:
         if req.headers:
             headers = httpx.Headers(headers)
             headers.update(req.headers)
-        return httpx.Request(
-            req.method, url, json=req.json, headers=headers, extensions=extensions
-        )
+        return httpx.Request(req.method, url, json=req.json, headers=headers, extensions=extensions)
 
     async def _open(
         self, client: httpx.AsyncClient, request: httpx.Request, model: str

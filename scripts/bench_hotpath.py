@@ -143,10 +143,11 @@ def main() -> None:
         for c in concurrencies:
             t = runs[(tree.name, "transport", c)]
             rt = runs[(tree.name, "router", c)]
+            t_med, rt_med = statistics.median(t), statistics.median(rt)
             print(
-                f"{tree.name:>12}  C={c:<3} transport {min(t):6.0f} / {statistics.median(t):6.0f}"
-                f"   router {min(rt):6.0f} / {statistics.median(rt):6.0f}"
-                f"   ratio {min(rt) / min(t):.2f} (medians {statistics.median(rt) / statistics.median(t):.2f})"
+                f"{tree.name:>12}  C={c:<3} transport {min(t):6.0f} / {t_med:6.0f}"
+                f"   router {min(rt):6.0f} / {rt_med:6.0f}"
+                f"   ratio {min(rt) / min(t):.2f} (medians {rt_med / t_med:.2f})"
             )
 
 

@@ -133,7 +133,9 @@ async def test_requests_carry_default_headers_and_json(upstream: Upstream) -> No
 
 BUILT = [
     POST,
-    WireRequest("POST", "/v1/messages", {"a": "é", "n": [1, 2.5, None]}, {"anthropic-version": "1"}),
+    WireRequest(
+        "POST", "/v1/messages", {"a": "é", "n": [1, 2.5, None]}, {"anthropic-version": "1"}
+    ),
     WireRequest("POST", "/chat"),  # no body
     WireRequest("GET", "/models?limit=5"),
     WireRequest("POST", "/x", {"a": 1}, {"Content-Type": "application/json; charset=utf-8"}),
