@@ -8,8 +8,9 @@ bytes. Decoding them is the adapters' job. (An import-linter contract in
 pyproject.toml checks that it imports no adapter, config or router module.)
 
 Under the client sits aiohttp's connection pool (through httpx-aiohttp): the
-httpx client code builds requests, caps and decodes bodies and maps errors, and
-aiohttp's exceptions are first translated into the httpx ones they mean
+httpx client code sends requests (built here as its ``build_request`` would, with
+the per-call merging left out: :meth:`Transport._request`), decodes bodies and
+maps errors, and aiohttp's exceptions are first translated into the httpx ones they mean
 (:func:`_from_aiohttp`, applied in one place: :func:`_translated`). It is the
 only pool: httpcore's (the client's own) was dropped, as under a thousand queued
 requests its pool assignment starved the event loop for seconds past every
