@@ -86,6 +86,15 @@ def _is_float(v: Any) -> bool:
     return isinstance(v, float | Decimal) or _is_int(v)
 
 
+# Exact types every value of which fits a declared type: a list whose items are all
+# of these passes ``list[T]`` without a check per item.
+_EXACT: dict[str, frozenset[type]] = {
+    "str": frozenset({str}),
+    "int": frozenset({int}),
+    "float": frozenset({float, int, Decimal}),
+    "bool": frozenset({bool}),
+}
+
 _PREDICATES: dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "int": _is_int,
@@ -116,10 +125,13 @@ def parse_var_type(spec: str) -> VarCheck:
         return check
     if text.startswith("list[") and text.endswith("]"):
         inner = parse_var_type(text[5:-1])
+        exact = _EXACT.get(text[5:-1], frozenset())
 
         def check_list(v: Any) -> str | None:
             if not isinstance(v, list | tuple):
                 return f"must be {text}, got {type(v).__name__}"
+            if exact and exact.issuperset(map(type, v)):
+                return None  # every item is of a type that fits (bool is not int)
             for i, item in enumerate(v):
                 err = inner(item)
                 if err is not None:
@@ -349,6 +361,36 @@ def make_environment(templates_dir: Path) -> SandboxedEnvironment:
     )
 
 
+class _Renderer:
+    """One compiled template, rendered as ``Template.render`` would but without its
+    per-call set-up: Jinja builds each call's context by merging the template's
+    globals (a ``ChainMap`` of the template's and the environment's) into a new dict,
+    and takes the set of their names; both are made here once, at load.
+
+    Exceptions come out as they are raised by the template code (``Template.render``
+    would only rewrite their traceback).
+    """
+
+    __slots__ = ("_blocks", "_context", "_env", "_globals", "_keys", "_name", "_root")
+
+    def __init__(self, template: Template) -> None:
+        env = template.environment
+        self._env = env
+        self._context = env.context_class
+        self._globals = dict(template.globals)
+        self._keys = set(self._globals)
+        self._name = template.name
+        self._blocks = template.blocks
+        self._root = template.root_render_func
+
+    def __call__(self, values: Mapping[str, Any]) -> str:
+        # As jinja2.runtime.new_context builds it: the globals, then the call's values.
+        parent = dict(self._globals, **values)
+        context = self._context(self._env, parent, self._name, self._blocks)
+        context.globals_keys = self._keys  # read-only in Jinja; shared by every call
+        return str(self._env.concat(self._root(context)))
+
+
 class RouteTemplates:
     """A route's compiled templates and the checks its variables must pass.
 
@@ -358,7 +400,7 @@ class RouteTemplates:
             route declares them, else every name its templates use.
     """
 
-    __slots__ = ("_checks", "_parts", "route", "variables")
+    __slots__ = ("_checks", "_parts", "_render", "route", "variables")
 
     def __init__(
         self,
@@ -374,6 +416,11 @@ class RouteTemplates:
         self._parts = parts
         # Declared name -> validator; None when the route declares no vars.
         self._checks = checks
+        # Per part: its message when constant, else a renderer prepared at load.
+        self._render = [
+            (role, name, constant if constant is not None else _Renderer(template))
+            for role, name, template, constant in parts
+        ]
 
     def __repr__(self) -> str:
         names = ", ".join(part[1] for part in self._parts)
@@ -395,12 +442,12 @@ class RouteTemplates:
         if self._checks is not None:
             self._check(values, self._checks)
         out: list[Message] = []
-        for role, name, template, constant in self._parts:
-            if constant is not None:
-                out.append(constant)
+        for role, name, prepared in self._render:
+            if isinstance(prepared, Message):
+                out.append(prepared)
                 continue
             try:
-                text = template.render(values)
+                text = prepared(values)
             except UndefinedError as exc:
                 raise self._undefined(exc, name, values) from None
             except Exception as exc:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from router.errors import (
     AuthenticationError,
@@ -443,6 +444,23 @@ def test_success_body_parses_to_text_and_exact_usage(fixture_id: str) -> None:
     for key in ("reasoning", "thinking"):
         if key in reply.details:
             assert reply.details[key] not in reply.text
+
+
+@pytest.mark.parametrize("fixture_id", sorted(i for i in SUCCESS if not load(i).streaming))
+def test_success_body_is_validated_once(fixture_id: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A recorded reply is validated in one pass, usage included: the second pass
+    (the usage on its own, kept so that a malformed usage costs no reply) never runs."""
+    fx = load(fixture_id)
+    expected = fx.adapter().parse_reply(MODEL, fx.body)
+    calls: list[str] = []
+
+    def second_pass(cls: type[BaseModel], *args: Any, **kwargs: Any) -> Any:
+        calls.append(cls.__name__)
+        raise AssertionError(f"{cls.__name__} validated twice")
+
+    monkeypatch.setattr(BaseModel, "model_validate", classmethod(second_pass))
+    assert fx.adapter().parse_reply(MODEL, fx.body) == expected
+    assert calls == []
 
 
 @pytest.mark.parametrize("fixture_id", sorted(i for i in SUCCESS if load(i).streaming))

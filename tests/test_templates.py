@@ -364,3 +364,65 @@ async def test_a_reload_to_a_template_that_builds_too_much_is_refused_at_once(
         assert "template routes.r.prompt cannot be rendered" in str(info.value)
         assert "a list of 100000000 items" in str(info.value)
         assert (await router.complete("r")).text == "hello"
+
+
+# Templates whose output must not change with how a call's context is built: globals,
+# loops, assignments, macros, namespaces, filters, includes and imports.
+SAME_OUTPUT = {
+    "'{{ ticker }}: {{ prices | join(\", \") }}'": {},
+    "'{% for p in prices %}{{ loop.index }}={{ p }};{% endfor %}'": {},
+    "'{% set n = namespace(s=0) %}{% for p in prices %}{% set n.s = n.s + p %}"
+    "{% endfor %}{{ n.s }}'": {},
+    "'{% macro m(x) %}<{{ x }}>{% endmacro %}{{ m(ticker) }}{{ range(3) | list }}'": {},
+    '\'{% set c = cycler("a", "b") %}{{ c.next() }}{{ c.next() }} {{ dict(a=1) }}\'': {},
+    "{file: main.j2}": {
+        "main.j2": "{% include 'part.j2' %}|{% import 'lib.j2' as lib %}{{ lib.up(ticker) }}",
+        "part.j2": "{{ ticker }} x{{ prices | length }}",
+        "lib.j2": "{% macro up(s) %}{{ s | upper }}{% endmacro %}",
+    },
+}
+
+
+@pytest.mark.parametrize("prompt", list(SAME_OUTPUT))
+def test_render_skips_jinja_per_call_set_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prompt: str
+) -> None:
+    """A call renders without Template.render (whose new_context merges the template's
+    globals, a ChainMap, into a new dict per call): the context is built from globals
+    made at load, and the text is what Template.render gives."""
+    from jinja2 import Template
+
+    t = route(tmp_path, prompt, files=SAME_OUTPUT[prompt])
+    values = {"ticker": "acme", "prices": [1.5, 2, 3]}
+    env = make_environment(tmp_path / "templates")
+    source = (
+        (tmp_path / "templates" / "main.j2").read_text()
+        if prompt.startswith("{file")
+        else prompt[1:-1]
+    )
+    expected = env.from_string(source).render(values)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("Jinja's per-call context set-up on the hot path")
+
+    monkeypatch.setattr(Template, "render", refuse)  # (includes still use new_context)
+    assert t.render(values) == [Message("user", expected)]
+    assert t.render(values) == [Message("user", expected)]  # nothing carried over
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "ok"),
+    [
+        ("list[float]", [1.0, 2, Decimal("3")], True),
+        ("list[float]", [1.0, True], False),
+        ("list[int]", [1, False], False),
+        ("list[int]", [1, 2.0], False),
+        ("list[str]", ["a", type("S", (str,), {})("b")], True),  # a subclass: item by item
+        ("list[bool]", [True, 0], False),
+        ("list[float]", [], True),
+    ],
+)
+def test_list_checks_by_item_type(spec: str, value: list[Any], ok: bool) -> None:
+    """list[T] accepts a list at once when every item's type fits T exactly, and
+    otherwise checks item by item, with the same verdicts (bool is not int or float)."""
+    assert (parse_var_type(spec)(value) is None) is ok

@@ -131,6 +131,59 @@ async def test_requests_carry_default_headers_and_json(upstream: Upstream) -> No
     assert seen.json() == {"a": 1}
 
 
+BUILT = [
+    POST,
+    WireRequest(
+        "POST", "/v1/messages", {"a": "é", "n": [1, 2.5, None]}, {"anthropic-version": "1"}
+    ),
+    WireRequest("POST", "/chat"),  # no body
+    WireRequest("GET", "/models?limit=5"),
+    WireRequest("POST", "/x", {"a": 1}, {"Content-Type": "application/json; charset=utf-8"}),
+]
+
+
+@pytest.mark.parametrize("base", ["", "/api?api-version=2024-06"])
+async def test_requests_are_built_as_httpx_build_request_would(
+    upstream: Upstream, monkeypatch: pytest.MonkeyPatch, base: str
+) -> None:
+    """The transport builds each httpx.Request itself (build_request's merging was a
+    tenth of a send): method, URL, headers in the same order, body and timeouts are
+    what ``client.build_request`` makes, and ``build_request`` is never called."""
+    sent: list[httpx.Request] = []
+    build_request = httpx.AsyncClient.build_request
+    inner = transport_module._AiohttpBackend.handle_async_request
+
+    async def capture(self: Any, request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return await inner(self, request)
+
+    def refuse(*args: Any, **kwargs: Any) -> httpx.Request:
+        raise AssertionError("client.build_request called on the hot path")
+
+    monkeypatch.setattr(transport_module._AiohttpBackend, "handle_async_request", capture)
+    monkeypatch.setattr(httpx.AsyncClient, "build_request", refuse)
+    async with make(upstream.url + base, connect_timeout_s=1.0) as t:
+        for req in BUILT:
+            await t.send(req, model="m", timeout_s=2.0)
+    # The reference: a plain client with the same headers, given the URL the transport
+    # resolved (tests above check that URL) and the timeouts send() sets.
+    reference = httpx.AsyncClient(headers=HEADERS)
+    for req, got in zip(BUILT, sent, strict=True):
+        want = build_request(
+            reference,
+            req.method,
+            got.url,
+            json=req.json,
+            headers=req.headers or None,
+            timeout=httpx.Timeout(2.0, connect=1.0),
+        )
+        assert got.method == want.method
+        assert got.headers.raw == want.headers.raw
+        assert got.content == want.content
+        assert got.extensions == want.extensions
+    await reference.aclose()
+
+
 async def test_base_url_path_is_kept(upstream: Upstream) -> None:
     """A request path is appended to base_url's path, with or without slashes."""
     async with make(upstream.url + "/api/v1") as t:

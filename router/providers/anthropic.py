@@ -41,6 +41,7 @@ from router.providers.base import (
     malformed_usage,
     map_finish_reason,
     parse_wire,
+    parse_wire_once,
     reported_usage,
     wire_usage,
 )
@@ -112,6 +113,12 @@ class _Response(Wire):
     content: list[_Block]
     stop_reason: str | None = None
     usage: Any = None  # read by _usage, so that a malformed one costs no reply
+
+
+class _TypedResponse(_Response):
+    """A reply whose usage is well-formed: validated in one pass (parse_wire_once)."""
+
+    usage: _Usage | None = None
 
 
 class _Delta(Wire):
@@ -188,7 +195,7 @@ class AnthropicAdapter(AdapterBase):
 
     def parse_reply(self, model: str, body: bytes) -> Reply:
         """Parse a ``message`` body: text blocks joined; thinking and tools to details."""
-        resp = parse_wire(self, model, _Response, body)
+        resp = parse_wire_once(self, model, _TypedResponse, _Response, body)
         texts: list[str] = []
         thinking: list[str] = []
         tool_calls: list[dict[str, Any]] = []

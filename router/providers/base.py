@@ -154,6 +154,7 @@ class Wire(BaseModel):
 
 
 W = TypeVar("W", bound=Wire)
+V = TypeVar("V", bound=Wire)
 
 # A token count: a negative one is a malformed body, not a number to bill.
 Count = Annotated[int, Field(ge=0)]
@@ -191,6 +192,20 @@ def parse_wire(
     if embedded is not None:
         raise embedded
     raise invalid(adapter.provider, model, summary, status)
+
+
+def parse_wire_once(
+    adapter: Classifier, model: str, typed: type[W], loose: type[V], body: bytes | str
+) -> W | V:
+    """Validate ``body`` in one pass as ``typed``: ``loose`` with its usage fields
+    typed too, which is what nearly every reply is. Only a body that does not fit
+    ``typed`` is validated again, as ``loose`` (:func:`parse_wire`), whose usage
+    fields are read by :func:`wire_usage` so that a malformed usage costs no reply."""
+    try:
+        return typed.model_validate_json(body)
+    except ValidationError:
+        pass
+    return parse_wire(adapter, model, loose, body)
 
 
 def map_finish_reason(
@@ -242,6 +257,8 @@ def wire_usage(cls: type[W], raw: Any) -> W | str:
     billed: instead of failing the body, it comes back as a one-line summary of
     what is wrong, for :func:`malformed_usage`.
     """
+    if isinstance(raw, cls):
+        return raw  # validated with the body (parse_wire_once)
     if not isinstance(raw, dict):
         return f"usage: not an object ({type(raw).__name__})"
     try:

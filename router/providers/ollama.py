@@ -38,6 +38,7 @@ from router.providers.base import (
     malformed_usage,
     map_finish_reason,
     parse_wire,
+    parse_wire_once,
     reported_usage,
     wire_usage,
 )
@@ -83,6 +84,13 @@ class _Response(Wire):
     eval_count: Any = None
 
 
+class _TypedResponse(_Response):
+    """A reply whose counts are well-formed: validated in one pass (parse_wire_once)."""
+
+    prompt_eval_count: Count | None = None
+    eval_count: Count | None = None
+
+
 class _Chunk(Wire):
     message: _Message | None = None
     done: bool = False
@@ -93,6 +101,8 @@ class _Chunk(Wire):
 
 
 def _usage(body: _Response | _Chunk, details: dict[str, Any]) -> Usage:
+    if isinstance(body, _TypedResponse):  # counts validated with the body
+        return reported_usage(body.prompt_eval_count, body.eval_count, details)
     raw = {"prompt_eval_count": body.prompt_eval_count, "eval_count": body.eval_count}
     counts = wire_usage(_Counts, raw)
     if isinstance(counts, str):
@@ -168,7 +178,7 @@ class OllamaAdapter(AdapterBase):
 
     def parse_reply(self, model: str, body: bytes) -> Reply:
         """Parse a non-streamed ``/api/chat`` body."""
-        resp = parse_wire(self, model, _Response, body)
+        resp = parse_wire_once(self, model, _TypedResponse, _Response, body)
         msg = resp.message
         details: dict[str, Any] = {}
         if msg.thinking:

@@ -57,6 +57,7 @@ from router.providers.base import (
     malformed_usage,
     map_finish_reason,
     parse_wire,
+    parse_wire_once,
     reported_usage,
     wire_usage,
 )
@@ -167,6 +168,12 @@ class _Response(Wire):
     citations: list[Any] | None = None  # xAI live search
 
 
+class _TypedResponse(_Response):
+    """A reply whose usage is well-formed: validated in one pass (parse_wire_once)."""
+
+    usage: _Usage | None = None
+
+
 class _ChunkChoice(Wire):
     delta: _Message | None = None
     finish_reason: str | None = None
@@ -250,7 +257,7 @@ class OpenAIAdapter(AdapterBase):
 
     def parse_reply(self, model: str, body: bytes) -> Reply:
         """Parse a ``chat.completion`` body."""
-        resp = parse_wire(self, model, _Response, body)
+        resp = parse_wire_once(self, model, _TypedResponse, _Response, body)
         if not resp.choices:
             raise invalid(self.provider, model, "choices: empty list")
         choice = resp.choices[0]

@@ -1,0 +1,155 @@
+"""The router's hot path against its own transport: CPU µs per call, quick and local.
+
+A small harness for work on the router's per-call cost (docs/performance.md,
+"Where the router's time goes"), lighter than scripts/bench.py: no extra venv,
+no LiteLLM, no plot. It starts the benchmark upstream (scripts/bench_upstream.py)
+in a subprocess, then runs ``transport`` and ``router`` cells
+(scripts/bench_clients.py, one process per cell) at each concurrency,
+interleaved, several rounds, and prints min and median CPU µs per call and
+the router / transport ratio of the minimums. Other processes may be running:
+the minimum of several interleaved runs is the figure to trust.
+
+``--tree DIR`` (repeatable) measures the ``router`` package of another checkout
+too (e.g. ``git worktree add /tmp/base <commit>``), interleaved with this one,
+for before/after figures from the same minutes of the same machine::
+
+    python scripts/bench_hotpath.py                      # C = 1 and 32, 5 rounds
+    python scripts/bench_hotpath.py -c 32 -r 7 --tree /tmp/base
+    python scripts/bench_hotpath.py -c 32 --profile out.txt   # needs pyinstrument
+
+Run it with the project's venv; it imports nothing of the router itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+YAML = """\
+version: 1
+settings:
+  ledger: {{backend: memory}}
+  log: {{level: warning}}
+providers:
+  local:
+    kind: openai
+    base_url: http://127.0.0.1:{port}/v1
+    api_key_env: BENCH_API_KEY
+    models:
+      x: {{price: {{input_per_mtok: 1.25, output_per_mtok: 10.0}}}}
+budgets:
+  daily_total: {{limit_usd: 1000000}}
+routes:
+  bench:
+    system: "You are a terse market analyst. Answer BUY, SELL or HOLD with one reason."
+    prompt: >-
+      Analyse {{{{ ticker }}}}: closing prices, oldest first:
+      {{{{ prices | join(', ') }}}}. Horizon: 5 days.
+    vars: {{ticker: str, prices: "list[float]"}}
+    max_tokens: 64
+    temperature: 0.2
+    fallback: [local/x]
+"""
+
+
+def _upstream() -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "bench_upstream.py"), "--port", "0"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if len(line) != 2 or line[0] != "PORT":
+        proc.kill()
+        raise SystemExit(f"upstream did not start: {line!r}")
+    return proc, int(line[1])
+
+
+def _cell(
+    tree: Path, client: str, c: int, n: int, url: str, config: Path, profile: str | None
+) -> float:
+    env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_API_KEY": "unused"}
+    cmd = [
+        sys.executable,
+        str(HERE / "bench_clients.py"),
+        "run",
+        client,
+        "--url",
+        url,
+        "-c",
+        str(c),
+        "-n",
+        str(n),
+        "--config",
+        str(config),
+    ]
+    if profile:
+        cmd += ["--profile", profile]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"{client} C={c} failed:\n{out.stderr[-2000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["failed"]:
+        raise SystemExit(f"{client} C={c}: {result['failed']} calls failed")
+    return float(result["cpu_us_per_call"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-c", "--concurrency", type=int, action="append", help="default 1, 32")
+    parser.add_argument("-n", type=int, default=3000, help="calls per cell")
+    parser.add_argument("-r", "--rounds", type=int, default=5)
+    parser.add_argument("--tree", action="append", default=[], help="another checkout")
+    parser.add_argument("--profile", help="write a pyinstrument profile of one router cell")
+    args = parser.parse_args()
+    concurrencies = args.concurrency or [1, 32]
+    trees = [ROOT, *(Path(t).resolve() for t in args.tree)]
+    upstream, port = _upstream()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config = Path(tmp) / "bench.yaml"
+            config.write_text(YAML.format(port=port))
+            if args.profile:
+                us = _cell(ROOT, "router", concurrencies[-1], args.n, url, config, args.profile)
+                print(f"profiled router C={concurrencies[-1]}: {us:.0f} us/call -> {args.profile}")
+                return
+            runs: dict[tuple[str, str, int], list[float]] = {}
+            for r in range(args.rounds):
+                for c in concurrencies:
+                    # transport once per round (it does not depend on the tree's router code
+                    # beyond transport.py), then each tree's router.
+                    for tree in trees:
+                        for client in ("transport", "router"):
+                            us = _cell(tree, client, c, args.n, url, config, None)
+                            runs.setdefault((tree.name, client, c), []).append(us)
+                print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        upstream.terminate()
+        upstream.wait()
+    print(f"CPU us/call, {args.rounds} interleaved rounds of N = {args.n} (min / median)")
+    for tree in trees:
+        for c in concurrencies:
+            t = runs[(tree.name, "transport", c)]
+            rt = runs[(tree.name, "router", c)]
+            t_med, rt_med = statistics.median(t), statistics.median(rt)
+            print(
+                f"{tree.name:>12}  C={c:<3} transport {min(t):6.0f} / {t_med:6.0f}"
+                f"   router {min(rt):6.0f} / {rt_med:6.0f}"
+                f"   ratio {min(rt) / min(t):.2f} (medians {rt_med / t_med:.2f})"
+            )
+
+
+if __name__ == "__main__":
+    main()
