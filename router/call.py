@@ -3,7 +3,9 @@
 :class:`Call` holds the policy walk shared by ``complete()`` and ``stream()``;
 subclasses supply only the exchange with the provider (:meth:`Call._exchange`).
 Every attempt holds a :class:`Lease` — its admission slot and its budget
-reservation — and gives both back whatever happens, cancellation included.
+reservation — through an :class:`~contextlib.AsyncExitStack` that gives both back
+whatever happens, cancellation included; an exchange that keeps the lease past the
+attempt (an open stream) takes the stack over (``pop_all()``).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -203,18 +206,23 @@ class Call(Generic[R]):
         self.attempts: list[Attempt] = []
         # The last budget refusal, for BudgetExceededError if nothing else ran.
         self.refusal: Refusal | None = None
-        # Set by an exchange that keeps its lease past the attempt (an open stream).
-        self.kept = False
 
     # -- the exchange: what subclasses supply ----------------------------------------
 
     stream = False
 
     async def _exchange(
-        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Lease
+        self,
+        step: Step,
+        request: WireRequest,
+        timeout_s: float,
+        t0: float,
+        lease: Lease,
+        held: AsyncExitStack,
     ) -> R:
         """Talk to the provider. Raise ProviderError on failure. On success either
-        settle and free ``lease`` or keep it (then set ``self.kept = True``)."""
+        settle ``lease`` or keep it: ``held`` releases it when the attempt ends, unless
+        the exchange takes the stack over (``held.pop_all()``) and with it the lease."""
         raise NotImplementedError
 
     # -- bookkeeping -----------------------------------------------------------------
@@ -327,6 +335,10 @@ class Call(Generic[R]):
                 return result
         raise self._failure()
 
+    def closed_error(self) -> RouterClosedError:
+        """What the call raises when ``Router.aclose()`` ends it."""
+        return RouterClosedError(self.route.name, self.attempts)
+
     def _failure(self) -> RouterError:
         route = self.route.name
         if self.deadline.expired:
@@ -373,7 +385,7 @@ class Call(Generic[R]):
         tries = 0
         while True:
             if self.rt.closed:
-                raise RouterClosedError(route.name, self.attempts)
+                raise self.closed_error()
             if deadline.expired:
                 raise DeadlineExceededError(deadline.seconds, self.attempts, route.name)
             t0 = self.rt.clock()
@@ -447,8 +459,9 @@ class Call(Generic[R]):
         lease = Lease(
             gate, rt.book, reservation, probe, est_in=est_in, max_tokens=max_tokens, reserved=worst
         )
-        self.kept = False
-        try:
+        async with AsyncExitStack() as held:
+            # Gives the lease back when the attempt ends, unless the exchange took it over.
+            held.callback(lease.release)
             skip = await gate.admit(est_in + max_tokens, cap)
             if skip is not None:
                 self._skip(step, skip, t0)
@@ -459,23 +472,26 @@ class Call(Generic[R]):
                 self._skip(step, _SHARE_USED, t0)
                 return None
             try:
-                return await self._exchange(step, request, left, t0, lease)
+                return await self._exchange(step, request, left, t0, lease, held)
             except ProviderError as err:
                 # No foreign exception travels on with it (kept as a redacted summary).
                 sever_foreign(err)
                 lease.free_slot()
-                self.failed(step, err, t0)
+                self.failed(step, err, t0)  # before the release: a probe's failure counts
                 return err
-        finally:
-            if not self.kept:
-                lease.release()
 
 
 class CompleteCall(Call[Completion]):
     """``complete()``: send, read the whole body, parse, settle."""
 
     async def _exchange(
-        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Lease
+        self,
+        step: Step,
+        request: WireRequest,
+        timeout_s: float,
+        t0: float,
+        lease: Lease,
+        held: AsyncExitStack,
     ) -> Completion:
         provider = step.provider
         try:
