@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator
-from contextlib import AsyncExitStack, suppress
+from contextlib import AbstractContextManager, AsyncExitStack, suppress
 from decimal import Decimal
 from types import AsyncGeneratorType, TracebackType
 from typing import Any, Protocol, cast
@@ -126,8 +126,8 @@ class LiveStream:
 
     ``held`` is the attempt's exit stack, taken over from the call (router.call): it
     closes the response (``conn``: the event reader, then the response) and then gives
-    back whatever the lease still holds. Leaving ``async with live`` unwinds it, however
-    the stream ended; settling closes the response earlier, before billing.
+    back whatever the lease still holds, however the stream ends; settling closes the
+    response earlier, before billing.
     """
 
     __slots__ = (
@@ -185,19 +185,6 @@ class LiveStream:
         state = "done" if self.done else "open"
         chars = sum(len(p) for p in self.parts)
         return f"<LiveStream {self.step.provider.name}/{self.step.model} {state} {chars} chars>"
-
-    async def __aenter__(self) -> LiveStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the response and give back what the lease still holds (a no-op for what
-        settling already did)."""
-        await self.held.aclose()
 
     def _absorb(self, ev: StreamEvent) -> None:
         if ev.finish_reason is not None:
@@ -432,7 +419,7 @@ class StreamCall(Call[LiveStream]):
         return live
 
 
-class CallScope(Protocol):
+class CallScope(AbstractContextManager[object], Protocol):
     """The router's side of one stream's call (router.router): entering holds the
     router's plan generation for the call (and checks the event loop); a RouterError
     leaving it is the call's outcome, reported once; :meth:`walk` runs the chain where
@@ -440,15 +427,6 @@ class CallScope(Protocol):
 
     @property
     def call(self) -> Call[LiveStream]: ...
-
-    def __enter__(self) -> object: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
     async def walk(self) -> LiveStream: ...
 
@@ -528,7 +506,7 @@ class RouteStream:
         try:
             with scope:
                 live = await scope.walk()
-                async with live:  # whatever happens: the response closed, the lease given back
+                async with live.held:  # whatever happens: the response closed, the lease freed
                     inflight.open_stream(self, self._end_unread)
                     try:
                         yield ""  # open: ``async with`` returns
