@@ -269,24 +269,6 @@ class LiveStream:
             response.on_chunk = None
         return None
 
-    async def next_delta(self) -> str | None:
-        """The next delta after the first, within the call's deadline and the step's
-        idle timeout; None at the end of the stream.
-
-        Raises:
-            StreamInterruptedError: the stream failed; it is settled and recorded.
-        """
-        deadline = self.call.deadline
-        spent = f"deadline of {deadline.seconds:g}s spent mid-stream"
-        try:
-            if deadline.expired:  # checked first: a buffered chunk would not wait at all
-                raise self.timeout_error(spent)
-            until = self.call.rt.clock() + deadline.remaining()
-            return await self.read_delta(until, self.step.idle_s, spent)
-        except ProviderError as err:
-            sever_foreign(err)  # no foreign exception travels on (a redacted summary does)
-            raise await self.fail(err) from err
-
     async def _drain(self) -> None:
         """Read the rest of the body after the end marker, briefly, so the connection is reused."""
         wait = min(_DRAIN_S, self.call.deadline.remaining())
@@ -484,7 +466,7 @@ class RouteStream:
         steps = self._steps
         if steps is None:
             raise RuntimeError("use 'async with router.stream(...) as stream:' before iterating")
-        delta = await anext(steps)
+        delta = await steps.__anext__()
         if not isinstance(delta, str):
             raise delta
         return delta
@@ -542,7 +524,8 @@ class RouteStream:
             closed = scope.call.closed_error()
 
     async def _next(self, live: LiveStream, ready: str | None) -> str | None:
-        """The next delta (``ready``: one read already), None at the end of the stream.
+        """The next delta (``ready``: one read already), None at the end of the stream;
+        after the first, within the call's deadline and the step's idle timeout.
 
         Raises:
             StreamInterruptedError: the stream failed (it is settled and recorded).
@@ -554,9 +537,18 @@ class RouteStream:
             raise await live.end_by_close()
         if ready is not None:
             return ready
+        deadline = live.call.deadline
         with inflight.track() as tracked:
             try:
-                return await live.next_delta()
+                spent = f"deadline of {deadline.seconds:g}s spent mid-stream"
+                try:
+                    if deadline.expired:  # checked first: a buffered chunk would not wait
+                        raise live.timeout_error(spent)
+                    until = live.call.rt.clock() + deadline.remaining()
+                    return await live.read_delta(until, live.step.idle_s, spent)
+                except ProviderError as err:
+                    sever_foreign(err)  # no foreign exception travels on (a redacted summary)
+                    raise await live.fail(err) from err
             except asyncio.CancelledError:
                 if not tracked.closed_by_router():
                     raise  # the caller's own cancellation
