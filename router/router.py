@@ -277,7 +277,7 @@ class Router:
             AllProvidersFailedError: every step failed; carries the attempts.
             RouterClosedError: ``aclose()`` ended the call while it was in flight.
         """
-        self._check_loop()
+        self._check_loop()  # before any work (entering the scope checks it again)
         scope = self._scope(CompleteCall, route, vars, deadline_s, max_tokens, temperature, params)
         with scope:
             result = await scope.walk()

@@ -455,7 +455,8 @@ class RouteStream:
             raise RuntimeError("a router.stream(...) can be entered only once")
         self._steps = steps = cast(AsyncGeneratorType[str | BaseException, None], self._run())
         opened = await anext(steps)
-        if not isinstance(opened, str):
+        if not isinstance(opened, str):  # the router closed while the chain was walked
+            await steps.aclose()
             raise opened
         return self
 
