@@ -4,8 +4,10 @@
 subclasses supply only the exchange with the provider (:meth:`Call._exchange`).
 Everything that decides admission or money goes through the router's
 :class:`~router.state.State`: every attempt holds the :class:`~router.state.Ticket`
-it hands out — its budget reservation and provider slot — and gives both back
-whatever happens, cancellation included.
+it hands out — its budget reservation and provider slot — through an
+:class:`~contextlib.AsyncExitStack` that gives both back whatever happens,
+cancellation included; an exchange that keeps the ticket past the attempt (an open
+stream) takes the stack over (``pop_all()``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -104,10 +107,6 @@ class Runtime:
     closed: bool = False
 
 
-# An attempt's hold on the State (its reservation and slot); the name streams use.
-Lease = Ticket
-
-
 def billed(
     step: Step, lease: Ticket, usage: Usage, text: str, details: Mapping[str, Any]
 ) -> tuple[Usage, Decimal]:
@@ -150,18 +149,23 @@ class Call(Generic[R]):
         self.attempts: list[Attempt] = []
         # The last budget refusal, for BudgetExceededError if nothing else ran.
         self.refusal: Refusal | None = None
-        # Set by an exchange that keeps its lease past the attempt (an open stream).
-        self.kept = False
 
     # -- the exchange: what subclasses supply ----------------------------------------
 
     stream = False
 
     async def _exchange(
-        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Ticket
+        self,
+        step: Step,
+        request: WireRequest,
+        timeout_s: float,
+        t0: float,
+        lease: Ticket,
+        held: AsyncExitStack,
     ) -> R:
         """Talk to the provider. Raise ProviderError on failure. On success either
-        settle and free ``lease`` or keep it (then set ``self.kept = True``)."""
+        settle ``lease`` or keep it: ``held`` releases it when the attempt ends, unless
+        the exchange takes the stack over (``held.pop_all()``) and with it the lease."""
         raise NotImplementedError
 
     # -- bookkeeping -----------------------------------------------------------------
@@ -269,6 +273,10 @@ class Call(Generic[R]):
                 return result
         raise self._failure()
 
+    def closed_error(self) -> RouterClosedError:
+        """What the call raises when ``Router.aclose()`` ends it."""
+        return RouterClosedError(self.route.name, self.attempts)
+
     def _failure(self) -> RouterError:
         route = self.route.name
         if self.deadline.expired:
@@ -314,7 +322,7 @@ class Call(Generic[R]):
         tries = 0
         while True:
             if self.rt.closed:
-                raise RouterClosedError(route.name, self.attempts)
+                raise self.closed_error()
             if deadline.expired:
                 raise DeadlineExceededError(deadline.seconds, self.attempts, route.name)
             t0 = self.rt.clock()
@@ -383,8 +391,9 @@ class Call(Generic[R]):
             return None
         share = self.deadline.share(steps_left)
         cap = step.timeout_s if step.timeout_s < share else share
-        self.kept = False
-        try:
+        async with AsyncExitStack() as held:
+            # Gives the ticket back when the attempt ends, unless the exchange took it over.
+            held.callback(lease.release)
             skip = await lease.admit(est_in + max_tokens, cap)
             if skip is not None:
                 self._skip(step, skip, t0)
@@ -394,23 +403,26 @@ class Call(Generic[R]):
                 self._skip(step, _SHARE_USED, t0)
                 return None
             try:
-                return await self._exchange(step, request, left, t0, lease)
+                return await self._exchange(step, request, left, t0, lease, held)
             except ProviderError as err:
                 # No foreign exception travels on with it (kept as a redacted summary).
                 sever_foreign(err)
                 lease.free_slot()
-                self.failed(step, lease, err, t0)
+                self.failed(step, lease, err, t0)  # before the release: a probe's failure counts
                 return err
-        finally:
-            if not self.kept:
-                lease.release()
 
 
 class CompleteCall(Call[Completion]):
     """``complete()``: send, read the whole body, parse, settle."""
 
     async def _exchange(
-        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Ticket
+        self,
+        step: Step,
+        request: WireRequest,
+        timeout_s: float,
+        t0: float,
+        lease: Ticket,
+        held: AsyncExitStack,
     ) -> Completion:
         provider = step.provider
         try:

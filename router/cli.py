@@ -117,45 +117,37 @@ def _print_completion(c: Completion, as_json: bool, out: TextIO, verbose: bool) 
     _trail(c.attempts, out, verbose)
 
 
-async def _complete(args: argparse.Namespace, out: TextIO) -> int:
+async def _call(args: argparse.Namespace, out: TextIO) -> int:
+    """``complete`` and ``stream``: run the route and print the answer (a stream's as it
+    arrives), then who answered, tokens, cost and the attempts; on a RouterError, the
+    error and the attempts made."""
     from router.router import Router
 
     plan = _load(args)
     variables = _vars(args, plan)
+    streaming = args.command == "stream"
     async with Router(plan) as router:
         try:
-            result = await router.complete(args.route, variables, deadline_s=args.deadline)
+            if streaming:
+                async with router.stream(args.route, variables, deadline_s=args.deadline) as s:
+                    async for delta in s:
+                        out.write(delta)
+                        out.flush()
+                result = s.completion
+                assert result is not None  # the stream ended normally
+            else:
+                result = await router.complete(args.route, variables, deadline_s=args.deadline)
         except RouterError as exc:
-            out.write(f"error: {exc}\n")
+            # A stream's error follows the text it printed: on a line of its own.
+            out.write(("\n" if streaming else "") + f"error: {exc}\n")
             attempts = getattr(exc, "attempts", None)
             if attempts:
                 out.write("attempts:\n")
                 _trail(attempts, out, args.verbose)
             return 1
-    _print_completion(result, args.json, out, args.verbose)
-    return 0
-
-
-async def _stream(args: argparse.Namespace, out: TextIO) -> int:
-    from router.router import Router
-
-    plan = _load(args)
-    variables = _vars(args, plan)
-    async with Router(plan) as router:
-        try:
-            async with router.stream(args.route, variables, deadline_s=args.deadline) as stream:
-                async for delta in stream:
-                    out.write(delta)
-                    out.flush()
-        except RouterError as exc:
-            out.write(f"\nerror: {exc}\n")
-            attempts = getattr(exc, "attempts", None)
-            if attempts:
-                out.write("attempts:\n")
-                _trail(attempts, out, args.verbose)
-            return 1
-    result = stream.completion
-    assert result is not None  # the stream ended normally
+    if not streaming:
+        _print_completion(result, args.json, out, args.verbose)
+        return 0
     ttft = result.attempts[-1].ttft_s
     first = f", first token after {ttft * 1000:.1f} ms" if ttft is not None else ""
     out.write(f"\n\n{_summary(result)}{first}\nattempts:\n")
@@ -308,10 +300,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return 0
         if args.command == "render":
             return _render(args, out)
-        if args.command == "complete":
-            return asyncio.run(_complete(args, out))
-        if args.command == "stream":
-            return asyncio.run(_stream(args, out))
+        if args.command in ("complete", "stream"):
+            return asyncio.run(_call(args, out))
         if args.command == "health":
             return asyncio.run(_health(args, out))
         if args.command == "spend":

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from router.budget import BudgetStatus, LedgerStatus
 from router.call import Call, CompleteCall, Provider, Route, Runtime
@@ -28,7 +28,6 @@ from router.deadline import Clock, Deadline
 from router.errors import (
     ConfigError,
     ConfigProblem,
-    RouterClosedError,
     RouterError,
 )
 from router.generation import Generation, build_provider, compile_route
@@ -43,6 +42,7 @@ from router.streaming import RouteStream, StreamCall
 from router.types import Attempt, Completion, HealthReport, Message, ProviderState
 
 Sleep = Callable[[float], Awaitable[None]]
+R = TypeVar("R")
 
 _log = get_logger()
 
@@ -288,27 +288,11 @@ class Router:
             AllProvidersFailedError: every step failed; carries the attempts.
             RouterClosedError: ``aclose()`` ended the call while it was in flight.
         """
-        self._check_loop()
-        gen = self._gen
-        r = self._route(gen, route)
-        messages = r.templates.render(vars)
-        deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        call = CompleteCall(gen.rt, r, messages, deadline, max_tokens, temperature, params)
-        gen.active += 1
-        try:
-            with self._inflight.track() as tracked:
-                try:
-                    result = await call.run()
-                except asyncio.CancelledError:
-                    if not tracked.closed_by_router():
-                        raise  # the caller's own cancellation
-                    raise RouterClosedError(r.name, call.attempts) from None
-        except RouterError as exc:
-            self._finish(call, None, exc)
-            raise
-        finally:
-            self._release(gen)
-        self._finish(call, result, None)
+        self._check_loop()  # before any work (entering the scope checks it again)
+        scope = self._scope(CompleteCall, route, vars, deadline_s, max_tokens, temperature, params)
+        with scope:
+            result = await scope.walk()
+        scope.done(result)
         return result
 
     def stream(
@@ -335,29 +319,28 @@ class Router:
         A failure after it raises StreamInterruptedError with the partial text.
         Leaving the block early closes the response and settles what was billed.
         """
+        scope = self._scope(StreamCall, route, vars, deadline_s, max_tokens, temperature, params)
+        return RouteStream(scope, self._inflight)
+
+    def _scope(
+        self,
+        kind: type[Call[R]],
+        route: str,
+        vars: Mapping[str, Any] | None,
+        deadline_s: float | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        params: Mapping[str, Any] | None,
+    ) -> _Scope[R]:
+        """What complete() and stream() share before the call runs: the route on the
+        current generation, its messages rendered (before any traffic), the deadline
+        started, the call built, in its scope."""
         gen = self._gen
         r = self._route(gen, route)
         messages = r.templates.render(vars)
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        call = StreamCall(gen.rt, r, messages, deadline, max_tokens, temperature, params)
-        held = False
-
-        def begin() -> None:
-            nonlocal held
-            self._check_loop()
-            gen.active += 1
-            held = True
-
-        def finish(result: Completion | None, error: RouterError | None) -> None:
-            nonlocal held
-            if held:
-                held = False
-                self._release(gen)
-            if result is None and error is None:
-                return  # cancelled before any provider answered: not a call outcome
-            self._finish(call, result, error)
-
-        return RouteStream(call, begin, finish, self._inflight)
+        call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params)
+        return _Scope(self, gen, call)
 
     def _release(self, gen: Generation) -> None:
         gen.active -= 1
@@ -614,3 +597,52 @@ class Router:
     def reserved_usd(self) -> Decimal:
         """Money reserved by calls in flight (0 when idle)."""
         return self._state.reserved_usd
+
+
+class _Scope(Generic[R]):
+    """One call's stay in its router, shared by complete() and stream() (a context
+    manager around the call; see :class:`router.streaming.CallScope`).
+
+    Entering checks the event loop and holds the plan generation the call runs on (a
+    reload closes that generation's providers after its last call); leaving lets go
+    of it and reports a RouterError that ends the call to the event channel. A call
+    that succeeds is reported with :meth:`done`; one cancelled by its caller is not
+    a call outcome and is not reported.
+    """
+
+    __slots__ = ("call", "gen", "router")
+
+    def __init__(self, router: Router, gen: Generation, call: Call[R]) -> None:
+        self.router = router
+        self.gen = gen
+        self.call = call
+
+    def __enter__(self) -> _Scope[R]:
+        self.router._check_loop()
+        self.gen.active += 1
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.router._release(self.gen)
+        if isinstance(exc, RouterError):
+            self.router._finish(self.call, None, exc)
+
+    async def walk(self) -> R:
+        """Walk the call's chain where ``aclose()`` can end it (router.inflight): then it
+        raises RouterClosedError; only the caller's own cancellation raises CancelledError."""
+        call = self.call
+        with self.router._inflight.track() as tracked:
+            try:
+                return await call.run()
+            except asyncio.CancelledError:
+                if not tracked.closed_by_router():
+                    raise  # the caller's own cancellation
+                raise call.closed_error() from None
+
+    def done(self, result: Completion) -> None:
+        self.router._finish(self.call, result, None)

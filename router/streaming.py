@@ -9,39 +9,38 @@ stream; ``first_token_timeout_s`` bounds the wait for the first text delta and
 ``idle_timeout_s`` the gap between two chunks, both within the deadline.
 
 Pieces: :class:`StreamCall` walks the chain (router.call) until a step has
-said something; :class:`LiveStream` owns that step's open response and lease
-until the stream ends; :class:`RouteStream` is what the caller holds. See
-docs/streaming.md.
+said something, and hands that attempt's exit stack — its lease, now with the
+open response — to a :class:`LiveStream`, which holds both until the stream
+ends; :class:`RouteStream` is what the caller holds: one async generator, the
+stream's whole life. See docs/streaming.md.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from contextlib import AsyncExitStack, suppress
+from collections.abc import AsyncGenerator
+from contextlib import AbstractContextManager, AsyncExitStack, suppress
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, TypeVar, cast
+from types import AsyncGeneratorType, TracebackType
+from typing import Any, Protocol, cast
 
 from router.billing import estimated_output, final_usage
-from router.call import Call, Lease, Step, billed
+from router.call import Call, Step, billed
 from router.errors import (
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
     RouterClosedError,
-    RouterError,
     StreamInterruptedError,
     sever_foreign,
 )
 from router.inflight import InFlight
 from router.providers.base import Adapter
 from router.providers.error_body import error_from_response
+from router.state import Ticket
 from router.transport import StreamResponse
 from router.types import Completion, Reply, StreamEvent, Usage, WireRequest
-
-T = TypeVar("T")
 
 # After the end-of-stream marker, how long to wait for the rest of the body (the
 # chunked-encoding terminator, normally in the same packet): a body read to its
@@ -117,23 +116,36 @@ async def _events(
             await lines.aclose()
 
 
+async def _close(conn: AsyncExitStack) -> None:
+    """Close a response and its event reader; a close error changes nothing (the
+    attempt's outcome is already known, and the connection is dropped either way)."""
+    with suppress(ProviderError):
+        await conn.aclose()
+
+
 class LiveStream:
-    """An attempt whose stream is open: it owns the response and the attempt's lease."""
+    """An attempt whose stream is open: it holds the response and the attempt's lease.
+
+    ``held`` is the attempt's exit stack, taken over from the call (router.call): it
+    closes the response (``conn``: the event reader, then the response) and then gives
+    back whatever the lease still holds, however the stream ends; settling closes the
+    response earlier, before billing.
+    """
 
     __slots__ = (
         "call",
-        "closed",
+        "conn",
         "details",
         "done",
         "events",
         "final",
         "finish_reason",
+        "first",
+        "held",
         "lease",
         "parts",
-        "pending",
         "response",
         "response_id",
-        "stack",
         "status",
         "step",
         "t0",
@@ -146,8 +158,9 @@ class LiveStream:
         call: StreamCall,
         step: Step,
         t0: float,
-        lease: Lease,
-        stack: AsyncExitStack,
+        lease: Ticket,
+        held: AsyncExitStack,
+        conn: AsyncExitStack,
         response: StreamResponse,
         events: AsyncGenerator[StreamEvent, None],
     ) -> None:
@@ -155,12 +168,13 @@ class LiveStream:
         self.step = step
         self.t0 = t0  # the attempt's start (call clock)
         self.lease = lease
-        self.stack = stack  # closes the event reader, then the response
+        self.held = held  # the lease and, once the stream is open, the response
+        self.conn = conn  # closes the event reader, then the response
         self.response = response
         self.events = events
         self.status = response.status
-        self.parts: list[str] = []  # text delivered (or pending delivery)
-        self.pending: str | None = None  # a delta read but not yet handed to the consumer
+        self.parts: list[str] = []  # text delivered (or read ahead for delivery)
+        self.first: str | None = None  # the first text delta, read while walking the chain
         self.usage: Usage | None = None  # merged usage reported so far
         self.final = False  # usage arrived with or after the finish reason: the final count
         self.finish_reason: str | None = None
@@ -168,10 +182,9 @@ class LiveStream:
         self.details: dict[str, Any] = {}
         self.ttft_s: float | None = None
         self.done = False  # the provider's end-of-stream marker arrived
-        self.closed = False
 
     def __repr__(self) -> str:
-        state = "done" if self.done else "closed" if self.closed else "open"
+        state = "done" if self.done else "open"
         chars = sum(len(p) for p in self.parts)
         return f"<LiveStream {self.step.provider.name}/{self.step.model} {state} {chars} chars>"
 
@@ -268,13 +281,6 @@ class LiveStream:
         except (TimeoutError, ProviderError):
             pass  # a server that holds the body open (or garbles it) just loses the connection
 
-    async def close(self) -> None:
-        """Close the event reader and the response (idempotent; a close error changes nothing)."""
-        if not self.closed:
-            self.closed = True
-            with suppress(ProviderError):
-                await self.stack.aclose()
-
     def _usage_now(self) -> Usage:
         text = "".join(self.parts)
         est_in = self.lease.est_in
@@ -286,7 +292,7 @@ class LiveStream:
         """Close the response, give back the slot, and bill what was generated."""
         if self.done:
             await self._drain()
-        await self.close()
+        await _close(self.conn)
         self.lease.free_slot()
         usage, cost = billed(
             self.step, self.lease, self._usage_now(), "".join(self.parts), self.details
@@ -334,9 +340,18 @@ class LiveStream:
         )
         return interrupted
 
-    def abandon(self) -> None:
-        """Give back whatever the lease still holds, without settling (teardown gone wrong)."""
-        self.lease.release()
+    async def end_by_close(self) -> RouterClosedError:
+        """The router is closing with this stream open: settle it as interrupted (close
+        the response, bill what was generated); the error the caller gets."""
+        step = self.step
+        cause = ProviderConnectionError(
+            "the router was closed mid-stream",
+            provider=step.provider.name,
+            model=step.model,
+            status=self.status,
+        )
+        await self.fail(cause)
+        return self.call.closed_error()
 
 
 class StreamCall(Call[LiveStream]):
@@ -345,7 +360,13 @@ class StreamCall(Call[LiveStream]):
     stream = True
 
     async def _exchange(
-        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Lease
+        self,
+        step: Step,
+        request: WireRequest,
+        timeout_s: float,
+        t0: float,
+        lease: Ticket,
+        held: AsyncExitStack,
     ) -> LiveStream:
         provider = step.provider
         # The first text delta must arrive within first_token_timeout_s of sending,
@@ -353,11 +374,11 @@ class StreamCall(Call[LiveStream]):
         # any wait for admission).
         wait = min(timeout_s, step.first_token_s)
         until = self.rt.clock() + wait
-        stack = AsyncExitStack()
+        conn = AsyncExitStack()  # the response and its event reader
         try:
             try:
                 async with asyncio.timeout(wait):
-                    resp = await stack.enter_async_context(
+                    resp = await conn.enter_async_context(
                         provider.transport.stream(request, model=step.model)
                     )
                     if not 200 <= resp.status < 300:
@@ -376,15 +397,34 @@ class StreamCall(Call[LiveStream]):
                     f"no response within {wait:.3g}s", provider=provider.name, model=step.model
                 ) from None
             events = _events(provider.adapter, step.model, resp)
-            stack.push_async_callback(events.aclose)
-            live = LiveStream(self, step, t0, lease, stack, resp, events)
-            live.pending = await live.read_delta(until, None, f"no first token within {wait:.3g}s")
+            conn.push_async_callback(events.aclose)
+            live = LiveStream(self, step, t0, lease, held, conn, resp, events)
+            live.first = await live.read_delta(until, None, f"no first token within {wait:.3g}s")
         except BaseException:
-            with suppress(ProviderError):  # keep the error that ended the attempt
-                await stack.aclose()
+            await _close(conn)  # before the attempt records its failure and frees the lease
             raise
-        self.kept = True
+        # The stream is open: it takes the attempt's stack over, and with it the lease.
+        held.push_async_callback(_close, conn)
+        live.held = held.pop_all()
         return live
+
+
+class CallScope(AbstractContextManager[object], Protocol):
+    """The router's side of one stream's call (router.router): entering holds the
+    router's plan generation for the call (and checks the event loop); a RouterError
+    leaving it is the call's outcome, reported once; :meth:`walk` runs the chain where
+    ``aclose()`` can end it; :meth:`done` reports the Completion."""
+
+    @property
+    def call(self) -> Call[LiveStream]: ...
+
+    async def walk(self) -> LiveStream: ...
+
+    def done(self, result: Completion) -> None: ...
+
+
+class _RouterClosing(Exception):
+    """Thrown into an open stream nobody is reading when the router closes."""
 
 
 class RouteStream:
@@ -395,141 +435,49 @@ class RouteStream:
     ``completion`` holds the full Completion once the stream has ended (or the
     caller left it early).
 
-    ``begin`` is called on entering (it checks the event loop and holds the
-    router's config generation); ``finish`` exactly once after it, whatever
-    happens: with the Completion, with the RouterError, or with ``(None, None)``
-    when the call ended without either (cancelled before a provider answered).
-    ``inflight`` is the router's register of calls in flight: ``aclose()`` ends
-    a stream that is open with RouterClosedError (router.inflight).
+    The stream's whole life is one async generator (:meth:`_run`), started on
+    entering: it yields ``""`` once the stream is open, then each text delta, or an
+    exception for the read to raise while the stream stays as it is (the caller's
+    own cancellation; RouterClosedError, for every read once the router has closed
+    the stream). Leaving the block closes the generator: a stream still open is
+    settled as left early. ``inflight`` is the router's register of calls in flight
+    (router.inflight).
     """
 
-    def __init__(
-        self,
-        call: StreamCall,
-        begin: Callable[[], None],
-        finish: Callable[[Completion | None, RouterError | None], None],
-        inflight: InFlight,
-    ) -> None:
-        self._call = call
-        self._begin = begin
-        self._finish_cb = finish  # logs the call, tells hooks and observers, releases
+    __slots__ = ("_inflight", "_scope", "_steps", "completion")
+
+    def __init__(self, scope: CallScope, inflight: InFlight) -> None:
+        self._scope = scope
         self._inflight = inflight
-        self._closed_by_router = False  # aclose() ended this stream
-        self._live: LiveStream | None = None  # the open attempt, once entered
-        self._entered = False
-        self._ended = False  # settled (completed, interrupted or left)
-        self._reported = False  # finish() has been called
+        self._steps: AsyncGeneratorType[str | BaseException, None] | None = None
         # The full answer, set when the stream ends normally or is left early.
         self.completion: Completion | None = None
 
     def __repr__(self) -> str:
-        state = "ended" if self._ended else "open" if self._live else "not entered"
-        return f"<RouteStream {self._call.route.name} {state}>"
-
-    def _finish(self, result: Completion | None, error: RouterError | None) -> None:
-        if not self._reported:
-            self._reported = True
-            self._inflight.stream_ended(self)
-            self._finish_cb(result, error)
-
-    def _closed_error(self) -> RouterClosedError:
-        return RouterClosedError(self._call.route.name, self._call.attempts)
+        steps = self._steps
+        state = "not entered" if steps is None else "ended" if steps.ag_frame is None else "open"
+        return f"<RouteStream {self._scope.call.route.name} {state}>"
 
     async def __aenter__(self) -> RouteStream:
-        if self._entered:
+        if self._steps is not None:
             raise RuntimeError("a router.stream(...) can be entered only once")
-        self._begin()
-        self._entered = True
-        try:
-            with self._inflight.track() as tracked:
-                try:
-                    self._live = await self._call.run()
-                except asyncio.CancelledError:
-                    if not tracked.closed_by_router():
-                        raise  # the caller's own cancellation
-                    raise self._closed_error() from None
-        except RouterError as exc:
-            self._finish(None, exc)
-            raise
-        except BaseException:
-            self._finish(None, None)  # cancelled while walking the chain
-            raise
-        self._inflight.open_stream(self, self._end_by_close)
+        self._steps = steps = cast(AsyncGeneratorType[str | BaseException, None], self._run())
+        opened = await anext(steps)
+        if not isinstance(opened, str):  # the router closed while the chain was walked
+            await steps.aclose()
+            raise opened
         return self
-
-    async def _end_by_close(self) -> None:
-        """The router is closing with this stream open: close the response, bill what
-        was generated, record the attempt as interrupted and report RouterClosedError."""
-        live = self._live
-        if live is None or self._ended:
-            return
-        self._ended = True
-        self._closed_by_router = True
-        step = live.step
-        cause = ProviderConnectionError(
-            "the router was closed mid-stream",
-            provider=step.provider.name,
-            model=step.model,
-            status=live.status,
-        )
-        await self._ending(live, live.fail(cause))
-        self._finish(None, self._closed_error())
 
     def __aiter__(self) -> RouteStream:
         return self
 
-    async def _ending(self, live: LiveStream, step: Awaitable[T]) -> T:
-        """Run a settling step; if it fails (or is cancelled), still free everything."""
-        try:
-            return await step
-        except BaseException as exc:
-            live.abandon()
-            self._finish(None, exc if isinstance(exc, RouterError) else None)
-            raise
-
     async def __anext__(self) -> str:
-        live = self._live
-        if live is None:
+        steps = self._steps
+        if steps is None:
             raise RuntimeError("use 'async with router.stream(...) as stream:' before iterating")
-        if self._inflight.closed and not self._ended:
-            await self._end_by_close()  # the app was busy elsewhere when the router closed
-        if self._closed_by_router:
-            raise self._closed_error()
-        if self._ended:
-            raise StopAsyncIteration
-        pending = live.pending
-        if pending is not None:
-            live.pending = None
-            return pending
-        with self._inflight.track() as tracked:
-            try:
-                return await self._next(live)
-            except asyncio.CancelledError:
-                if not tracked.closed_by_router():
-                    raise  # the caller's own cancellation
-                await self._end_by_close()  # still tracked: aclose() waits for the bill
-                raise self._closed_error() from None
-
-    async def _next(self, live: LiveStream) -> str:
-        call = self._call
-        deadline = call.deadline
-        spent = f"deadline of {deadline.seconds:g}s spent mid-stream"
-        try:
-            if deadline.expired:  # checked first: a buffered chunk would not wait at all
-                raise live.timeout_error(spent)
-            until = call.rt.clock() + deadline.remaining()
-            delta = await live.read_delta(until, live.step.idle_s, spent)
-        except ProviderError as err:
-            sever_foreign(err)  # no foreign exception travels on (a redacted summary does)
-            self._ended = True
-            interrupted = await self._ending(live, live.fail(err))
-            self._finish(None, interrupted)
-            raise interrupted from err
-        if delta is None:
-            self._ended = True
-            self.completion = await self._ending(live, live.finish())
-            self._finish(self.completion, None)
-            raise StopAsyncIteration
+        delta = await steps.__anext__()
+        if not isinstance(delta, str):
+            raise delta
         return delta
 
     async def __aexit__(
@@ -538,11 +486,86 @@ class RouteStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        live = self._live
-        if live is None or self._ended:
+        steps = self._steps
+        if steps is not None:
+            await steps.aclose()
+
+    async def _run(self) -> AsyncGenerator[str | BaseException, None]:
+        """The stream's life: walk the chain, hand out the deltas, settle, report."""
+        scope = self._scope
+        inflight = self._inflight
+        try:
+            with scope:
+                live = await scope.walk()
+                async with live.held:  # whatever happens: the response closed, the lease freed
+                    inflight.open_stream(self, self._end_unread)
+                    try:
+                        yield ""  # open: ``async with`` returns
+                        ready = live.first
+                        while True:
+                            try:
+                                delta = await self._next(live, ready)
+                            except asyncio.CancelledError as exc:
+                                # The caller's own: its read raises it, the stream stays open.
+                                yield exc
+                                continue
+                            if delta is None:
+                                result = await live.finish()
+                                break
+                            ready = None
+                            yield delta
+                    except GeneratorExit:
+                        # The caller stopped reading early (break, exception, cancellation):
+                        # close the response first, then bill what was generated so far.
+                        result = await live.finish(stopped_early=True)
+                    except _RouterClosing:  # the router closed while the app was elsewhere
+                        raise await live.end_by_close() from None
+                    finally:
+                        inflight.stream_ended(self)
+                self.completion = result
+                scope.done(result)
             return
-        self._ended = True
-        # The caller stopped reading early (break, exception, cancellation): close the
-        # response first, then bill what was generated so far.
-        self.completion = await self._ending(live, live.finish(stopped_early=True))
-        self._finish(self.completion, None)
+        except RouterClosedError as exc:
+            closed = exc
+        # The router closed the stream: every read from now on raises RouterClosedError.
+        while True:
+            yield closed
+            closed = scope.call.closed_error()
+
+    async def _next(self, live: LiveStream, ready: str | None) -> str | None:
+        """The next delta (``ready``: one read already), None at the end of the stream;
+        after the first, within the call's deadline and the step's idle timeout.
+
+        Raises:
+            StreamInterruptedError: the stream failed (it is settled and recorded).
+            RouterClosedError: the router closed (the stream is settled and recorded).
+            CancelledError: the caller's own cancellation.
+        """
+        inflight = self._inflight
+        if inflight.closed:  # the app was busy elsewhere when the router closed
+            raise await live.end_by_close()
+        if ready is not None:
+            return ready
+        deadline = live.call.deadline
+        with inflight.track() as tracked:
+            try:
+                spent = f"deadline of {deadline.seconds:g}s spent mid-stream"
+                try:
+                    if deadline.expired:  # checked first: a buffered chunk would not wait
+                        raise live.timeout_error(spent)
+                    until = live.call.rt.clock() + deadline.remaining()
+                    return await live.read_delta(until, live.step.idle_s, spent)
+                except ProviderError as err:
+                    sever_foreign(err)  # no foreign exception travels on (a redacted summary)
+                    raise await live.fail(err) from err
+            except asyncio.CancelledError:
+                if not tracked.closed_by_router():
+                    raise  # the caller's own cancellation
+                raise await live.end_by_close() from None  # still tracked: aclose() waits
+
+    async def _end_unread(self) -> None:
+        """The router is closing with this stream open and no read in progress: settle
+        it now; its next read raises RouterClosedError."""
+        steps = self._steps
+        if steps is not None and not steps.ag_running:  # a running one is settling already
+            await steps.athrow(_RouterClosing())
