@@ -409,7 +409,9 @@ class Router:
     async def _reload(self, source: Path) -> ReloadReport:
         old = self._gen
         try:
-            plan = load_config(source, **self._load_kwargs)
+            # Read and resolved off the event loop: a large file (up to the 1 MiB cap)
+            # takes seconds to parse, and calls in flight must not wait for it.
+            plan = await asyncio.to_thread(load_config, source, **self._load_kwargs)
             if plan.ledger != old.plan.ledger:
                 raise ConfigError(
                     [

@@ -243,3 +243,41 @@ async def test_reload_needs_a_router_built_from_a_file(tmp_path: Path) -> None:
     async with router:
         with pytest.raises(RouterError, match="from a file"):
             await router.reload()
+
+
+async def test_a_slow_load_does_not_stall_calls_in_flight(
+    tmp_path: Path, upstream_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new file is read and resolved off the event loop: a load that takes 0.5 s
+    (a large file near the size cap takes seconds) lets other tasks run meanwhile."""
+    import time
+
+    import router.router as router_module
+
+    a, b = await _two(upstream_factory)
+    path = write_config(tmp_path, _yaml(a.url, b.url, "a"))
+    real = router_module.load_config
+
+    def slow_load(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    async with Router.from_yaml(path, env=ENV) as router:
+        monkeypatch.setattr(router_module, "load_config", slow_load)
+        path.write_text(_yaml(a.url, b.url, "b"))
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.create_task(tick())
+        try:
+            report = await router.reload()
+        finally:
+            ticker.cancel()
+        assert report.changed
+        assert ticks >= 20  # the loop kept turning through the 0.5 s load
+        assert (await router.complete("r", {"who": 1})).provider == "b"
