@@ -1,4 +1,4 @@
-"""What each outcome of an attempt does: the table of DESIGN.md, as data.
+"""What each outcome of an attempt does: the outcome table (docs/routing.md), as data.
 
 The router consults :data:`POLICY` by error kind; no provider names appear
 here or in the router. YAML settings supply the numbers (retries, backoff,
