@@ -122,6 +122,10 @@ class ProviderGate:
         self._tpm: Bucket | None = None
         self._sem: asyncio.Semaphore | None = None
         self._started = False
+        # No rate, token or concurrency limit: admission is a Retry-After check only.
+        self._unlimited = not (
+            limits.requests_per_minute or limits.tokens_per_minute or limits.max_concurrency
+        )
         # Consecutive failures that count towards a cooldown.
         self.failures = 0
         # Monotonic time until which the provider is cooling down (0: not).
@@ -175,6 +179,11 @@ class ProviderGate:
     async def take(self, tokens: int, wait_s: float) -> Skip | None:
         """:meth:`admit` without the probe bookkeeping (the caller does it: a
         :class:`~router.state.LocalTicket`)."""
+        if self._unlimited and not self.not_before:
+            # The common case of a provider without limits that never sent a
+            # Retry-After: nothing to wait for or account (no buckets, no clock read).
+            self.in_flight += 1
+            return None
         if not self._started:
             self._start()
         start = self._clock()
