@@ -488,15 +488,7 @@ class BudgetBook:
             async with self._io:
                 batch = [self._queue[i] for i in range(min(len(self._queue), _BATCH))]
                 self._in_flight = len(batch)
-                results = await asyncio.gather(
-                    *(
-                        self._ledger.record(
-                            ts=c.ts, route=c.route, provider=c.provider, model=c.model, cost=c.cost
-                        )
-                        for c in batch
-                    ),
-                    return_exceptions=True,
-                )
+                results = await self._record(batch)
                 self._in_flight = 0
                 for _ in batch:
                     self._queue.popleft()
@@ -547,6 +539,34 @@ class BudgetBook:
             self._retry_now.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._retry_now.wait(), wait)
+
+    async def _record(self, batch: list[SettledCost]) -> list[BaseException | None]:
+        """Hand ``batch`` to the ledger, all at once (a file ledger writes what arrives
+        together in one transaction): per cost, None or what its write raised."""
+        record = self._ledger.record
+        if len(batch) == 1:
+            # One cost, the usual case at moderate rates: awaited here, without the
+            # task gather would make for it, with the same outcomes.
+            c = batch[0]
+            try:
+                await record(
+                    ts=c.ts, route=c.route, provider=c.provider, model=c.model, cost=c.cost
+                )
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this writer was cancelled, as gather would have raised
+                return [exc]  # the backend's own cancellation: a failed write
+            except BaseException as exc:
+                return [exc]
+            return [None]
+        return await asyncio.gather(
+            *(
+                record(ts=c.ts, route=c.route, provider=c.provider, model=c.model, cost=c.cost)
+                for c in batch
+            ),
+            return_exceptions=True,
+        )
 
     async def prepare(self, budgets: Mapping[str, BudgetConfig]) -> Callable[[], None]:
         """Get a reloaded config's budgets ready; return the synchronous step that installs them.
@@ -695,6 +715,11 @@ class BudgetBook:
         Raises:
             RuntimeError: the reservation was already settled or released.
         """
+        self.settle_now(reservation, actual)
+
+    def settle_now(self, reservation: Reservation, actual: Decimal) -> None:
+        """:meth:`settle`, synchronously: nothing in it waits (the ledger write is
+        queued), and the router's own ticket saves a coroutine per call with it."""
         if reservation.done:
             raise RuntimeError(f"{reservation!r} settled or released twice")
         if actual < 0:

@@ -176,13 +176,19 @@ class ProviderGate:
             self.probing = False  # the probe never went out; let another call try
         return reason
 
+    def take_now(self) -> bool:
+        """Take a slot at once when nothing can hold an attempt back: no rate, token
+        or concurrency limit and no Retry-After ever received (the common case; no
+        buckets, no clock read). False: go through :meth:`take`."""
+        if self._unlimited and not self.not_before:
+            self.in_flight += 1
+            return True
+        return False
+
     async def take(self, tokens: int, wait_s: float) -> Skip | None:
         """:meth:`admit` without the probe bookkeeping (the caller does it: a
         :class:`~router.state.LocalTicket`)."""
-        if self._unlimited and not self.not_before:
-            # The common case of a provider without limits that never sent a
-            # Retry-After: nothing to wait for or account (no buckets, no clock read).
-            self.in_flight += 1
+        if self.take_now():
             return None
         if not self._started:
             self._start()
