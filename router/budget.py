@@ -40,7 +40,7 @@ import structlog
 
 from router.config import BudgetConfig, Price
 from router.errors import LedgerError
-from router.ledger import Ledger
+from router.ledger import Ledger, MemoryLedger
 from router.types import SkipKind, Usage
 
 __all__ = [
@@ -541,13 +541,22 @@ class BudgetBook:
                 await asyncio.wait_for(self._retry_now.wait(), wait)
 
     async def _record(self, batch: list[SettledCost]) -> list[BaseException | None]:
-        """Hand ``batch`` to the ledger, all at once (a file ledger writes what arrives
-        together in one transaction): per cost, None or what its write raised."""
+        """Hand ``batch`` to the ledger: per cost, None or what its write raised."""
         record = self._ledger.record
-        if len(batch) == 1:
-            # One cost, the usual case at moderate rates: awaited here, without the
-            # task gather would make for it, with the same outcomes.
-            c = batch[0]
+        if len(batch) > 1 and type(self._ledger) is not MemoryLedger:
+            # All at once: a file ledger writes what arrives together in one transaction.
+            return await asyncio.gather(
+                *(
+                    record(ts=c.ts, route=c.route, provider=c.provider, model=c.model, cost=c.cost)
+                    for c in batch
+                ),
+                return_exceptions=True,
+            )
+        # One cost (the usual case at moderate rates), or the memory ledger, whose
+        # writes never wait: awaited in turn here, without the task gather makes per
+        # cost (~3-8 us each), with the same outcomes.
+        results: list[BaseException | None] = []
+        for c in batch:
             try:
                 await record(
                     ts=c.ts, route=c.route, provider=c.provider, model=c.model, cost=c.cost
@@ -556,17 +565,12 @@ class BudgetBook:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
                     raise  # this writer was cancelled, as gather would have raised
-                return [exc]  # the backend's own cancellation: a failed write
+                results.append(exc)  # the backend's own cancellation: a failed write
             except BaseException as exc:
-                return [exc]
-            return [None]
-        return await asyncio.gather(
-            *(
-                record(ts=c.ts, route=c.route, provider=c.provider, model=c.model, cost=c.cost)
-                for c in batch
-            ),
-            return_exceptions=True,
-        )
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
 
     async def prepare(self, budgets: Mapping[str, BudgetConfig]) -> Callable[[], None]:
         """Get a reloaded config's budgets ready; return the synchronous step that installs them.
