@@ -9,9 +9,9 @@ stream; ``first_token_timeout_s`` bounds the wait for the first text delta and
 ``idle_timeout_s`` the gap between two chunks, both within the deadline.
 
 Pieces: :class:`StreamCall` walks the chain (router.call) until a step has
-said something, and hands that attempt's exit stack — its lease, now with the
-open response — to a :class:`LiveStream`, which holds both until the stream
-ends; :class:`RouteStream` is what the caller holds: one async generator, the
+said something; that attempt's lease then passes to the :class:`LiveStream`,
+whose exit stack holds it with the open response until the stream ends;
+:class:`RouteStream` is what the caller holds: one async generator, the
 stream's whole life. See docs/streaming.md.
 """
 
