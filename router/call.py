@@ -4,10 +4,10 @@
 subclasses supply only the exchange with the provider (:meth:`Call._exchange`).
 Everything that decides admission or money goes through the router's
 :class:`~router.state.State`: every attempt holds the :class:`~router.state.Ticket`
-it hands out — its budget reservation and provider slot — through an
-:class:`~contextlib.AsyncExitStack` that gives both back whatever happens,
-cancellation included; an exchange that keeps the ticket past the attempt (an open
-stream) takes the stack over (``pop_all()``).
+it hands out — its budget reservation and provider slot — in a ``try``/``finally``
+that gives both back whatever happens, cancellation included; an exchange that
+keeps the ticket past the attempt (an open stream, :attr:`Call.keeps_ticket`)
+takes it over in its own exit stack once it returns.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -153,19 +152,16 @@ class Call(Generic[R]):
     # -- the exchange: what subclasses supply ----------------------------------------
 
     stream = False
+    # True when a successful exchange keeps its ticket past the attempt (an open
+    # stream releases it when it ends); else the attempt releases it on leaving.
+    keeps_ticket = False
 
     async def _exchange(
-        self,
-        step: Step,
-        request: WireRequest,
-        timeout_s: float,
-        t0: float,
-        lease: Ticket,
-        held: AsyncExitStack,
+        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Ticket
     ) -> R:
-        """Talk to the provider. Raise ProviderError on failure. On success either
-        settle ``lease`` or keep it: ``held`` releases it when the attempt ends, unless
-        the exchange takes the stack over (``held.pop_all()``) and with it the lease."""
+        """Talk to the provider. Raise ProviderError on failure (the attempt then
+        releases ``lease``). On success settle ``lease``, or, when the class
+        :attr:`keeps_ticket`, own it from the return on."""
         raise NotImplementedError
 
     # -- bookkeeping -----------------------------------------------------------------
@@ -265,12 +261,52 @@ class Call(Generic[R]):
     # -- the walk --------------------------------------------------------------------
 
     async def run(self) -> R:
+        """Walk the chain: each step with its retries, until one gives a result."""
+        # One frame for the whole walk (no coroutine per step): awaiting a coroutine
+        # costs a frame per call on the hot path.
+        deadline = self.deadline
+        rt = self.rt
         steps = self.route.steps
         n = len(steps)
         for i, step in enumerate(steps):
-            result = await self._run_step(step, n - i)
-            if result is not None:
-                return result
+            steps_left = n - i
+            params, max_tokens = self._request_params(step)
+            worst = worst_case_usd(self.input_estimate(step), max_tokens, step.price)
+            request = step.provider.adapter.chat_request(
+                step.model, self.messages, params, stream=self.stream
+            )
+            tries = 0
+            while True:
+                if rt.closed:
+                    raise self.closed_error()
+                if deadline.expired:
+                    raise DeadlineExceededError(deadline.seconds, self.attempts, self.route.name)
+                outcome = await self._attempt(
+                    step, steps_left, request, max_tokens, worst, rt.clock()
+                )
+                if not isinstance(outcome, ProviderError):
+                    if outcome is None:
+                        break  # skipped: the next step
+                    return outcome
+                # Retries follow the policy table; fallback_on only decides what
+                # happens once the step gives up: the next step, or the end of the call.
+                rule = rule_for(outcome.kind)
+                limit = (
+                    step.retries
+                    if rule.max_retries is None
+                    else min(step.retries, rule.max_retries)
+                )
+                if not rule.retry or tries >= limit:
+                    self._give_up(outcome)
+                    break
+                tries += 1
+                pause = self._pause(tries, outcome.retry_after)
+                # A wait that would eat the time later steps need moves on at once.
+                if not deadline.can_wait(pause, steps_left, rt.floor_s):
+                    self._give_up(outcome)
+                    break
+                if pause > 0:
+                    await rt.sleep(pause)
         raise self._failure()
 
     def closed_error(self) -> RouterClosedError:
@@ -307,45 +343,6 @@ class Call(Generic[R]):
         if self.temperature is not None:
             params["temperature"] = self.temperature
         return params, max_tokens
-
-    async def _run_step(self, step: Step, steps_left: int) -> R | None:
-        """Try one step (with its retries). None means: go on to the next step."""
-        provider = step.provider
-        deadline = self.deadline
-        route = self.route
-        params, max_tokens = self._request_params(step)
-        est_in = self.input_estimate(step)
-        worst = worst_case_usd(est_in, max_tokens, step.price)
-        request = provider.adapter.chat_request(
-            step.model, self.messages, params, stream=self.stream
-        )
-        tries = 0
-        while True:
-            if self.rt.closed:
-                raise self.closed_error()
-            if deadline.expired:
-                raise DeadlineExceededError(deadline.seconds, self.attempts, route.name)
-            t0 = self.rt.clock()
-            outcome = await self._attempt(step, steps_left, request, max_tokens, worst, t0)
-            if not isinstance(outcome, ProviderError):
-                return outcome  # a result, or None for a skip
-            # Retries follow the policy table; fallback_on only decides what
-            # happens once the step gives up: the next step, or the end of the call.
-            rule = rule_for(outcome.kind)
-            limit = (
-                step.retries if rule.max_retries is None else min(step.retries, rule.max_retries)
-            )
-            if not rule.retry or tries >= limit:
-                self._give_up(outcome)
-                return None
-            tries += 1
-            pause = self._pause(tries, outcome.retry_after)
-            # A wait that would eat the time later steps need moves on at once.
-            if not deadline.can_wait(pause, steps_left, self.rt.floor_s):
-                self._give_up(outcome)
-                return None
-            if pause > 0:
-                await self.rt.sleep(pause)
 
     def _give_up(self, err: ProviderError) -> None:
         """The step is done with ``err``: go on to the next step if fallback_on allows it."""
@@ -391,9 +388,11 @@ class Call(Generic[R]):
             return None
         share = self.deadline.share(steps_left)
         cap = step.timeout_s if step.timeout_s < share else share
-        async with AsyncExitStack() as held:
-            # Gives the ticket back when the attempt ends, unless the exchange took it over.
-            held.callback(lease.release)
+        # A plain try/finally gives the ticket back when the attempt ends (cheaper per
+        # call than an exit stack); an exchange that keeps it (keeps_ticket: an open
+        # stream) owns it once it has returned.
+        kept = False
+        try:
             skip = await lease.admit(est_in + max_tokens, cap)
             if skip is not None:
                 self._skip(step, skip, t0)
@@ -403,26 +402,25 @@ class Call(Generic[R]):
                 self._skip(step, _SHARE_USED, t0)
                 return None
             try:
-                return await self._exchange(step, request, left, t0, lease, held)
+                result = await self._exchange(step, request, left, t0, lease)
             except ProviderError as err:
                 # No foreign exception travels on with it (kept as a redacted summary).
                 sever_foreign(err)
                 lease.free_slot()
                 self.failed(step, lease, err, t0)  # before the release: a probe's failure counts
                 return err
+            kept = self.keeps_ticket
+            return result
+        finally:
+            if not kept:
+                lease.release()
 
 
 class CompleteCall(Call[Completion]):
     """``complete()``: send, read the whole body, parse, settle."""
 
     async def _exchange(
-        self,
-        step: Step,
-        request: WireRequest,
-        timeout_s: float,
-        t0: float,
-        lease: Ticket,
-        held: AsyncExitStack,
+        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Ticket
     ) -> Completion:
         provider = step.provider
         try:

@@ -122,6 +122,10 @@ class ProviderGate:
         self._tpm: Bucket | None = None
         self._sem: asyncio.Semaphore | None = None
         self._started = False
+        # No rate, token or concurrency limit: admission is a Retry-After check only.
+        self._unlimited = not (
+            limits.requests_per_minute or limits.tokens_per_minute or limits.max_concurrency
+        )
         # Consecutive failures that count towards a cooldown.
         self.failures = 0
         # Monotonic time until which the provider is cooling down (0: not).
@@ -172,9 +176,20 @@ class ProviderGate:
             self.probing = False  # the probe never went out; let another call try
         return reason
 
+    def take_now(self) -> bool:
+        """Take a slot at once when nothing can hold an attempt back: no rate, token
+        or concurrency limit and no Retry-After ever received (the common case; no
+        buckets, no clock read). False: go through :meth:`take`."""
+        if self._unlimited and not self.not_before:
+            self.in_flight += 1
+            return True
+        return False
+
     async def take(self, tokens: int, wait_s: float) -> Skip | None:
         """:meth:`admit` without the probe bookkeeping (the caller does it: a
         :class:`~router.state.LocalTicket`)."""
+        if self.take_now():
+            return None
         if not self._started:
             self._start()
         start = self._clock()

@@ -39,7 +39,7 @@ from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Obs
 from router.plan import ChainStep, Plan, ReloadReport, compare, load_config
 from router.state import LocalState, State
 from router.streaming import RouteStream, StreamCall
-from router.types import Attempt, Completion, HealthReport, Message, ProviderState
+from router.types import Completion, HealthReport, Message, ProviderState
 
 Sleep = Callable[[float], Awaitable[None]]
 R = TypeVar("R")
@@ -154,7 +154,7 @@ class Router:
             floor_s=plan.attempt_floor_s,
             backoff=plan.backoff,
             retry_after_max_s=plan.retry_after_max_s,
-            on_attempt=self._attempt_done,
+            on_attempt=self._events.attempt,  # straight to the channel (hot path)
         )
         routes = {name: compile_route(r, providers) for name, r in plan.routes.items()}
         return Generation(plan, providers, routes, rt)
@@ -367,9 +367,6 @@ class Router:
                 messages=call.messages,
             )
         )
-
-    def _attempt_done(self, route: str, attempt: Attempt) -> None:
-        self._events.attempt(route, attempt)
 
     @property
     def observers(self) -> tuple[Observer, ...]:

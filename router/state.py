@@ -212,6 +212,9 @@ class LocalTicket(Ticket):
 
     async def admit(self, tokens: int, wait_s: float) -> Skip | None:
         gate = self.gate
+        if gate.take_now():  # nothing to wait for or account: no coroutine for the gate
+            self.admitted = True
+            return None
         reason = await gate.take(tokens, wait_s)
         if reason is None:
             self.admitted = True
@@ -226,7 +229,7 @@ class LocalTicket(Ticket):
 
     async def settle(self, cost: Decimal) -> None:
         self.settled = True
-        await self.book.settle(self.reservation, cost)
+        self.book.settle_now(self.reservation, cost)
 
     def release(self) -> None:
         self.free_slot()

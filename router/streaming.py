@@ -9,9 +9,9 @@ stream; ``first_token_timeout_s`` bounds the wait for the first text delta and
 ``idle_timeout_s`` the gap between two chunks, both within the deadline.
 
 Pieces: :class:`StreamCall` walks the chain (router.call) until a step has
-said something, and hands that attempt's exit stack — its lease, now with the
-open response — to a :class:`LiveStream`, which holds both until the stream
-ends; :class:`RouteStream` is what the caller holds: one async generator, the
+said something; that attempt's lease then passes to the :class:`LiveStream`,
+whose exit stack holds it with the open response until the stream ends;
+:class:`RouteStream` is what the caller holds: one async generator, the
 stream's whole life. See docs/streaming.md.
 """
 
@@ -126,10 +126,10 @@ async def _close(conn: AsyncExitStack) -> None:
 class LiveStream:
     """An attempt whose stream is open: it holds the response and the attempt's lease.
 
-    ``held`` is the attempt's exit stack, taken over from the call (router.call): it
-    closes the response (``conn``: the event reader, then the response) and then gives
-    back whatever the lease still holds, however the stream ends; settling closes the
-    response earlier, before billing.
+    ``held`` takes the attempt's lease over from the call once the stream is open
+    (router.call, ``keeps_ticket``): it closes the response (``conn``: the event
+    reader, then the response) and then gives back whatever the lease still holds,
+    however the stream ends; settling closes the response earlier, before billing.
     """
 
     __slots__ = (
@@ -159,7 +159,6 @@ class LiveStream:
         step: Step,
         t0: float,
         lease: Ticket,
-        held: AsyncExitStack,
         conn: AsyncExitStack,
         response: StreamResponse,
         events: AsyncGenerator[StreamEvent, None],
@@ -168,7 +167,8 @@ class LiveStream:
         self.step = step
         self.t0 = t0  # the attempt's start (call clock)
         self.lease = lease
-        self.held = held  # the lease and, once the stream is open, the response
+        # Once the stream is open: closes the response, then gives the lease back.
+        self.held = AsyncExitStack()
         self.conn = conn  # closes the event reader, then the response
         self.response = response
         self.events = events
@@ -358,15 +358,10 @@ class StreamCall(Call[LiveStream]):
     """``stream()``: walks the chain until a step delivers its first text delta."""
 
     stream = True
+    keeps_ticket = True  # the open stream releases it (LiveStream.held)
 
     async def _exchange(
-        self,
-        step: Step,
-        request: WireRequest,
-        timeout_s: float,
-        t0: float,
-        lease: Ticket,
-        held: AsyncExitStack,
+        self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Ticket
     ) -> LiveStream:
         provider = step.provider
         # The first text delta must arrive within first_token_timeout_s of sending,
@@ -398,14 +393,16 @@ class StreamCall(Call[LiveStream]):
                 ) from None
             events = _events(provider.adapter, step.model, resp)
             conn.push_async_callback(events.aclose)
-            live = LiveStream(self, step, t0, lease, held, conn, resp, events)
+            live = LiveStream(self, step, t0, lease, conn, resp, events)
             live.first = await live.read_delta(until, None, f"no first token within {wait:.3g}s")
         except BaseException:
             await _close(conn)  # before the attempt records its failure and frees the lease
             raise
-        # The stream is open: it takes the attempt's stack over, and with it the lease.
-        held.push_async_callback(_close, conn)
-        live.held = held.pop_all()
+        # The stream is open: it takes the lease over from the attempt (nothing can
+        # fail between here and the return, so the attempt's release is not needed).
+        held = live.held
+        held.callback(lease.release)
+        held.push_async_callback(_close, conn)  # first: the response, then the lease
         return live
 
 

@@ -502,3 +502,38 @@ async def test_restart_loads_only_the_current_period(tmp_path: Path) -> None:
     next_month = await _book(budgets, SqliteLedger(path), Clock(utc(2026, 4, 1)))
     assert [s.spent_usd for s in next_month.spend()] == [0, 0]
     await next_month.aclose()
+
+
+class _CancelsOnce(MemoryLedger):
+    """A backend whose first write ends in its own CancelledError (not the writer's)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    async def record(self, **kwargs: object) -> None:  # type: ignore[override]
+        self.calls += 1
+        if self.calls == 1:
+            raise asyncio.CancelledError
+        await super().record(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("costs", [1, 3])
+async def test_a_ledgers_own_cancellation_is_a_failed_write_then_retried(costs: int) -> None:
+    """One cost is written without gather's task, several with it: either way a
+    CancelledError raised by the backend itself (the writer was not cancelled) is a
+    failed write, reported and retried, and the writer lives on to record every cost."""
+    ledger = _CancelsOnce()
+    book = BudgetBook(
+        {"daily": _budget("1")}, ledger, clock=Clock(utc(2026, 3, 14, 12)), retry_s=0.001
+    )
+    await book.start()
+    reservations = [_reserve(book, "0.1") for _ in range(costs)]
+    for r in reservations:
+        assert isinstance(r, Reservation)
+        await book.settle(r, D("0.05"))
+    await asyncio.wait_for(book.flush(), 5)
+    assert book.write_failures == 1
+    assert len(ledger.entries) == costs
+    assert book.ledger_error is None
+    assert await book.aclose() == []
