@@ -12,10 +12,11 @@ takes it over in its own exit stack once it returns.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
@@ -47,6 +48,9 @@ R = TypeVar("R")
 _SHARE_USED = Skip(SkipKind.DEADLINE, "admission used the attempt's whole deadline share")
 
 
+_runtime_ids = itertools.count(1)
+
+
 @dataclass(slots=True)
 class Provider:
     """A provider's runtime: its adapter, pooled transport and its handle in the State."""
@@ -56,6 +60,8 @@ class Provider:
     adapter: Adapter
     transport: Transport
     gate: ProviderHandle  # admission and health state (State.provider)
+    # Names this runtime in ProviderState: unique in the process, never reused.
+    runtime_id: int = field(default_factory=lambda: next(_runtime_ids))
 
 
 @dataclass(slots=True)

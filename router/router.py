@@ -16,6 +16,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
@@ -576,11 +577,29 @@ class Router:
 
     def provider_states(self) -> dict[str, ProviderState]:
         """Per enabled provider, its live admission and health state: cooldown,
-        in-flight attempts, Retry-After wait, limiter headroom (see ProviderState).
+        in-flight attempts, Retry-After wait, limiter headroom, its connection pool
+        and the runtime serving it (see ProviderState).
 
         Reads only; safe to call from another thread (a metrics scrape)."""
         state = self._state
-        return {name: state.provider_state(p.gate) for name, p in list(self._gen.providers.items())}
+        out: dict[str, ProviderState] = {}
+        for name, p in list(self._gen.providers.items()):
+            total, idle = p.transport.pool_counts()  # reads only
+            # The State knows the gate's part; the runtime and its pool are the router's.
+            out[name] = replace(
+                state.provider_state(p.gate),
+                runtime_id=p.runtime_id,
+                connections_open=total,
+                connections_idle=idle,
+                connections_in_use=total - idle,
+            )
+        return out
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls running and streams open, on the current plan and on plans replaced
+        by a reload that still have calls (0 when idle)."""
+        return sum(g.active for g in [self._gen, *self._retired])
 
     # -- money ----------------------------------------------------------------------
 

@@ -466,14 +466,17 @@ class _AiohttpBackend(httpx.AsyncBaseTransport):
 
         aiohttp has no public pool statistics: this reads the connector's idle
         queues and in-use set (stable since aiohttp 3.0), and reports an empty pool
-        rather than fail should they change. Used by repr and tests only.
+        rather than fail should they change. Reads only, and may run on another
+        thread (a metrics scrape through Router.provider_states): it iterates
+        copies (``list()`` of a dict or deque is one step under the GIL), never
+        the loop's live containers.
         """
         session: Any = self._inner.client
         connector: Any = getattr(session, "connector", None)
         if connector is None:  # no request sent yet (the session is made on the first)
             return 0, 0
-        queues = getattr(connector, "_conns", {})
-        idle = sum(1 for conns in queues.values() for proto, _ in conns if proto.is_connected())
+        queues = list(getattr(connector, "_conns", {}).values())
+        idle = sum(1 for conns in queues for proto, _ in list(conns) if proto.is_connected())
         return idle + len(getattr(connector, "_acquired", ())), idle
 
 
@@ -627,12 +630,17 @@ class Transport:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
-    def pool_stats(self) -> dict[str, int]:
-        """Connections in the pool now: ``total``, ``idle`` and ``active`` (in use)."""
+    def pool_counts(self) -> tuple[int, int]:
+        """(open connections, idle ones) in the pool now; (0, 0) before start, after
+        close and for an in-process handler. Reads only (Router.provider_states)."""
         pool_transport = self._pool_transport
         if self._client is None or pool_transport is None:
-            return {"total": 0, "idle": 0, "active": 0}
-        total, idle = pool_transport.pool_counts()
+            return 0, 0
+        return pool_transport.pool_counts()
+
+    def pool_stats(self) -> dict[str, int]:
+        """Connections in the pool now: ``total``, ``idle`` and ``active`` (in use)."""
+        total, idle = self.pool_counts()
         return {"total": total, "idle": idle, "active": total - idle}
 
     def __repr__(self) -> str:

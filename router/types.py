@@ -52,6 +52,11 @@ class ProviderState:
 
     Times are seconds on the router's clock, relative to the moment of reading.
     Headroom fields are None when the provider has no such limit.
+
+    ``runtime_id`` names the provider's runtime (connection pool, limiters,
+    cooldown state): it stays the same across a reload that leaves the provider's
+    plan unchanged, and is new when a reload rebuilds the provider. It is unique
+    within the process; compare it only for equality.
     """
 
     provider: str
@@ -64,6 +69,11 @@ class ProviderState:
     requests_available: float | None  # requests_per_minute headroom now (estimate)
     tokens_available: float | None  # tokens_per_minute headroom now (estimate)
     concurrency_available: int | None  # free max_concurrency slots
+    # Filled in by the Router (the gate knows neither its runtime nor its pool):
+    runtime_id: int = 0  # the provider's runtime; new when a reload rebuilds it
+    connections_open: int = 0  # connections in the provider's pool (idle + in use)
+    connections_idle: int = 0  # open and waiting for a request (keep-alive)
+    connections_in_use: int = 0  # carrying a request or response now
 
 
 @dataclass(slots=True, frozen=True)

@@ -293,19 +293,18 @@ async def test_cancelling_the_caller_cancels_the_request_and_frees_everything(
         "    models:", "    limits: {max_concurrency: 1}\n    models:"
     )
     async with Router.from_yaml(write_config(tmp_path, body)) as router:
-        provider = router._providers["s1"]
         task = asyncio.create_task(router.complete("r", {"ticker": "X"}, deadline_s=30))
         await upstream.wait_until(lambda: len(upstream.requests) == 1)
         assert router.provider_states()["s1"].in_flight == 1
         assert router.reserved_usd > 0
-        assert provider.transport.pool_stats()["active"] == 1
+        assert router.provider_states()["s1"].connections_in_use == 1
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         await upstream.wait_until(lambda: upstream.disconnects == 1)
         assert router.provider_states()["s1"].in_flight == 0
         assert router.reserved_usd == Decimal(0)
-        assert provider.transport.pool_stats()["active"] == 0
+        assert router.provider_states()["s1"].connections_in_use == 0
         assert router.spend()[0].spent_usd == 0
         # max_concurrency 1: the next call can only get in if the slot came back.
         result = await router.complete("r", {"ticker": "X"}, deadline_s=2)
@@ -329,9 +328,9 @@ async def test_cancelling_during_a_backoff_sleep_frees_everything(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        provider = router._providers["s1"]
-        assert router.provider_states()["s1"].in_flight == 0 and router.reserved_usd == 0
-        assert provider.transport.pool_stats()["active"] == 0
+        st = router.provider_states()["s1"]
+        assert st.in_flight == 0 and router.reserved_usd == 0
+        assert st.connections_in_use == 0
 
 
 async def test_caller_timeout_via_wait_for_frees_everything(

@@ -141,7 +141,7 @@ async def test_an_unchanged_provider_keeps_its_pool_and_a_removed_one_closes_whe
     path = write_config(tmp_path, _yaml(a.url, b.url, "a"))
     async with Router.from_yaml(path, env=ENV) as router:
         await router.complete("r", {"who": 1})
-        gate_a = router._providers["a"].gate
+        runtime_a = router.provider_states()["a"].runtime_id
         in_flight = asyncio.create_task(router.complete("r", {"who": 2}))
         await asyncio.sleep(0.05)
         # Remove b, keep a exactly as it was (only the route's retries change).
@@ -153,8 +153,12 @@ async def test_an_unchanged_provider_keeps_its_pool_and_a_removed_one_closes_whe
         )
         report = await router.reload()
         assert report.providers_removed == ["b"]
-        assert router._providers["a"].gate is gate_a  # same limiter and cooldown state
+        # The same runtime: connection pool, limiter and cooldown state.
+        assert router.provider_states()["a"].runtime_id == runtime_a
+        assert list(router.provider_states()) == ["a"]
+        assert router.calls_in_flight == 1  # the call started before the reload
         await in_flight
+        assert router.calls_in_flight == 0
         await router.complete("r", {"who": 3})
         assert a.connections_opened == 1  # one connection across the reload
         assert report.routes_changed == ["r"]
@@ -166,7 +170,7 @@ async def test_a_changed_provider_is_closed_after_its_in_flight_call(
     a, b = await _two(upstream_factory)
     path = write_config(tmp_path, _yaml(a.url, b.url, "a"))
     async with Router.from_yaml(path, env=ENV) as router:
-        old_transport = router._providers["a"].transport
+        old_runtime = router.provider_states()["a"].runtime_id
         in_flight = asyncio.create_task(router.complete("r", {"who": 1}))
         await asyncio.sleep(0.05)
         path.write_text(
@@ -176,7 +180,7 @@ async def test_a_changed_provider_is_closed_after_its_in_flight_call(
         )
         report = await router.reload()
         assert report.providers_changed == ["a"]
-        assert router._providers["a"].transport is not old_transport
+        assert router.provider_states()["a"].runtime_id != old_runtime  # rebuilt
         assert a.disconnects == 0  # the old client is still serving its call
         result = await in_flight
         assert result.text == "from a"

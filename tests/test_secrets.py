@@ -29,6 +29,7 @@ import router.router as router_module
 from router import Plan, Router, RouterError
 from router.cli import main
 from router.errors import REQUEST_ID_LIMIT, ProviderError, StreamInterruptedError
+from router.generation import build_provider
 from router.plan import load_config
 from router.providers.error_body import ERROR_MESSAGE_LIMIT, ERROR_TEXT_LIMIT, decode_error_body
 from router.redact import REDACTED, redact
@@ -178,9 +179,13 @@ def _texts_of_error(err: BaseException) -> list[str]:
 def _texts_of_router(router: Router, config: Plan) -> list[str]:
     texts = [repr(router), str(router), repr(config), str(config), config.config.model_dump_json()]
     texts += [repr(router.plan), repr(router.config)]
-    for p in router._providers.values():
+    texts += [repr(router.provider_states()), repr(router.state)]
+    for plan in router.plan.providers.values():
+        # The runtime the router builds from each plan (adapter, transport, gate): its
+        # reprs reach tracebacks and debuggers.
+        p = build_provider(plan, router.state)
         texts += [repr(p), repr(p.transport), repr(p.adapter), str(p.adapter), repr(p.gate)]
-        texts += [repr(p.plan), str(p.plan)]
+        texts += [repr(plan), str(plan)]
     texts.append(repr(router.chain("r")))
     return texts
 

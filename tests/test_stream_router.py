@@ -186,7 +186,7 @@ def requests_to(up: Upstream, path: str) -> int:
 
 def gates_idle(router: Router) -> bool:
     """No admission slot held, and no call holding the router's config generation."""
-    return router._gen.active == 0 and all(
+    return router.calls_in_flight == 0 and all(
         st.in_flight == 0 for st in router.provider_states().values()
     )
 
