@@ -102,7 +102,7 @@ class Router:
         # Transport closes scheduled for providers no generation uses any more.
         self._closing: set[asyncio.Task[None]] = set()
         # How to re-read the config: the file and load_config's keyword arguments.
-        self._source: Path | None = plan.source
+        self._source: Path = plan.source
         self._load_kwargs: dict[str, Any] = {}
         self._watch_interval_s: float | None = None
         self._watch_settle_s = 0.25
@@ -398,8 +398,6 @@ class Router:
         report is the comparison of the two plans (:func:`router.plan.compare`).
         """
         self._check_loop()
-        if self._source is None:
-            raise RouterError("reload() needs a router built from a file (Router.from_yaml)")
         assert self._reload_lock is not None  # set by start()
         async with self._reload_lock:
             return await self._reload(self._source)
@@ -492,7 +490,6 @@ class Router:
 
     def _watched(self) -> dict[Path, tuple[int, int]]:
         """The YAML file and every file under its templates_dir: (mtime_ns, size)."""
-        assert self._source is not None
         out = {}
         for path in self._gen.plan.watched_files():
             try:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from router.errors import ConfigError, RouterError
+from router.errors import ConfigError
 from router.router import Router
 from tests.routerkit import write_config
 from tests.upstream import Behaviour, Exchange, Upstream, reply
@@ -234,19 +234,6 @@ async def test_watch_reloads_on_a_file_change(tmp_path: Path, upstream_factory) 
         assert any(e["event"] == "reload" for e in logs)
         assert any(e["event"] == "reload_failed" for e in logs)
         assert (await router.complete("r", {"who": 1})).text == "from b"
-
-
-async def test_reload_needs_a_router_built_from_a_file(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path,
-        "providers: {m: {kind: mock, models: {x: {}}}}\n"
-        "routes: {r: {prompt: hi, fallback: [m/x]}}\n",
-    )
-    router = Router.from_yaml(path)
-    router._source = None  # as if built with Router(config) from a Config made in code
-    async with router:
-        with pytest.raises(RouterError, match="from a file"):
-            await router.reload()
 
 
 async def test_a_slow_load_does_not_stall_calls_in_flight(
