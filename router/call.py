@@ -32,7 +32,6 @@ from router.errors import (
     RouterError,
     sever_foreign,
 )
-from router.estimate import estimate_tokens
 from router.plan import ProviderPlan
 from router.policy import rule_for
 from router.providers.base import Adapter
@@ -144,7 +143,7 @@ class Call(Generic[R]):
         self.max_tokens = max_tokens or route.max_tokens
         self.temperature = temperature if temperature is not None else route.temperature
         self.params = params
-        self.est_in = estimate_tokens(messages)
+        self.est_in = route.templates.estimate_tokens(messages)
         self.attempts: list[Attempt] = []
         # The last budget refusal, for BudgetExceededError if nothing else ran.
         self.refusal: Refusal | None = None

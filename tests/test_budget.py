@@ -558,4 +558,3 @@ async def test_memory_ledger_records_at_settle_without_waking_the_writer() -> No
     assert book.spend()[0].spent_usd == D("0.3")
     await book.aclose()
     assert len(ledger.entries) == 2
-
