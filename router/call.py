@@ -392,10 +392,11 @@ class Call(Generic[R]):
         # stream) owns it once it has returned.
         kept = False
         try:
-            skip = await lease.admit(est_in + max_tokens, cap)
-            if skip is not None:
-                self._skip(step, skip, t0)
-                return None
+            if not lease.admit_now():  # else a coroutine, and maybe a wait
+                skip = await lease.admit(est_in + max_tokens, cap)
+                if skip is not None:
+                    self._skip(step, skip, t0)
+                    return None
             left = cap - (rt.clock() - t0)
             if left <= 0:
                 self._skip(step, _SHARE_USED, t0)
@@ -439,5 +440,6 @@ class CompleteCall(Call[Completion]):
         reply = provider.adapter.parse_reply(step.model, raw.body)
         usage = final_usage(reply.usage, lease.est_in, reply.text)
         usage, cost = billed(step, lease, usage, reply.text, reply.details)
-        await lease.settle(cost)
+        if not lease.settle_now(cost):
+            await lease.settle(cost)
         return self.succeeded(step, lease, reply, raw.status, t0, cost, usage)
