@@ -12,7 +12,8 @@ all of them or none. A budget admits a reservation only while
 cannot overspend it (a ledger file admits one process, see :mod:`router.ledger`).
 When the response arrives the reservation is *settled* to the real cost, which
 is added to ``spent`` at once and written durably to the ledger in the
-background, in settlement order (ledger I/O never delays an answer); when the
+background, in settlement order (ledger I/O never delays an answer; the
+memory ledger, which cannot wait or fail, is written during the settle); when the
 call fails before anything was billed it is *released*. Reservations are in
 memory (one process, one event loop); settled spend is in the ledger
 (:mod:`router.ledger`), and start-up loads the current period's spend from it.
