@@ -12,7 +12,8 @@ all of them or none. A budget admits a reservation only while
 cannot overspend it (a ledger file admits one process, see :mod:`router.ledger`).
 When the response arrives the reservation is *settled* to the real cost, which
 is added to ``spent`` at once and written durably to the ledger in the
-background, in settlement order (ledger I/O never delays an answer); when the
+background, in settlement order (ledger I/O never delays an answer; the
+memory ledger, which cannot wait or fail, is written during the settle); when the
 call fails before anything was billed it is *released*. Reservations are in
 memory (one process, one event loop); settled spend is in the ledger
 (:mod:`router.ledger`), and start-up loads the current period's spend from it.
@@ -330,6 +331,9 @@ class BudgetBook:
     ) -> None:
         self._budgets = tuple(_Budget(name, cfg) for name, cfg in budgets.items())
         self._ledger = ledger
+        # The memory ledger (exactly: a subclass may wait or fail) is written at the
+        # settle itself, when nothing is queued before the cost: no writer wake-up.
+        self._record_now = ledger.record_now if type(ledger) is MemoryLedger else None
         self._clock = clock
         self._retry_s = retry_s
         # The budgets that apply to a (route, provider) pair, computed once per pair.
@@ -743,9 +747,20 @@ class BudgetBook:
                 cost_usd=str(actual),
             )
         cost = SettledCost(now, reservation.route, reservation.provider, reservation.model, actual)
-        self._queue.append(cost)
         if self._tracking is not None:
             self._tracking.append(cost)
+        record_now = self._record_now
+        if (
+            record_now is not None
+            and not self._queue
+            and self._writer is not None
+            and not self._io.locked()
+        ):
+            # Written before the settle returns, in order (nothing queued before it, no
+            # reload reading): pending stays 0 and flush() has nothing to wait for.
+            record_now(cost.ts, cost.route, cost.provider, cost.model, actual)
+            return
+        self._queue.append(cost)
         self._drained.clear()
         self._wake.set()
         if self._writer is None:

@@ -33,7 +33,6 @@ from router.errors import (
     RouterError,
     sever_foreign,
 )
-from router.estimate import estimate_tokens
 from router.plan import ProviderPlan
 from router.policy import rule_for
 from router.providers.base import Adapter
@@ -150,7 +149,7 @@ class Call(Generic[R]):
         self.max_tokens = max_tokens or route.max_tokens
         self.temperature = temperature if temperature is not None else route.temperature
         self.params = params
-        self.est_in = estimate_tokens(messages)
+        self.est_in = route.templates.estimate_tokens(messages)
         self.attempts: list[Attempt] = []
         # The last budget refusal, for BudgetExceededError if nothing else ran.
         self.refusal: Refusal | None = None
@@ -399,10 +398,11 @@ class Call(Generic[R]):
         # stream) owns it once it has returned.
         kept = False
         try:
-            skip = await lease.admit(est_in + max_tokens, cap)
-            if skip is not None:
-                self._skip(step, skip, t0)
-                return None
+            if not lease.admit_now():  # else a coroutine, and maybe a wait
+                skip = await lease.admit(est_in + max_tokens, cap)
+                if skip is not None:
+                    self._skip(step, skip, t0)
+                    return None
             left = cap - (rt.clock() - t0)
             if left <= 0:
                 self._skip(step, _SHARE_USED, t0)
@@ -446,5 +446,6 @@ class CompleteCall(Call[Completion]):
         reply = provider.adapter.parse_reply(step.model, raw.body)
         usage = final_usage(reply.usage, lease.est_in, reply.text)
         usage, cost = billed(step, lease, usage, reply.text, reply.details)
-        await lease.settle(cost)
+        if not lease.settle_now(cost):
+            await lease.settle(cost)
         return self.succeeded(step, lease, reply, raw.status, t0, cost, usage)

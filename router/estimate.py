@@ -42,7 +42,7 @@ and emoji at 1.14x: above the count, below the Claude margin).
 from __future__ import annotations
 
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from router.types import Message
 
@@ -106,7 +106,7 @@ def estimate_text_tokens(text: str) -> int:
     return -(-_quarter_tokens(text) // 4)
 
 
-def estimate_tokens(messages: Sequence[Message]) -> int:
+def estimate_tokens(messages: Sequence[Message], known: Mapping[int, int] | None = None) -> int:
     """Conservative estimate of the input tokens a chat request will be billed for.
 
     Meant to be at or above the provider's real count for typical English and
@@ -116,11 +116,20 @@ def estimate_tokens(messages: Sequence[Message]) -> int:
 
     Args:
         messages: the rendered messages of one request.
+        known: ``id(message)`` -> its text's estimate (:func:`estimate_text_tokens`),
+            made once for messages that are the same object on every call (a
+            route's constant system message, router.templates); the caller keeps
+            those messages alive, so no other message can have their id.
 
     Returns:
         Estimated input tokens, including per-message chat-format overhead.
     """
     total = PER_REQUEST + PER_MESSAGE * len(messages)
     for m in messages:
+        if known is not None:
+            tokens = known.get(id(m))
+            if tokens is not None:
+                total += tokens
+                continue
         total += -(-_quarter_tokens(m.content) // 4)
     return total

@@ -114,6 +114,11 @@ class MemoryLedger:
     ) -> None:
         self.entries.append(_Entry(ts, route, provider, model, cost))
 
+    def record_now(self, ts: float, route: str, provider: str, model: str, cost: Decimal) -> None:
+        """:meth:`record`, synchronously: a list append cannot wait or fail, so the
+        BudgetBook records a settled cost at once instead of waking its writer."""
+        self.entries.append(_Entry(ts, route, provider, model, cost))
+
     async def close(self) -> None:
         return None
 

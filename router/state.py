@@ -87,6 +87,18 @@ class Ticket(ABC):
         """Take the provider slot for ``tokens``, waiting at most ``wait_s``: None when
         admitted, else why the attempt is skipped (nothing is held for it then)."""
 
+    def admit_now(self) -> bool:
+        """Take the provider slot at once when nothing needs waiting for or accounting:
+        True when admitted (as :meth:`admit` returning None), False to go through
+        :meth:`admit`, nothing held. The default declines; a State whose admission
+        can be synchronous saves the chain walk a coroutine per attempt."""
+        return False
+
+    def settle_now(self, cost: Decimal) -> bool:
+        """:meth:`settle`, synchronously when the State can: True when settled, False
+        (the default, nothing done) to await :meth:`settle`."""
+        return False
+
     @abstractmethod
     def free_slot(self) -> None:
         """Give back the provider slot (the response is read; money is still held)."""
@@ -210,6 +222,13 @@ class LocalTicket(Ticket):
         self.admitted = False  # holds a gate slot
         self.settled = False
 
+    def admit_now(self) -> bool:
+        # No rate, token or concurrency limit and no Retry-After: nothing to wait for.
+        if self.gate.take_now():
+            self.admitted = True
+            return True
+        return False
+
     async def admit(self, tokens: int, wait_s: float) -> Skip | None:
         gate = self.gate
         if gate.take_now():  # nothing to wait for or account: no coroutine for the gate
@@ -228,8 +247,12 @@ class LocalTicket(Ticket):
             self.gate.release()
 
     async def settle(self, cost: Decimal) -> None:
+        self.settle_now(cost)
+
+    def settle_now(self, cost: Decimal) -> bool:
         self.settled = True
-        self.book.settle_now(self.reservation, cost)
+        self.book.settle_now(self.reservation, cost)  # queues the ledger write: no wait
+        return True
 
     def release(self) -> None:
         self.free_slot()

@@ -36,7 +36,7 @@ import os
 import posixpath
 import re
 import string
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,6 +49,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from jinja2.utils import generate_lorem_ipsum
 
 from router.errors import ConfigProblem, TemplateError
+from router.estimate import estimate_text_tokens, estimate_tokens
 from router.files import FileRefusedError, read_config_file
 from router.types import Message, Role
 from router.yamlsrc import did_you_mean, format_path
@@ -400,7 +401,7 @@ class RouteTemplates:
             route declares them, else every name its templates use.
     """
 
-    __slots__ = ("_checks", "_parts", "_render", "route", "variables")
+    __slots__ = ("_checks", "_known", "_parts", "_render", "route", "variables")
 
     def __init__(
         self,
@@ -421,6 +422,12 @@ class RouteTemplates:
             (role, name, constant if constant is not None else _Renderer(template))
             for role, name, template, constant in parts
         ]
+        # id(constant message) -> its estimate, made once (the messages live as long).
+        self._known = {
+            id(constant): estimate_text_tokens(constant.content)
+            for _, _, _, constant in parts
+            if constant is not None
+        }
 
     def __repr__(self) -> str:
         names = ", ".join(part[1] for part in self._parts)
@@ -460,6 +467,11 @@ class RouteTemplates:
                 ) from exc
             out.append(Message(role, text))
         return out
+
+    def estimate_tokens(self, messages: Sequence[Message]) -> int:
+        """:func:`router.estimate.estimate_tokens` of messages this route rendered (the
+        same number), with each constant message's text estimated once, at load."""
+        return estimate_tokens(messages, self._known)
 
     def _check(self, values: Mapping[str, Any], checks: dict[str, VarCheck]) -> None:
         first = self._parts[-1][1]

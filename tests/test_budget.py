@@ -537,3 +537,24 @@ async def test_a_ledgers_own_cancellation_is_a_failed_write_then_retried(costs: 
     assert len(ledger.entries) == costs
     assert book.ledger_error is None
     assert await book.aclose() == []
+
+
+async def test_memory_ledger_records_at_settle_without_waking_the_writer() -> None:
+    """The memory ledger's write cannot wait or fail: a settle records it at once, so
+    nothing is pending and the background writer is not woken (a task step per call);
+    the costs are in the ledger in settlement order."""
+    ledger = MemoryLedger()
+    book = await _book({"daily": _budget("1")}, ledger)
+    for amount in ("0.1", "0.2"):
+        r = _reserve(book, "0.5")
+        assert isinstance(r, Reservation)
+        book.settle_now(r, D(amount))
+        # No await since the settle: the writer has not run, yet the cost is recorded.
+        assert book.ledger_status().pending == 0
+        assert book.pending_writes == 0
+    assert [e.cost for e in ledger.entries] == [D("0.1"), D("0.2")]
+    # flush() has nothing to wait for.
+    await asyncio.wait_for(book.flush(), 0.5)
+    assert book.spend()[0].spent_usd == D("0.3")
+    await book.aclose()
+    assert len(ledger.entries) == 2

@@ -70,6 +70,36 @@ def test_a_template_without_variables_is_rendered_once_at_load(tmp_path: Path) -
     assert first[1] is not second[1] and second[1].content == "Q: b"
 
 
+def test_a_constant_message_is_estimated_once_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route's input estimate is the same number as estimate_tokens, but the
+    constant system message's text is not estimated again per call."""
+    import router.estimate as estimate
+
+    system = "You are a terse market analyst. Answer BUY, SELL or HOLD with one reason."
+    t = route(tmp_path, "'Q: {{ q }}'", system=f"'{system}'")
+    seen: list[bytes] = []
+    quarter = estimate._quarter_tokens
+
+    def counting(text: str) -> int:
+        seen.append(text.encode())
+        return quarter(text)
+
+    monkeypatch.setattr(estimate, "_quarter_tokens", counting)
+    for q in ("a", "bb"):
+        messages = t.render({"q": q})
+        expected = estimate.estimate_tokens(messages)
+        seen.clear()
+        assert t.estimate_tokens(messages) == expected
+        assert seen == [f"Q: {q}".encode()]
+    # A message that is not the route's own object is estimated, even with equal text.
+    copy = [Message("system", system), Message("user", "Q: a")]
+    seen.clear()
+    assert t.estimate_tokens(copy) == estimate.estimate_tokens(copy)
+    assert system.encode() in seen
+
+
 def test_without_system_only_the_user_message(tmp_path: Path) -> None:
     assert route(tmp_path, "hello").render() == [Message("user", "hello")]
 
