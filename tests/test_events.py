@@ -248,6 +248,7 @@ async def test_provider_states_report_cooldown_in_flight_and_headroom(tmp_path: 
             requests_available=2.0,
             tokens_available=1000.0,
             concurrency_available=3,
+            runtime_id=states["lim"].runtime_id,  # a process-wide counter: its value is not fixed
         )
         free = states["free"]
         assert (free.requests_available, free.tokens_available) == (None, None)
