@@ -31,34 +31,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import BENCH_YAML  # this folder is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
-YAML = """\
-version: 1
-settings:
-  ledger: {{backend: memory}}
-  log: {{level: warning}}
-providers:
-  local:
-    kind: openai
-    base_url: http://127.0.0.1:{port}/v1
-    api_key_env: BENCH_API_KEY
-    models:
-      x: {{price: {{input_per_mtok: 1.25, output_per_mtok: 10.0}}}}
-budgets:
-  daily_total: {{limit_usd: 1000000}}
-routes:
-  bench:
-    system: "You are a terse market analyst. Answer BUY, SELL or HOLD with one reason."
-    prompt: >-
-      Analyse {{{{ ticker }}}}: closing prices, oldest first:
-      {{{{ prices | join(', ') }}}}. Horizon: 5 days.
-    vars: {{ticker: str, prices: "list[float]"}}
-    max_tokens: 64
-    temperature: 0.2
-    fallback: [local/x]
-"""
+# The same route as scripts/bench.py (one step, templates, a budget) on the memory ledger.
+YAML = BENCH_YAML.replace("{ledger}", "{{backend: memory}}")
 
 
 def _upstream() -> tuple[subprocess.Popen[str], int]:
