@@ -488,21 +488,15 @@ class Router:
                 self._closing.add(task)
                 task.add_done_callback(self._closing.discard)
 
-    def _watched(self) -> dict[Path, tuple[int, int]]:
-        """The YAML file and every file under its templates_dir: (mtime_ns, size)."""
+    def _watched(self) -> dict[Path, tuple[int, int, str]]:
+        """The YAML file and every file under its templates_dir: (mtime_ns, size, sha256).
+
+        The content hash is part of it because an edit that keeps the size within
+        one tick of the file system's clock leaves mtime and size as they were.
+        The files are small (each at most 1 MiB), so hashing them every poll is cheap.
+        """
         out = {}
         for path in self._gen.plan.watched_files():
-            try:
-                st = path.stat()
-            except OSError:
-                continue
-            out[path] = (st.st_mtime_ns, st.st_size)
-        return out
-
-    def _fingerprints(self, seen: dict[Path, tuple[int, int]]) -> dict[Path, tuple[int, int, str]]:
-        """``seen`` with each file's content hash (and its stat read again after it)."""
-        out = {}
-        for path in seen:
             try:
                 digest = hashlib.sha256(path.read_bytes()).hexdigest()
                 st = path.stat()
@@ -511,17 +505,15 @@ class Router:
             out[path] = (st.st_mtime_ns, st.st_size, digest)
         return out
 
-    async def _stable(self) -> dict[Path, tuple[int, int]] | None:
+    async def _stable(self) -> dict[Path, tuple[int, int, str]] | None:
         """The watched files if they are stable: the same set, sizes, mtimes and
         content on two reads ``watch_settle_s`` apart; None while they still change."""
-        first = self._fingerprints(self._watched())
+        first = self._watched()
         await asyncio.sleep(self._watch_settle_s)
         now = self._watched()
-        if self._fingerprints(now) != first or set(now) != set(first):
-            return None
-        return now
+        return now if now == first else None
 
-    async def _watch(self, seen: dict[Path, tuple[int, int]], interval_s: float) -> None:
+    async def _watch(self, seen: dict[Path, tuple[int, int, str]], interval_s: float) -> None:
         """Poll the config's files; reload on any change once the files are stable (an
         invalid edit is only logged)."""
         while True:

@@ -272,3 +272,25 @@ async def test_a_slow_load_does_not_stall_calls_in_flight(
         assert report.changed
         assert ticks >= 20  # the loop kept turning through the 0.5 s load
         assert (await router.complete("r", {"who": 1})).provider == "b"
+
+
+async def test_watch_sees_a_same_size_edit_within_one_mtime_tick(
+    tmp_path: Path, upstream_factory
+) -> None:
+    """A file system clock ticks every few milliseconds: an edit that keeps the size
+    can keep the mtime too. The watcher compares content, so it still reloads."""
+    import os
+
+    a, b = await _two(upstream_factory)
+    path = write_config(tmp_path, _yaml(a.url, b.url, "a"))
+    before = path.stat()
+    async with Router.from_yaml(path, env=ENV, watch=True, watch_interval_s=0.02) as router:
+        edited = path.read_text().replace("- a/m", "- b/m")
+        assert "- b/m" in edited and len(edited.encode()) == before.st_size
+        path.write_text(edited)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # as if in the same tick
+        for _ in range(200):
+            if router.plan.routes["r"].steps[0].provider == "b":
+                break
+            await asyncio.sleep(0.02)
+        assert (await router.complete("r", {"who": 1})).text == "from b"
