@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
 from router.billing import bill, final_usage
-from router.config import Backoff, Price
+from router.config import Backoff
 from router.deadline import Clock, Deadline
 from router.errors import (
     AllProvidersFailedError,
@@ -33,7 +33,7 @@ from router.errors import (
     RouterError,
     sever_foreign,
 )
-from router.plan import ProviderPlan
+from router.plan import ProviderPlan, StepPlan
 from router.policy import rule_for
 from router.providers.base import Adapter
 from router.providers.error_body import error_from_response
@@ -63,20 +63,12 @@ class Provider:
     runtime_id: int = field(default_factory=lambda: next(_runtime_ids))
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Step:
-    """One compiled chain step: everything a call needs, resolved at load."""
+    """One chain step at run time: its resolved plan bound to the provider's runtime."""
 
     provider: Provider
-    model: str
-    params: dict[str, Any]  # provider extra < model extra < step params
-    retries: int
-    timeout_s: float  # cap on one attempt: the step's or the provider's
-    price: Price
-    max_output_tokens: int | None
-    first_token_s: float  # streams: cap on the wait for the first text delta
-    idle_s: float  # streams: cap on the wait between two chunks
-    input_overhead: int  # hidden prompt tokens the provider bills per request
+    plan: StepPlan  # model, params, retries, caps, price: resolved once, at load
 
 
 @dataclass(slots=True)
@@ -123,9 +115,9 @@ def billed(
         details=details,
         max_tokens=lease.max_tokens,
         reserved=lease.reserved,
-        price=step.price,
+        price=step.plan.price,
         provider=step.provider.name,
-        model=step.model,
+        model=step.plan.model,
     )
 
 
@@ -174,7 +166,7 @@ class Call(Generic[R]):
     def input_estimate(self, step: Step) -> int:
         """Input tokens to reserve and admit for ``step``: the messages' estimate plus
         the hidden prompt its provider bills (``input_overhead_tokens``)."""
-        return self.est_in + step.input_overhead
+        return self.est_in + step.plan.input_overhead
 
     def record(self, attempt: Attempt) -> None:
         attempt.deadline_left_s = self.deadline.remaining()
@@ -186,7 +178,7 @@ class Call(Generic[R]):
         self.record(
             Attempt(
                 step.provider.name,
-                step.model,
+                step.plan.model,
                 "skipped",
                 reason=skip.reason,
                 start_s=start,
@@ -211,7 +203,7 @@ class Call(Generic[R]):
         self.record(
             Attempt(
                 step.provider.name,
-                step.model,
+                step.plan.model,
                 "error",
                 error=err,
                 status=err.status,
@@ -239,7 +231,7 @@ class Call(Generic[R]):
         self.record(
             Attempt(
                 step.provider.name,
-                step.model,
+                step.plan.model,
                 "ok",
                 status=status,
                 latency_s=self.rt.clock() - t0,
@@ -253,7 +245,7 @@ class Call(Generic[R]):
             text=reply.text,
             route=self.route.name,
             provider=step.provider.name,
-            model=step.model,
+            model=step.plan.model,
             usage=usage,
             cost_usd=cost,
             finish_reason=reply.finish_reason,
@@ -276,9 +268,9 @@ class Call(Generic[R]):
         for i, step in enumerate(steps):
             steps_left = n - i
             params, max_tokens = self._request_params(step)
-            worst = worst_case_usd(self.input_estimate(step), max_tokens, step.price)
+            worst = worst_case_usd(self.input_estimate(step), max_tokens, step.plan.price)
             request = step.provider.adapter.chat_request(
-                step.model, self.messages, params, stream=self.stream
+                step.plan.model, self.messages, params, stream=self.stream
             )
             tries = 0
             while True:
@@ -297,9 +289,9 @@ class Call(Generic[R]):
                 # happens once the step gives up: the next step, or the end of the call.
                 rule = rule_for(outcome.kind)
                 limit = (
-                    step.retries
+                    step.plan.retries
                     if rule.max_retries is None
-                    else min(step.retries, rule.max_retries)
+                    else min(step.plan.retries, rule.max_retries)
                 )
                 if not rule.retry or tries >= limit:
                     self._give_up(outcome)
@@ -339,9 +331,9 @@ class Call(Generic[R]):
 
     def _request_params(self, step: Step) -> tuple[dict[str, Any], int]:
         max_tokens = self.max_tokens
-        if step.max_output_tokens is not None and max_tokens > step.max_output_tokens:
-            max_tokens = step.max_output_tokens
-        params = dict(step.params)
+        if step.plan.max_output_tokens is not None and max_tokens > step.plan.max_output_tokens:
+            max_tokens = step.plan.max_output_tokens
+        params = dict(step.plan.params)
         if self.params:
             params.update(self.params)
         params["max_tokens"] = max_tokens
@@ -378,7 +370,7 @@ class Call(Generic[R]):
         lease = rt.state.begin(
             step.provider.gate,
             route=self.route.name,
-            model=step.model,
+            model=step.plan.model,
             amount=worst,
             max_cost_usd=self.route.max_cost_usd,
             est_in=est_in,
@@ -392,7 +384,7 @@ class Call(Generic[R]):
             self._skip(step, Skip(lease.kind, lease.reason), t0)
             return None
         share = self.deadline.share(steps_left)
-        cap = step.timeout_s if step.timeout_s < share else share
+        cap = step.plan.timeout_s if step.plan.timeout_s < share else share
         # A plain try/finally gives the ticket back when the attempt ends (cheaper per
         # call than an exit stack); an exchange that keeps it (keeps_ticket: an open
         # stream) owns it once it has returned.
@@ -430,20 +422,20 @@ class CompleteCall(Call[Completion]):
     ) -> Completion:
         provider = step.provider
         try:
-            raw = await provider.transport.send(request, model=step.model, timeout_s=timeout_s)
+            raw = await provider.transport.send(request, model=step.plan.model, timeout_s=timeout_s)
         finally:
             lease.free_slot()
         if not 200 <= raw.status < 300:
             raise error_from_response(
                 provider.adapter,
-                step.model,
+                step.plan.model,
                 raw.status,
                 raw.headers,
                 raw.body,
                 time.time(),  # to read an HTTP-date Retry-After
                 self.rt.retry_after_max_s,
             )
-        reply = provider.adapter.parse_reply(step.model, raw.body)
+        reply = provider.adapter.parse_reply(step.plan.model, raw.body)
         usage = final_usage(reply.usage, lease.est_in, reply.text)
         usage, cost = billed(step, lease, usage, reply.text, reply.details)
         if not lease.settle_now(cost):

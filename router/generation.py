@@ -56,21 +56,7 @@ def compile_route(plan: RoutePlan, providers: dict[str, Provider]) -> Route:
     return Route(
         name=plan.name,
         templates=plan.templates,
-        steps=[
-            Step(
-                provider=providers[s.provider],
-                model=s.model,
-                params=dict(s.params),
-                retries=s.retries,
-                timeout_s=s.timeout_s,
-                price=s.price,
-                max_output_tokens=s.max_output_tokens,
-                first_token_s=s.first_token_timeout_s,
-                idle_s=s.idle_timeout_s,
-                input_overhead=s.input_overhead,
-            )
-            for s in plan.steps
-        ],
+        steps=[Step(providers[s.provider], s) for s in plan.steps],
         deadline_s=plan.deadline_s,
         max_tokens=plan.max_tokens,
         temperature=plan.temperature,

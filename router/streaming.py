@@ -186,7 +186,9 @@ class LiveStream:
     def __repr__(self) -> str:
         state = "done" if self.done else "open"
         chars = sum(len(p) for p in self.parts)
-        return f"<LiveStream {self.step.provider.name}/{self.step.model} {state} {chars} chars>"
+        return (
+            f"<LiveStream {self.step.provider.name}/{self.step.plan.model} {state} {chars} chars>"
+        )
 
     def _absorb(self, ev: StreamEvent) -> None:
         if ev.finish_reason is not None:
@@ -211,7 +213,7 @@ class LiveStream:
     def timeout_error(self, detail: str) -> ProviderTimeoutError:
         step = self.step
         return ProviderTimeoutError(
-            detail, provider=step.provider.name, model=step.model, status=self.status
+            detail, provider=step.provider.name, model=step.plan.model, status=self.status
         )
 
     async def read_delta(self, until: float, idle_s: float | None, limit: str) -> str | None:
@@ -252,7 +254,7 @@ class LiveStream:
                         raise ProviderConnectionError(
                             "stream ended without the provider's end-of-stream marker",
                             provider=self.step.provider.name,
-                            model=self.step.model,
+                            model=self.step.plan.model,
                             status=self.status,
                         ) from None
                     self._absorb(ev)
@@ -323,7 +325,7 @@ class LiveStream:
         interrupted = StreamInterruptedError(
             f"stream interrupted after {len(text)} characters: {err.detail}",
             provider=self.step.provider.name,
-            model=self.step.model,
+            model=self.step.plan.model,
             partial_text=text,
             usage=usage,
             cause=err,
@@ -347,7 +349,7 @@ class LiveStream:
         cause = ProviderConnectionError(
             "the router was closed mid-stream",
             provider=step.provider.name,
-            model=step.model,
+            model=step.plan.model,
             status=self.status,
         )
         await self.fail(cause)
@@ -367,20 +369,20 @@ class StreamCall(Call[LiveStream]):
         # The first text delta must arrive within first_token_timeout_s of sending,
         # and within the attempt's share of the deadline (timeout_s, already net of
         # any wait for admission).
-        wait = min(timeout_s, step.first_token_s)
+        wait = min(timeout_s, step.plan.first_token_timeout_s)
         until = self.rt.clock() + wait
         conn = AsyncExitStack()  # the response and its event reader
         try:
             try:
                 async with asyncio.timeout(wait):
                     resp = await conn.enter_async_context(
-                        provider.transport.stream(request, model=step.model)
+                        provider.transport.stream(request, model=step.plan.model)
                     )
                     if not 200 <= resp.status < 300:
                         body = await resp.read()
                         raise error_from_response(
                             provider.adapter,
-                            step.model,
+                            step.plan.model,
                             resp.status,
                             resp.headers,
                             body,
@@ -389,9 +391,9 @@ class StreamCall(Call[LiveStream]):
                         )
             except TimeoutError:
                 raise ProviderTimeoutError(
-                    f"no response within {wait:.3g}s", provider=provider.name, model=step.model
+                    f"no response within {wait:.3g}s", provider=provider.name, model=step.plan.model
                 ) from None
-            events = _events(provider.adapter, step.model, resp)
+            events = _events(provider.adapter, step.plan.model, resp)
             conn.push_async_callback(events.aclose)
             live = LiveStream(self, step, t0, lease, conn, resp, events)
             live.first = await live.read_delta(until, None, f"no first token within {wait:.3g}s")
@@ -551,7 +553,7 @@ class RouteStream:
                     if deadline.expired:  # checked first: a buffered chunk would not wait
                         raise live.timeout_error(spent)
                     until = live.call.rt.clock() + deadline.remaining()
-                    return await live.read_delta(until, live.step.idle_s, spent)
+                    return await live.read_delta(until, live.step.plan.idle_timeout_s, spent)
                 except ProviderError as err:
                     sever_foreign(err)  # no foreign exception travels on (a redacted summary)
                     raise await live.fail(err) from err
