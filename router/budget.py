@@ -547,7 +547,7 @@ class BudgetBook:
     async def _record(self, batch: list[SettledCost]) -> list[BaseException | None]:
         """Hand ``batch`` to the ledger: per cost, None or what its write raised."""
         record = self._ledger.record
-        if len(batch) > 1 and type(self._ledger) is not MemoryLedger:
+        if len(batch) > 1 and self._record_now is None:
             # All at once: a file ledger writes what arrives together in one transaction.
             return await asyncio.gather(
                 *(

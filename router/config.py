@@ -683,12 +683,7 @@ def read_config(
 ) -> Loaded:
     """Read, validate and cross-check a providers.yaml; load its keys; compile its templates.
 
-    Args:
-        path: the YAML file. Problems are reported under this name as given.
-        env: where API keys are read from; defaults to ``os.environ``.
-        require_env: when true, a non-optional provider whose key variable is
-            unset is an error. When false, every provider whose key is unset is
-            disabled instead (for validating structure without secrets).
+    The arguments are those of :func:`router.load_config`, which resolves the result.
 
     Returns:
         The validated document with its keys (as ``SecretStr``, registered for

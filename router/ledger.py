@@ -112,7 +112,7 @@ class MemoryLedger:
     async def record(
         self, *, ts: float, route: str, provider: str, model: str, cost: Decimal
     ) -> None:
-        self.entries.append(_Entry(ts, route, provider, model, cost))
+        self.record_now(ts, route, provider, model, cost)
 
     def record_now(self, ts: float, route: str, provider: str, model: str, cost: Decimal) -> None:
         """:meth:`record`, synchronously: a list append cannot wait or fail, so the
