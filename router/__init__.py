@@ -44,6 +44,7 @@ from router.errors import (
     ServerError,
     StreamInterruptedError,
     TemplateError,
+    UnknownRouteError,
 )
 from router.observe import CallRecord, Observer
 from router.plan import ChainStep, ModelPlan, Plan, ProviderPlan, RoutePlan, StepPlan, load_config
@@ -124,6 +125,7 @@ __all__ = [
     "StreamInterruptedError",
     "TemplateError",
     "Ticket",
+    "UnknownRouteError",
     "Usage",
     "load_config",
 ]

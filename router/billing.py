@@ -30,6 +30,7 @@ import structlog
 from router.budget import cost_usd
 from router.config import Price
 from router.estimate import estimate_text_tokens
+from router.money import usd
 from router.types import Usage
 
 __all__ = [
@@ -184,8 +185,8 @@ def bill(
             reason=problem,
             reported=_counts(reported),
             billed=_counts(usage),
-            billed_usd=str(cost),
-            reserved_usd=str(reserved),
+            billed_usd=usd(cost),
+            reserved_usd=usd(reserved),
         )
     return usage, cost
 

@@ -42,6 +42,7 @@ import structlog
 from router.config import BudgetConfig, Price
 from router.errors import LedgerError
 from router.ledger import Ledger, MemoryLedger
+from router.money import dollars, usd
 from router.types import SkipKind, Usage
 
 __all__ = [
@@ -146,14 +147,6 @@ def period_bounds(period: str, now: float) -> tuple[float, float]:
     return start.timestamp(), end.timestamp()
 
 
-def _usd(amount: Decimal) -> str:
-    """Dollars for a human: exact, with at least cents ('$0.00032935', '$5.00')."""
-    exponent = amount.as_tuple().exponent
-    if isinstance(exponent, int) and exponent > -2:
-        amount = amount.quantize(Decimal("0.01"))
-    return f"${amount:f}"
-
-
 class _Budget:
     """Live state of one budget in the current period."""
 
@@ -185,8 +178,8 @@ class _Budget:
 
     def __repr__(self) -> str:
         return (
-            f"<budget {self.name!r} {self.config.period} limit={_usd(self.config.limit_usd)}"
-            f" spent={_usd(self.spent)} reserved={_usd(self.reserved)}>"
+            f"<budget {self.name!r} {self.config.period} limit={dollars(self.config.limit_usd)}"
+            f" spent={dollars(self.spent)} reserved={dollars(self.reserved)}>"
         )
 
 
@@ -211,7 +204,7 @@ class Reservation:
         names = ",".join(b.name for b in self.budgets) or "-"
         state = " done" if self.done else ""
         return (
-            f"<Reservation {_usd(self.amount)} {self.route} {self.provider}/{self.model}"
+            f"<Reservation {dollars(self.amount)} {self.route} {self.provider}/{self.model}"
             f" budgets={names}{state}>"
         )
 
@@ -247,9 +240,9 @@ class Refusal:
             )
         left = max(self.limit_usd - self.spent_usd - self.reserved_usd, _ZERO)
         return (
-            f"budget {self.budget!r}: needs {_usd(self.requested_usd)}, {_usd(left)} left"
-            f" (limit {_usd(self.limit_usd)}, spent {_usd(self.spent_usd)},"
-            f" reserved {_usd(self.reserved_usd)})"
+            f"budget {self.budget!r}: needs {dollars(self.requested_usd)}, {dollars(left)} left"
+            f" (limit {dollars(self.limit_usd)}, spent {dollars(self.spent_usd)},"
+            f" reserved {dollars(self.reserved_usd)})"
         )
 
 
@@ -373,7 +366,7 @@ class BudgetBook:
     def __repr__(self) -> str:
         return (
             f"<BudgetBook budgets={len(self._budgets)} outstanding={self._outstanding}"
-            f" reserved={_usd(self._reserved_total)} pending_writes={len(self._queue)}"
+            f" reserved={dollars(self._reserved_total)} pending_writes={len(self._queue)}"
             f" ledger={self._ledger!r}>"
         )
 
@@ -443,7 +436,7 @@ class BudgetBook:
                 # The first rows were being written when the wait ran out: the ledger
                 # may still have committed them (check it before re-entering them).
                 maybe_written=in_flight,
-                cost_usd=str(sum((c.cost for c in unwritten), _ZERO)),
+                cost_usd=usd(sum((c.cost for c in unwritten), _ZERO)),
                 error=str(self.ledger_error) if self.ledger_error is not None else None,
                 entries=[
                     {
@@ -451,7 +444,7 @@ class BudgetBook:
                         "route": c.route,
                         "provider": c.provider,
                         "model": c.model,
-                        "cost_usd": str(c.cost),
+                        "cost_usd": usd(c.cost),
                     }
                     for c in unwritten
                 ],
@@ -534,7 +527,7 @@ class BudgetBook:
                 error=str(error),
                 failed_rows=len(failed),
                 pending=len(self._queue),
-                pending_usd=str(sum((c.cost for c in self._queue), _ZERO)),
+                pending_usd=usd(sum((c.cost for c in self._queue), _ZERO)),
                 retry_in_s=wait,
             )
             if self._closing:
@@ -743,8 +736,8 @@ class BudgetBook:
                 route=reservation.route,
                 provider=reservation.provider,
                 model=reservation.model,
-                reserved_usd=str(reservation.amount),
-                cost_usd=str(actual),
+                reserved_usd=usd(reservation.amount),
+                cost_usd=usd(actual),
             )
         cost = SettledCost(now, reservation.route, reservation.provider, reservation.model, actual)
         if self._tracking is not None:
@@ -769,7 +762,7 @@ class BudgetBook:
                 route=cost.route,
                 provider=cost.provider,
                 model=cost.model,
-                cost_usd=str(cost.cost),
+                cost_usd=usd(cost.cost),
             )
 
     def release(self, reservation: Reservation) -> None:

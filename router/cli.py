@@ -1,315 +1,220 @@
-"""``router`` / ``python -m router``: validate, schema, render, complete, health, spend."""
+"""``router`` / ``python -m router``: the command line (docs/cli.md).
+
+This module builds the parser and dispatches; the commands live in router/commands/.
+Every command takes ``--config PATH`` (else ``$ROUTER_CONFIG``, else
+./providers.yaml), ``--no-env`` and ``--json``, before or after its name. Results
+go to stdout, errors to stderr, and the exit code follows one table (Exit).
+"""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
+import os
 import sys
-from collections.abc import Mapping, Sequence
-from decimal import Decimal
-from typing import Any, TextIO
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn, TextIO
 
-from router.errors import ProviderError, RouterError
-from router.plan import Plan, load_config
-from router.types import Attempt, Completion
+from router.commands import calls, check, init, inspect
+from router.commands.common import (
+    CONFIG_ENV,
+    CommandError,
+    Exit,
+    Interrupted,
+    Output,
+    UsageError,
+)
+from router.commands.report import report_error
+from router.errors import RouterError
 
+__all__ = ["COMMANDS", "main"]
 
-def _parse_vars(pairs: Sequence[str], declared: Mapping[str, str] | None) -> dict[str, Any]:
-    """``k=v`` pairs; a value is JSON unless its declared type is ``str``."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--var {pair!r}: expected NAME=VALUE")
-        if declared is not None and declared.get(key) == "str":
-            out[key] = raw
-            continue
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
+Run = Callable[[argparse.Namespace, Output], int]
+AddArguments = Callable[[argparse.ArgumentParser], None]
 
 
-def _load(args: argparse.Namespace) -> Plan:
-    return load_config(args.config, require_env=not args.no_env)
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A subcommand: its name, one line of help, what runs it, its own arguments."""
+
+    name: str
+    help: str
+    run: Run
+    add_arguments: AddArguments | None = None
 
 
-def _vars(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
-    """The ``--var`` values for ``args.route``, typed by the route's declared vars."""
-    route = plan.routes.get(args.route)
-    return _parse_vars(args.var, route.vars if route else None)
-
-
-def _money(value: Decimal) -> str:
-    return f"${value:.6f}"
-
-
-def _trail(attempts: Sequence[Attempt], out: TextIO, verbose: bool = False) -> None:
-    """One line per attempt; ``verbose`` adds when it started, time to first token, tokens."""
-    for i, a in enumerate(attempts, 1):
-        what = a.reason or ""
-        if isinstance(a.error, ProviderError):
-            what = f"{a.error.kind}: {a.error.detail}"
-        elif a.error is not None:
-            what = str(a.error)
-        status = a.status if a.status is not None else "-"
-        step = f"{a.provider}/{a.model}"
-        line = f"  {i}. {step:<32} {a.outcome:<7} status={status:<4}"
-        line += f" {a.latency_s * 1000:8.1f} ms"
-        if verbose:
-            line += f"  at +{a.start_s * 1000:.1f} ms"
-            if a.ttft_s is not None:
-                line += f", first token {a.ttft_s * 1000:.1f} ms"
-            if a.usage is not None:
-                line += f", {a.usage.input_tokens} in / {a.usage.output_tokens} out"
-        if a.outcome == "ok":
-            line += f"  {_money(a.cost_usd)}"
-        out.write(line + (f"  {what}" if what else "") + "\n")
-
-
-def _summary(c: Completion) -> str:
-    est = " (estimated)" if c.usage.estimated else ""
-    return (
-        f"answered by {c.provider}/{c.model} in {c.latency_s * 1000:.1f} ms: "
-        f"{c.usage.input_tokens} in / {c.usage.output_tokens} out tokens{est}, "
-        f"cost {_money(c.cost_usd)}"
-    )
-
-
-def _print_completion(c: Completion, as_json: bool, out: TextIO, verbose: bool) -> None:
-    if as_json:
-        doc = {
-            "text": c.text,
-            "route": c.route,
-            "provider": c.provider,
-            "model": c.model,
-            "usage": {
-                "input_tokens": c.usage.input_tokens,
-                "output_tokens": c.usage.output_tokens,
-                "cached_input_tokens": c.usage.cached_input_tokens,
-                "cache_write_tokens": c.usage.cache_write_tokens,
-                "reasoning_tokens": c.usage.reasoning_tokens,
-                "estimated": c.usage.estimated,
-            },
-            "cost_usd": str(c.cost_usd),
-            "finish_reason": c.finish_reason,
-            "latency_s": round(c.latency_s, 6),
-            "attempts": [
-                {
-                    "provider": a.provider,
-                    "model": a.model,
-                    "outcome": a.outcome,
-                    "status": a.status,
-                    "error": str(a.error) if a.error else None,
-                    "reason": a.reason,
-                    "latency_s": round(a.latency_s, 6),
-                    "cost_usd": str(a.cost_usd),
-                }
-                for a in c.attempts
-            ],
-        }
-        out.write(json.dumps(doc, indent=2) + "\n")
-        return
-    out.write(c.text.rstrip("\n") + "\n\n")
-    out.write(_summary(c) + "\nattempts:\n")
-    _trail(c.attempts, out, verbose)
-
-
-async def _call(args: argparse.Namespace, out: TextIO) -> int:
-    """``complete`` and ``stream``: run the route and print the answer (a stream's as it
-    arrives), then who answered, tokens, cost and the attempts; on a RouterError, the
-    error and the attempts made."""
-    from router.router import Router
-
-    plan = _load(args)
-    variables = _vars(args, plan)
-    streaming = args.command == "stream"
-    async with Router(plan) as router:
-        try:
-            if streaming:
-                async with router.stream(args.route, variables, deadline_s=args.deadline) as s:
-                    async for delta in s:
-                        out.write(delta)
-                        out.flush()
-                result = s.completion
-                assert result is not None  # the stream ended normally
-            else:
-                result = await router.complete(args.route, variables, deadline_s=args.deadline)
-        except RouterError as exc:
-            # A stream's error follows the text it printed: on a line of its own.
-            out.write(("\n" if streaming else "") + f"error: {exc}\n")
-            attempts = getattr(exc, "attempts", None)
-            if attempts:
-                out.write("attempts:\n")
-                _trail(attempts, out, args.verbose)
-            return 1
-    if not streaming:
-        _print_completion(result, args.json, out, args.verbose)
-        return 0
-    ttft = result.attempts[-1].ttft_s
-    first = f", first token after {ttft * 1000:.1f} ms" if ttft is not None else ""
-    out.write(f"\n\n{_summary(result)}{first}\nattempts:\n")
-    _trail(result.attempts, out, args.verbose)
-    return 0
-
-
-def _render(args: argparse.Namespace, out: TextIO) -> int:
-    # A dry run needs only the plan: no router, no transport, no ledger.
-    plan = _load(args)
-    messages = plan.render(args.route, _vars(args, plan))
-    for m in messages:
-        out.write(f"--- {m.role} ---\n{m.content.rstrip()}\n")
-    out.write("--- chain (dry run: nothing sent) ---\n")
-    for i, s in enumerate(plan.chain(args.route), 1):
-        out.write(
-            f"  {i}. {s.provider}/{s.model}: ${s.price.input_per_mtok}/M in,"
-            f" ${s.price.output_per_mtok}/M out, retries={s.retries},"
-            f" attempt cap {s.attempt_cap_s:g}s\n"
-        )
-    return 0
-
-
-async def _health(args: argparse.Namespace, out: TextIO) -> int:
-    from router.router import Router
-
-    async with Router(_load(args)) as router:
-        reports = await router.health()
-    bad = 0
-    for r in reports:
-        status = "ok" if r.ok else "FAIL"
-        bad += not r.ok
-        line = f"  {r.provider:<14} {status:<5} {r.latency_s * 1000:7.1f} ms"
-        if r.missing_models:
-            line += f"  missing: {', '.join(r.missing_models)}"
-        if r.error:
-            line += f"  {r.error}"
-        out.write(line + "\n")
-    return 1 if bad else 0
-
-
-async def _spend(args: argparse.Namespace, out: TextIO) -> int:
-    from router.budget import BudgetBook
-    from router.ledger import open_ledger
-
-    # Read-only: works beside a running router (which holds the ledger for writing).
-    plan = _load(args)
-    book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir, read_only=True))
-    await book.start()
-    try:
-        rows = book.spend()
-    finally:
-        await book.aclose()
-    if args.json:
-        out.write(
-            json.dumps(
-                [
-                    {
-                        "budget": s.name,
-                        "period": s.period,
-                        "period_start": s.period_start.isoformat() if s.period_start else None,
-                        "limit_usd": str(s.limit_usd),
-                        "spent_usd": str(s.spent_usd),
-                        "reserved_usd": str(s.reserved_usd),
-                        "remaining_usd": str(s.remaining_usd),
-                        "provider": s.provider,
-                        "route": s.route,
-                    }
-                    for s in rows
-                ],
-                indent=2,
-            )
-            + "\n"
-        )
-        return 0
-    out.write(
-        f"{'budget':<18}{'period':<8}{'limit':>12}{'spent':>14}{'reserved':>12}{'remaining':>14}\n"
-    )
-    for s in rows:
-        out.write(
-            f"{s.name:<18}{s.period:<8}{s.limit_usd:>12.2f}{s.spent_usd:>14.6f}"
-            f"{s.reserved_usd:>12.6f}{s.remaining_usd:>14.6f}\n"
-        )
-    return 0
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="router", description="Declarative LLM router")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--config", default="providers.yaml", help="path to providers.yaml")
-        sp.add_argument(
-            "--no-env",
-            action="store_true",
-            help="disable providers whose key env var is missing instead of failing",
-        )
-
-    sub.add_parser(
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        "init",
+        "write a commented starter providers.yaml and its templates into DIR",
+        init.init,
+        init.add_arguments,
+    ),
+    Command(
         "validate",
-        help="validate a providers.yaml (see scripts/validate_config.py)",
-        add_help=False,
+        "check a providers.yaml: every problem with file:line:col (exit 1 when invalid)",
+        check.validate,
+        check.add_validate_arguments,
+    ),
+    Command("schema", "print the JSON Schema of providers.yaml", check.schema),
+    Command(
+        "routes",
+        "list the routes: their variables (with types) and chains; needs no key",
+        inspect.routes,
+    ),
+    Command(
+        "render",
+        "render a route's messages and show its chain; sends nothing, needs no key",
+        inspect.render,
+        inspect.add_render_arguments,
+    ),
+    Command(
+        "complete",
+        "run a route and print the answer, cost and attempt trail",
+        calls.run,
+        calls.add_arguments,
+    ),
+    Command(
+        "stream",
+        "run a route, printing text as it arrives, then cost and attempts",
+        calls.run,
+        calls.add_arguments,
+    ),
+    Command(
+        "health",
+        "check each provider with its free model-listing endpoint (never a completion)",
+        inspect.health,
+        inspect.add_health_arguments,
+    ),
+    Command(
+        "spend",
+        "per-budget spend for the current period, from the ledger; needs no key",
+        inspect.spend,
+    ),
+)
+
+
+class _ArgumentError(UsageError):
+    """argparse refused the command line; ``usage`` is the usage text to show with it."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        self.usage = usage
+        super().__init__(message)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are raised (and so reported like any other
+    error, as JSON under ``--json``) instead of printed."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _ArgumentError(f"{self.prog}: {message}", self.format_usage())
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("yaml-llm-router")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return "unknown"
+
+
+def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    """``--config``, ``--no-env`` and ``--json``: on the main parser (before the command)
+    and on every subcommand (after it). A subcommand's copy leaves the attribute
+    unset unless given, so that one given before the command is kept."""
+    unset: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"the providers.yaml to use (default: ${CONFIG_ENV}, else ./providers.yaml)",
+        **({"default": None} if top else unset),
     )
-    sub.add_parser("schema", help="print the JSON Schema of providers.yaml")
-
-    for name, help_text in (
-        ("render", "render a route's messages and show its chain; sends nothing"),
-        ("complete", "run a route and print the answer, cost and attempt trail"),
-        ("stream", "run a route, printing tokens as they arrive, then cost and attempts"),
-    ):
-        sp = sub.add_parser(name, help=help_text)
-        sp.add_argument("route")
-        sp.add_argument("--var", action="append", default=[], metavar="NAME=VALUE")
-        with_config(sp)
-        if name != "render":
-            sp.add_argument("--deadline", type=float, default=None, metavar="SECONDS")
-            sp.add_argument(
-                "--verbose",
-                action="store_true",
-                help="attempt trail with start offsets, time to first token and tokens",
-            )
-        if name == "complete":
-            sp.add_argument("--json", action="store_true")
-
-    sp = sub.add_parser("health", help="check each provider with free listing endpoints")
-    with_config(sp)
-    sp = sub.add_parser("spend", help="per-budget spend for the current period")
-    sp.add_argument("--json", action="store_true")
-    with_config(sp)
-    return p
+    parser.add_argument(
+        "--no-env",
+        action="store_true",
+        help=(
+            "disable providers whose key variable is unset instead of failing "
+            "(commands that send nothing never need a key)"
+        ),
+        **unset,
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output: JSON on stdout, errors as one JSON line on stderr",
+        **unset,
+    )
 
 
-def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
-    """Run the CLI; returns the exit code."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    out = out or sys.stdout
-    if argv and argv[0] == "validate":
-        from router.validate import main as validate_main
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: every command, option and help text."""
+    parser = _Parser(
+        prog="router",
+        description="Declarative LLM router: one providers.yaml, routes with fallback chains.",
+        epilog=(
+            "exit codes: 0 ok, 1 failed (call failed, provider unhealthy, config invalid for "
+            "validate), 2 usage error, 3 config error, 4 bad request (unknown route, "
+            "variables), 130 interrupted. Full reference: docs/cli.md"
+        ),
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version"
+    )
+    _common_options(parser, top=True)
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="what to do (`router COMMAND --help` for its options)",
+    )
+    for command in COMMANDS:
+        sp = sub.add_parser(command.name, help=command.help, description=command.help)
+        if command.add_arguments is not None:
+            command.add_arguments(sp)
+        _common_options(sp, top=False)
+    return parser
 
-        return validate_main(argv[1:])
-    args = _parser().parse_args(argv)
+
+def _wants_json(argv: Sequence[str]) -> bool:
+    """``--json`` anywhere among the options: errors in parsing are JSON too."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
+def _start_logging(output: Output) -> None:
     from router.logging import configure
 
-    configure(level="warning")
-    try:
-        if args.command == "schema":
-            from router.config import config_json_schema
+    # Log lines go to stderr; under --json they are JSON too.
+    configure(format="json" if output.json else "console", level="warning")
 
-            out.write(json.dumps(config_json_schema(), indent=2) + "\n")
-            return 0
-        if args.command == "render":
-            return _render(args, out)
-        if args.command in ("complete", "stream"):
-            return asyncio.run(_call(args, out))
-        if args.command == "health":
-            return asyncio.run(_health(args, out))
-        if args.command == "spend":
-            return asyncio.run(_spend(args, out))
-    except RouterError as exc:
-        out.write(f"error: {exc}\n")
-        return 1
-    return 2  # pragma: no cover - argparse rejects unknown commands
+
+def main(
+    argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
+    """Run the CLI; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    output = Output(out or sys.stdout, err or sys.stderr, json=_wants_json(argv))
+    try:
+        args = build_parser().parse_args(argv)
+    except _ArgumentError as exc:
+        if not output.json:
+            output.err.write(exc.usage)
+        return report_error(exc, output)
+    output.json = bool(args.json)
+    _start_logging(output)
+    command = next(c for c in COMMANDS if c.name == args.command)
+    try:
+        return command.run(args, output)
+    except (RouterError, CommandError) as exc:
+        return report_error(exc, output, verbose=bool(getattr(args, "verbose", False)))
+    except KeyboardInterrupt:
+        return report_error(Interrupted("interrupted"), output)
+    except BrokenPipeError:
+        # The reader went away (`router routes | head -1`): stop quietly.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return Exit.FAILED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -673,6 +673,8 @@ class Loaded:
     disabled: frozenset[str]
     # Each route's compiled templates, by route name.
     templates: Mapping[str, RouteTemplates]
+    # What is legal but likely a mistake (a declared variable no template uses).
+    warnings: tuple[ConfigProblem, ...] = ()
 
 
 def read_config(
@@ -725,10 +727,11 @@ class _Loader:
         self._check_routes(dropped)
         self._check_budgets()
         templates: dict[str, RouteTemplates] = {}
+        warnings: list[ConfigProblem] = []
         if self.settings_ok:
             tdir = Path(self.settings.templates_dir)
             label = os.fspath(self.source.parent / tdir) if not tdir.is_absolute() else str(tdir)
-            templates, problems = compile_routes(
+            templates, problems, warnings = compile_routes(
                 self.routes, self.source.parent / tdir, label, self.doc
             )
             self.problems += problems
@@ -742,6 +745,7 @@ class _Loader:
             keys=MappingProxyType(keys),
             disabled=frozenset(disabled),
             templates=MappingProxyType(templates),
+            warnings=tuple(warnings),
         )
 
     def _validate(self) -> Config | None:

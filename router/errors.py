@@ -5,6 +5,7 @@
     RouterError
     ├── ConfigError                  providers.yaml (or a template) is wrong; lists every problem
     ├── TemplateError                a call's variables do not fit the route's templates
+    ├── UnknownRouteError            no route of that name
     ├── BudgetExceededError          no step of the chain fits a budget
     ├── LedgerError                  the spend ledger cannot be opened, read or written
     ├── DeadlineExceededError        the call's deadline was spent (carries the attempts)
@@ -65,6 +66,7 @@ __all__ = [
     "ServerError",
     "StreamInterruptedError",
     "TemplateError",
+    "UnknownRouteError",
 ]
 
 # Longest request id kept from an upstream's header (real ones are under 64 characters).
@@ -115,7 +117,17 @@ class ConfigError(RouterError):
 
 
 class TemplateError(RouterError):
-    """A route's templates cannot be rendered with these variables (raised before any traffic)."""
+    """A route's templates cannot be rendered with these variables (raised before any traffic).
+
+    Attributes:
+        route: the route's name.
+        template: the template that failed (or the route's prompt, for a check of
+            declared variables).
+        variables: every variable at fault, all at once: unexpected, missing and
+            mistyped names (for a route without declared ``vars``: the name that
+            failed, then the other names its templates use that were not passed).
+        variable: the first of ``variables``, or None.
+    """
 
     def __init__(
         self,
@@ -124,10 +136,20 @@ class TemplateError(RouterError):
         route: str | None = None,
         template: str | None = None,
         variable: str | None = None,
+        variables: Sequence[str] = (),
     ) -> None:
         self.route = route
         self.template = template
-        self.variable = variable
+        self.variables = tuple(variables) or ((variable,) if variable is not None else ())
+        self.variable = self.variables[0] if self.variables else None
+        super().__init__(message)
+
+
+class UnknownRouteError(RouterError):
+    """A call or a dry run named a route the config does not have."""
+
+    def __init__(self, message: str, *, route: str) -> None:
+        self.route = route
         super().__init__(message)
 
 

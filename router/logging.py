@@ -22,6 +22,7 @@ from typing import Any, Literal, TextIO
 import structlog
 
 from router.errors import ProviderError
+from router.money import usd
 from router.observe import CallRecord
 from router.redact import redact
 from router.types import Attempt
@@ -160,7 +161,7 @@ class LogEvents:
                 latency_ms=_ms(result.latency_s),
                 input_tokens=result.usage.input_tokens,
                 output_tokens=result.usage.output_tokens,
-                cost_usd=str(result.cost_usd),
+                cost_usd=usd(result.cost_usd),
             )
             return
         if not enabled(_stdlib_logging.WARNING):

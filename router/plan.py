@@ -52,7 +52,7 @@ from router.config import (
     default_base_url,
     read_config,
 )
-from router.errors import RouterError
+from router.errors import UnknownRouteError
 from router.templates import RouteTemplates
 from router.types import Message
 
@@ -178,13 +178,13 @@ class Plan:
         """The route called ``name``.
 
         Raises:
-            RouterError: no such route (with the closest name, if any).
+            UnknownRouteError: no such route (with the closest name, if any).
         """
         route = self.routes.get(name)
         if route is None:
             close = difflib.get_close_matches(name, list(self.routes), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise RouterError(f"unknown route {name!r}{hint}")
+            raise UnknownRouteError(f"unknown route {name!r}{hint}", route=name)
         return route
 
     def render(self, route: str, vars: Mapping[str, Any] | None = None) -> list[Message]:

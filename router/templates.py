@@ -474,35 +474,32 @@ class RouteTemplates:
         return estimate_tokens(messages, self._known)
 
     def _check(self, values: Mapping[str, Any], checks: dict[str, VarCheck]) -> None:
-        first = self._parts[-1][1]
+        """Every unexpected, missing and mistyped variable, reported at once."""
         # Unexpected names first: a misspelled name is also a missing one, and the
         # suggestion is the useful message.
-        for name in values:
-            if name not in checks:
-                raise TemplateError(
-                    f"route {self.route!r}: unexpected variable {name!r}"
-                    + did_you_mean(name, checks)
-                    + f"; declared: {', '.join(sorted(checks)) or 'none'}",
-                    route=self.route,
-                    template=first,
-                    variable=str(name),
-                )
+        unexpected = [str(name) for name in values if name not in checks]
+        missing = [name for name in checks if name not in values]
+        mistyped: list[tuple[str, str]] = []
         for name, check in checks.items():
-            if name not in values:
-                raise TemplateError(
-                    f"route {self.route!r}: missing variable {name!r}",
-                    route=self.route,
-                    template=first,
-                    variable=name,
-                )
-            err = check(values[name])
-            if err is not None:
-                raise TemplateError(
-                    f"route {self.route!r}: variable {name!r} {err}",
-                    route=self.route,
-                    template=first,
-                    variable=name,
-                )
+            if name in values:
+                err = check(values[name])
+                if err is not None:
+                    mistyped.append((name, err))
+        if not (unexpected or missing or mistyped):
+            return
+        parts = [f"unexpected variable {n!r}" + did_you_mean(n, checks) for n in unexpected]
+        if missing:
+            s = "s" if len(missing) > 1 else ""
+            parts.append(f"missing variable{s} " + ", ".join(repr(n) for n in missing))
+        parts += [f"variable {n!r} {err}" for n, err in mistyped]
+        if unexpected:
+            parts.append(f"declared: {', '.join(sorted(checks)) or 'none'}")
+        raise TemplateError(
+            f"route {self.route!r}: " + "; ".join(parts),
+            route=self.route,
+            template=self._parts[-1][1],
+            variables=[*unexpected, *missing, *(n for n, _ in mistyped)],
+        )
 
     def _undefined(
         self, exc: UndefinedError, template: str, values: Mapping[str, Any]
@@ -518,11 +515,17 @@ class RouteTemplates:
         hint = did_you_mean(name, [k for k in values if isinstance(k, str)])
         if hint:
             hint = hint.replace("did you mean", "did you pass")
+        # The other names the templates use that were not passed either (all at once;
+        # one may be optional, e.g. read under `is defined`).
+        others = sorted(self.variables - {name} - {k for k in values if isinstance(k, str)})
+        also = ""
+        if others:
+            also = "; not passed either: " + ", ".join(repr(n) for n in others)
         return TemplateError(
-            f"route {self.route!r}: missing variable {name!r} (used by {template}){hint}",
+            f"route {self.route!r}: missing variable {name!r} (used by {template}){hint}{also}",
             route=self.route,
             template=template,
-            variable=name,
+            variables=[name, *others],
         )
 
 
@@ -534,6 +537,8 @@ class _Compiler:
         self.doc = doc
         self.dir_label = dir_label  # templates_dir as the user would write it, for messages
         self.problems: list[ConfigProblem] = []
+        # Not errors: the load succeeds; `router validate` reports them.
+        self.warnings: list[ConfigProblem] = []
         # Names defined by the environment (range, dict, ...), not variables.
         self._globals = frozenset(env.globals)
         # File template name -> (variables, ok); shared by routes using the same file.
@@ -569,6 +574,15 @@ class _Compiler:
             return None
         if route.vars is None:
             return RouteTemplates(name, parts, frozenset(used), None)
+        for var in route.vars:
+            if var not in used:
+                msg = (
+                    f"variable {var!r} is declared but no template of route"
+                    f" {name!r} uses it (a call must still pass it)"
+                )
+                self.warnings.append(
+                    self.doc.problem(("routes", name, "vars", var), msg, at_key=True)
+                )
         checks = {var: parse_var_type(spec) for var, spec in route.vars.items()}
         return RouteTemplates(name, parts, frozenset(checks), checks)
 
@@ -758,7 +772,7 @@ class _Compiler:
 
 def compile_routes(
     routes: Mapping[str, RouteConfig], templates_dir: Path, dir_label: str, doc: YamlDoc
-) -> tuple[dict[str, RouteTemplates], list[ConfigProblem]]:
+) -> tuple[dict[str, RouteTemplates], list[ConfigProblem], list[ConfigProblem]]:
     """Compile every route's templates in one environment rooted at ``templates_dir``.
 
     Args:
@@ -768,7 +782,8 @@ def compile_routes(
         doc: the YAML the routes came from, to place problems on its lines.
 
     Returns:
-        The compiled routes that had no problem, and every problem found.
+        The compiled routes that had no problem, every problem found, and every
+        warning (a declared variable no template uses).
     """
     compiler = _Compiler(make_environment(templates_dir), doc, dir_label)
     out: dict[str, RouteTemplates] = {}
@@ -776,4 +791,4 @@ def compile_routes(
         compiled = compiler.route(name, route)
         if compiled is not None:
             out[name] = compiled
-    return out, compiler.problems
+    return out, compiler.problems, compiler.warnings

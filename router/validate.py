@@ -3,14 +3,20 @@ and ``router validate``.
 
 Exit codes: 0 valid, 1 invalid (every problem printed, one per line), 2 usage
 error (bad arguments). A file that does not exist is invalid (1), with a
-message saying so.
+message saying so. Warnings (legal but likely mistakes, such as a declared
+template variable no template uses) are printed too and do not fail the check.
+
+The command's arguments are declared once, in :func:`add_arguments`, and read once,
+in :func:`run_args`: the script and the ``router validate`` subcommand share both.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from structlog.testing import capture_logs
 
@@ -18,9 +24,10 @@ from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
 from router.redact import redact
 
-__all__ = ["add_arguments", "main", "run_validate"]
+__all__ = ["add_arguments", "main", "problem_dict", "run_args", "run_validate"]
 
-Format = Literal["text", "github"]
+Format = Literal["text", "github", "json"]
+FORMATS: tuple[Format, ...] = ("text", "github", "json")
 
 
 def run_validate(
@@ -30,14 +37,16 @@ def run_validate(
     fmt: Format = "text",
     out: TextIO | None = None,
 ) -> int:
-    """Load ``path`` and report: a one-line summary when valid, every problem when not.
+    """Load ``path`` and report: a one-line summary when valid, every problem when not,
+    and every warning either way.
 
     Args:
         path: the YAML file.
         no_env: check structure only; providers whose key variable is unset are
             reported as disabled instead of failing (CI runners often lack secrets).
         fmt: ``text`` prints ``file:line:col: path: message``; ``github`` prints
-            ``::error file=...,line=...,col=...::...`` workflow annotations.
+            ``::error file=...,line=...,col=...::...`` workflow annotations; ``json``
+            prints one JSON document (docs/cli.md).
         out: where to write; defaults to stdout.
 
     Returns:
@@ -53,14 +62,49 @@ def run_validate(
         except ConfigError as exc:
             problems = exc.problems
             loaded = None
+    warnings = list(loaded.warnings) if loaded is not None else []
+    if fmt == "json":
+        stream.write(json.dumps(_document(path, loaded, problems, warnings, no_env), indent=2))
+        stream.write("\n")
+        return 1 if loaded is None else 0
+    for warning in warnings:
+        stream.write(redact(_format(warning, fmt, "warning")) + "\n")
     if loaded is None:
         for problem in problems:
-            stream.write(redact(_format(problem, fmt)) + "\n")
+            stream.write(redact(_format(problem, fmt, "error")) + "\n")
         n = len(problems)
         stream.write(f"{path}: invalid, {n} problem{'s' if n != 1 else ''}\n")
         return 1
     stream.write(_summary(path, loaded, no_env) + "\n")
     return 0
+
+
+def problem_dict(problem: ConfigProblem) -> dict[str, Any]:
+    """A problem (or warning) as JSON: ``file``, ``line``, ``col``, ``path``, ``message``."""
+    doc = dataclasses.asdict(problem)
+    doc["message"] = redact(problem.message)
+    return doc
+
+
+def _document(
+    path: str,
+    loaded: Loaded | None,
+    problems: list[ConfigProblem],
+    warnings: list[ConfigProblem],
+    no_env: bool,
+) -> dict[str, Any]:
+    doc: dict[str, Any] = {"path": path, "valid": loaded is not None, "no_env": no_env}
+    if loaded is not None:
+        config = loaded.config
+        doc["providers"] = sorted(config.providers)
+        doc["routes"] = sorted(config.routes)
+        doc["disabled"] = [
+            {"provider": p, "env_var": config.providers[p].api_key_env}
+            for p in sorted(loaded.disabled)
+        ]
+    doc["problems"] = [problem_dict(p) for p in problems]
+    doc["warnings"] = [problem_dict(w) for w in warnings]
+    return doc
 
 
 def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
@@ -81,16 +125,18 @@ def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
     return line
 
 
-def _format(problem: ConfigProblem, fmt: Format) -> str:
-    if fmt == "text":
-        return str(problem)
+def _format(problem: ConfigProblem, fmt: Format, level: Literal["error", "warning"]) -> str:
+    if fmt != "github":
+        if level == "error":
+            return str(problem)
+        return str(dataclasses.replace(problem, message=f"warning: {problem.message}"))
     props = f"file={_prop(problem.file)}"
     if problem.line is not None:
         props += f",line={problem.line}"
         if problem.col is not None:
             props += f",col={problem.col}"
     text = f"{problem.path}: {problem.message}" if problem.path else problem.message
-    return f"::error {props}::{_data(text)}"
+    return f"::{level} {props}::{_data(text)}"
 
 
 def _data(text: str) -> str:
@@ -103,22 +149,33 @@ def _prop(text: str) -> str:
     return _data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``[PATH] [--no-env] [--format text|github]`` to a parser (shared with the CLI)."""
+def add_arguments(parser: argparse.ArgumentParser, *, no_env: bool = True) -> None:
+    """Add validate's arguments to a parser: ``[PATH] [--format ...]``, and ``--no-env``
+    unless the caller declares that one itself (the CLI does, for every command)."""
     parser.add_argument(
-        "path", nargs="?", default="providers.yaml", help="config file (default: providers.yaml)"
+        "path",
+        nargs="?",
+        default=None,
+        help="config file (default: --config, then $ROUTER_CONFIG, then providers.yaml)",
     )
-    parser.add_argument(
-        "--no-env",
-        action="store_true",
-        help="check structure only: do not require the API key env vars",
-    )
+    if no_env:
+        parser.add_argument(
+            "--no-env",
+            action="store_true",
+            help="check structure only: do not require the API key env vars",
+        )
     parser.add_argument(
         "--format",
-        choices=("text", "github"),
+        choices=FORMATS,
         default="text",
-        help="text (default) or github (workflow ::error annotations)",
+        help="text (default), github (workflow ::error annotations) or json",
     )
+
+
+def run_args(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run a validation from parsed :func:`add_arguments` (``args.path`` set)."""
+    fmt: Format = args.format
+    return run_validate(args.path, no_env=args.no_env, fmt=fmt, out=out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,5 +189,6 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits on bad arguments (2) and on --help (0)
         return exc.code if isinstance(exc.code, int) else 2
-    fmt: Format = "github" if args.format == "github" else "text"
-    return run_validate(args.path, no_env=args.no_env, fmt=fmt)
+    if args.path is None:
+        args.path = "providers.yaml"
+    return run_args(args)

@@ -40,6 +40,7 @@ from router.errors import (
     RouterError,
     StreamInterruptedError,
 )
+from router.money import usd
 from router.observe import CallRecord
 from router.types import Attempt, ProviderState, SkipKind, Usage
 
@@ -306,7 +307,7 @@ def _target_dict(t: _Target, latency: dict[str, Any], ttft: dict[str, Any]) -> d
         "retries": t.retries,
         "fallbacks": t.fallbacks,
         "tokens": t.usage.tokens(),
-        "cost_usd": str(t.usage.cost),
+        "cost_usd": usd(t.usage.cost),
         "latency_s": latency,
         "ttft_s": ttft,
     }
@@ -433,7 +434,7 @@ class Stats:
                 "ok_after_fallback": r.ok_after_fallback,
                 "skips": dict(sorted(r.skips.items())),
                 "tokens": r.usage.tokens(),
-                "cost_usd": str(r.usage.cost),
+                "cost_usd": usd(r.usage.cost),
                 "latency_s": Window.summary(r.latency.samples(), r.latency.count),
                 "ttft_s": Window.summary(r.ttft.samples(), r.ttft.count),
             }
@@ -466,10 +467,10 @@ class Stats:
             snap["budgets"] = {
                 b.name: {
                     "period": b.period,
-                    "limit_usd": str(b.limit_usd),
-                    "spent_usd": str(b.spent_usd),
-                    "reserved_usd": str(b.reserved_usd),
-                    "remaining_usd": str(b.remaining_usd),
+                    "limit_usd": usd(b.limit_usd),
+                    "spent_usd": usd(b.spent_usd),
+                    "reserved_usd": usd(b.reserved_usd),
+                    "remaining_usd": usd(b.remaining_usd),
                 }
                 for b in router.spend()
             }

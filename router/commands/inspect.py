@@ -1,0 +1,263 @@
+"""Commands that look without calling a model: ``render`` (a dry run), ``routes``,
+``spend`` and ``health`` (free model-listing requests only)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from typing import Any
+
+from router.money import dollars, usd
+from router.plan import Plan
+
+from .common import Exit, Output, load_plan, positive_float
+from .vars import add_var_argument, parse_vars
+
+__all__ = [
+    "add_health_arguments",
+    "add_render_arguments",
+    "health",
+    "render",
+    "routes",
+    "spend",
+]
+
+
+def disabled_reason(plan: Plan, provider: str) -> str | None:
+    """Why ``provider`` is left out of every chain here (its key is unset), or None."""
+    if provider not in plan.disabled_providers:
+        return None
+    p = plan.config.providers[provider]
+    if p.optional:
+        return f"{p.api_key_env} not set (optional: skipped)"
+    return f"{p.api_key_env} not set (required: complete and stream need it, or --no-env)"
+
+
+def _steps(plan: Plan, route: str) -> list[tuple[str, str, str | None]]:
+    """Every step of ``route`` as written: provider, model, why it is disabled (or None)."""
+    return [
+        (s.provider_name, s.model_name, disabled_reason(plan, s.provider_name))
+        for s in plan.config.routes[route].fallback
+    ]
+
+
+# ------------------------------------------------------------------ render
+
+
+def add_render_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("route", help="the route to render (see `router routes`)")
+    add_var_argument(parser)
+
+
+def render(args: argparse.Namespace, output: Output) -> int:
+    """Render a route's messages and show its chain with prices; sends nothing and
+    needs no key (no router, no transport, no ledger)."""
+    plan = load_plan(args, keys=False)
+    route = plan.route(args.route)
+    messages = plan.render(args.route, parse_vars(args.var, route.vars, sys.stdin))
+    chain = plan.chain(args.route)
+    disabled = [(p, m, why) for p, m, why in _steps(plan, args.route) if why is not None]
+    if output.json:
+        output.document(
+            {
+                "route": args.route,
+                "sent": False,
+                "messages": [{"role": m.role, "content": m.content} for m in messages],
+                "chain": [
+                    {
+                        "provider": s.provider,
+                        "model": s.model,
+                        "price": {
+                            "input_per_mtok": usd(s.price.input_per_mtok),
+                            "output_per_mtok": usd(s.price.output_per_mtok),
+                        },
+                        "retries": s.retries,
+                        "attempt_cap_s": s.attempt_cap_s,
+                    }
+                    for s in chain
+                ],
+                "disabled": [{"provider": p, "model": m, "reason": why} for p, m, why in disabled],
+            }
+        )
+        return Exit.OK
+    for m in messages:
+        output.text(f"--- {m.role} ---\n{m.content.rstrip()}\n")
+    output.text("--- chain (dry run: nothing sent) ---\n")
+    for i, s in enumerate(chain, 1):
+        output.text(
+            f"  {i}. {s.provider}/{s.model}: ${usd(s.price.input_per_mtok)}/M in,"
+            f" ${usd(s.price.output_per_mtok)}/M out, retries={s.retries},"
+            f" attempt cap {s.attempt_cap_s:g}s\n"
+        )
+    if not chain:
+        output.text("  (no step is enabled in this environment)\n")
+    if disabled:
+        output.text("--- disabled here (no key) ---\n")
+        for provider, model, why in disabled:
+            output.text(f"  {provider}/{model}: {why}\n")
+    return Exit.OK
+
+
+# ------------------------------------------------------------------ routes
+
+
+def routes(args: argparse.Namespace, output: Output) -> int:
+    """List every route: its variables (with types) and its chain, step by step."""
+    plan = load_plan(args, keys=False)
+    docs = []
+    for name, r in plan.routes.items():
+        docs.append(
+            {
+                "name": name,
+                # Declared {name: type}; None when the route declares none.
+                "vars": dict(r.vars) if r.vars is not None else None,
+                # The names a call passes: the declared ones, else those the templates use.
+                "variables": sorted(r.templates.variables),
+                "deadline_s": r.deadline_s,
+                "max_tokens": r.max_tokens,
+                "temperature": r.temperature,
+                "max_cost_usd": usd(r.max_cost_usd) if r.max_cost_usd is not None else None,
+                "steps": [
+                    {"provider": p, "model": m, "enabled": why is None, "disabled": why}
+                    for p, m, why in _steps(plan, name)
+                ],
+            }
+        )
+    if output.json:
+        output.document(docs)
+        return Exit.OK
+    for doc in docs:
+        output.text(_route_text(doc))
+    return Exit.OK
+
+
+def _route_text(doc: dict[str, Any]) -> str:
+    lines = [doc["name"]]
+    if doc["vars"] is not None:
+        declared = ", ".join(f"{k}: {t}" for k, t in doc["vars"].items()) or "none"
+        lines.append(f"  vars:   {declared}")
+    else:
+        used = ", ".join(doc["variables"]) or "none"
+        lines.append(f"  vars:   not declared (the templates use: {used})")
+    limits = f"deadline {doc['deadline_s']:g}s, max_tokens {doc['max_tokens']}"
+    if doc["temperature"] is not None:
+        limits += f", temperature {doc['temperature']:g}"
+    if doc["max_cost_usd"] is not None:
+        limits += f", max cost ${doc['max_cost_usd']}"
+    lines.append(f"  limits: {limits}")
+    lines.append("  chain:")
+    for i, step in enumerate(doc["steps"], 1):
+        line = f"    {i}. {step['provider']}/{step['model']}"
+        if step["disabled"] is not None:
+            line += f"  [disabled: {step['disabled']}]"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ spend
+
+
+def spend(args: argparse.Namespace, output: Output) -> int:
+    """Per-budget spend for the current period, from the ledger (read-only: works
+    beside a running router, which holds the ledger for writing). Needs no key."""
+    rows = asyncio.run(_spend_rows(load_plan(args, keys=False)))
+    if output.json:
+        output.document(
+            [
+                {
+                    "budget": s.name,
+                    "period": s.period,
+                    "period_start": s.period_start.isoformat() if s.period_start else None,
+                    "limit_usd": usd(s.limit_usd),
+                    "spent_usd": usd(s.spent_usd),
+                    "reserved_usd": usd(s.reserved_usd),
+                    "remaining_usd": usd(s.remaining_usd),
+                    "provider": s.provider,
+                    "route": s.route,
+                }
+                for s in rows
+            ]
+        )
+        return Exit.OK
+    header = ("budget", "period", "limit", "spent", "reserved", "remaining")
+    table = [header] + [
+        (
+            s.name,
+            s.period,
+            dollars(s.limit_usd),
+            dollars(s.spent_usd),
+            dollars(s.reserved_usd),
+            dollars(s.remaining_usd),
+        )
+        for s in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        left = [f"{row[i]:<{widths[i]}}" for i in range(2)]
+        right = [f"{row[i]:>{widths[i]}}" for i in range(2, len(header))]
+        output.text("  ".join(left + right) + "\n")
+    return Exit.OK
+
+
+async def _spend_rows(plan: Plan) -> list[Any]:
+    from router.budget import BudgetBook
+    from router.ledger import open_ledger
+
+    book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir, read_only=True))
+    await book.start()
+    try:
+        return book.spend()
+    finally:
+        await book.aclose()
+
+
+# ------------------------------------------------------------------ health
+
+
+def add_health_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="cap on each provider's check (they run at once; default 10)",
+    )
+
+
+def health(args: argparse.Namespace, output: Output) -> int:
+    """Check each enabled provider with its free model-listing endpoint (never a
+    completion). Exit 1 when any check fails."""
+    return asyncio.run(_health(args, output))
+
+
+async def _health(args: argparse.Namespace, output: Output) -> int:
+    from router.router import Router
+
+    async with Router(load_plan(args, keys=True)) as router:
+        reports = await router.health(timeout_s=args.timeout, force=True)
+    bad = sum(not r.ok for r in reports)
+    if output.json:
+        output.document(
+            [
+                {
+                    "provider": r.provider,
+                    "ok": r.ok,
+                    "reachable": r.reachable,
+                    "status": r.status,
+                    "latency_ms": round(r.latency_s * 1000, 3),
+                    "missing_models": list(r.missing_models),
+                    "error": r.error,
+                }
+                for r in reports
+            ]
+        )
+    else:
+        for r in reports:
+            line = f"  {r.provider:<14} {'ok' if r.ok else 'FAIL':<5} {r.latency_s * 1000:7.1f} ms"
+            if r.missing_models:
+                line += f"  missing: {', '.join(r.missing_models)}"
+            if r.error:
+                line += f"  {r.error}"
+            output.text(line + "\n")
+    return Exit.FAILED if bad else Exit.OK
