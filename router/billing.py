@@ -30,7 +30,7 @@ import structlog
 from router.budget import cost_usd
 from router.config import Price
 from router.estimate import estimate_text_tokens
-from router.money import usd
+from router.money import dollars, usd
 from router.types import Usage
 
 __all__ = [
@@ -172,7 +172,8 @@ def bill(
     cap = reserved * COST_CAP_MULTIPLE
     if cost > cap:
         capped = (
-            f"cost ${cost} above {COST_CAP_MULTIPLE}x the reservation ${reserved}; billed ${cap}"
+            f"cost {dollars(cost)} above {COST_CAP_MULTIPLE}x the reservation"
+            f" {dollars(reserved)}; billed {dollars(cap)}"
         )
         problem = capped if problem is None else f"{problem}; {capped}"
         usage = replace(usage, estimated=True, suspect=problem)

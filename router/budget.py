@@ -668,7 +668,7 @@ class BudgetBook:
         if not self._started:
             raise RuntimeError("BudgetBook.reserve() before start()")
         if amount < 0:
-            raise ValueError(f"negative reservation {amount}")
+            raise ValueError(f"negative reservation {usd(amount)}")
         if max_cost_usd is not None and amount > max_cost_usd:
             return Refusal(
                 f"routes.{route}.max_cost_usd", max_cost_usd, _ZERO, _ZERO, amount, max_cost=True

@@ -456,3 +456,50 @@ def test_list_checks_by_item_type(spec: str, value: list[Any], ok: bool) -> None
     """list[T] accepts a list at once when every item's type fits T exactly, and
     otherwise checks item by item, with the same verdicts (bool is not int or float)."""
     assert (parse_var_type(spec)(value) is None) is ok
+
+
+def test_every_missing_declared_variable_is_named_at_once(tmp_path: Path) -> None:
+    t = route(tmp_path, PROMPT, vars=TYPED)
+    err = render_error(t, {"ticker": "ACME"})
+    assert str(err) == "route 'r': missing variables 'prices', 'days', 'live'"
+    assert err.variables == ("prices", "days", "live")
+    assert err.variable == "prices"
+
+
+def test_unexpected_missing_and_mistyped_are_reported_together(tmp_path: Path) -> None:
+    t = route(tmp_path, PROMPT, vars=TYPED)
+    err = render_error(t, {"tikcer": "ACME", "prices": "1,2", "days": 3, "live": True})
+    text = str(err)
+    assert "unexpected variable 'tikcer' (did you mean 'ticker'?)" in text
+    assert "missing variable 'ticker'" in text
+    assert "variable 'prices' must be list[float], got str" in text
+    assert err.variables == ("tikcer", "ticker", "prices")
+
+
+def test_undeclared_route_names_the_other_unpassed_variables_too(tmp_path: Path) -> None:
+    t = route(tmp_path, "'{{ a }} {{ b }} {{ c }}'")
+    err = render_error(t, {"b": 1})
+    assert "missing variable 'a' (used by routes.r.prompt)" in str(err)
+    assert "not passed either: 'c'" in str(err)
+    assert err.variables == ("a", "c")
+
+
+def test_a_declared_variable_no_template_uses_is_a_warning_not_an_error(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\n"
+        "providers:\n"
+        "  mock: {kind: mock, models: {m: {}}}\n"
+        "routes:\n"
+        "  r:\n"
+        "    prompt: 'Hi {{ name }}'\n"
+        "    vars:\n"
+        "      name: str\n"
+        "      spare: int\n"
+        "    fallback: [mock/m]\n"
+    )
+    from router.config import read_config
+
+    loaded = read_config(tmp_path / "p.yaml", env={})
+    (warning,) = loaded.warnings
+    assert (warning.path, warning.line, warning.col) == ("routes.r.vars.spare", 9, 7)
+    assert "'spare' is declared but no template of route 'r' uses it" in warning.message
