@@ -24,7 +24,7 @@ from router.router import Router
 from router.types import SkipKind
 from tests.routerkit import write_config
 from tests.test_budget import Clock, utc
-from tests.test_cli import _uncached_logging, run  # noqa: F401 (a fixture, by name)
+from tests.test_cli import cli
 
 D = Decimal
 REPO = Path(__file__).resolve().parents[1]
@@ -110,7 +110,6 @@ async def test_a_second_process_on_the_same_ledger_is_refused_at_start(
         assert (await router.complete("r")).text
 
 
-@pytest.mark.usefixtures("_uncached_logging")
 def test_router_spend_reads_the_ledger_beside_a_running_router(
     holder: tuple[Path, subprocess.Popen[str]], tmp_path: Path
 ) -> None:
@@ -123,9 +122,9 @@ def test_router_spend_reads_the_ledger_beside_a_running_router(
         "budgets: {all: {limit_usd: 5, period: total}}\n"
         "routes: {r: {prompt: hi, fallback: [m/x]}}\n",
     )
-    code, text = run("spend", "--config", str(tmp_path / "providers.yaml"), "--json")
-    assert code == 0, text
-    assert '"spent_usd": "0"' in text
+    r = cli("spend", "--config", str(tmp_path / "providers.yaml"), "--json", cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert '"spent_usd": "0"' in r.out
 
 
 async def test_a_read_only_ledger_sees_spend_and_refuses_to_record(tmp_path: Path) -> None:
