@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from tests.routerkit import write_config
-from tests.upstream import Upstream, replay, reply
+from tests.upstream import Upstream, replay, reply, stream
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYSIS_VARS = (
@@ -424,6 +424,52 @@ routes:
     body = upstream.requests[-1].json()
     assert body["temperature"] == 0.25
     assert 37 in (body.get("max_tokens"), body.get("max_completion_tokens"))
+
+
+def _sse_chunk(text: str) -> bytes:
+    doc = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
+    }
+    return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "text"])
+async def test_a_stream_cut_after_its_first_text_fails_on_stderr(
+    tmp_path: Path, upstream: Upstream, as_json: bool
+) -> None:
+    """The upstream resets after two deltas: stdout holds what arrived (delta events,
+    no done event), stderr the StreamInterruptedError, exit 1."""
+    upstream.queue(stream([_sse_chunk("Hello "), _sse_chunk("wor")], end="reset"))
+    path = write_config(
+        tmp_path,
+        f"""\
+providers:
+  p:
+    kind: openai
+    base_url: {upstream.url}/v1
+    models: {{m: {{price: {{input_per_mtok: 1, output_per_mtok: 1}}}}}}
+routes:
+  r: {{prompt: hi, fallback: [p/m]}}
+""",
+    )
+    argv = ("stream", "r", "--config", str(path), *(("--json",) if as_json else ()))
+    r = await acli(*argv, cwd=tmp_path)
+    assert r.code == EXIT_CODES["failed"], r.err
+    if as_json:
+        events = [json.loads(line) for line in r.out.splitlines()]
+        assert events == [
+            {"event": "delta", "text": "Hello "},
+            {"event": "delta", "text": "wor"},
+        ]
+        err = r.error()
+        assert err["type"] == "StreamInterruptedError"
+        assert (err["provider"], err["model"], err["partial_chars"]) == ("p", "m", 9)
+    else:
+        assert r.out == "Hello wor\n"
+        assert r.error_text.startswith("error: p/m")
+        assert "stream interrupted after 9 characters" in r.err
 
 
 @pytest.mark.parametrize(
