@@ -14,7 +14,6 @@ from router.errors import (
     DeadlineExceededError,
     LedgerError,
     ProviderError,
-    RouterError,
     StreamInterruptedError,
     TemplateError,
     UnknownRouteError,
@@ -181,8 +180,7 @@ def report_error(exc: BaseException, output: Output, *, verbose: bool = False) -
     if output.json:
         output.err.write(dumps(error_dict(exc, code)) + "\n")
         return code
-    text = redact(str(exc)) if isinstance(exc, RouterError | CommandError) else str(exc)
-    output.err.write(f"error: {text}\n")
+    output.err.write(f"error: {redact(str(exc))}\n")
     attempts = getattr(exc, "attempts", None)
     if attempts:
         output.err.write("attempts:\n" + trail(attempts, verbose))
