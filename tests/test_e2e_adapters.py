@@ -1,4 +1,4 @@
-"""Issue 3 "Must show", end to end: Router.from_yaml + complete() against a local server
+"""End to end: Router.from_yaml + complete() against a local server
 on 127.0.0.1 replaying real recorded provider responses with their status and headers.
 
 Every test goes through the public path: YAML on disk, keys from the environment,

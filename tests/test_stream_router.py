@@ -55,7 +55,7 @@ PROMPT = "Tell me about {{ ticker }}."
 PRICE = Price(input_per_mtok=Decimal(2), output_per_mtok=Decimal(8))
 EST_IN = estimate_tokens([Message("user", "Tell me about ACME.")])
 VARS = {"ticker": "ACME"}
-# Allowed lateness of a deadline or timeout (DESIGN.md "One deadline per call").
+# Allowed lateness of a deadline or timeout (docs/routing.md: under 50 ms).
 SLACK_S = 0.05
 STEP2_TEXT = "Step two answers."
 
