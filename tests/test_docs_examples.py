@@ -275,7 +275,7 @@ def test_markers_are_well_formed() -> None:
         if b.marker == "file" and (not b.marker_arg or ".." in Path(b.marker_arg).parts)
     ]
     problems += [
-        f"{b.where}: {b.marker_arg!r} is marked an illustration but is not a runnable fence"
+        f"{b.where}: only python/bash/sh/console fences can be illustrations, not {b.lang!r}"
         for b in BLOCKS
         if b.marker == "illustration" and b.lang not in RUNNABLE
     ]
