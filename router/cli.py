@@ -181,6 +181,8 @@ async def _health(args: argparse.Namespace, out: TextIO) -> int:
         status = "ok" if r.ok else "FAIL"
         bad += not r.ok
         line = f"  {r.provider:<14} {status:<5} {r.latency_s * 1000:7.1f} ms"
+        if r.url:
+            line += f"  {r.url}"
         if r.missing_models:
             line += f"  missing: {', '.join(r.missing_models)}"
         if r.error:

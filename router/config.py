@@ -75,9 +75,11 @@ ErrorKind = Literal[
     "connection",
     "auth",
     "model_not_found",
+    "endpoint_not_found",
     "bad_request",
     "context_length",
     "content_filter",
+    "gone",
     "invalid_response",
 ]
 

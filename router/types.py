@@ -206,6 +206,8 @@ class HealthReport:
     # Configured models the provider did not list (with a hint), empty when all present.
     missing_models: list[str] = field(default_factory=list)
     error: str | None = None
+    # What was requested: ``METHOD scheme://host/path`` (no query string, no key).
+    url: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -87,7 +87,7 @@ def test_absent_router_params_are_left_out(adapter: OpenAIAdapter) -> None:
 def test_extras_pass_straight_into_the_body(adapter: OpenAIAdapter) -> None:
     params = {
         "max_tokens": 5,
-        "search_parameters": {"mode": "auto"},
+        "seed": 7,
         "response_format": {"type": "json_object"},
         "reasoning_effort": "low",
     }
@@ -96,7 +96,7 @@ def test_extras_pass_straight_into_the_body(adapter: OpenAIAdapter) -> None:
         "model": "grok-4",
         "messages": WIRE_MSGS,
         "max_tokens": 5,
-        "search_parameters": {"mode": "auto"},
+        "seed": 7,
         "response_format": {"type": "json_object"},
         "reasoning_effort": "low",
     }

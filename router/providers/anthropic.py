@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from router.errors import AuthenticationError, ContextLengthError, ProviderError
 from router.providers.base import (
@@ -166,6 +166,8 @@ class AnthropicAdapter(AdapterBase):
     """Anthropic Messages (SSE streams)."""
 
     __slots__ = ()
+    # Request paths start with /v1: the root is the host alone.
+    api_root: ClassVar[str] = "https://api.anthropic.com"
 
     def _auth(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": API_VERSION}
