@@ -19,6 +19,7 @@ from router.config import (
     Limits,
     MockSettings,
     Price,
+    PromptCache,
     RouteConfig,
     Settings,
 )
@@ -102,6 +103,7 @@ __all__ = [
     "Observer",
     "Plan",
     "Price",
+    "PromptCache",
     "ProviderConnectionError",
     "ProviderError",
     "ProviderHandle",

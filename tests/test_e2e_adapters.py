@@ -680,3 +680,64 @@ async def test_a_410_names_the_extra_fields_sent_and_falls_back_without_retrying
     assert len(xai.requests) == 3  # once per call: never retried, never cooled down
     assert xai.requests[0].json()["search_parameters"] == {"mode": "off"}
     assert [a.outcome for a in (*again.attempts, *third.attempts)] == ["error", "ok"] * 2
+
+
+# ------------------------------------------------------------------ Anthropic prompt caching
+
+# USD per million tokens: input, output, cache read, cache write (Anthropic's ratios).
+CACHE_PRICE = {
+    "in": Decimal(3),
+    "out": Decimal(15),
+    "read": Decimal("0.30"),
+    "write": Decimal("3.75"),
+}
+# A stable system prompt long enough to be worth caching (a few thousand tokens).
+LONG_SYSTEM = " ".join(f"Desk rule {i}: quote every price with its source." for i in range(600))
+
+
+async def test_a_cached_system_prompt_is_marked_and_its_cache_tokens_billed_at_cache_prices(
+    tmp_path: Path, upstream: Upstream, key: str
+) -> None:
+    """prompt_cache.system on an Anthropic route: the request's system is one text block
+    marked cache_control ephemeral; the recorded cache-write reply is billed with its
+    7351 written tokens at cache_write_per_mtok, the cache-read reply with its 7351 read
+    tokens at cached_input_per_mtok, the 10 uncached at the input price."""
+    upstream.queue(
+        replay("anthropic/anthropic-messages-200-json-cache-write.meta.json"),
+        replay("anthropic/anthropic-messages-200-json-cache-read.meta.json"),
+        path=CHAT_PATH["anthropic"],
+    )
+    p = CACHE_PRICE
+    price = (
+        f"{{input_per_mtok: {p['in']}, output_per_mtok: {p['out']},"
+        f" cached_input_per_mtok: {p['read']}, cache_write_per_mtok: {p['write']}}}"
+    )
+    body = f"""\
+providers:
+  an:
+    kind: anthropic
+    base_url: {upstream.url}
+    api_key_env: E2E_KEY
+    models: {{claude-haiku-4-5: {{price: {price}}}}}
+routes:
+  r:
+    system: "{LONG_SYSTEM}"
+    prompt: "Say {{{{ word }}}}"
+    prompt_cache: {{system: true}}
+    fallback: [an/claude-haiku-4-5]
+"""
+    async with Router.from_yaml(write_config(tmp_path, body)) as router:
+        wrote = await router.complete("r", {"word": "OK"}, deadline_s=5)
+        read = await router.complete("r", {"word": "OK"}, deadline_s=5)
+    for request in upstream.requests:
+        sent = request.json()
+        assert sent["system"] == [
+            {"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral"}}
+        ]
+        assert sent["messages"] == [{"role": "user", "content": "Say OK"}]
+    mtok = Decimal(1_000_000)
+    assert wrote.usage == Usage(input_tokens=10 + 7351, output_tokens=4, cache_write_tokens=7351)
+    assert wrote.cost_usd == (10 * p["in"] + 7351 * p["write"] + 4 * p["out"]) / mtok
+    assert read.usage == Usage(input_tokens=10 + 7351, output_tokens=4, cached_input_tokens=7351)
+    assert read.cost_usd == (10 * p["in"] + 7351 * p["read"] + 4 * p["out"]) / mtok
+    assert wrote.cost_usd == Decimal("0.02765625") and read.cost_usd == Decimal("0.0022953")
