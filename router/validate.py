@@ -3,8 +3,10 @@ and ``router validate``.
 
 Exit codes: 0 valid, 1 invalid (every problem printed, one per line), 2 usage
 error (bad arguments). A file that does not exist is invalid (1), with a
-message saying so. Warnings (legal but likely mistakes, such as a declared
-template variable no template uses) are printed too and do not fail the check.
+message saying so. A valid file may also get warnings (:mod:`router.advice`:
+a base_url that will 404, a field a provider has retired; and a declared
+template variable no template uses), printed before the summary, one per line
+(``file:line:col: path: warning: ...``); they do not change the exit code.
 
 The command's arguments are declared once, in :func:`add_arguments`, and read once,
 in :func:`run_args`: the script and the ``router validate`` subcommand share both.
@@ -16,13 +18,16 @@ import argparse
 import dataclasses
 import json
 import sys
+from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from structlog.testing import capture_logs
 
+from router.advice import config_advice
 from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
 from router.redact import redact
+from router.yamlsrc import load_yaml
 
 __all__ = ["add_arguments", "main", "problem_dict", "run_args", "run_validate"]
 
@@ -62,20 +67,30 @@ def run_validate(
         except ConfigError as exc:
             problems = exc.problems
             loaded = None
-    warnings = list(loaded.warnings) if loaded is not None else []
+    warnings: list[ConfigProblem] = []
+    if loaded is not None:
+        # The document is read again for its positions (read_config keeps only the values).
+        advice = config_advice(loaded.config, load_yaml(Path(path), path))
+        warnings = sorted(
+            [*loaded.warnings, *advice], key=lambda w: (w.file, w.line or 0, w.col or 0)
+        )
     if fmt == "json":
         stream.write(json.dumps(_document(path, loaded, problems, warnings, no_env), indent=2))
         stream.write("\n")
         return 1 if loaded is None else 0
-    for warning in warnings:
-        stream.write(redact(_format(warning, fmt, "warning")) + "\n")
     if loaded is None:
         for problem in problems:
             stream.write(redact(_format(problem, fmt, "error")) + "\n")
         n = len(problems)
         stream.write(f"{path}: invalid, {n} problem{'s' if n != 1 else ''}\n")
         return 1
-    stream.write(_summary(path, loaded, no_env) + "\n")
+    for warning in warnings:
+        stream.write(redact(_format(warning, fmt, "warning")) + "\n")
+    summary = _summary(path, loaded, no_env)
+    if warnings:
+        n = len(warnings)
+        summary += f"; {n} warning{'s' if n != 1 else ''}"
+    stream.write(summary + "\n")
     return 0
 
 

@@ -254,6 +254,22 @@ def test_render_with_keys_shows_the_whole_priced_chain(example: Path) -> None:
     assert "sk-render" not in r.out + r.err
 
 
+def test_render_shows_a_prompt_cache_breakpoint(example: Path) -> None:
+    """With prompt_cache.system on, the dry run marks the system message as a cache
+    breakpoint (and only it), in the text and in the JSON."""
+    text = example.read_text().replace(
+        "    system: { file: analysis_system.j2 }\n",
+        "    system: { file: analysis_system.j2 }\n    prompt_cache: { system: true }\n",
+    )
+    example.write_text(text)
+    r = cli("render", "analysis", "--config", str(example), *ANALYSIS_VARS, cwd=ROOT)
+    assert r.code == 0, r.err
+    assert "--- system (prompt cache breakpoint) ---" in r.out
+    assert "--- user ---" in r.out
+    r = cli("render", "analysis", "--config", str(example), "--json", *ANALYSIS_VARS, cwd=ROOT)
+    assert [m["cache"] for m in r.json()["messages"]] == [True, False]
+
+
 @pytest.mark.parametrize("argv", [("spend",), ("routes",), ("spend", "--json")])
 def test_commands_that_send_nothing_need_no_key(example: Path, argv: tuple[str, ...]) -> None:
     r = cli(*argv, "--config", str(example), cwd=ROOT)
@@ -858,9 +874,11 @@ routes:
         "reachable",
         "status",
         "latency_ms",
+        "url",
         "missing_models",
         "error",
     }
+    assert reports["up"]["url"] == f"{upstream.url}/v1/models"
 
 
 @pytest.mark.parametrize(

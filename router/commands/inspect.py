@@ -63,7 +63,9 @@ def render(args: argparse.Namespace, output: Output) -> int:
             {
                 "route": args.route,
                 "sent": False,
-                "messages": [{"role": m.role, "content": m.content} for m in messages],
+                "messages": [
+                    {"role": m.role, "content": m.content, "cache": m.cache} for m in messages
+                ],
                 "chain": [
                     {
                         "provider": s.provider,
@@ -82,7 +84,8 @@ def render(args: argparse.Namespace, output: Output) -> int:
         )
         return Exit.OK
     for m in messages:
-        output.text(f"--- {m.role} ---\n{m.content.rstrip()}\n")
+        mark = " (prompt cache breakpoint)" if m.cache else ""
+        output.text(f"--- {m.role}{mark} ---\n{m.content.rstrip()}\n")
     output.text("--- chain (dry run: nothing sent) ---\n")
     for i, s in enumerate(chain, 1):
         output.text(
@@ -246,6 +249,7 @@ async def _health(args: argparse.Namespace, output: Output) -> int:
                     "reachable": r.reachable,
                     "status": r.status,
                     "latency_ms": round(r.latency_s * 1000, 3),
+                    "url": r.url,
                     "missing_models": list(r.missing_models),
                     "error": r.error,
                 }
@@ -255,6 +259,8 @@ async def _health(args: argparse.Namespace, output: Output) -> int:
     else:
         for r in reports:
             line = f"  {r.provider:<14} {'ok' if r.ok else 'FAIL':<5} {r.latency_s * 1000:7.1f} ms"
+            if r.url:
+                line += f"  {r.url}"
             if r.missing_models:
                 line += f"  missing: {', '.join(r.missing_models)}"
             if r.error:
