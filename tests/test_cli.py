@@ -761,7 +761,9 @@ def test_render_json(mock_only: Path) -> None:
     assert r.code == 0, r.err
     doc = r.json()
     assert doc["sent"] is False and doc["route"] == "r"
-    assert doc["messages"] == [{"role": "user", "content": "Hello Ada, here are 1 items"}]
+    assert doc["messages"] == [
+        {"role": "user", "content": "Hello Ada, here are 1 items", "cache": False}
+    ]
     assert doc["chain"] == [
         {
             "provider": "m",
@@ -878,7 +880,7 @@ routes:
         "missing_models",
         "error",
     }
-    assert reports["up"]["url"] == f"{upstream.url}/v1/models"
+    assert reports["up"]["url"] == f"GET {upstream.url}/v1/models"
 
 
 @pytest.mark.parametrize(
