@@ -47,6 +47,7 @@ from router.errors import (
 )
 from router.observe import CallRecord, Observer
 from router.plan import ChainStep, ModelPlan, Plan, ProviderPlan, RoutePlan, StepPlan, load_config
+from router.proxy import Proxy
 from router.router import ReloadReport, Router
 from router.state import LocalState, ProviderHandle, State, Ticket
 from router.streaming import RouteStream
@@ -55,6 +56,7 @@ from router.types import (
     Attempt,
     Completion,
     HealthReport,
+    KeyCheck,
     Message,
     ProviderState,
     Skip,
@@ -86,6 +88,7 @@ __all__ = [
     "DeadlineExceededError",
     "HealthReport",
     "InvalidResponseError",
+    "KeyCheck",
     "LedgerError",
     "LedgerSettings",
     "LedgerStatus",
@@ -104,6 +107,7 @@ __all__ = [
     "ProviderPlan",
     "ProviderState",
     "ProviderTimeoutError",
+    "Proxy",
     "RateLimitError",
     "Refusal",
     "ReloadReport",

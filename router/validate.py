@@ -4,19 +4,29 @@ and ``router validate``.
 Exit codes: 0 valid, 1 invalid (every problem printed, one per line), 2 usage
 error (bad arguments). A file that does not exist is invalid (1), with a
 message saying so.
+
+``--online`` then checks every key with its provider's free model listing (the
+check ``Router.start(verify_keys=True)`` runs): a key a provider rejects (401 or
+403) is a problem (exit 1); a provider that cannot be reached is listed as not
+checked, and the file is still valid (exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import sys
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from structlog.testing import capture_logs
 
 from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
 from router.redact import redact
+
+if TYPE_CHECKING:
+    from router.types import KeyCheck
 
 __all__ = ["add_arguments", "main", "run_validate"]
 
@@ -29,6 +39,8 @@ def run_validate(
     no_env: bool = False,
     fmt: Format = "text",
     out: TextIO | None = None,
+    online: bool = False,
+    timeout_s: float | None = None,
 ) -> int:
     """Load ``path`` and report: a one-line summary when valid, every problem when not.
 
@@ -39,6 +51,10 @@ def run_validate(
         fmt: ``text`` prints ``file:line:col: path: message``; ``github`` prints
             ``::error file=...,line=...,col=...::...`` workflow annotations.
         out: where to write; defaults to stdout.
+        online: also check each key against its provider (one free model
+            listing per provider, concurrently); a rejected key is a problem.
+        timeout_s: how long the online check waits for each provider (None: the
+            router's default, ``router.health.KEY_CHECK_TIMEOUT_S``).
 
     Returns:
         0 when valid, 1 when not.
@@ -53,14 +69,51 @@ def run_validate(
         except ConfigError as exc:
             problems = exc.problems
             loaded = None
-    if loaded is None:
+    check: KeyCheck | None = None
+    if loaded is not None and online:
+        with capture_logs():  # the check's warnings are in the report below
+            try:
+                check = asyncio.run(_check_keys(loaded, timeout_s))
+            except ConfigError as exc:
+                problems = exc.problems
+    if loaded is None or problems:
         for problem in problems:
             stream.write(redact(_format(problem, fmt)) + "\n")
         n = len(problems)
         stream.write(f"{path}: invalid, {n} problem{'s' if n != 1 else ''}\n")
         return 1
     stream.write(_summary(path, loaded, no_env) + "\n")
+    if check is not None:
+        stream.write(redact(_key_report(check)) + "\n")
     return 0
+
+
+async def _check_keys(loaded: Loaded, timeout_s: float | None) -> KeyCheck:
+    """Start a router on the file (its spend ledger in memory: validating writes no
+    file) just long enough to check every key."""
+    from router.config import LedgerSettings
+    from router.plan import resolve
+    from router.router import Router
+
+    plan = dataclasses.replace(resolve(loaded), ledger=LedgerSettings(backend="memory"))
+    async with Router(plan) as router:
+        if timeout_s is None:
+            return await router.verify_keys()
+        return await router.verify_keys(timeout_s=timeout_s)
+
+
+def _key_report(check: KeyCheck) -> str:
+    """One line per provider checked online, after a count of each outcome."""
+    lines = [
+        f"keys: {len(check.verified)} accepted, {len(check.unverified)} not checked,"
+        f" {len(check.skipped)} without a key"
+    ]
+    lines += [f"  {p}: key accepted" for p in check.verified]
+    for r in check.unverified:
+        why = r.error or (f"HTTP {r.status}" if r.status is not None else "no answer")
+        lines.append(f"  {r.provider}: NOT CHECKED (warning): {why}")
+    lines += [f"  {p}: no key to check" for p in check.skipped]
+    return "\n".join(lines)
 
 
 def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
@@ -72,7 +125,7 @@ def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
     )
     disabled = sorted(loaded.disabled)
     if disabled:
-        why = ", ".join(f"{p} ({config.providers[p].api_key_env} not set)" for p in disabled)
+        why = ", ".join(f"{p} ({loaded.disabled_because[p]} not set)" for p in disabled)
         line += f"; disabled: {why}"
     else:
         line += "; disabled: none"
@@ -104,7 +157,8 @@ def _prop(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``[PATH] [--no-env] [--format text|github]`` to a parser (shared with the CLI)."""
+    """Add ``[PATH] [--no-env] [--format text|github] [--online]`` to a parser (shared
+    with the CLI)."""
     parser.add_argument(
         "path", nargs="?", default="providers.yaml", help="config file (default: providers.yaml)"
     )
@@ -118,6 +172,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("text", "github"),
         default="text",
         help="text (default) or github (workflow ::error annotations)",
+    )
+    parser.add_argument(
+        "--online",
+        action="store_true",
+        help="also check each key with its provider's free model listing:"
+        " a rejected key fails (exit 1), an unreachable provider is a warning",
     )
 
 
@@ -133,4 +193,4 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on bad arguments (2) and on --help (0)
         return exc.code if isinstance(exc.code, int) else 2
     fmt: Format = "github" if args.format == "github" else "text"
-    return run_validate(args.path, no_env=args.no_env, fmt=fmt)
+    return run_validate(args.path, no_env=args.no_env, fmt=fmt, online=args.online)
