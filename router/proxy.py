@@ -14,7 +14,8 @@ Where a provider's proxy comes from, in order:
 3. The standard variables, when ``proxy: env`` or ``settings.trust_env_proxies``
    (default true): ``https_proxy``/``HTTPS_PROXY`` for an https base_url,
    ``http_proxy``/``HTTP_PROXY`` for an http one (lower case first when both are
-   set), unless ``no_proxy``/``NO_PROXY`` names the host, or the host is this
+   set; ``HTTP_PROXY`` is ignored when ``REQUEST_METHOD`` is set, as under CGI a
+   client's ``Proxy:`` header becomes it), unless ``no_proxy``/``NO_PROXY`` names the host, or the host is this
    machine (localhost, ``*.localhost``, 127.0.0.0/8, ::1): a proxy elsewhere
    would reach its own loopback, never this one's.
 
@@ -208,6 +209,9 @@ def choose(base_url: str, env: Mapping[str, str]) -> Proxy | None:
     names = _ENV_VARS.get(scheme)
     if names is None or not host or is_loopback(host):
         return None
+    if scheme == "http" and env.get("REQUEST_METHOD"):
+        # Under CGI, HTTP_PROXY can be set by a client's "Proxy:" request header.
+        names = names[:1]
     found = _first_set(env, names)
     if found is None:
         return None

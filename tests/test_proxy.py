@@ -5,6 +5,7 @@ credentials appear nowhere: not in errors, logs, repr or health output."""
 from __future__ import annotations
 
 import base64
+from io import StringIO
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from router.plan import compare, load_config
 from router.proxy import ProxyURLError, bypassed, choose, parse_proxy
 from router.transport import Transport
 from router.types import WireRequest
+from router.validate import run_validate
 from tests.fakeproxy import FakeProxy
 from tests.routerkit import write_config
 from tests.upstream import Upstream, reply
@@ -93,6 +95,16 @@ def test_the_scheme_picks_the_variable_and_lower_case_wins() -> None:
     http = choose("http://api.example.com/v1", env)
     assert http is not None and http.url == "http://plain:8080" and http.source == "HTTP_PROXY"
     assert choose("https://api.openai.com/v1", {"HTTP_PROXY": "http://plain:8080"}) is None
+
+
+def test_upper_case_http_proxy_is_ignored_under_cgi() -> None:
+    """A CGI client's ``Proxy:`` header arrives as HTTP_PROXY: not trusted then."""
+    env = {"HTTP_PROXY": "http://attacker:3128", "REQUEST_METHOD": "GET"}
+    assert choose("http://api.example.com/v1", env) is None
+    env["http_proxy"] = "http://egress:3128"
+    chosen = choose("http://api.example.com/v1", env)
+    assert chosen is not None and chosen.url == "http://egress:3128"
+    assert choose("http://api.example.com/v1", {"HTTP_PROXY": "http://egress:3128"}) is not None
 
 
 @pytest.mark.parametrize(
@@ -191,7 +203,9 @@ def test_proxy_url_env_is_used_even_for_loopback_and_no_proxy(tmp_path: Path) ->
     assert proxy is not None and proxy.source == "CORP_PROXY"
 
 
-def test_an_unset_proxy_variable_fails_like_a_missing_key(tmp_path: Path) -> None:
+def test_an_unset_proxy_variable_fails_like_a_missing_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = write_config(
         tmp_path, provider_yaml("https://api.example.com/v1", "    proxy_url_env: CORP_PROXY\n")
     )
@@ -203,6 +217,11 @@ def test_an_unset_proxy_variable_fails_like_a_missing_key(tmp_path: Path) -> Non
     # Without require_env, the provider is disabled, and says which variable.
     plan = load_config(path, env={"P_KEY": KEY}, require_env=False)
     assert plan.disabled_providers == {"p"}
+    monkeypatch.setenv("P_KEY", KEY)
+    monkeypatch.delenv("CORP_PROXY", raising=False)
+    out = StringIO()
+    assert run_validate(str(path), no_env=True, out=out) == 0
+    assert "disabled: p (CORP_PROXY not set)" in out.getvalue()
 
 
 def test_a_bad_proxy_value_is_a_problem_at_the_key_naming_the_variable(tmp_path: Path) -> None:
@@ -334,6 +353,30 @@ async def test_a_407_names_the_proxy_never_its_credentials(
         for text in texts:
             assert wrong not in text and PASSWORD not in text
             assert base64.b64encode(f"svc:{wrong}".encode()).decode() not in text
+
+
+async def test_a_refused_connect_407_carries_no_credentials() -> None:
+    """Wrong credentials on a CONNECT: the proxy's 407 becomes a connection error that
+    names the proxy and the status, never the credentials."""
+    wrong = "wr0ng-pr0xy-Passw0rd"
+    async with FakeProxy(credentials=("svc", PASSWORD)) as proxy:
+        transport = Transport(
+            "p",
+            "https://api.test/v1",
+            headers={"Authorization": f"Bearer {KEY}"},
+            connect_timeout_s=2.0,
+            max_connections=None,
+            max_response_bytes=1 << 20,
+            proxy=parse_proxy(proxy.url_with("svc", wrong), "HTTPS_PROXY"),
+        )
+        with capture_logs() as logs:
+            async with transport:
+                with pytest.raises(ProviderConnectionError) as info:
+                    await transport.send(WireRequest("GET", "models"), model="-", timeout_s=3.0)
+        assert [s.method for s in proxy.seen] == ["CONNECT"]
+        text = f"{info.value} {info.value!r} {info.value.cause_summary} {logs} {transport!r}"
+        assert "407" in text and f"127.0.0.1:{proxy.port}" in text
+        assert wrong not in text and base64.b64encode(f"svc:{wrong}".encode()).decode() not in text
 
 
 async def test_an_https_upstream_is_tunnelled_with_connect() -> None:
