@@ -15,9 +15,10 @@ Where a provider's proxy comes from, in order:
    (default true): ``https_proxy``/``HTTPS_PROXY`` for an https base_url,
    ``http_proxy``/``HTTP_PROXY`` for an http one (lower case first when both are
    set; ``HTTP_PROXY`` is ignored when ``REQUEST_METHOD`` is set, as under CGI a
-   client's ``Proxy:`` header becomes it), unless ``no_proxy``/``NO_PROXY`` names the host, or the host is this
-   machine (localhost, ``*.localhost``, 127.0.0.0/8, ::1): a proxy elsewhere
-   would reach its own loopback, never this one's.
+   client's ``Proxy:`` header becomes it), unless ``no_proxy``/``NO_PROXY``
+   names the host, or the host is this machine (localhost, ``*.localhost``,
+   127.0.0.0/8, ::1): a proxy elsewhere would reach its own loopback, never
+   this one's.
 
 A proxy URL may carry credentials (``http://user:pass@host:port``). They are
 split off here and never travel inside a URL again: the transport sends them
@@ -39,7 +40,7 @@ from router.redact import REDACTED, register_secret
 __all__ = ["Proxy", "ProxyURLError", "bypassed", "choose", "is_loopback", "parse_proxy"]
 
 # The environment variables read for each upstream scheme, the first set wins.
-_ENV_VARS: Final[Mapping[str, tuple[str, str]]] = {
+_ENV_VARS: Final[Mapping[str, tuple[str, ...]]] = {
     "https": ("https_proxy", "HTTPS_PROXY"),
     "http": ("http_proxy", "HTTP_PROXY"),
 }
