@@ -7,15 +7,22 @@ message saying so. A valid file may also get warnings (:mod:`router.advice`:
 a base_url that will 404, a field a provider has retired), printed before the
 summary, one per line (``file:line:col: path: warning: ...``); they do not
 change the exit code.
+
+``--online`` then checks every key with its provider's free model listing (the
+check ``Router.start(verify_keys=True)`` runs): a key a provider rejects (401 or
+403) is a problem (exit 1); a provider that cannot be reached is listed as not
+checked, and the file is still valid (exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from structlog.testing import capture_logs
 
@@ -24,6 +31,9 @@ from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
 from router.redact import redact
 from router.yamlsrc import load_yaml
+
+if TYPE_CHECKING:
+    from router.types import KeyCheck
 
 __all__ = ["add_arguments", "main", "run_validate"]
 
@@ -36,6 +46,8 @@ def run_validate(
     no_env: bool = False,
     fmt: Format = "text",
     out: TextIO | None = None,
+    online: bool = False,
+    timeout_s: float | None = None,
 ) -> int:
     """Load ``path`` and report: a one-line summary when valid, every problem when not.
 
@@ -46,6 +58,10 @@ def run_validate(
         fmt: ``text`` prints ``file:line:col: path: message``; ``github`` prints
             ``::error file=...,line=...,col=...::...`` workflow annotations.
         out: where to write; defaults to stdout.
+        online: also check each key against its provider (one free model
+            listing per provider, concurrently); a rejected key is a problem.
+        timeout_s: how long the online check waits for each provider (None: the
+            router's default, ``router.health.KEY_CHECK_TIMEOUT_S``).
 
     Returns:
         0 when valid, 1 when not.
@@ -60,7 +76,14 @@ def run_validate(
         except ConfigError as exc:
             problems = exc.problems
             loaded = None
-    if loaded is None:
+    check: KeyCheck | None = None
+    if loaded is not None and online:
+        with capture_logs():  # the check's warnings are in the report below
+            try:
+                check = asyncio.run(_check_keys(loaded, timeout_s))
+            except ConfigError as exc:
+                problems = exc.problems
+    if loaded is None or problems:
         for problem in problems:
             stream.write(redact(_format(problem, fmt)) + "\n")
         n = len(problems)
@@ -75,7 +98,37 @@ def run_validate(
         n = len(warnings)
         summary += f"; {n} warning{'s' if n != 1 else ''}"
     stream.write(summary + "\n")
+    if check is not None:
+        stream.write(redact(_key_report(check)) + "\n")
     return 0
+
+
+async def _check_keys(loaded: Loaded, timeout_s: float | None) -> KeyCheck:
+    """Start a router on the file (its spend ledger in memory: validating writes no
+    file) just long enough to check every key."""
+    from router.config import LedgerSettings
+    from router.plan import resolve
+    from router.router import Router
+
+    plan = dataclasses.replace(resolve(loaded), ledger=LedgerSettings(backend="memory"))
+    async with Router(plan) as router:
+        if timeout_s is None:
+            return await router.verify_keys()
+        return await router.verify_keys(timeout_s=timeout_s)
+
+
+def _key_report(check: KeyCheck) -> str:
+    """One line per provider checked online, after a count of each outcome."""
+    lines = [
+        f"keys: {len(check.verified)} accepted, {len(check.unverified)} not checked,"
+        f" {len(check.skipped)} without a key"
+    ]
+    lines += [f"  {p}: key accepted" for p in check.verified]
+    for r in check.unverified:
+        why = r.error or (f"HTTP {r.status}" if r.status is not None else "no answer")
+        lines.append(f"  {r.provider}: NOT CHECKED (warning): {why}")
+    lines += [f"  {p}: no key to check" for p in check.skipped]
+    return "\n".join(lines)
 
 
 def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
@@ -87,7 +140,7 @@ def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
     )
     disabled = sorted(loaded.disabled)
     if disabled:
-        why = ", ".join(f"{p} ({config.providers[p].api_key_env} not set)" for p in disabled)
+        why = ", ".join(f"{p} ({loaded.disabled_because[p]} not set)" for p in disabled)
         line += f"; disabled: {why}"
     else:
         line += "; disabled: none"
@@ -123,7 +176,8 @@ def _prop(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``[PATH] [--no-env] [--format text|github]`` to a parser (shared with the CLI)."""
+    """Add ``[PATH] [--no-env] [--format text|github] [--online]`` to a parser (shared
+    with the CLI)."""
     parser.add_argument(
         "path", nargs="?", default="providers.yaml", help="config file (default: providers.yaml)"
     )
@@ -137,6 +191,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("text", "github"),
         default="text",
         help="text (default) or github (workflow ::error annotations)",
+    )
+    parser.add_argument(
+        "--online",
+        action="store_true",
+        help="also check each key with its provider's free model listing:"
+        " a rejected key fails (exit 1), an unreachable provider is a warning",
     )
 
 
@@ -152,4 +212,4 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on bad arguments (2) and on --help (0)
         return exc.code if isinstance(exc.code, int) else 2
     fmt: Format = "github" if args.format == "github" else "text"
-    return run_validate(args.path, no_env=args.no_env, fmt=fmt)
+    return run_validate(args.path, no_env=args.no_env, fmt=fmt, online=args.online)
