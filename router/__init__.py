@@ -51,6 +51,7 @@ from router.errors import (
 )
 from router.observe import CallRecord, Observer
 from router.plan import ChainStep, ModelPlan, Plan, ProviderPlan, RoutePlan, StepPlan, load_config
+from router.proxy import Proxy
 from router.router import ReloadReport, Router
 from router.state import LocalState, ProviderHandle, State, Ticket
 from router.streaming import RouteStream
@@ -59,6 +60,7 @@ from router.types import (
     Attempt,
     Completion,
     HealthReport,
+    KeyCheck,
     Message,
     ProviderState,
     Skip,
@@ -92,6 +94,7 @@ __all__ = [
     "GoneError",
     "HealthReport",
     "InvalidResponseError",
+    "KeyCheck",
     "LedgerError",
     "LedgerSettings",
     "LedgerStatus",
@@ -111,6 +114,7 @@ __all__ = [
     "ProviderPlan",
     "ProviderState",
     "ProviderTimeoutError",
+    "Proxy",
     "RateLimitError",
     "Refusal",
     "ReloadReport",

@@ -15,7 +15,6 @@ from is not this schema but the :class:`router.plan.Plan` resolved from it
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -40,6 +39,7 @@ from pydantic import (
 )
 
 from router.errors import ConfigError, ConfigProblem
+from router.proxy import Proxy, ProxyURLError, choose, is_loopback, parse_proxy
 from router.redact import register_secret
 from router.templates import RouteTemplates, compile_routes, parse_var_type
 from router.yamlsrc import YamlDoc, did_you_mean, format_path, load_yaml, validation_problems
@@ -236,6 +236,13 @@ class Settings(_Strict):
     health_ttl_s: Annotated[
         Seconds, Field(description="How long a health result is cached, seconds.")
     ] = 60.0
+    trust_env_proxies: Annotated[
+        bool,
+        Field(
+            description="Send providers through the proxy HTTPS_PROXY/HTTP_PROXY name (NO_PROXY"
+            " and loopback hosts excepted) unless a provider sets proxy or proxy_url_env."
+        ),
+    ] = True
     ledger: LedgerSettings = LedgerSettings()
     log: LogSettings = LogSettings()
 
@@ -429,6 +436,20 @@ class ProviderConfig(_Strict):
     allow_http: Annotated[
         bool, Field(description="Allow plain http:// to a non-loopback host.")
     ] = False
+    proxy: Annotated[
+        Literal["env", "none"] | None,
+        Field(
+            description="env: the HTTPS_PROXY/HTTP_PROXY/NO_PROXY variables; none: connect"
+            " directly; null: settings.trust_env_proxies decides."
+        ),
+    ] = None
+    proxy_url_env: Annotated[
+        EnvName | None,
+        Field(
+            description="NAME of the env var holding this provider's proxy URL"
+            " (http://[user:password@]host:port); NO_PROXY does not apply."
+        ),
+    ] = None
     timeout_s: Annotated[PositiveSeconds, Field(description="Cap on one attempt.")] = 60.0
     connect_timeout_s: Annotated[PositiveSeconds, Field(description="TCP+TLS connect cap.")] = 5.0
     first_token_timeout_s: Annotated[
@@ -700,6 +721,10 @@ class Loaded:
     disabled: frozenset[str]
     # Each route's compiled templates, by route name.
     templates: Mapping[str, RouteTemplates]
+    # Each enabled provider's proxy (router.proxy), None for a direct connection.
+    proxies: Mapping[str, Proxy | None]
+    # Why each disabled provider is: the environment variable that is not set.
+    disabled_because: Mapping[str, str]
     # What is legal but likely a mistake (a declared variable no template uses).
     warnings: tuple[ConfigProblem, ...] = ()
 
@@ -746,6 +771,9 @@ class _Loader:
         # Every name declared, valid or not: a bad provider is not also an unknown one.
         self.provider_names: set[str] = set()
         self.route_names: set[str] = set()
+        # Each provider's proxy (None: direct), and why a disabled one is disabled.
+        self.proxies: dict[str, Proxy | None] = {}
+        self.disabled_because: dict[str, str] = {}
 
     def run(self) -> Loaded:
         config = self._validate()
@@ -772,6 +800,8 @@ class _Loader:
             keys=MappingProxyType(keys),
             disabled=frozenset(disabled),
             templates=MappingProxyType(templates),
+            proxies=MappingProxyType(self.proxies),
+            disabled_because=MappingProxyType(self.disabled_because),
             warnings=tuple(warnings),
         )
 
@@ -824,7 +854,7 @@ class _Loader:
         for name, p in self.providers.items():
             where = ("providers", name)
             host = self._check_url(name, p)
-            local = host is not None and _is_local(host)
+            local = host is not None and is_loopback(host)
             if p.kind in _KEYED_KINDS and not local and p.api_key_env is None:
                 self._add(
                     where,
@@ -834,6 +864,19 @@ class _Loader:
                 )
             if p.mock is not None and p.kind != "mock":
                 self._add((*where, "mock"), "a mock: section is only for kind: mock", at_key=True)
+            if p.proxy is not None and p.proxy_url_env is not None:
+                self._add(
+                    (*where, "proxy"),
+                    "set proxy or proxy_url_env, not both (proxy_url_env names the proxy;"
+                    " proxy: env or none chooses the standard variables or none)",
+                    at_key=True,
+                )
+            if p.kind == "mock" and (p.proxy is not None or p.proxy_url_env is not None):
+                self._add(
+                    (*where, "proxy" if p.proxy is not None else "proxy_url_env"),
+                    "a mock provider never uses the network: it has no proxy",
+                    at_key=True,
+                )
             if p.kind not in _FREE_KINDS:
                 for model, m in p.models.items():
                     if m.price is None:
@@ -866,7 +909,7 @@ class _Loader:
             self._add(where, "must not contain credentials; keys come from api_key_env")
         if parts.query or parts.fragment:
             self._add(where, "must not contain a query or fragment")
-        if parts.scheme == "http" and not _is_local(host) and not p.allow_http:
+        if parts.scheme == "http" and not is_loopback(host) and not p.allow_http:
             self._add(
                 where,
                 f"plain http:// to non-local host {host!r} is refused: use https://, "
@@ -875,7 +918,8 @@ class _Loader:
         return host
 
     def _resolve_env(self) -> tuple[dict[str, SecretStr], set[str], set[str]]:
-        """Read keys. Returns (keys, disabled providers, providers that production drops too)."""
+        """Read keys and proxies. Returns (keys, disabled providers, providers that
+        production drops too); each provider's proxy goes to ``self.proxies``."""
         # Imported here: structlog is only needed when a provider is disabled, and
         # keeping it off the import path keeps `import router.config` fast.
         import structlog
@@ -885,36 +929,77 @@ class _Loader:
         disabled: set[str] = set()
         dropped: set[str] = set()
         for name, p in self.providers.items():
+            missing: list[tuple[str, str]] = []  # (field, variable) of each unset variable
+            key: SecretStr | None = None
             var = p.api_key_env
-            if var is None:
-                continue
-            value = (self.env.get(var) or "").strip()
-            if value:
-                register_secret(value)
-                bad = _bad_key_character(value)
-                if bad is not None:  # never quote the value: it is the key
-                    self._add(
-                        ("providers", name, "api_key_env"),
-                        f"environment variable {var} holds {bad}, which an API key never has"
-                        f" (provider {name!r}): set it to the key alone, on one line",
+            if var is not None:
+                value = (self.env.get(var) or "").strip()
+                if value:
+                    register_secret(value)
+                    bad = _bad_key_character(value)
+                    if bad is not None:  # never quote the value: it is the key
+                        self._add(
+                            ("providers", name, "api_key_env"),
+                            f"environment variable {var} holds {bad}, which an API key never"
+                            f" has (provider {name!r}): set it to the key alone, on one line",
+                        )
+                        continue
+                    key = SecretStr(value)
+                else:
+                    missing.append(("api_key_env", var))
+            proxy_value = None
+            if p.proxy_url_env is not None:
+                proxy_value = (self.env.get(p.proxy_url_env) or "").strip() or None
+                if proxy_value is None:
+                    missing.append(("proxy_url_env", p.proxy_url_env))
+            if missing:
+                if p.optional or not self.require_env:
+                    disabled.add(name)
+                    self.disabled_because[name] = missing[0][1]
+                    if p.optional:
+                        dropped.add(name)
+                    log.warning(
+                        "provider_disabled",
+                        provider=name,
+                        env_var=missing[0][1],
+                        reason="key not set" if missing[0][0] == "api_key_env" else "proxy not set",
                     )
-                    continue
-                keys[name] = SecretStr(value)
+                else:
+                    for field, unset in missing:
+                        self._missing_env(name, field, unset)
                 continue
-            if p.optional or not self.require_env:
-                disabled.add(name)
-                if p.optional:
-                    dropped.add(name)
-                log.warning("provider_disabled", provider=name, env_var=var, reason="key not set")
-                continue
-            self._missing_key(name, var)
+            if key is not None:
+                keys[name] = key
+            self.proxies[name] = self._proxy(name, p, proxy_value)
         if self.require_env:
             self._missing_keys_of_invalid_providers()
         return keys, disabled, dropped
 
-    def _missing_key(self, provider: str, var: str) -> None:
+    def _proxy(self, name: str, p: ProviderConfig, url: str | None) -> Proxy | None:
+        """The provider's proxy (router.proxy has the rules); a bad one is a problem."""
+        if p.kind == "mock" or p.proxy == "none":
+            return None
+        try:
+            if url is not None:
+                assert p.proxy_url_env is not None  # url was read from it
+                return parse_proxy(url, p.proxy_url_env)
+            if p.proxy == "env" or self.settings.trust_env_proxies:
+                return choose(p.base_url or default_base_url(p.kind), self.env)
+        except ProxyURLError as exc:
+            if url is not None:
+                self._add(("providers", name, "proxy_url_env"), f"{exc} (provider {name!r})")
+            else:
+                self._add(
+                    ("providers", name),
+                    f"{exc} (provider {name!r}): fix the variable, or set proxy: none on this"
+                    " provider (settings.trust_env_proxies: false for every provider)",
+                    at_key=True,
+                )
+        return None
+
+    def _missing_env(self, provider: str, field: str, var: str) -> None:
         self._add(
-            ("providers", provider, "api_key_env"),
+            ("providers", provider, field),
             f"environment variable {var} is not set (provider {provider!r} needs it; "
             "set it, or mark the provider optional: true)",
         )
@@ -935,7 +1020,7 @@ class _Loader:
                 and body.get("optional") is not True
                 and not (self.env.get(var) or "").strip()
             ):
-                self._missing_key(name, var)
+                self._missing_env(name, "api_key_env", var)
 
     def _check_routes(self, dropped: set[str]) -> None:
         for rname, route in self.routes.items():
@@ -976,7 +1061,7 @@ class _Loader:
                 )
             if not usable and not bad:
                 names = ", ".join(
-                    f"{s.provider_name} ({self.providers[s.provider_name].api_key_env} not set)"
+                    f"{s.provider_name} ({self.disabled_because[s.provider_name]} not set)"
                     for s in route.fallback
                     if s.provider_name in dropped
                 )
@@ -1023,17 +1108,6 @@ def _parts(model: type[_M], raw: Any) -> dict[str, _M]:
             if part is not None:
                 out[name] = part
     return out
-
-
-def _is_local(host: str) -> bool:
-    """Whether ``host`` is this machine (localhost or a loopback address)."""
-    host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def config_json_schema() -> dict[str, Any]:

@@ -47,6 +47,7 @@ def build_provider(plan: ProviderPlan, state: State) -> Provider:
         max_connections=plan.limits.max_concurrency,
         max_response_bytes=plan.max_response_bytes,
         handler=handler,
+        proxy=plan.proxy,
     )
     return Provider(plan.name, plan, adapter, transport, state.provider(plan))
 

@@ -4,7 +4,7 @@ Loading is parse → resolve → run. :func:`router.config.read_config` parses
 and checks the YAML against the schema (every problem with its file:line:col);
 :func:`resolve` then settles everything the schema leaves open, once:
 
-- per provider: kind, base URL (or the kind's default), key, headers, limits,
+- per provider: kind, base URL (or the kind's default), key, proxy, headers, limits,
   cooldown, timeouts, body size cap, HTTP backend, hidden input overhead, and
   each model's price (free when it declares none), window and output cap;
 - per route: compiled templates, the chain of enabled steps with each step's
@@ -54,6 +54,7 @@ from router.config import (
     read_config,
 )
 from router.errors import UnknownRouteError
+from router.proxy import Proxy
 from router.templates import RouteTemplates
 from router.types import Message
 
@@ -91,6 +92,7 @@ class ProviderPlan:
     base_url: str  # its own, or its kind's default; no trailing '/'
     # The loaded key (None: keyless). SecretStr: never in a repr; compares by value.
     key: SecretStr | None
+    key_env: str | None  # the NAME of the variable the key came from (api_key_env)
     headers: Mapping[str, str]
     limits: Limits
     cooldown: Cooldown  # settings.cooldown
@@ -105,6 +107,9 @@ class ProviderPlan:
     extra: Mapping[str, Any]  # body fields sent with every request
     models: Mapping[str, ModelPlan]
     mock: MockSettings | None  # kind mock only: how the offline upstream answers
+    # The proxy its requests go through (router.proxy), None for a direct connection.
+    # Part of the plan: a reload that changes it (or its credentials) rebuilds the pool.
+    proxy: Proxy | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,7 +256,7 @@ def resolve(loaded: Loaded) -> Plan:
     s = config.settings
     base_dir = loaded.source.parent
     providers = {
-        name: _provider(name, p, loaded.keys.get(name), s)
+        name: _provider(name, p, loaded.keys.get(name), loaded.proxies.get(name), s)
         for name, p in config.providers.items()
         if name not in loaded.disabled
     }
@@ -278,7 +283,9 @@ def resolve(loaded: Loaded) -> Plan:
     )
 
 
-def _provider(name: str, p: ProviderConfig, key: SecretStr | None, s: Settings) -> ProviderPlan:
+def _provider(
+    name: str, p: ProviderConfig, key: SecretStr | None, proxy: Proxy | None, s: Settings
+) -> ProviderPlan:
     base_url = (p.base_url or default_base_url(p.kind)).rstrip("/")
     overhead = p.input_overhead_tokens
     if overhead is None:
@@ -298,6 +305,7 @@ def _provider(name: str, p: ProviderConfig, key: SecretStr | None, s: Settings) 
         kind=p.kind,
         base_url=base_url,
         key=key,
+        key_env=p.api_key_env,
         headers=_frozen(p.headers),
         limits=p.limits,
         cooldown=s.cooldown,
@@ -310,6 +318,7 @@ def _provider(name: str, p: ProviderConfig, key: SecretStr | None, s: Settings) 
         extra=_frozen(p.extra),
         models=MappingProxyType(models),
         mock=(p.mock or MockSettings()) if p.kind == "mock" else None,
+        proxy=proxy,
     )
 
 

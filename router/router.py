@@ -32,7 +32,8 @@ from router.errors import (
     RouterError,
 )
 from router.generation import Generation, build_provider, compile_route
-from router.health import check_provider
+from router.health import KEY_CHECK_TIMEOUT_S, check_provider
+from router.health import verify_keys as check_keys
 from router.inflight import InFlight
 from router.logging import LogEvents, get_logger
 from router.metrics.stats import Stats
@@ -40,7 +41,7 @@ from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Obs
 from router.plan import ChainStep, Plan, ReloadReport, compare, load_config
 from router.state import LocalState, State
 from router.streaming import RouteStream, StreamCall
-from router.types import Completion, HealthReport, Message, ProviderState
+from router.types import Completion, HealthReport, KeyCheck, Message, ProviderState
 
 Sleep = Callable[[float], Awaitable[None]]
 R = TypeVar("R")
@@ -67,6 +68,9 @@ class Router:
         clock, sleep: the monotonic clock and sleep every wait uses (tests drive them).
         state: where admission and money are decided (router.state); default a
             :class:`~router.state.LocalState` for ``plan`` (in this process).
+        verify_keys: check every key when the router starts (``async with``, or
+            :meth:`start`): a key its provider refuses fails the start
+            (:meth:`verify_keys`).
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Router:
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
         state: State | None = None,
+        verify_keys: bool = False,
     ) -> None:
         if not isinstance(plan, Plan):
             raise TypeError(
@@ -115,6 +120,10 @@ class Router:
         self._inflight = InFlight()
         # Cached health results: provider -> (monotonic time checked, report).
         self._health: dict[str, tuple[float, HealthReport]] = {}
+        # Whether start() checks the keys (from_yaml(verify_keys=True)), and what the
+        # last check found.
+        self._verify_keys_at_start = verify_keys
+        self._key_check: KeyCheck | None = None
 
     @classmethod
     def from_yaml(
@@ -126,6 +135,7 @@ class Router:
         watch: bool = False,
         watch_interval_s: float = 1.0,
         watch_settle_s: float = 0.25,
+        verify_keys: bool = False,
         **kwargs: Any,
     ) -> Router:
         """Load and validate ``path`` (see :func:`router.load_config`) and build a Router.
@@ -138,9 +148,11 @@ class Router:
                 only once the files are stable: the same size, mtime and content
                 hash on two reads ``watch_settle_s`` apart, so a file still being
                 written is not loaded half-way.
+            verify_keys: check every key when the router starts (as for the
+                constructor).
         """
         load_kwargs: dict[str, Any] = {"env": env, "require_env": require_env}
-        router = cls(load_config(path, **load_kwargs), **kwargs)
+        router = cls(load_config(path, **load_kwargs), verify_keys=verify_keys, **kwargs)
         router._load_kwargs = load_kwargs
         if watch:
             router._watch_interval_s = watch_interval_s
@@ -181,8 +193,18 @@ class Router:
 
     # -- lifecycle ----------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open transports and the spend ledger. Calls no provider."""
+    async def start(
+        self, *, verify_keys: bool | None = None, verify_timeout_s: float = KEY_CHECK_TIMEOUT_S
+    ) -> None:
+        """Open transports and the spend ledger. Calls no provider, unless ``verify_keys``.
+
+        Args:
+            verify_keys: check every key with its provider's free model listing
+                before returning (:meth:`verify_keys`); a rejected key closes the
+                router again and raises ConfigError. None: as the constructor
+                (or ``from_yaml``) was told; false by default.
+            verify_timeout_s: how long the key check waits for each provider.
+        """
         if self._loop is not None:
             return
         self._loop = asyncio.get_running_loop()
@@ -190,6 +212,12 @@ class Router:
         await self._state.start()
         for p in self._gen.providers.values():
             await p.transport.start()
+        if self._verify_keys_at_start if verify_keys is None else verify_keys:
+            try:
+                await self.verify_keys(timeout_s=verify_timeout_s)
+            except BaseException:
+                await self.aclose()  # `async with` does not call __aexit__ on a failed enter
+                raise
         if self._watch_interval_s is not None:
             seen = self._watched()  # before returning, so no later edit is missed
             self._watcher = asyncio.create_task(self._watch(seen, self._watch_interval_s))
@@ -555,6 +583,32 @@ class Router:
             for p, report in zip(stale, fresh, strict=True):
                 self._health[p.name] = (self._clock(), report)
         return [self._health[name][1] for name in gen.providers]
+
+    async def verify_keys(self, *, timeout_s: float = KEY_CHECK_TIMEOUT_S) -> KeyCheck:
+        """Check every provider's key with one free model-listing request, concurrently.
+
+        Providers without a key (keyless, ``kind: mock``) are skipped. A 401 or 403
+        raises ConfigError naming each provider and its key's environment variable
+        (never the key). A provider that cannot be checked (connection refused, no
+        answer within ``timeout_s``, a 5xx or any other status) is logged as a
+        warning (``key_check_unverified``) and listed in ``KeyCheck.unverified``;
+        it does not fail. The listings also refresh the health cache.
+        """
+        self._check_loop()
+        gen = self._gen
+        check, reports = await check_keys(
+            list(gen.providers.values()), gen.plan.source, self._clock, timeout_s
+        )
+        now = self._clock()
+        for report in reports:
+            self._health[report.provider] = (now, report)
+        self._key_check = check
+        return check
+
+    @property
+    def key_check(self) -> KeyCheck | None:
+        """What the last key check found (:meth:`verify_keys`); None before one ran."""
+        return self._key_check
 
     # -- metrics --------------------------------------------------------------------
 

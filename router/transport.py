@@ -35,8 +35,14 @@ What it guarantees:
   header line that echoes the key): a redacted summary is kept instead
   (:func:`~router.errors.sever_foreign`).
 - A cancelled caller closes its response, so the pool slot is freed.
-- Header values (keys live there) appear in no error, message or repr, and proxy
-  environment variables are ignored: keys go only to base_url's host.
+- Header values (keys live there) appear in no error, message or repr. Requests go
+  to base_url's host, directly or through the one proxy the transport is given
+  (a :class:`~router.proxy.Proxy`, chosen at load: proxy environment variables
+  are not read here). An https upstream is reached through an HTTP ``CONNECT``
+  tunnel, so the proxy sees the host name only; a plain http one is sent to the
+  proxy in absolute form. Proxy credentials travel only as the
+  ``Proxy-Authorization`` header, which is scrubbed like a key; a proxy's 407
+  is a non-retryable error naming the proxy, never its credentials.
 - No cookies are kept: what one response sets is never sent with a later request.
 
 This is the only module in ``router/`` that imports ``httpx``, ``httpx_sse``,
@@ -66,6 +72,7 @@ from router.errors import (
     sever_foreign,
     status_error,
 )
+from router.proxy import Proxy
 from router.redact import redact_foreign
 from router.types import WireRequest
 
@@ -106,6 +113,7 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 # Headers httpx.Request adds to a request with a JSON body, unless it has them.
 _AUTO_HEADERS: Final = frozenset({"host", "content-length", "content-type", "transfer-encoding"})
 _JSON_TYPE: Final = (b"Content-Type", b"application/json")
+_PROXY_AUTH: Final = "Proxy-Authorization"
 
 
 def _json_body(value: Any) -> bytes:
@@ -444,12 +452,18 @@ class _AiohttpBackend(httpx.AsyncBaseTransport):
 
     __slots__ = ("_inner",)
 
-    def __init__(self, limits: httpx.Limits) -> None:
+    def __init__(self, limits: httpx.Limits, proxy: Proxy | None) -> None:
         from httpx_aiohttp import AiohttpTransport  # imported on first use
 
+        via = None
+        if proxy is not None:
+            # Credentials as a header of the CONNECT request (https upstreams), never in
+            # the URL: aiohttp quotes the proxy URL in its errors.
+            auth = {} if proxy.authorization is None else {_PROXY_AUTH: proxy.authorization}
+            via = httpx.Proxy(proxy.url, headers=auth)
         # HTTP/1.1 only; no connect retries (the router decides retries, under its
         # deadline). Its SSL context honours SSL_CERT_FILE/SSL_CERT_DIR for the CA bundle.
-        inner = AiohttpTransport(limits=limits, http1=True, http2=False, retries=0)
+        inner = AiohttpTransport(limits=limits, http1=True, http2=False, retries=0, proxy=via)
         inner.client = functools.partial(_aiohttp_session, limits, inner.ssl_context)
         self._inner = inner
 
@@ -484,7 +498,8 @@ def _aiohttp_session(limits: httpx.Limits, ssl_context: Any) -> Any:
     """The aiohttp session under the transport, made on the first request (inside the loop).
 
     As httpx-aiohttp would make it, but with no cookie jar (see :class:`_Client`) and
-    ignoring proxy variables (``trust_env=False``, aiohttp's default).
+    not reading proxy variables itself (``trust_env=False``, aiohttp's default): the
+    proxy, if any, is the one the transport was given (router.proxy chose it).
     """
     import aiohttp
 
@@ -513,6 +528,7 @@ class Transport:
         max_connections: pool size; None means :data:`DEFAULT_MAX_CONNECTIONS`.
         max_response_bytes: largest body read (decoded bytes); larger is an error.
         handler: an in-process upstream instead of the network (the ``mock`` provider).
+        proxy: the proxy to send requests through; None connects directly.
     """
 
     __slots__ = (
@@ -528,8 +544,10 @@ class Transport:
         "_max_bytes",
         "_pool_transport",
         "_prefix",
+        "_proxy",
         "_secrets",
         "_urls",
+        "_where",
         "name",
     )
 
@@ -543,6 +561,7 @@ class Transport:
         max_connections: int | None,
         max_response_bytes: int,
         handler: Handler | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         base = httpx.URL(base_url)
         if handler is None and base.scheme not in ("http", "https"):
@@ -564,8 +583,20 @@ class Transport:
         self._host = _hostport(base)
         # Default headers, handed to the client at start (auth; never displayed).
         self._headers = dict(headers)
+        self._proxy = None if handler is not None else proxy
+        # Where requests go, as messages name it: host[:port], and the proxy if any.
+        self._where = self._host
+        if self._proxy is not None:
+            self._where += f" via proxy {self._proxy.hostport}"
+            if self._proxy.authorization is not None and base.scheme == "http":
+                # An http upstream is sent to the proxy itself (absolute form): the
+                # proxy reads its credentials from the request.
+                self._headers[_PROXY_AUTH] = self._proxy.authorization
         # Header values long enough to be secrets, scrubbed from foreign error text.
-        self._secrets = tuple(v for v in headers.values() if len(v) >= _MIN_SCRUB_LEN)
+        secrets = [*self._headers.values()]
+        if self._proxy is not None and self._proxy.authorization is not None:
+            secrets.append(self._proxy.authorization)
+        self._secrets = tuple(dict.fromkeys(v for v in secrets if len(v) >= _MIN_SCRUB_LEN))
         self._connect_timeout_s = connect_timeout_s
         self._max_bytes = max_response_bytes
         self._limits = httpx.Limits(
@@ -603,9 +634,9 @@ class Transport:
         if self._handler is not None:
             transport = _mock_transport(self._handler)
         else:
-            transport = self._pool_transport = _AiohttpBackend(self._limits)
-        # Passing a transport also means proxy env variables are ignored: keys are
-        # not routed through a proxy someone set in the environment.
+            transport = self._pool_transport = _AiohttpBackend(self._limits, self._proxy)
+        # Passing a transport also means httpx reads no proxy variables: the proxy is
+        # the one this transport was given (chosen at load, router.proxy).
         self._client = _Client(
             headers=self._headers,
             transport=transport,
@@ -653,7 +684,8 @@ class Transport:
         else:
             s = self.pool_stats()
             state = f"{s['total']}/{self._limits.max_connections} connections, {s['active']} active"
-        return f"<Transport {self.name} {self._base.scheme}://{self._host}: {state}>"
+        via = "" if self._proxy is None else f" via {self._proxy.display()}"
+        return f"<Transport {self.name} {self._base.scheme}://{self._host}{via}: {state}>"
 
     # -- requests
 
@@ -692,12 +724,24 @@ class Transport:
             exc,
             provider=self.name,
             model=model,
-            host=self._host,
+            host=self._where,
             phase=phase,
             timeout_s=timeout_s,
             connect_timeout_s=connect,
             status=status,
             secrets=self._secrets,
+        )
+
+    def _proxy_refused(self, model: str) -> ProviderConnectionError:
+        """A 407 from the proxy: its credentials are missing or wrong (not retried)."""
+        assert self._proxy is not None
+        source = self._proxy.source
+        return ProviderConnectionError(
+            f"proxy {self._proxy.hostport} refused the request to {self._host}: HTTP 407"
+            f" Proxy Authentication Required; check the credentials in {source}",
+            provider=self.name,
+            model=model,
+            retryable=False,
         )
 
     def _too_big(self, model: str, status: int) -> InvalidResponseError:
@@ -767,6 +811,9 @@ class Transport:
         (which may carry anything). The Location is never read into the error.
         """
         response = await client.send(request, stream=True)
+        if response.status_code == 407 and self._proxy is not None:
+            await response.aclose()
+            raise self._proxy_refused(model)
         if response.has_redirect_location:
             status = response.status_code
             await response.aclose()

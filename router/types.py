@@ -215,6 +215,24 @@ class HealthReport:
     error: str | None = None
     # What was requested: ``METHOD scheme://host/path`` (no query string, no key).
     url: str | None = None
+    # The proxy the check went through, credentials redacted; None: a direct connection.
+    proxy: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class KeyCheck:
+    """What checking every provider's key at start found (``Router.start(verify_keys=True)``).
+
+    A rejected key is not here: it fails the start with a ConfigError.
+    """
+
+    # Providers whose key the model listing accepted.
+    verified: tuple[str, ...]
+    # Providers that could not be checked (unreachable, timed out, 5xx, another
+    # status): a warning, not a failure. Each report says why.
+    unverified: tuple[HealthReport, ...]
+    # Providers with no key to check (keyless, or kind mock).
+    skipped: tuple[str, ...]
 
 
 @dataclass(slots=True, frozen=True)

@@ -8,6 +8,11 @@ a base_url that will 404, a field a provider has retired; and a declared
 template variable no template uses), printed before the summary, one per line
 (``file:line:col: path: warning: ...``); they do not change the exit code.
 
+``--online`` then checks every key with its provider's free model listing (the
+check ``Router.start(verify_keys=True)`` runs): a key a provider rejects (401 or
+403) is a problem (exit 1); a provider that cannot be reached is listed as not
+checked, and the file is still valid (exit 0).
+
 The command's arguments are declared once, in :func:`add_arguments`, and read once,
 in :func:`run_args`: the script and the ``router validate`` subcommand share both.
 """
@@ -15,11 +20,12 @@ in :func:`run_args`: the script and the ``router validate`` subcommand share bot
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from structlog.testing import capture_logs
 
@@ -28,6 +34,9 @@ from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
 from router.redact import redact
 from router.yamlsrc import load_yaml
+
+if TYPE_CHECKING:
+    from router.types import KeyCheck
 
 __all__ = ["add_arguments", "main", "problem_dict", "run_args", "run_validate"]
 
@@ -41,6 +50,8 @@ def run_validate(
     no_env: bool = False,
     fmt: Format = "text",
     out: TextIO | None = None,
+    online: bool = False,
+    timeout_s: float | None = None,
 ) -> int:
     """Load ``path`` and report: a one-line summary when valid, every problem when not,
     and every warning either way.
@@ -53,6 +64,10 @@ def run_validate(
             ``::error file=...,line=...,col=...::...`` workflow annotations; ``json``
             prints one JSON document (docs/cli.md).
         out: where to write; defaults to stdout.
+        online: also check each key against its provider (one free model
+            listing per provider, concurrently); a rejected key is a problem.
+        timeout_s: how long the online check waits for each provider (None: the
+            router's default, ``router.health.KEY_CHECK_TIMEOUT_S``).
 
     Returns:
         0 when valid, 1 when not.
@@ -67,6 +82,13 @@ def run_validate(
         except ConfigError as exc:
             problems = exc.problems
             loaded = None
+    check: KeyCheck | None = None
+    if loaded is not None and online:
+        with capture_logs():  # the check's warnings are in the report below
+            try:
+                check = asyncio.run(_check_keys(loaded, timeout_s))
+            except ConfigError as exc:
+                problems = exc.problems
     warnings: list[ConfigProblem] = []
     if loaded is not None:
         # The document is read again for its positions (read_config keeps only the values).
@@ -74,16 +96,18 @@ def run_validate(
         warnings = sorted(
             [*loaded.warnings, *advice], key=lambda w: (w.file, w.line or 0, w.col or 0)
         )
+    valid = loaded is not None and not problems
     if fmt == "json":
-        stream.write(json.dumps(_document(path, loaded, problems, warnings, no_env), indent=2))
-        stream.write("\n")
-        return 1 if loaded is None else 0
-    if loaded is None:
+        doc = _document(path, loaded if valid else None, problems, warnings, no_env, check)
+        stream.write(json.dumps(doc, indent=2) + "\n")
+        return 0 if valid else 1
+    if not valid:
         for problem in problems:
             stream.write(redact(_format(problem, fmt, "error")) + "\n")
         n = len(problems)
         stream.write(f"{path}: invalid, {n} problem{'s' if n != 1 else ''}\n")
         return 1
+    assert loaded is not None  # valid
     for warning in warnings:
         stream.write(redact(_format(warning, fmt, "warning")) + "\n")
     summary = _summary(path, loaded, no_env)
@@ -91,6 +115,8 @@ def run_validate(
         n = len(warnings)
         summary += f"; {n} warning{'s' if n != 1 else ''}"
     stream.write(summary + "\n")
+    if check is not None:
+        stream.write(redact(_key_report(check)) + "\n")
     return 0
 
 
@@ -107,6 +133,7 @@ def _document(
     problems: list[ConfigProblem],
     warnings: list[ConfigProblem],
     no_env: bool,
+    check: KeyCheck | None,
 ) -> dict[str, Any]:
     doc: dict[str, Any] = {"path": path, "valid": loaded is not None, "no_env": no_env}
     if loaded is not None:
@@ -114,12 +141,48 @@ def _document(
         doc["providers"] = sorted(config.providers)
         doc["routes"] = sorted(config.routes)
         doc["disabled"] = [
-            {"provider": p, "env_var": config.providers[p].api_key_env}
-            for p in sorted(loaded.disabled)
+            {"provider": p, "env_var": loaded.disabled_because[p]} for p in sorted(loaded.disabled)
         ]
     doc["problems"] = [problem_dict(p) for p in problems]
     doc["warnings"] = [problem_dict(w) for w in warnings]
+    if check is not None:  # --online
+        doc["keys"] = {
+            "accepted": list(check.verified),
+            "not_checked": [
+                {"provider": r.provider, "status": r.status, "error": redact(r.error or "")}
+                for r in check.unverified
+            ],
+            "without_key": list(check.skipped),
+        }
     return doc
+
+
+async def _check_keys(loaded: Loaded, timeout_s: float | None) -> KeyCheck:
+    """Start a router on the file (its spend ledger in memory: validating writes no
+    file) just long enough to check every key."""
+    from router.config import LedgerSettings
+    from router.plan import resolve
+    from router.router import Router
+
+    plan = dataclasses.replace(resolve(loaded), ledger=LedgerSettings(backend="memory"))
+    async with Router(plan) as router:
+        if timeout_s is None:
+            return await router.verify_keys()
+        return await router.verify_keys(timeout_s=timeout_s)
+
+
+def _key_report(check: KeyCheck) -> str:
+    """One line per provider checked online, after a count of each outcome."""
+    lines = [
+        f"keys: {len(check.verified)} accepted, {len(check.unverified)} not checked,"
+        f" {len(check.skipped)} without a key"
+    ]
+    lines += [f"  {p}: key accepted" for p in check.verified]
+    for r in check.unverified:
+        why = r.error or (f"HTTP {r.status}" if r.status is not None else "no answer")
+        lines.append(f"  {r.provider}: NOT CHECKED (warning): {why}")
+    lines += [f"  {p}: no key to check" for p in check.skipped]
+    return "\n".join(lines)
 
 
 def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
@@ -131,7 +194,7 @@ def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
     )
     disabled = sorted(loaded.disabled)
     if disabled:
-        why = ", ".join(f"{p} ({config.providers[p].api_key_env} not set)" for p in disabled)
+        why = ", ".join(f"{p} ({loaded.disabled_because[p]} not set)" for p in disabled)
         line += f"; disabled: {why}"
     else:
         line += "; disabled: none"
@@ -165,8 +228,9 @@ def _prop(text: str) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser, *, no_env: bool = True) -> None:
-    """Add validate's arguments to a parser: ``[PATH] [--format ...]``, and ``--no-env``
-    unless the caller declares that one itself (the CLI does, for every command)."""
+    """Add validate's arguments to a parser: ``[PATH] [--format ...] [--online]``, and
+    ``--no-env`` unless the caller declares that one itself (the CLI does, for every
+    command)."""
     parser.add_argument(
         "path",
         nargs="?",
@@ -185,12 +249,18 @@ def add_arguments(parser: argparse.ArgumentParser, *, no_env: bool = True) -> No
         default="text",
         help="text (default), github (workflow ::error annotations) or json",
     )
+    parser.add_argument(
+        "--online",
+        action="store_true",
+        help="also check each key with its provider's free model listing:"
+        " a rejected key fails (exit 1), an unreachable provider is a warning",
+    )
 
 
 def run_args(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run a validation from parsed :func:`add_arguments` (``args.path`` set)."""
     fmt: Format = args.format
-    return run_validate(args.path, no_env=args.no_env, fmt=fmt, out=out)
+    return run_validate(args.path, no_env=args.no_env, fmt=fmt, out=out, online=args.online)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """CI entry point: validate a providers.yaml (exit 0 valid, 1 invalid, 2 usage error).
 
-Usage: python scripts/validate_config.py [PATH] [--no-env] [--format text|github|json]
+Usage: python scripts/validate_config.py [PATH] [--no-env] [--format text|github|json] [--online]
 All logic lives in router.validate (shared with `router validate`).
 """
 
