@@ -54,7 +54,14 @@ async def check_provider(p: Provider, timeout_s: float, clock: Clock) -> HealthR
     except ProviderError as exc:
         reachable = exc.status is not None
         return HealthReport(
-            p.name, False, reachable, exc.status, clock() - t0, error=exc.detail, url=url, proxy=proxy
+            p.name,
+            False,
+            reachable,
+            exc.status,
+            clock() - t0,
+            error=exc.detail,
+            url=url,
+            proxy=proxy,
         )
     missing = [f"{m} ({p.adapter.missing_model_hint(m)})" for m in p.plan.models if m not in listed]
     return HealthReport(
