@@ -278,7 +278,10 @@ class ModelConfig(_Strict):
 
     price: Annotated[
         Price | None,
-        Field(description="Required for openai/anthropic kinds; free (0) for ollama and mock."),
+        Field(
+            description="USD per million tokens. Required, except: free (0) for ollama and mock,"
+            " and for openai on a loopback base_url (localhost, 127.0.0.0/8, ::1)."
+        ),
     ] = None
     context_window: Annotated[
         Tokens | None, Field(description="Largest prompt + output in tokens; null: unknown.")
@@ -638,6 +641,9 @@ _DEFAULT_BASE_URLS: dict[str, str] = {
 _M = TypeVar("_M", bound=BaseModel)
 # Kinds whose models cost nothing, so a model may omit its price.
 _FREE_KINDS = frozenset({"ollama", "mock"})
+# Kinds whose models are free when base_url is this machine (a local OpenAI-compatible
+# server: vLLM, llama.cpp, LM Studio), so a model there may omit its price.
+_FREE_WHEN_LOCAL = frozenset({"openai"})
 # Kinds that always authenticate when talking to a remote host.
 _KEYED_KINDS = frozenset({"openai", "anthropic"})
 
@@ -803,15 +809,17 @@ class _Loader:
                 )
             if p.mock is not None and p.kind != "mock":
                 self._add((*where, "mock"), "a mock: section is only for kind: mock", at_key=True)
-            if p.kind not in _FREE_KINDS:
-                for model, m in p.models.items():
-                    if m.price is None:
-                        self._add(
-                            (*where, "models", model),
-                            f"price is required for kind {p.kind} "
-                            "(only ollama and mock models are free)",
-                            at_key=True,
-                        )
+            if p.kind in _FREE_KINDS or (local and p.kind in _FREE_WHEN_LOCAL):
+                continue
+            for model, m in p.models.items():
+                if m.price is None:
+                    on = f"on non-loopback host {host!r} " if host is not None else ""
+                    self._add(
+                        (*where, "models", model),
+                        f"price is required for kind {p.kind} {on}(free without a price: "
+                        "ollama and mock models, and openai models on a loopback base_url)",
+                        at_key=True,
+                    )
 
     def _check_url(self, name: str, p: ProviderConfig) -> str | None:
         """Check base_url; return its host (None when it is not usable)."""
