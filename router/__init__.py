@@ -46,7 +46,16 @@ from router.errors import (
     TemplateError,
 )
 from router.observe import CallRecord, Observer
-from router.plan import ChainStep, ModelPlan, Plan, ProviderPlan, RoutePlan, StepPlan, load_config
+from router.plan import (
+    ChainStep,
+    ModelPlan,
+    Plan,
+    ProviderPlan,
+    RoutePlan,
+    StepFit,
+    StepPlan,
+    load_config,
+)
 from router.router import ReloadReport, Router
 from router.state import LocalState, ProviderHandle, State, Ticket
 from router.streaming import RouteStream
@@ -119,6 +128,7 @@ __all__ = [
     "Skip",
     "SkipKind",
     "State",
+    "StepFit",
     "StepPlan",
     "StreamEvent",
     "StreamInterruptedError",

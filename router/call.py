@@ -268,6 +268,10 @@ class Call(Generic[R]):
         for i, step in enumerate(steps):
             steps_left = n - i
             params, max_tokens = self._request_params(step)
+            window = step.plan.context_window
+            if window is not None and self.input_estimate(step) + max_tokens > window:
+                self._skip(step, self._too_long(step, max_tokens, window), rt.clock())
+                continue
             worst = worst_case_usd(self.input_estimate(step), max_tokens, step.plan.price)
             request = step.provider.adapter.chat_request(
                 step.plan.model, self.messages, params, stream=self.stream
@@ -305,6 +309,15 @@ class Call(Generic[R]):
                 if pause > 0:
                     await rt.sleep(pause)
         raise self._failure()
+
+    def _too_long(self, step: Step, max_tokens: int, window: int) -> Skip:
+        """The skip of a step whose model cannot hold this call's input and output."""
+        est = self.input_estimate(step)
+        return Skip(
+            SkipKind.CONTEXT_WINDOW,
+            f"estimated input {est} + max_tokens {max_tokens} = {est + max_tokens} tokens"
+            f" is more than the model's context_window {window}",
+        )
 
     def closed_error(self) -> RouterClosedError:
         """What the call raises when ``Router.aclose()`` ends it."""

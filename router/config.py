@@ -284,7 +284,11 @@ class ModelConfig(_Strict):
         ),
     ] = None
     context_window: Annotated[
-        Tokens | None, Field(description="Largest prompt + output in tokens; null: unknown.")
+        Tokens | None,
+        Field(
+            description="Largest prompt + output in tokens: a step whose estimated input plus"
+            " max_tokens exceeds it is skipped before sending; null: unknown, not checked."
+        ),
     ] = None
     max_output_tokens: Annotated[
         Tokens | None, Field(description="Largest output the model allows; null: unknown.")

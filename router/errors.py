@@ -192,9 +192,17 @@ class AllProvidersFailedError(RouterError):
     def __init__(self, attempts: Sequence[Attempt], route: str = "") -> None:
         self.route = route
         self.attempts = list(attempts)
-        super().__init__(
-            f"route {route!r}: all {len(self.attempts)} attempt(s) failed [{_trail(self.attempts)}]"
-        )
+        n = len(self.attempts)
+        if n and all(a.outcome == "skipped" for a in self.attempts):
+            # Nothing was sent: say so, and why when every step had the same reason.
+            kinds = {a.skip for a in self.attempts}
+            why = ""
+            if kinds == {"context_window"}:
+                why = " (the input does not fit any step's context_window)"
+            head = f"every step was skipped, nothing was sent{why}"
+        else:
+            head = f"all {n} attempt(s) failed"
+        super().__init__(f"route {route!r}: {head} [{_trail(self.attempts)}]")
 
 
 class RouterClosedError(RouterError):

@@ -63,6 +63,7 @@ __all__ = [
     "ProviderPlan",
     "ReloadReport",
     "RoutePlan",
+    "StepFit",
     "StepPlan",
     "compare",
     "load_config",
@@ -153,6 +154,25 @@ class ChainStep(NamedTuple):
     attempt_cap_s: float
 
 
+class StepFit(NamedTuple):
+    """Whether a call's input and output fit a step's model (:meth:`Plan.fit`)."""
+
+    provider: str
+    model: str
+    # The model's context_window (None: unknown, so a step is never skipped for it).
+    context_window: int | None
+    # The output cap the step would send: the call's max_tokens, at most the model's
+    # max_output_tokens.
+    max_tokens: int
+    # The estimated input tokens (the messages plus the provider's hidden overhead);
+    # None when no variables were given to render the messages with.
+    input_tokens: int | None
+    # Whether a call with these variables is sent to the step: input_tokens +
+    # max_tokens <= context_window (always true when the window is unknown). False: a
+    # call skips the step (skip kind context_window). None: not known without variables.
+    fits: bool | None
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A providers.yaml resolved into what the router runs from. Build it with
@@ -198,6 +218,38 @@ class Plan:
             ChainStep(s.provider, s.model, s.price, s.retries, min(s.timeout_s, r.deadline_s))
             for s in r.steps
         ]
+
+    def fit(
+        self,
+        route: str,
+        vars: Mapping[str, Any] | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> list[StepFit]:
+        """Per step of ``route``: its model's context window, the output cap it would
+        send and, with ``vars`` (the messages are rendered and estimated as a call
+        estimates them), whether input plus output fits the window. A step that does
+        not fit is skipped by a call. ``max_tokens`` overrides the route's output cap,
+        as a call's argument does. Without ``vars`` only an output cap larger than
+        the window is known not to fit."""
+        r = self.route(route)
+        est = None if vars is None else r.templates.estimate_tokens(r.templates.render(vars))
+        out = []
+        for s in r.steps:
+            cap = max_tokens or r.max_tokens
+            if s.max_output_tokens is not None and cap > s.max_output_tokens:
+                cap = s.max_output_tokens
+            need = None if est is None else est + s.input_overhead
+            window = s.context_window
+            fits = None
+            if window is None:
+                fits = None if need is None else True
+            elif need is not None:
+                fits = need + cap <= window
+            elif cap > window:
+                fits = False  # the output cap alone is more than the window
+            out.append(StepFit(s.provider, s.model, window, cap, need, fits))
+        return out
 
     def watched_files(self) -> list[Path]:
         """The files this plan was read from: the YAML and every file under templates_dir."""

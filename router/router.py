@@ -37,7 +37,7 @@ from router.inflight import InFlight
 from router.logging import LogEvents, get_logger
 from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
-from router.plan import ChainStep, Plan, ReloadReport, compare, load_config
+from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
 from router.state import LocalState, State
 from router.streaming import RouteStream, StreamCall
 from router.types import Completion, HealthReport, Message, ProviderState
@@ -267,6 +267,17 @@ class Router:
         timeout, or the route's deadline if shorter (the deadline share may cut it further).
         """
         return self._gen.plan.chain(route)
+
+    def fit(
+        self,
+        route: str,
+        vars: Mapping[str, Any] | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> list[StepFit]:
+        """Per step, whether a call with ``vars`` fits its model's context window
+        (:meth:`Plan.fit`); a step that does not is skipped without sending."""
+        return self._gen.plan.fit(route, vars, max_tokens=max_tokens)
 
     # -- calls --------------------------------------------------------------------
 
