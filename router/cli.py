@@ -207,7 +207,17 @@ async def _spend(args: argparse.Namespace, out: TextIO) -> int:
 
     # Read-only: works beside a running router (which holds the ledger for writing).
     plan = _load(args)
-    book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir, read_only=True))
+    if plan.ledger is None:
+        # No budgets: no ledger is kept, so nothing is opened (or created).
+        if args.json:
+            out.write("[]\n")
+        else:
+            out.write(
+                f"no budgets in {args.config}: no spend ledger is kept (each call's cost"
+                " is in its result and in the metrics)\n"
+            )
+        return 0
+    book = BudgetBook(plan.budgets, open_ledger(plan.ledger, read_only=True))
     await book.start()
     try:
         rows = book.spend()

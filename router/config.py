@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from router.errors import ConfigError, ConfigProblem
+from router.files import why_unwritable
 from router.redact import register_secret
 from router.templates import RouteTemplates, compile_routes, parse_var_type
 from router.yamlsrc import YamlDoc, did_you_mean, format_path, load_yaml, validation_problems
@@ -50,6 +51,7 @@ __all__ = [
     "BudgetConfig",
     "Config",
     "Cooldown",
+    "LedgerPlan",
     "LedgerSettings",
     "Limits",
     "Loaded",
@@ -131,6 +133,47 @@ UsdPerMtok = Annotated[
 HttpStatus = Annotated[int, Field(ge=100, le=599)]
 
 
+# An env var name: what api_key_env must hold.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Prefixes of real provider keys (OpenAI, Anthropic, xAI, Groq, Google, HF, GitHub...).
+_KEY_PREFIXES = ("sk-", "sk_", "xai-", "gsk_", "pk-", "rk-", "AIza", "hf_", "ghp_", "Bearer ")
+
+
+def _looks_like_key(value: str) -> bool:
+    """Whether a string is more likely a credential than an env var name."""
+    if value.startswith(_KEY_PREFIXES):
+        return True
+    if not _ENV_NAME.fullmatch(value):
+        return len(value) >= 16
+    # A long run of mixed-case letters and digits is a token; env names are words.
+    digits = sum(c.isdigit() for c in value)
+    return (
+        len(value) >= 20
+        and digits > 0
+        and any(c.islower() for c in value)
+        and ("_" not in value or digits >= 6)
+    )
+
+
+def _env_name(value: str) -> str:
+    if _looks_like_key(value):
+        # Scrub it from every later message, whatever else happens to it.
+        register_secret(value)
+        raise ValueError(
+            "this looks like an API key, not an environment variable name: put the key in an "
+            "environment variable and write the variable's NAME here (e.g. OPENAI_API_KEY)"
+        )
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            "must be the NAME of an environment variable "
+            "(letters, digits and '_', not starting with a digit)"
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors; inf/nan are refused; inputs never appear in error text
     # (an input may be a pasted key).
@@ -160,15 +203,23 @@ class Cooldown(_Strict):
 
 
 class LedgerSettings(_Strict):
-    """Where settled spend is kept."""
+    """Where settled spend is kept. Only a config with budgets keeps a ledger."""
 
     backend: Annotated[
         Literal["sqlite", "memory"],
         Field(description="sqlite persists across restarts; memory forgets on exit."),
     ] = "sqlite"
-    path: Annotated[str, Field(description="SQLite file, relative to the YAML file's folder.")] = (
-        "spend.sqlite3"
-    )
+    path: Annotated[
+        str,
+        Field(description="SQLite file; a relative path is taken from the YAML file's folder."),
+    ] = "spend.sqlite3"
+    path_env: Annotated[
+        EnvName | None,
+        Field(
+            description="NAME of an env var holding the SQLite file's path; when it is set"
+            " (non-empty) it replaces path (relative: from the YAML file's folder)."
+        ),
+    ] = None
 
 
 class LogSettings(_Strict):
@@ -320,30 +371,10 @@ class MockSettings(_Strict):
     ] = []
 
 
-# An env var name: what api_key_env must hold.
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Prefixes of real provider keys (OpenAI, Anthropic, xAI, Groq, Google, HF, GitHub...).
-_KEY_PREFIXES = ("sk-", "sk_", "xai-", "gsk_", "pk-", "rk-", "AIza", "hf_", "ghp_", "Bearer ")
 # Headers that carry credentials: keys come from api_key_env, never from YAML.
 _SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "x-goog-api-key"}
 )
-
-
-def _looks_like_key(value: str) -> bool:
-    """Whether a string is more likely a credential than an env var name."""
-    if value.startswith(_KEY_PREFIXES):
-        return True
-    if not _ENV_NAME.fullmatch(value):
-        return len(value) >= 16
-    # A long run of mixed-case letters and digits is a token; env names are words.
-    digits = sum(c.isdigit() for c in value)
-    return (
-        len(value) >= 20
-        and digits > 0
-        and any(c.islower() for c in value)
-        and ("_" not in value or digits >= 6)
-    )
 
 
 def _bad_key_character(value: str) -> str | None:
@@ -355,22 +386,6 @@ def _bad_key_character(value: str) -> str | None:
     if not value.isascii():
         return "a non-ASCII character"
     return None
-
-
-def _env_name(value: str) -> str:
-    if _looks_like_key(value):
-        # Scrub it from every later message, whatever else happens to it.
-        register_secret(value)
-        raise ValueError(
-            "this looks like an API key, not an environment variable name: put the key in an "
-            "environment variable and write the variable's NAME here (e.g. OPENAI_API_KEY)"
-        )
-    if not _ENV_NAME.fullmatch(value):
-        raise ValueError(
-            "must be the NAME of an environment variable "
-            "(letters, digits and '_', not starting with a digit)"
-        )
-    return value
 
 
 def _header_name(value: str) -> str:
@@ -406,7 +421,6 @@ def _model_name(value: str) -> str:
     return value
 
 
-EnvName = Annotated[str, AfterValidator(_env_name)]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
 HeaderValue = Annotated[str, AfterValidator(_header_value)]
 ProviderName = Annotated[str, AfterValidator(_provider_name)]
@@ -669,6 +683,16 @@ _REMOVED_SETTINGS: dict[str, str] = {
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerPlan:
+    """The spend ledger a config keeps, resolved. Only a config with budgets has one."""
+
+    backend: Literal["sqlite", "memory"]
+    # The SQLite file: absolute, ``~`` expanded, from path_env's variable when set,
+    # else from path; a relative one is taken from the YAML file's folder. None: memory.
+    path: Path | None
+
+
+@dataclass(frozen=True, slots=True)
 class Loaded:
     """A providers.yaml read and checked: the validated document and what reading
     it found outside the document (keys, disabled providers, compiled templates).
@@ -683,6 +707,8 @@ class Loaded:
     disabled: frozenset[str]
     # Each route's compiled templates, by route name.
     templates: Mapping[str, RouteTemplates]
+    # The spend ledger to keep; None when there are no budgets (nothing is opened).
+    ledger: LedgerPlan | None = None
 
 
 def read_config(
@@ -690,10 +716,13 @@ def read_config(
     *,
     env: Mapping[str, str] | None = None,
     require_env: bool = True,
+    check_paths: bool = False,
 ) -> Loaded:
     """Read, validate and cross-check a providers.yaml; load its keys; compile its templates.
 
-    The arguments are those of :func:`router.load_config`, which resolves the result.
+    The arguments are those of :func:`router.load_config`, which resolves the result,
+    and ``check_paths`` (``router validate``): also report a spend ledger file that
+    cannot be created or written where the config puts it.
 
     Returns:
         The validated document with its keys (as ``SecretStr``, registered for
@@ -704,7 +733,9 @@ def read_config(
     """
     source = Path(path)
     doc = load_yaml(source, os.fspath(path))
-    return _Loader(doc, source, os.environ if env is None else env, require_env).run()
+    loader = _Loader(doc, source, os.environ if env is None else env, require_env)
+    loader.check_paths = check_paths
+    return loader.run()
 
 
 class _Loader:
@@ -727,6 +758,8 @@ class _Loader:
         # Every name declared, valid or not: a bad provider is not also an unknown one.
         self.provider_names: set[str] = set()
         self.route_names: set[str] = set()
+        # Also check that the ledger file can be written (router validate).
+        self.check_paths = False
 
     def run(self) -> Loaded:
         config = self._validate()
@@ -742,6 +775,7 @@ class _Loader:
                 self.routes, self.source.parent / tdir, label, self.doc
             )
             self.problems += problems
+        ledger = None if config is None else self._ledger(config.settings.ledger, config.budgets)
         if self.problems or config is None:
             main = self.doc.file
             self.problems.sort(key=lambda p: (p.file != main, p.file, p.line or 0, p.col or 0))
@@ -752,7 +786,42 @@ class _Loader:
             keys=MappingProxyType(keys),
             disabled=frozenset(disabled),
             templates=MappingProxyType(templates),
+            ledger=ledger,
         )
+
+    def _ledger(self, s: LedgerSettings, budgets: Mapping[str, BudgetConfig]) -> LedgerPlan | None:
+        """The ledger to keep (None without budgets); with check_paths, report a file
+        that cannot be written there, at the line its path came from."""
+        if not budgets:
+            return None
+        if s.backend == "memory":
+            return LedgerPlan("memory", None)
+        where: tuple[Any, ...] = ("settings", "ledger", "path")
+        raw, origin = s.path, ""
+        from_env = (self.env.get(s.path_env) or "") if s.path_env is not None else ""
+        if from_env.strip():
+            where, raw = ("settings", "ledger", "path_env"), from_env
+            origin = f" (from environment variable {s.path_env})"
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = self.source.resolve().parent / path
+        plan = LedgerPlan("sqlite", path)
+        why = why_unwritable(path) if self.check_paths else None
+        if why is None:
+            return plan
+        at_key = False
+        if self.doc.value_mark(where) is None:  # the default path: not written anywhere
+            where = ("settings", "ledger") if self.doc.key_mark(("settings", "ledger")) else ()
+            where = where or ("budgets",)
+            at_key = True
+        self._add(
+            where,
+            f"the spend ledger {path}{origin} cannot be written: {why}. Budgets keep their"
+            " spend there: point settings.ledger.path (or path_env) at a writable place"
+            " (a relative path is taken from the YAML file's folder), or use backend: memory",
+            at_key=at_key,
+        )
+        return plan
 
     def _validate(self) -> Config | None:
         data = self._without_removed_settings(self.doc.data)

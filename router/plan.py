@@ -10,7 +10,7 @@ and checks the YAML against the schema (every problem with its file:line:col);
 - per route: compiled templates, the chain of enabled steps with each step's
   effective settings (step > route > provider > settings), the deadline, the
   token cap and the error kinds that fall back;
-- the budgets, the ledger, the chain-wide numbers (attempt floor, backoff,
+- the budgets, the ledger (only with budgets), the chain-wide numbers (attempt floor, backoff,
   Retry-After cap, health TTL) and the files a watcher must follow.
 
 A Plan is frozen (dataclasses with slots: cheap to read on the hot path) and
@@ -41,7 +41,7 @@ from router.config import (
     BudgetConfig,
     Config,
     Cooldown,
-    LedgerSettings,
+    LedgerPlan,
     Limits,
     Loaded,
     MockSettings,
@@ -185,7 +185,9 @@ class Plan:
     disabled_providers: frozenset[str]  # dropped: their key is not set
     routes: Mapping[str, RoutePlan]
     budgets: Mapping[str, BudgetConfig]
-    ledger: LedgerSettings
+    # The spend ledger to keep: its backend and file. None when there are no budgets:
+    # then no ledger is opened or created at all.
+    ledger: LedgerPlan | None
     attempt_floor_s: float
     backoff: Backoff
     retry_after_max_s: float
@@ -316,7 +318,7 @@ def resolve(loaded: Loaded) -> Plan:
         disabled_providers=loaded.disabled,
         routes=MappingProxyType(routes),
         budgets=_frozen(config.budgets),
-        ledger=s.ledger,
+        ledger=loaded.ledger,
         attempt_floor_s=s.attempt_floor_s,
         backoff=s.backoff,
         retry_after_max_s=s.retry_after_max_s,

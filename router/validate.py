@@ -36,6 +36,9 @@ def run_validate(
         path: the YAML file.
         no_env: check structure only; providers whose key variable is unset are
             reported as disabled instead of failing (CI runners often lack secrets).
+
+    Beyond what loading checks, the spend ledger file (kept when there are budgets)
+    must be creatable and writable where the config puts it.
         fmt: ``text`` prints ``file:line:col: path: message``; ``github`` prints
             ``::error file=...,line=...,col=...::...`` workflow annotations.
         out: where to write; defaults to stdout.
@@ -49,7 +52,7 @@ def run_validate(
     # says the same, so the events are kept out of the report.
     with capture_logs():
         try:
-            loaded = read_config(path, require_env=not no_env)
+            loaded = read_config(path, require_env=not no_env, check_paths=True)
         except ConfigError as exc:
             problems = exc.problems
             loaded = None
