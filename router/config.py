@@ -19,7 +19,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -43,7 +43,15 @@ from router.errors import ConfigError, ConfigProblem
 from router.files import why_unwritable
 from router.redact import register_secret
 from router.templates import RouteTemplates, compile_routes, parse_var_type
-from router.yamlsrc import YamlDoc, did_you_mean, format_path, load_yaml, validation_problems
+from router.yamlsrc import (
+    Interpolation,
+    KeyPath,
+    YamlDoc,
+    did_you_mean,
+    format_path,
+    load_yaml,
+    validation_problems,
+)
 
 __all__ = [
     "FREE",
@@ -156,6 +164,11 @@ def _looks_like_key(value: str) -> bool:
 
 
 def _env_name(value: str) -> str:
+    if "${" in value:
+        raise ValueError(
+            "write the NAME of the environment variable itself (e.g. OPENAI_API_KEY), not a"
+            " ${...} reference: this field is never interpolated"
+        )
     if _looks_like_key(value):
         # Scrub it from every later message, whatever else happens to it.
         register_secret(value)
@@ -709,6 +722,9 @@ class Loaded:
     templates: Mapping[str, RouteTemplates]
     # The spend ledger to keep; None when there are no budgets (nothing is opened).
     ledger: LedgerPlan | None = None
+    # Not problems, but worth saying (require_env=False: a ${VAR} without a default
+    # whose variable is unset; its value was not checked).
+    warnings: tuple[ConfigProblem, ...] = ()
 
 
 def read_config(
@@ -732,10 +748,19 @@ def read_config(
         ConfigError: listing every problem found, each with its file, line and path.
     """
     source = Path(path)
-    doc = load_yaml(source, os.fspath(path))
-    loader = _Loader(doc, source, os.environ if env is None else env, require_env)
+    environ = os.environ if env is None else env
+    doc = load_yaml(source, os.fspath(path), Interpolation(environ, _kept_as_written, require_env))
+    loader = _Loader(doc, source, environ, require_env)
     loader.check_paths = check_paths
     return loader.run()
+
+
+def _kept_as_written(path: KeyPath) -> bool:
+    """Values never interpolated: template text (Jinja2 text such as ``${{ price }}``
+    is the prompt's own) and the names of environment variables."""
+    if len(path) == 3 and path[0] == "routes" and path[2] in ("system", "prompt"):
+        return True
+    return bool(path) and path[-1] in ("api_key_env", "path_env")
 
 
 class _Loader:
@@ -776,10 +801,15 @@ class _Loader:
             )
             self.problems += problems
         ledger = None if config is None else self._ledger(config.settings.ledger, config.budgets)
-        if self.problems or config is None:
+        self._register_header_values()
+        problems = self._known(config is not None)
+        warnings = [*self.doc.warnings]
+        if warnings:
+            _log_warnings(warnings)
+        if problems or config is None:
             main = self.doc.file
-            self.problems.sort(key=lambda p: (p.file != main, p.file, p.line or 0, p.col or 0))
-            raise ConfigError(self.problems)
+            problems.sort(key=lambda p: (p.file != main, p.file, p.line or 0, p.col or 0))
+            raise ConfigError([self._scrub(p) for p in problems], warnings)
         return Loaded(
             config=config,
             source=self.source.resolve(),
@@ -787,7 +817,42 @@ class _Loader:
             disabled=frozenset(disabled),
             templates=MappingProxyType(templates),
             ledger=ledger,
+            warnings=tuple(warnings),
         )
+
+    def _known(self, valid: bool) -> list[ConfigProblem]:
+        """The problems, less those about values left unknown by an unset variable
+        (require_env=False: each has its warning); all of them when the document did
+        not validate, since nothing can be built from it then."""
+        unknown = [format_path(p) for p in self.doc.unknown]
+        if not unknown or not valid:
+            return self.problems
+        return [
+            p
+            for p in self.problems
+            if not any(p.path == u or p.path.startswith((u + ".", u + "[")) for u in unknown)
+        ]
+
+    def _scrub(self, problem: ConfigProblem) -> ConfigProblem:
+        """``problem`` with every value an environment variable supplied replaced by its
+        ``${NAME}``: an error never shows an interpolated value."""
+        message = problem.message
+        values = sorted(self.doc.env_values.items(), key=lambda kv: len(kv[1]), reverse=True)
+        for name, value in values:
+            if len(value) >= 2:
+                message = message.replace(value, f"${{{name}}}")
+        return problem if message == problem.message else replace(problem, message=message)
+
+    def _register_header_values(self) -> None:
+        """A header value taken from the environment may be a credential of a scheme the
+        router does not know: it is redacted like a key from every output."""
+        for path in self.doc.interpolated:
+            if len(path) == 4 and path[0] == "providers" and path[2] == "headers":
+                value: Any = self.doc.data
+                for key in path:
+                    value = value.get(key) if isinstance(value, dict) else None
+                if isinstance(value, str):
+                    register_secret(value)
 
     def _ledger(self, s: LedgerSettings, budgets: Mapping[str, BudgetConfig]) -> LedgerPlan | None:
         """The ledger to keep (None without budgets); with check_paths, report a file
@@ -1047,6 +1112,14 @@ class _Loader:
                     (*where, "route"),
                     f"unknown route {b.route!r}" + did_you_mean(b.route, self.route_names),
                 )
+
+
+def _log_warnings(warnings: list[ConfigProblem]) -> None:
+    import structlog  # as in _resolve_env: off the import path
+
+    log = structlog.get_logger("router.config")
+    for w in warnings:
+        log.warning("config_warning", problem=str(w))
 
 
 def _part(model: type[_M], raw: Any) -> _M | None:

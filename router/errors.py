@@ -105,10 +105,14 @@ class ConfigProblem:
 
 
 class ConfigError(RouterError):
-    """The config is invalid. ``problems`` lists every problem found, each with its place."""
+    """The config is invalid. ``problems`` lists every problem found, each with its place;
+    ``warnings`` what was found besides (not counted: e.g. a value left unchecked)."""
 
-    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+    def __init__(
+        self, problems: Sequence[ConfigProblem], warnings: Sequence[ConfigProblem] = ()
+    ) -> None:
         self.problems = list(problems)
+        self.warnings = list(warnings)
         n = len(self.problems)
         head = f"{n} problem{'s' if n != 1 else ''} in config"
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))

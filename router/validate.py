@@ -48,14 +48,18 @@ def run_validate(
     """
     stream = sys.stdout if out is None else out
     problems: list[ConfigProblem] = []
-    # The loader warns about disabled providers through structlog; the summary line
-    # says the same, so the events are kept out of the report.
+    # The loader warns about disabled providers and unchecked values through structlog;
+    # the report says the same, so the events are kept out of it.
     with capture_logs():
         try:
             loaded = read_config(path, require_env=not no_env, check_paths=True)
+            warnings = list(loaded.warnings)
         except ConfigError as exc:
             problems = exc.problems
+            warnings = exc.warnings
             loaded = None
+    for warning in warnings:
+        stream.write(redact(_format(warning, fmt, "warning")) + "\n")
     if loaded is None:
         for problem in problems:
             stream.write(redact(_format(problem, fmt)) + "\n")
@@ -84,7 +88,7 @@ def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
     return line
 
 
-def _format(problem: ConfigProblem, fmt: Format) -> str:
+def _format(problem: ConfigProblem, fmt: Format, level: str = "error") -> str:
     if fmt == "text":
         return str(problem)
     props = f"file={_prop(problem.file)}"
@@ -93,7 +97,7 @@ def _format(problem: ConfigProblem, fmt: Format) -> str:
         if problem.col is not None:
             props += f",col={problem.col}"
     text = f"{problem.path}: {problem.message}" if problem.path else problem.message
-    return f"::error {props}::{_data(text)}"
+    return f"::{level} {props}::{_data(text)}"
 
 
 def _data(text: str) -> str:
