@@ -4,12 +4,14 @@ Every model forbids unknown keys. Defaults here are the documented defaults
 (docs/config.md is tested against this schema, so the two cannot drift).
 
 :func:`read_config` reads the YAML with positions (:mod:`router.yamlsrc`),
-validates it against this schema, cross-checks what a schema cannot express
-(chains name declared providers and models, budgets name declared scopes, URLs
-are safe, keys are present), compiles the templates (:mod:`router.templates`),
-and raises one :class:`~router.errors.ConfigError` listing every problem, each
-as ``providers.yaml:LINE:COL: dotted.path: message``. What the router runs
-from is not this schema but the :class:`router.plan.Plan` resolved from it
+interpolating ``${VAR}`` in string values from the environment (never in
+template text or in the names of variables), validates it against this schema,
+cross-checks what a schema cannot express (chains name declared providers and
+models, budgets name declared scopes, URLs are safe, keys are present), compiles
+the templates (:mod:`router.templates`), and raises one
+:class:`~router.errors.ConfigError` listing every problem, each as
+``providers.yaml:LINE:COL: dotted.path: message``. What the router runs from is
+not this schema but the :class:`router.plan.Plan` resolved from it
 (:func:`router.load_config`).
 """
 

@@ -122,6 +122,9 @@ class StepPlan:
     first_token_timeout_s: float  # streams: longest wait for the first text delta
     idle_timeout_s: float  # streams: longest wait between two chunks
     input_overhead: int  # hidden prompt tokens the provider bills per request
+    # context_window less input_overhead: the most the messages' estimate plus the
+    # output cap may be (None: no window, never checked). One comparison per step.
+    window_room: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,10 +274,13 @@ def load_config(
 
     Args:
         path: the YAML file. Problems are reported under this name as given.
-        env: where API keys are read from; defaults to ``os.environ``.
+        env: where API keys, ``${VAR}`` values and ``settings.ledger.path_env``
+            are read from; defaults to ``os.environ`` (read at each load).
         require_env: when true, a non-optional provider whose key variable is
-            unset is an error. When false, every provider whose key is unset is
-            disabled instead (for validating structure without secrets).
+            unset is an error, and so is a ``${VAR}`` without a default whose
+            variable is unset. When false, every provider whose key is unset is
+            disabled instead, and such a ``${VAR}`` is a warning (for validating
+            structure without secrets).
 
     Returns:
         The resolved :class:`Plan`: keys loaded (as ``SecretStr``, registered
@@ -393,6 +399,9 @@ def _route(
                 ),
                 idle_timeout_s=_first(r.idle_timeout_s, p.idle_timeout_s, s.idle_timeout_s),
                 input_overhead=p.input_overhead,
+                window_room=None
+                if m.context_window is None
+                else m.context_window - p.input_overhead,
             )
         )
     fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on
