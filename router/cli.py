@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any, TextIO
 
 from router.errors import ProviderError, RouterError
-from router.plan import Plan, load_config
+from router.plan import Plan, StepFit, load_config
 from router.types import Attempt, Completion
 
 
@@ -158,18 +158,30 @@ async def _call(args: argparse.Namespace, out: TextIO) -> int:
 def _render(args: argparse.Namespace, out: TextIO) -> int:
     # A dry run needs only the plan: no router, no transport, no ledger.
     plan = _load(args)
-    messages = plan.render(args.route, _vars(args, plan))
+    variables = _vars(args, plan)
+    messages = plan.render(args.route, variables)
     for m in messages:
         mark = " (prompt cache breakpoint)" if m.cache else ""
         out.write(f"--- {m.role}{mark} ---\n{m.content.rstrip()}\n")
     out.write("--- chain (dry run: nothing sent) ---\n")
-    for i, s in enumerate(plan.chain(args.route), 1):
+    fits = plan.fit(args.route, variables)
+    for i, (s, f) in enumerate(zip(plan.chain(args.route), fits, strict=True), 1):
         out.write(
             f"  {i}. {s.provider}/{s.model}: ${s.price.input_per_mtok}/M in,"
-            f" ${s.price.output_per_mtok}/M out, retries={s.retries},"
+            f" ${s.price.output_per_mtok}/M out, retries={s.retries}, {_window(f)},"
             f" attempt cap {s.attempt_cap_s:g}s\n"
         )
     return 0
+
+
+def _window(f: StepFit) -> str:
+    """Whether a dry-run step's input and output fit its model's context window."""
+    need = f"~{f.input_tokens} tokens in (estimate) + {f.max_tokens} out"
+    if f.context_window is None:
+        return f"{need} (context window unknown: not checked)"
+    if f.fits:
+        return f"{need} fit its context window of {f.context_window}"
+    return f"{need} do NOT fit its context window of {f.context_window}: a call skips this step"
 
 
 async def _health(args: argparse.Namespace, out: TextIO) -> int:
@@ -198,7 +210,17 @@ async def _spend(args: argparse.Namespace, out: TextIO) -> int:
 
     # Read-only: works beside a running router (which holds the ledger for writing).
     plan = _load(args)
-    book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir, read_only=True))
+    if plan.ledger is None:
+        # No budgets: no ledger is kept, so nothing is opened (or created).
+        if args.json:
+            out.write("[]\n")
+        else:
+            out.write(
+                f"no budgets in {args.config}: no spend ledger is kept (each call's cost"
+                " is in its result and in the metrics)\n"
+            )
+        return 0
+    book = BudgetBook(plan.budgets, open_ledger(plan.ledger, read_only=True))
     await book.start()
     try:
         rows = book.spend()

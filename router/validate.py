@@ -55,6 +55,9 @@ def run_validate(
         path: the YAML file.
         no_env: check structure only; providers whose key variable is unset are
             reported as disabled instead of failing (CI runners often lack secrets).
+
+    Beyond what loading checks, the spend ledger file (kept when there are budgets)
+    must be creatable and writable where the config puts it.
         fmt: ``text`` prints ``file:line:col: path: message``; ``github`` prints
             ``::error file=...,line=...,col=...::...`` workflow annotations.
         out: where to write; defaults to stdout.
@@ -68,13 +71,15 @@ def run_validate(
     """
     stream = sys.stdout if out is None else out
     problems: list[ConfigProblem] = []
-    # The loader warns about disabled providers through structlog; the summary line
-    # says the same, so the events are kept out of the report.
+    # The loader warns about disabled providers and unchecked values through structlog;
+    # the report says the same, so the events are kept out of it.
     with capture_logs():
         try:
-            loaded = read_config(path, require_env=not no_env)
+            loaded = read_config(path, require_env=not no_env, check_paths=True)
+            warnings = list(loaded.warnings)
         except ConfigError as exc:
             problems = exc.problems
+            warnings = exc.warnings
             loaded = None
     check: KeyCheck | None = None
     if loaded is not None and online:
@@ -83,6 +88,8 @@ def run_validate(
                 check = asyncio.run(_check_keys(loaded, timeout_s))
             except ConfigError as exc:
                 problems = exc.problems
+    for warning in warnings:
+        stream.write(redact(_format(warning, fmt, "warning")) + "\n")
     if loaded is None or problems:
         for problem in problems:
             stream.write(redact(_format(problem, fmt)) + "\n")
@@ -90,12 +97,12 @@ def run_validate(
         stream.write(f"{path}: invalid, {n} problem{'s' if n != 1 else ''}\n")
         return 1
     # The document is read again for its positions (read_config keeps only the values).
-    warnings = config_advice(loaded.config, load_yaml(Path(path), path))
-    for warning in warnings:
+    advice = config_advice(loaded.config, load_yaml(Path(path), path))
+    for warning in advice:
         stream.write(redact(_format(warning, fmt, level="warning")) + "\n")
     summary = _summary(path, loaded, no_env)
-    if warnings:
-        n = len(warnings)
+    if warnings or advice:
+        n = len(warnings) + len(advice)
         summary += f"; {n} warning{'s' if n != 1 else ''}"
     stream.write(summary + "\n")
     if check is not None:
@@ -106,11 +113,11 @@ def run_validate(
 async def _check_keys(loaded: Loaded, timeout_s: float | None) -> KeyCheck:
     """Start a router on the file (its spend ledger in memory: validating writes no
     file) just long enough to check every key."""
-    from router.config import LedgerSettings
+    from router.config import LedgerPlan
     from router.plan import resolve
     from router.router import Router
 
-    plan = dataclasses.replace(resolve(loaded), ledger=LedgerSettings(backend="memory"))
+    plan = dataclasses.replace(resolve(loaded), ledger=LedgerPlan(backend="memory", path=None))
     async with Router(plan) as router:
         if timeout_s is None:
             return await router.verify_keys()
