@@ -457,7 +457,7 @@ class _Walker:
             return
         self.unknown.add(path)
         msg = (
-            f"warning: environment variable {name} is not set and ${{{name}}} has no"
+            f"environment variable {name} is not set and ${{{name}}} has no"
             " default: this value is not checked, and loading fails unless it is set"
         )
         self.warnings.append(ConfigProblem(self.file, line, col, where, msg))
