@@ -15,6 +15,7 @@ from router.config import (
     BudgetConfig,
     Config,
     Cooldown,
+    LedgerPlan,
     LedgerSettings,
     Limits,
     MockSettings,
@@ -50,7 +51,16 @@ from router.errors import (
     UnknownRouteError,
 )
 from router.observe import CallRecord, Observer
-from router.plan import ChainStep, ModelPlan, Plan, ProviderPlan, RoutePlan, StepPlan, load_config
+from router.plan import (
+    ChainStep,
+    ModelPlan,
+    Plan,
+    ProviderPlan,
+    RoutePlan,
+    StepFit,
+    StepPlan,
+    load_config,
+)
 from router.proxy import Proxy
 from router.router import ReloadReport, Router
 from router.state import LocalState, ProviderHandle, State, Ticket
@@ -96,6 +106,7 @@ __all__ = [
     "InvalidResponseError",
     "KeyCheck",
     "LedgerError",
+    "LedgerPlan",
     "LedgerSettings",
     "LedgerStatus",
     "Limits",
@@ -130,6 +141,7 @@ __all__ = [
     "Skip",
     "SkipKind",
     "State",
+    "StepFit",
     "StepPlan",
     "StreamEvent",
     "StreamInterruptedError",

@@ -41,7 +41,7 @@ import structlog
 
 from router.config import BudgetConfig, Price
 from router.errors import LedgerError
-from router.ledger import Ledger, MemoryLedger
+from router.ledger import Ledger, MemoryLedger, NoLedger
 from router.money import dollars, usd
 from router.types import SkipKind, Usage
 
@@ -324,9 +324,12 @@ class BudgetBook:
     ) -> None:
         self._budgets = tuple(_Budget(name, cfg) for name, cfg in budgets.items())
         self._ledger = ledger
-        # The memory ledger (exactly: a subclass may wait or fail) is written at the
-        # settle itself, when nothing is queued before the cost: no writer wake-up.
-        self._record_now = ledger.record_now if type(ledger) is MemoryLedger else None
+        # The memory ledger and no ledger (exactly: a subclass may wait or fail) are
+        # written at the settle itself, when nothing is queued before the cost: no
+        # writer wake-up.
+        self._record_now = (
+            ledger.record_now if type(ledger) is MemoryLedger or type(ledger) is NoLedger else None
+        )
         self._clock = clock
         self._retry_s = retry_s
         # The budgets that apply to a (route, provider) pair, computed once per pair.

@@ -286,6 +286,10 @@ class Call(Generic[R]):
         for i, step in enumerate(steps):
             steps_left = n - i
             params, max_tokens = self._request_params(step)
+            room = step.plan.window_room
+            if room is not None and self.est_in + max_tokens > room:
+                self._skip(step, self._too_long(step, max_tokens), rt.clock())
+                continue
             worst = worst_case_usd(self.input_estimate(step), max_tokens, step.plan.price)
             request = step.provider.adapter.chat_request(
                 step.plan.model, self.messages, params, stream=self.stream
@@ -323,6 +327,16 @@ class Call(Generic[R]):
                 if pause > 0:
                     await rt.sleep(pause)
         raise self._failure()
+
+    def _too_long(self, step: Step, max_tokens: int) -> Skip:
+        """The skip of a step whose model cannot hold this call's input and output."""
+        est = self.input_estimate(step)
+        window = step.plan.context_window
+        return Skip(
+            SkipKind.CONTEXT_WINDOW,
+            f"estimated input {est} + max_tokens {max_tokens} = {est + max_tokens} tokens"
+            f" is more than the model's context_window {window}",
+        )
 
     def closed_error(self) -> RouterClosedError:
         """What the call raises when ``Router.aclose()`` ends it."""

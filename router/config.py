@@ -4,12 +4,14 @@ Every model forbids unknown keys. Defaults here are the documented defaults
 (docs/config.md is tested against this schema, so the two cannot drift).
 
 :func:`read_config` reads the YAML with positions (:mod:`router.yamlsrc`),
-validates it against this schema, cross-checks what a schema cannot express
-(chains name declared providers and models, budgets name declared scopes, URLs
-are safe, keys are present), compiles the templates (:mod:`router.templates`),
-and raises one :class:`~router.errors.ConfigError` listing every problem, each
-as ``providers.yaml:LINE:COL: dotted.path: message``. What the router runs
-from is not this schema but the :class:`router.plan.Plan` resolved from it
+interpolating ``${VAR}`` in string values from the environment (never in
+template text or in the names of variables), validates it against this schema,
+cross-checks what a schema cannot express (chains name declared providers and
+models, budgets name declared scopes, URLs are safe, keys are present), compiles
+the templates (:mod:`router.templates`), and raises one
+:class:`~router.errors.ConfigError` listing every problem, each as
+``providers.yaml:LINE:COL: dotted.path: message``. What the router runs from is
+not this schema but the :class:`router.plan.Plan` resolved from it
 (:func:`router.load_config`).
 """
 
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -39,10 +41,19 @@ from pydantic import (
 )
 
 from router.errors import ConfigError, ConfigProblem
+from router.files import why_unwritable
 from router.proxy import Proxy, ProxyURLError, choose, is_loopback, parse_proxy
 from router.redact import register_secret
 from router.templates import RouteTemplates, compile_routes, parse_var_type
-from router.yamlsrc import YamlDoc, did_you_mean, format_path, load_yaml, validation_problems
+from router.yamlsrc import (
+    Interpolation,
+    KeyPath,
+    YamlDoc,
+    did_you_mean,
+    format_path,
+    load_yaml,
+    validation_problems,
+)
 
 __all__ = [
     "FREE",
@@ -50,6 +61,7 @@ __all__ = [
     "BudgetConfig",
     "Config",
     "Cooldown",
+    "LedgerPlan",
     "LedgerSettings",
     "Limits",
     "Loaded",
@@ -134,6 +146,52 @@ UsdPerMtok = Annotated[
 HttpStatus = Annotated[int, Field(ge=100, le=599)]
 
 
+# An env var name: what api_key_env must hold.
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Prefixes of real provider keys (OpenAI, Anthropic, xAI, Groq, Google, HF, GitHub...).
+_KEY_PREFIXES = ("sk-", "sk_", "xai-", "gsk_", "pk-", "rk-", "AIza", "hf_", "ghp_", "Bearer ")
+
+
+def _looks_like_key(value: str) -> bool:
+    """Whether a string is more likely a credential than an env var name."""
+    if value.startswith(_KEY_PREFIXES):
+        return True
+    if not _ENV_NAME.fullmatch(value):
+        return len(value) >= 16
+    # A long run of mixed-case letters and digits is a token; env names are words.
+    digits = sum(c.isdigit() for c in value)
+    return (
+        len(value) >= 20
+        and digits > 0
+        and any(c.islower() for c in value)
+        and ("_" not in value or digits >= 6)
+    )
+
+
+def _env_name(value: str) -> str:
+    if "${" in value:
+        raise ValueError(
+            "write the NAME of the environment variable itself (e.g. OPENAI_API_KEY), not a"
+            " ${...} reference: this field is never interpolated"
+        )
+    if _looks_like_key(value):
+        # Scrub it from every later message, whatever else happens to it.
+        register_secret(value)
+        raise ValueError(
+            "this looks like an API key, not an environment variable name: put the key in an "
+            "environment variable and write the variable's NAME here (e.g. OPENAI_API_KEY)"
+        )
+    if not _ENV_NAME.fullmatch(value):
+        raise ValueError(
+            "must be the NAME of an environment variable "
+            "(letters, digits and '_', not starting with a digit)"
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_env_name)]
+
+
 class _Strict(BaseModel):
     # Unknown keys are errors; inf/nan are refused; inputs never appear in error text
     # (an input may be a pasted key).
@@ -163,15 +221,23 @@ class Cooldown(_Strict):
 
 
 class LedgerSettings(_Strict):
-    """Where settled spend is kept."""
+    """Where settled spend is kept. Only a config with budgets keeps a ledger."""
 
     backend: Annotated[
         Literal["sqlite", "memory"],
         Field(description="sqlite persists across restarts; memory forgets on exit."),
     ] = "sqlite"
-    path: Annotated[str, Field(description="SQLite file, relative to the YAML file's folder.")] = (
-        "spend.sqlite3"
-    )
+    path: Annotated[
+        str,
+        Field(description="SQLite file; a relative path is taken from the YAML file's folder."),
+    ] = "spend.sqlite3"
+    path_env: Annotated[
+        EnvName | None,
+        Field(
+            description="NAME of an env var holding the SQLite file's path; when it is set"
+            " (non-empty) it replaces path (relative: from the YAML file's folder)."
+        ),
+    ] = None
 
 
 class LogSettings(_Strict):
@@ -288,10 +354,17 @@ class ModelConfig(_Strict):
 
     price: Annotated[
         Price | None,
-        Field(description="Required for openai/anthropic kinds; free (0) for ollama and mock."),
+        Field(
+            description="USD per million tokens. Required, except: free (0) for ollama and mock,"
+            " and for openai on a loopback base_url (localhost, 127.0.0.0/8, ::1)."
+        ),
     ] = None
     context_window: Annotated[
-        Tokens | None, Field(description="Largest prompt + output in tokens; null: unknown.")
+        Tokens | None,
+        Field(
+            description="Largest prompt + output in tokens: a step whose estimated input plus"
+            " max_tokens exceeds it is skipped before sending; null: unknown, not checked."
+        ),
     ] = None
     max_output_tokens: Annotated[
         Tokens | None, Field(description="Largest output the model allows; null: unknown.")
@@ -323,30 +396,10 @@ class MockSettings(_Strict):
     ] = []
 
 
-# An env var name: what api_key_env must hold.
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Prefixes of real provider keys (OpenAI, Anthropic, xAI, Groq, Google, HF, GitHub...).
-_KEY_PREFIXES = ("sk-", "sk_", "xai-", "gsk_", "pk-", "rk-", "AIza", "hf_", "ghp_", "Bearer ")
 # Headers that carry credentials: keys come from api_key_env, never from YAML.
 _SECRET_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "x-api-key", "api-key", "cookie", "x-goog-api-key"}
 )
-
-
-def _looks_like_key(value: str) -> bool:
-    """Whether a string is more likely a credential than an env var name."""
-    if value.startswith(_KEY_PREFIXES):
-        return True
-    if not _ENV_NAME.fullmatch(value):
-        return len(value) >= 16
-    # A long run of mixed-case letters and digits is a token; env names are words.
-    digits = sum(c.isdigit() for c in value)
-    return (
-        len(value) >= 20
-        and digits > 0
-        and any(c.islower() for c in value)
-        and ("_" not in value or digits >= 6)
-    )
 
 
 def _bad_key_character(value: str) -> str | None:
@@ -358,22 +411,6 @@ def _bad_key_character(value: str) -> str | None:
     if not value.isascii():
         return "a non-ASCII character"
     return None
-
-
-def _env_name(value: str) -> str:
-    if _looks_like_key(value):
-        # Scrub it from every later message, whatever else happens to it.
-        register_secret(value)
-        raise ValueError(
-            "this looks like an API key, not an environment variable name: put the key in an "
-            "environment variable and write the variable's NAME here (e.g. OPENAI_API_KEY)"
-        )
-    if not _ENV_NAME.fullmatch(value):
-        raise ValueError(
-            "must be the NAME of an environment variable "
-            "(letters, digits and '_', not starting with a digit)"
-        )
-    return value
 
 
 def _header_name(value: str) -> str:
@@ -409,7 +446,6 @@ def _model_name(value: str) -> str:
     return value
 
 
-EnvName = Annotated[str, AfterValidator(_env_name)]
 HeaderName = Annotated[str, AfterValidator(_header_name)]
 HeaderValue = Annotated[str, AfterValidator(_header_value)]
 ProviderName = Annotated[str, AfterValidator(_provider_name)]
@@ -686,6 +722,9 @@ _DEFAULT_BASE_URLS: dict[str, str] = {
 _M = TypeVar("_M", bound=BaseModel)
 # Kinds whose models cost nothing, so a model may omit its price.
 _FREE_KINDS = frozenset({"ollama", "mock"})
+# Kinds whose models are free when base_url is this machine (a local OpenAI-compatible
+# server: vLLM, llama.cpp, LM Studio), so a model there may omit its price.
+_FREE_WHEN_LOCAL = frozenset({"openai"})
 # Kinds that always authenticate when talking to a remote host.
 _KEYED_KINDS = frozenset({"openai", "anthropic"})
 
@@ -707,6 +746,16 @@ _REMOVED_SETTINGS: dict[str, str] = {
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerPlan:
+    """The spend ledger a config keeps, resolved. Only a config with budgets has one."""
+
+    backend: Literal["sqlite", "memory"]
+    # The SQLite file: absolute, ``~`` expanded, from path_env's variable when set,
+    # else from path; a relative one is taken from the YAML file's folder. None: memory.
+    path: Path | None
+
+
+@dataclass(frozen=True, slots=True)
 class Loaded:
     """A providers.yaml read and checked: the validated document and what reading
     it found outside the document (keys, disabled providers, compiled templates).
@@ -725,7 +774,11 @@ class Loaded:
     proxies: Mapping[str, Proxy | None]
     # Why each disabled provider is: the environment variable that is not set.
     disabled_because: Mapping[str, str]
-    # What is legal but likely a mistake (a declared variable no template uses).
+    # The spend ledger to keep; None when there are no budgets (nothing is opened).
+    ledger: LedgerPlan | None = None
+    # Not problems, but worth saying: a ${VAR} without a default whose variable is
+    # unset (require_env=False; its value was not checked), a declared template
+    # variable that no template uses.
     warnings: tuple[ConfigProblem, ...] = ()
 
 
@@ -734,10 +787,13 @@ def read_config(
     *,
     env: Mapping[str, str] | None = None,
     require_env: bool = True,
+    check_paths: bool = False,
 ) -> Loaded:
     """Read, validate and cross-check a providers.yaml; load its keys; compile its templates.
 
-    The arguments are those of :func:`router.load_config`, which resolves the result.
+    The arguments are those of :func:`router.load_config`, which resolves the result,
+    and ``check_paths`` (``router validate``): also report a spend ledger file that
+    cannot be created or written where the config puts it.
 
     Returns:
         The validated document with its keys (as ``SecretStr``, registered for
@@ -747,8 +803,19 @@ def read_config(
         ConfigError: listing every problem found, each with its file, line and path.
     """
     source = Path(path)
-    doc = load_yaml(source, os.fspath(path))
-    return _Loader(doc, source, os.environ if env is None else env, require_env).run()
+    environ = os.environ if env is None else env
+    doc = load_yaml(source, os.fspath(path), Interpolation(environ, _kept_as_written, require_env))
+    loader = _Loader(doc, source, environ, require_env)
+    loader.check_paths = check_paths
+    return loader.run()
+
+
+def _kept_as_written(path: KeyPath) -> bool:
+    """Values never interpolated: template text (Jinja2 text such as ``${{ price }}``
+    is the prompt's own) and the names of environment variables."""
+    if len(path) == 3 and path[0] == "routes" and path[2] in ("system", "prompt"):
+        return True
+    return bool(path) and path[-1] in ("api_key_env", "path_env")
 
 
 class _Loader:
@@ -774,6 +841,8 @@ class _Loader:
         # Each provider's proxy (None: direct), and why a disabled one is disabled.
         self.proxies: dict[str, Proxy | None] = {}
         self.disabled_because: dict[str, str] = {}
+        # Also check that the ledger file can be written (router validate).
+        self.check_paths = False
 
     def run(self) -> Loaded:
         config = self._validate()
@@ -782,18 +851,24 @@ class _Loader:
         self._check_routes(dropped)
         self._check_budgets()
         templates: dict[str, RouteTemplates] = {}
-        warnings: list[ConfigProblem] = []
+        template_warnings: list[ConfigProblem] = []
         if self.settings_ok:
             tdir = Path(self.settings.templates_dir)
             label = os.fspath(self.source.parent / tdir) if not tdir.is_absolute() else str(tdir)
-            templates, problems, warnings = compile_routes(
+            templates, problems, template_warnings = compile_routes(
                 self.routes, self.source.parent / tdir, label, self.doc
             )
             self.problems += problems
-        if self.problems or config is None:
+        ledger = None if config is None else self._ledger(config.settings.ledger, config.budgets)
+        self._register_header_values()
+        problems = self._known(config is not None)
+        warnings = [*self.doc.warnings, *template_warnings]
+        if warnings:
+            _log_warnings(warnings)
+        if problems or config is None:
             main = self.doc.file
-            self.problems.sort(key=lambda p: (p.file != main, p.file, p.line or 0, p.col or 0))
-            raise ConfigError(self.problems)
+            problems.sort(key=lambda p: (p.file != main, p.file, p.line or 0, p.col or 0))
+            raise ConfigError([self._scrub(p) for p in problems], warnings)
         return Loaded(
             config=config,
             source=self.source.resolve(),
@@ -802,8 +877,77 @@ class _Loader:
             templates=MappingProxyType(templates),
             proxies=MappingProxyType(self.proxies),
             disabled_because=MappingProxyType(self.disabled_because),
+            ledger=ledger,
             warnings=tuple(warnings),
         )
+
+    def _known(self, valid: bool) -> list[ConfigProblem]:
+        """The problems, less those about values left unknown by an unset variable
+        (require_env=False: each has its warning); all of them when the document did
+        not validate, since nothing can be built from it then."""
+        unknown = [format_path(p) for p in self.doc.unknown]
+        if not unknown or not valid:
+            return self.problems
+        return [
+            p
+            for p in self.problems
+            if not any(p.path == u or p.path.startswith((u + ".", u + "[")) for u in unknown)
+        ]
+
+    def _scrub(self, problem: ConfigProblem) -> ConfigProblem:
+        """``problem`` with every value an environment variable supplied replaced by its
+        ``${NAME}``: an error never shows an interpolated value."""
+        message = problem.message
+        values = sorted(self.doc.env_values.items(), key=lambda kv: len(kv[1]), reverse=True)
+        for name, value in values:
+            if len(value) >= 2:
+                message = message.replace(value, f"${{{name}}}")
+        return problem if message == problem.message else replace(problem, message=message)
+
+    def _register_header_values(self) -> None:
+        """A header value taken from the environment may be a credential of a scheme the
+        router does not know: it is redacted like a key from every output."""
+        for path in self.doc.interpolated:
+            if len(path) == 4 and path[0] == "providers" and path[2] == "headers":
+                value: Any = self.doc.data
+                for key in path:
+                    value = value.get(key) if isinstance(value, dict) else None
+                if isinstance(value, str):
+                    register_secret(value)
+
+    def _ledger(self, s: LedgerSettings, budgets: Mapping[str, BudgetConfig]) -> LedgerPlan | None:
+        """The ledger to keep (None without budgets); with check_paths, report a file
+        that cannot be written there, at the line its path came from."""
+        if not budgets:
+            return None
+        if s.backend == "memory":
+            return LedgerPlan("memory", None)
+        where: tuple[Any, ...] = ("settings", "ledger", "path")
+        raw, origin = s.path, ""
+        from_env = (self.env.get(s.path_env) or "") if s.path_env is not None else ""
+        if from_env.strip():
+            where, raw = ("settings", "ledger", "path_env"), from_env
+            origin = f" (from environment variable {s.path_env})"
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = self.source.resolve().parent / path
+        plan = LedgerPlan("sqlite", path)
+        why = why_unwritable(path) if self.check_paths else None
+        if why is None:
+            return plan
+        at_key = False
+        if self.doc.value_mark(where) is None:  # the default path: not written anywhere
+            where = ("settings", "ledger") if self.doc.key_mark(("settings", "ledger")) else ()
+            where = where or ("budgets",)
+            at_key = True
+        self._add(
+            where,
+            f"the spend ledger {path}{origin} cannot be written: {why}. Budgets keep their"
+            " spend there: point settings.ledger.path (or path_env) at a writable place"
+            " (a relative path is taken from the YAML file's folder), or use backend: memory",
+            at_key=at_key,
+        )
+        return plan
 
     def _validate(self) -> Config | None:
         data = self._without_removed_settings(self.doc.data)
@@ -877,15 +1021,17 @@ class _Loader:
                     "a mock provider never uses the network: it has no proxy",
                     at_key=True,
                 )
-            if p.kind not in _FREE_KINDS:
-                for model, m in p.models.items():
-                    if m.price is None:
-                        self._add(
-                            (*where, "models", model),
-                            f"price is required for kind {p.kind} "
-                            "(only ollama and mock models are free)",
-                            at_key=True,
-                        )
+            if p.kind in _FREE_KINDS or (local and p.kind in _FREE_WHEN_LOCAL):
+                continue
+            for model, m in p.models.items():
+                if m.price is None:
+                    on = f"on non-loopback host {host!r} " if host is not None else ""
+                    self._add(
+                        (*where, "models", model),
+                        f"price is required for kind {p.kind} {on}(free without a price: "
+                        "ollama and mock models, and openai models on a loopback base_url)",
+                        at_key=True,
+                    )
 
     def _check_url(self, name: str, p: ProviderConfig) -> str | None:
         """Check base_url; return its host (None when it is not usable)."""
@@ -1087,6 +1233,14 @@ class _Loader:
                     (*where, "route"),
                     f"unknown route {b.route!r}" + did_you_mean(b.route, self.route_names),
                 )
+
+
+def _log_warnings(warnings: list[ConfigProblem]) -> None:
+    import structlog  # as in _resolve_env: off the import path
+
+    log = structlog.get_logger("router.config")
+    for w in warnings:
+        log.warning("config_warning", problem=str(w))
 
 
 def _part(model: type[_M], raw: Any) -> _M | None:

@@ -111,10 +111,14 @@ class ConfigProblem:
 
 
 class ConfigError(RouterError):
-    """The config is invalid. ``problems`` lists every problem found, each with its place."""
+    """The config is invalid. ``problems`` lists every problem found, each with its place;
+    ``warnings`` what was found besides (not counted: e.g. a value left unchecked)."""
 
-    def __init__(self, problems: Sequence[ConfigProblem]) -> None:
+    def __init__(
+        self, problems: Sequence[ConfigProblem], warnings: Sequence[ConfigProblem] = ()
+    ) -> None:
         self.problems = list(problems)
+        self.warnings = list(warnings)
         n = len(self.problems)
         head = f"{n} problem{'s' if n != 1 else ''} in config"
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
@@ -218,9 +222,17 @@ class AllProvidersFailedError(RouterError):
     def __init__(self, attempts: Sequence[Attempt], route: str = "") -> None:
         self.route = route
         self.attempts = list(attempts)
-        super().__init__(
-            f"route {route!r}: all {len(self.attempts)} attempt(s) failed [{_trail(self.attempts)}]"
-        )
+        n = len(self.attempts)
+        if n and all(a.outcome == "skipped" for a in self.attempts):
+            # Nothing was sent: say so, and why when every step had the same reason.
+            kinds = {a.skip for a in self.attempts}
+            why = ""
+            if kinds == {"context_window"}:
+                why = " (the input does not fit any step's context_window)"
+            head = f"every step was skipped, nothing was sent{why}"
+        else:
+            head = f"all {n} attempt(s) failed"
+        super().__init__(f"route {route!r}: {head} [{_trail(self.attempts)}]")
 
 
 class RouterClosedError(RouterError):

@@ -1,4 +1,5 @@
-"""Reading the files a config names: regular files only, of bounded size.
+"""Reading the files a config names (regular files only, of bounded size), and
+checking that a file the router will write can be written.
 
 ``providers.yaml`` and every template file (including what a template includes,
 imports or extends) is read through :func:`read_config_file`. A FIFO would block
@@ -11,8 +12,9 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 
-__all__ = ["MAX_FILE_BYTES", "FileRefusedError", "read_config_file"]
+__all__ = ["MAX_FILE_BYTES", "FileRefusedError", "read_config_file", "why_unwritable"]
 
 # The largest file the loader reads. A real providers.yaml is a few kilobytes and a
 # long prompt template some tens; 1 MiB leaves room for generated files while the
@@ -65,6 +67,48 @@ def read_config_file(path: str | os.PathLike[str], limit: int = MAX_FILE_BYTES) 
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def why_unwritable(path: str | os.PathLike[str]) -> str | None:
+    """Why a file that will be created or written at ``path`` (with companions beside
+    it, as SQLite's journal and a lock file) cannot be, or None when it can.
+
+    The folder must exist and take a new file: that is tried for real (a probe file
+    is created and removed at once), because permission bits do not tell the whole
+    story (a read-only mount, root, ACLs, a pseudo file system). An existing file
+    must be a regular file that may be written; it is checked, not opened.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        mode = os.stat(folder).st_mode
+    except FileNotFoundError:
+        return f"its folder {folder} does not exist"
+    except NotADirectoryError:
+        return f"a part of the path to its folder {folder} is a file, not a directory"
+    except OSError as exc:
+        return f"its folder {folder} cannot be read: {exc.strerror or type(exc).__name__}"
+    if not stat.S_ISDIR(mode):
+        return f"its folder {folder} is not a directory"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".router-write-probe-", dir=folder)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        return f"no file can be created in its folder {folder}: {reason}"
+    os.close(fd)
+    os.unlink(probe)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None  # created on first open
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror or type(exc).__name__}"
+    if not stat.S_ISREG(mode):
+        what = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+        return f"it is {what}, not a regular file"
+    if not os.access(path, os.W_OK):
+        return "the file is not writable"
+    return None
 
 
 def _size(n: int) -> str:

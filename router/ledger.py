@@ -8,6 +8,7 @@ all a backend shared by several processes (Redis, for instance) must provide.
 
 Backends:
 
+- :class:`NoLedger` keeps nothing: a config without budgets opens no ledger.
 - :class:`MemoryLedger` forgets on exit (tests, demos, throwaway processes).
 - :class:`SqliteLedger` is the default: an embedded SQLite file in WAL mode with
   ``synchronous=FULL``; :meth:`SqliteLedger.record` returns only once the row
@@ -39,13 +40,13 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from router.config import LedgerSettings
+from router.config import LedgerPlan
 from router.errors import LedgerError
 
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["Ledger", "MemoryLedger", "SqliteLedger", "open_ledger"]
+__all__ = ["Ledger", "MemoryLedger", "NoLedger", "SqliteLedger", "open_ledger"]
 
 _T = TypeVar("_T")
 # The lock file's descriptor is not inherited by child processes (0 where unknown).
@@ -124,6 +125,33 @@ class MemoryLedger:
 
     def __repr__(self) -> str:
         return f"<MemoryLedger entries={len(self.entries)}>"
+
+
+class NoLedger:
+    """No ledger: what a config without budgets keeps. Nothing is opened, created or
+    remembered (costs are still reported per call and in metrics); spend reads as 0."""
+
+    async def open(self) -> None:
+        return None
+
+    async def totals(
+        self, since_epoch: float, *, provider: str | None = None, route: str | None = None
+    ) -> Decimal:
+        return Decimal(0)
+
+    async def record(
+        self, *, ts: float, route: str, provider: str, model: str, cost: Decimal
+    ) -> None:
+        return None
+
+    def record_now(self, ts: float, route: str, provider: str, model: str, cost: Decimal) -> None:
+        """:meth:`record`, synchronously (it does nothing)."""
+
+    async def close(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "<NoLedger>"
 
 
 # --- SQLite -----------------------------------------------------------------------
@@ -489,14 +517,16 @@ def _describe(exc: sqlite3.Error) -> str:
     return "SQLite error"
 
 
-def open_ledger(settings: LedgerSettings, base_dir: Path, *, read_only: bool = False) -> Ledger:
-    """Build the ledger the YAML asks for (not yet opened).
+def open_ledger(plan: LedgerPlan | None, *, read_only: bool = False) -> Ledger:
+    """Build the ledger a plan keeps (not yet opened).
 
     Args:
-        settings: ``settings.ledger`` from providers.yaml.
-        base_dir: the YAML file's folder; a relative ``path`` is taken from there.
+        plan: ``Plan.ledger``: the backend and the resolved file; None (no budgets)
+            gives a :class:`NoLedger`, which opens and creates nothing.
         read_only: for reading spend beside a running router (see SqliteLedger).
     """
-    if settings.backend == "memory":
+    if plan is None:
+        return NoLedger()
+    if plan.backend == "memory" or plan.path is None:
         return MemoryLedger()
-    return SqliteLedger(Path(base_dir) / Path(settings.path).expanduser(), read_only=read_only)
+    return SqliteLedger(plan.path, read_only=read_only)

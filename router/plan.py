@@ -10,7 +10,7 @@ and checks the YAML against the schema (every problem with its file:line:col);
 - per route: compiled templates, the chain of enabled steps with each step's
   effective settings (step > route > provider > settings), the deadline, the
   token cap, the error kinds that fall back and the prompt-cache marks;
-- the budgets, the ledger, the chain-wide numbers (attempt floor, backoff,
+- the budgets, the ledger (only with budgets), the chain-wide numbers (attempt floor, backoff,
   Retry-After cap, health TTL) and the files a watcher must follow.
 
 A Plan is frozen (dataclasses with slots: cheap to read on the hot path) and
@@ -41,7 +41,7 @@ from router.config import (
     BudgetConfig,
     Config,
     Cooldown,
-    LedgerSettings,
+    LedgerPlan,
     Limits,
     Loaded,
     MockSettings,
@@ -65,6 +65,7 @@ __all__ = [
     "ProviderPlan",
     "ReloadReport",
     "RoutePlan",
+    "StepFit",
     "StepPlan",
     "compare",
     "load_config",
@@ -127,6 +128,9 @@ class StepPlan:
     first_token_timeout_s: float  # streams: longest wait for the first text delta
     idle_timeout_s: float  # streams: longest wait between two chunks
     input_overhead: int  # hidden prompt tokens the provider bills per request
+    # context_window less input_overhead: the most the messages' estimate plus the
+    # output cap may be (None: no window, never checked). One comparison per step.
+    window_room: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,25 @@ class ChainStep(NamedTuple):
     attempt_cap_s: float
 
 
+class StepFit(NamedTuple):
+    """Whether a call's input and output fit a step's model (:meth:`Plan.fit`)."""
+
+    provider: str
+    model: str
+    # The model's context_window (None: unknown, so a step is never skipped for it).
+    context_window: int | None
+    # The output cap the step would send: the call's max_tokens, at most the model's
+    # max_output_tokens.
+    max_tokens: int
+    # The estimated input tokens (the messages plus the provider's hidden overhead);
+    # None when no variables were given to render the messages with.
+    input_tokens: int | None
+    # Whether a call with these variables is sent to the step: input_tokens +
+    # max_tokens <= context_window (always true when the window is unknown). False: a
+    # call skips the step (skip kind context_window). None: not known without variables.
+    fits: bool | None
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
     """A providers.yaml resolved into what the router runs from. Build it with
@@ -174,7 +197,9 @@ class Plan:
     disabled_providers: frozenset[str]  # dropped: their key is not set
     routes: Mapping[str, RoutePlan]
     budgets: Mapping[str, BudgetConfig]
-    ledger: LedgerSettings
+    # The spend ledger to keep: its backend and file. None when there are no budgets:
+    # then no ledger is opened or created at all.
+    ledger: LedgerPlan | None
     attempt_floor_s: float
     backoff: Backoff
     retry_after_max_s: float
@@ -208,6 +233,38 @@ class Plan:
             for s in r.steps
         ]
 
+    def fit(
+        self,
+        route: str,
+        vars: Mapping[str, Any] | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> list[StepFit]:
+        """Per step of ``route``: its model's context window, the output cap it would
+        send and, with ``vars`` (the messages are rendered and estimated as a call
+        estimates them), whether input plus output fits the window. A step that does
+        not fit is skipped by a call. ``max_tokens`` overrides the route's output cap,
+        as a call's argument does. Without ``vars`` only an output cap larger than
+        the window is known not to fit."""
+        r = self.route(route)
+        est = None if vars is None else r.templates.estimate_tokens(r.templates.render(vars))
+        out = []
+        for s in r.steps:
+            cap = max_tokens or r.max_tokens
+            if s.max_output_tokens is not None and cap > s.max_output_tokens:
+                cap = s.max_output_tokens
+            need = None if est is None else est + s.input_overhead
+            window = s.context_window
+            fits = None
+            if window is None:
+                fits = None if need is None else True
+            elif need is not None:
+                fits = need + cap <= window
+            elif cap > window:
+                fits = False  # the output cap alone is more than the window
+            out.append(StepFit(s.provider, s.model, window, cap, need, fits))
+        return out
+
     def watched_files(self) -> list[Path]:
         """The files this plan was read from: the YAML and every file under templates_dir."""
         paths = [self.source]
@@ -226,10 +283,13 @@ def load_config(
 
     Args:
         path: the YAML file. Problems are reported under this name as given.
-        env: where API keys are read from; defaults to ``os.environ``.
+        env: where API keys, ``${VAR}`` values and ``settings.ledger.path_env``
+            are read from; defaults to ``os.environ`` (read at each load).
         require_env: when true, a non-optional provider whose key variable is
-            unset is an error. When false, every provider whose key is unset is
-            disabled instead (for validating structure without secrets).
+            unset is an error, and so is a ``${VAR}`` without a default whose
+            variable is unset. When false, every provider whose key is unset is
+            disabled instead, and such a ``${VAR}`` is a warning (for validating
+            structure without secrets).
 
     Returns:
         The resolved :class:`Plan`: keys loaded (as ``SecretStr``, registered
@@ -273,7 +333,7 @@ def resolve(loaded: Loaded) -> Plan:
         disabled_providers=loaded.disabled,
         routes=MappingProxyType(routes),
         budgets=_frozen(config.budgets),
-        ledger=s.ledger,
+        ledger=loaded.ledger,
         attempt_floor_s=s.attempt_floor_s,
         backoff=s.backoff,
         retry_after_max_s=s.retry_after_max_s,
@@ -352,6 +412,9 @@ def _route(
                 ),
                 idle_timeout_s=_first(r.idle_timeout_s, p.idle_timeout_s, s.idle_timeout_s),
                 input_overhead=p.input_overhead,
+                window_room=None
+                if m.context_window is None
+                else m.context_window - p.input_overhead,
             )
         )
     fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on

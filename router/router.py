@@ -38,7 +38,7 @@ from router.inflight import InFlight
 from router.logging import LogEvents, get_logger
 from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
-from router.plan import ChainStep, Plan, ReloadReport, compare, load_config
+from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
 from router.state import LocalState, State
 from router.streaming import RouteStream, StreamCall
 from router.types import Completion, HealthReport, KeyCheck, Message, ProviderState
@@ -108,6 +108,9 @@ class Router:
         self._closing: set[asyncio.Task[None]] = set()
         # How to re-read the config: the file and load_config's keyword arguments.
         self._source: Path = plan.source
+        # The spend ledger the state opened at start (None: no budgets, none opened);
+        # a reload cannot change it.
+        self._ledger = plan.ledger
         self._load_kwargs: dict[str, Any] = {}
         self._watch_interval_s: float | None = None
         self._watch_settle_s = 0.25
@@ -296,6 +299,17 @@ class Router:
         """
         return self._gen.plan.chain(route)
 
+    def fit(
+        self,
+        route: str,
+        vars: Mapping[str, Any] | None = None,
+        *,
+        max_tokens: int | None = None,
+    ) -> list[StepFit]:
+        """Per step, whether a call with ``vars`` fits its model's context window
+        (:meth:`Plan.fit`); a step that does not is skipped without sending."""
+        return self._gen.plan.fit(route, vars, max_tokens=max_tokens)
+
     # -- calls --------------------------------------------------------------------
 
     async def complete(
@@ -436,18 +450,7 @@ class Router:
             # Read and resolved off the event loop: a large file (up to the 1 MiB cap)
             # takes seconds to parse, and calls in flight must not wait for it.
             plan = await asyncio.to_thread(load_config, source, **self._load_kwargs)
-            if plan.ledger != old.plan.ledger:
-                raise ConfigError(
-                    [
-                        ConfigProblem(
-                            source.name,
-                            None,
-                            None,
-                            "settings.ledger",
-                            "the spend ledger cannot change while running; restart to apply",
-                        )
-                    ]
-                )
+            self._check_ledger(source, plan)
         except ConfigError as exc:
             _log.error("reload_failed", path=str(source), problems=[str(p) for p in exc.problems])
             raise
@@ -504,6 +507,23 @@ class Router:
                 providers_removed=report.providers_removed,
             )
         return report
+
+    def _check_ledger(self, source: Path, plan: Plan) -> None:
+        """A reload keeps the ledger opened at start: a plan whose budgets need another
+        one (or one when the router started without budgets, so without a ledger) is
+        refused. A plan without budgets needs none and is fine either way."""
+        if plan.ledger is None or plan.ledger == self._ledger:
+            return
+        if self._ledger is None:
+            where = "budgets"
+            msg = (
+                "budgets need a spend ledger, and this router started without budgets, so"
+                " it opened none; restart to apply"
+            )
+        else:
+            where = "settings.ledger"
+            msg = "the spend ledger cannot change while running; restart to apply"
+        raise ConfigError([ConfigProblem(source.name, None, None, where, msg)])
 
     def _drain(self, gen: Generation) -> None:
         """A retired generation has no calls left: close the providers nobody uses now."""

@@ -292,7 +292,7 @@ class LocalState(State):
     def __init__(
         self, plan: Plan, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
     ) -> None:
-        self.book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir))
+        self.book = BudgetBook(plan.budgets, open_ledger(plan.ledger))
         self._clock = clock
         self._sleep = sleep
 

@@ -36,6 +36,8 @@ class SkipKind(StrEnum):
     MAX_COST = "max_cost"  # the route's max_cost_usd is below the worst-case cost
     LEDGER = "ledger"  # the spend ledger cannot write: paid steps are refused
     DEADLINE = "deadline"  # admission used the attempt's whole share of the deadline
+    # the estimated input plus max_tokens is more than the model's context_window
+    CONTEXT_WINDOW = "context_window"
 
 
 @dataclass(slots=True, frozen=True)

@@ -54,7 +54,9 @@ def run_validate(
     timeout_s: float | None = None,
 ) -> int:
     """Load ``path`` and report: a one-line summary when valid, every problem when not,
-    and every warning either way.
+    and every warning either way. Beyond what loading checks, the spend ledger file
+    (kept when there are budgets) must be creatable and writable where the config
+    puts it.
 
     Args:
         path: the YAML file.
@@ -74,13 +76,15 @@ def run_validate(
     """
     stream = sys.stdout if out is None else out
     problems: list[ConfigProblem] = []
-    # The loader warns about disabled providers through structlog; the summary line
-    # says the same, so the events are kept out of the report.
+    # The loader warns about disabled providers and unchecked values through structlog;
+    # the report says the same, so the events are kept out of it.
     with capture_logs():
         try:
-            loaded = read_config(path, require_env=not no_env)
+            loaded = read_config(path, require_env=not no_env, check_paths=True)
+            warnings = list(loaded.warnings)
         except ConfigError as exc:
             problems = exc.problems
+            warnings = exc.warnings
             loaded = None
     check: KeyCheck | None = None
     if loaded is not None and online:
@@ -89,18 +93,17 @@ def run_validate(
                 check = asyncio.run(_check_keys(loaded, timeout_s))
             except ConfigError as exc:
                 problems = exc.problems
-    warnings: list[ConfigProblem] = []
     if loaded is not None:
         # The document is read again for its positions (read_config keeps only the values).
         advice = config_advice(loaded.config, load_yaml(Path(path), path))
-        warnings = sorted(
-            [*loaded.warnings, *advice], key=lambda w: (w.file, w.line or 0, w.col or 0)
-        )
+        warnings = sorted([*warnings, *advice], key=lambda w: (w.file, w.line or 0, w.col or 0))
     valid = loaded is not None and not problems
     if fmt == "json":
         doc = _document(path, loaded if valid else None, problems, warnings, no_env, check)
         stream.write(json.dumps(doc, indent=2) + "\n")
         return 0 if valid else 1
+    for warning in warnings:
+        stream.write(redact(_format(warning, fmt, "warning")) + "\n")
     if not valid:
         for problem in problems:
             stream.write(redact(_format(problem, fmt, "error")) + "\n")
@@ -108,8 +111,6 @@ def run_validate(
         stream.write(f"{path}: invalid, {n} problem{'s' if n != 1 else ''}\n")
         return 1
     assert loaded is not None  # valid
-    for warning in warnings:
-        stream.write(redact(_format(warning, fmt, "warning")) + "\n")
     summary = _summary(path, loaded, no_env)
     if warnings:
         n = len(warnings)
@@ -160,11 +161,11 @@ def _document(
 async def _check_keys(loaded: Loaded, timeout_s: float | None) -> KeyCheck:
     """Start a router on the file (its spend ledger in memory: validating writes no
     file) just long enough to check every key."""
-    from router.config import LedgerSettings
+    from router.config import LedgerPlan
     from router.plan import resolve
     from router.router import Router
 
-    plan = dataclasses.replace(resolve(loaded), ledger=LedgerSettings(backend="memory"))
+    plan = dataclasses.replace(resolve(loaded), ledger=LedgerPlan(backend="memory", path=None))
     async with Router(plan) as router:
         if timeout_s is None:
             return await router.verify_keys()

@@ -11,6 +11,13 @@ values that point at the offending line.
 A *path* is a tuple of mapping keys and list indexes from the document root,
 e.g. ``("routes", "analysis", "fallback", 1)``; it prints as
 ``routes.analysis.fallback[1]``.
+
+Given an environment, the walk also interpolates string values (never keys):
+``${NAME}`` is the variable's value, ``${NAME:-default}`` the default when the
+variable is unset or empty, and ``$${`` a literal ``${``. This happens on the
+raw values, before any schema sees them, so a variable that is not set is
+reported at the line and column of its ``${``. Which values are left as written
+(template text, the names of variables) is the caller's choice.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import difflib
 import re
 import types
 import typing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +40,7 @@ from router.errors import ConfigError, ConfigProblem
 from router.files import FileRefusedError, read_config_file
 
 __all__ = [
+    "Interpolation",
     "KeyPath",
     "Mark",
     "YamlDoc",
@@ -59,6 +67,10 @@ _MAX_ALIAS_VALUES = 100_000
 _SCALAR_ERRORS = (yaml.YAMLError, ValueError, TypeError, OverflowError)
 # Keys printed bare in a dotted path; anything else is quoted.
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# An environment reference in a string value: "$${" (a literal "${"), "${body}", or an
+# unterminated "${".
+_REFERENCE = re.compile(r"\$\$\{|\$\{(?P<body>[^}]*)\}|\$\{")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +108,35 @@ def did_you_mean(word: object, choices: Iterable[str]) -> str:
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 
+@dataclass(slots=True)
+class Interpolation:
+    """How string values are interpolated from the environment (see the module doc).
+
+    ``literal(path)`` says which values are kept as written. With ``require`` false, a
+    variable that is unset and has no default is a warning, not a problem: the value
+    is taken as empty and its path is listed in :attr:`YamlDoc.unknown`.
+    """
+
+    env: Mapping[str, str]
+    literal: Callable[[KeyPath], bool] = lambda path: False
+    require: bool = True
+
+
 class YamlDoc:
     """Plain data parsed from one YAML file, with the position of every key and value."""
 
-    __slots__ = ("_keys", "_values", "broken", "data", "file", "problems")
+    __slots__ = (
+        "_keys",
+        "_values",
+        "broken",
+        "data",
+        "env_values",
+        "file",
+        "interpolated",
+        "problems",
+        "unknown",
+        "warnings",
+    )
 
     def __init__(
         self,
@@ -117,6 +154,14 @@ class YamlDoc:
         self.problems = problems  # found while reading (duplicate keys, bad scalars)
         # Paths whose value could not be read and stands as None (already reported).
         self.broken = broken
+        # Interpolation: the paths of values that used the environment; the value each
+        # variable supplied (by name: error messages must show names, never values);
+        # paths whose value is unknown (a variable unset, no default, not required);
+        # and warnings about those.
+        self.interpolated: frozenset[KeyPath] = frozenset()
+        self.env_values: dict[str, str] = {}
+        self.unknown: frozenset[KeyPath] = frozenset()
+        self.warnings: list[ConfigProblem] = []
 
     def value_mark(self, path: KeyPath) -> Mark | None:
         """Where the value at ``path`` starts, if it exists."""
@@ -146,8 +191,9 @@ class YamlDoc:
         )
 
 
-def load_yaml(path: Path, file: str) -> YamlDoc:
-    """Read and parse ``path``; problems are reported under the name ``file``.
+def load_yaml(path: Path, file: str, interpolation: Interpolation | None = None) -> YamlDoc:
+    """Read and parse ``path``; problems are reported under the name ``file``; string
+    values are interpolated when ``interpolation`` is given.
 
     Raises:
         ConfigError: the file cannot be read, is not a regular file, is larger than
@@ -169,11 +215,12 @@ def load_yaml(path: Path, file: str) -> YamlDoc:
         line = raw.count(b"\n", 0, exc.start) + 1
         msg = f"not valid UTF-8 (byte {exc.start})"
         raise ConfigError([ConfigProblem(file, line, None, "", msg)]) from None
-    return parse_yaml(text, file)
+    return parse_yaml(text, file, interpolation)
 
 
-def parse_yaml(text: str, file: str) -> YamlDoc:
-    """Parse YAML text with ``safe_load`` semantics, keeping positions.
+def parse_yaml(text: str, file: str, interpolation: Interpolation | None = None) -> YamlDoc:
+    """Parse YAML text with ``safe_load`` semantics, keeping positions (and interpolating
+    string values from the environment when ``interpolation`` is given).
 
     Raises:
         ConfigError: empty document, YAML syntax error, or a non-mapping top level.
@@ -199,7 +246,7 @@ def parse_yaml(text: str, file: str) -> YamlDoc:
         msg = f"the top level must be a mapping (version, providers, routes, ...), got {got}"
         mark = root.start_mark
         raise ConfigError([ConfigProblem(file, mark.line + 1, mark.column + 1, "", msg)])
-    walker = _Walker(file)
+    walker = _Walker(file, text, interpolation)
     try:
         data = walker.walk(root, ())
     except _TooBig as exc:
@@ -222,9 +269,12 @@ def parse_yaml(text: str, file: str) -> YamlDoc:
     except RecursionError:
         msg = "YAML is nested too deeply"
         raise ConfigError([ConfigProblem(file, None, None, "", msg)]) from None
-    return YamlDoc(
-        file, data, walker.values, walker.keys, walker.problems, frozenset(walker.broken)
-    )
+    doc = YamlDoc(file, data, walker.values, walker.keys, walker.problems, frozenset(walker.broken))
+    doc.interpolated = frozenset(walker.interpolated)
+    doc.env_values = walker.env_values
+    doc.unknown = frozenset(walker.unknown)
+    doc.warnings = walker.warnings
+    return doc
 
 
 def _syntax_problem(exc: yaml.MarkedYAMLError, file: str) -> ConfigProblem:
@@ -253,8 +303,16 @@ def _mark(node: Node) -> Mark:
 class _Walker:
     """Builds Python data from a composed node graph, recording positions."""
 
-    def __init__(self, file: str) -> None:
+    def __init__(self, file: str, text: str, interpolation: Interpolation | None) -> None:
         self.file = file
+        self.text = text
+        self.interpolation = interpolation
+        self.interpolated: set[KeyPath] = set()
+        self.env_values: dict[str, str] = {}
+        self.unknown: set[KeyPath] = set()
+        self.warnings: list[ConfigProblem] = []
+        # (index in the text, variable) of each unset variable reported (aliases repeat).
+        self._reported: set[tuple[int, str]] = set()
         self.values: dict[KeyPath, Mark] = {}
         self.keys: dict[KeyPath, Mark] = {}
         self.problems: list[ConfigProblem] = []
@@ -300,10 +358,18 @@ class _Walker:
         self.values[path] = _mark(node)
         if isinstance(node, ScalarNode):
             try:
-                return self._constructor.construct_object(node)
+                value = self._constructor.construct_object(node)
             except _SCALAR_ERRORS as exc:
                 self._problem(node, path, f"invalid value: {_first_line(exc)}")
                 return None
+            if (
+                self.interpolation is not None
+                and isinstance(value, str)
+                and "${" in value
+                and not self.interpolation.literal(path)
+            ):
+                return self._interpolate(node, path, value, self.interpolation)
+            return value
         if id(node) in self._stack:
             self._problem(node, path, "an alias refers to its own parent (recursive data)")
             return None
@@ -321,6 +387,84 @@ class _Walker:
                 self._stack.discard(id(node))
         self._problem(node, path, f"unsupported YAML tag {node.tag!r}")
         return None
+
+    def _interpolate(self, node: Node, path: KeyPath, value: str, how: Interpolation) -> str:
+        """``value`` with its ``${...}`` references replaced (see the module doc)."""
+        # Where in the file the scalar is written, to put each reference at its column.
+        start, end = node.start_mark.index, node.end_mark.index
+        cursor = start
+        out: list[str] = []
+        pos = 0
+        for m in _REFERENCE.finditer(value):
+            out.append(value[pos : m.start()])
+            pos = m.end()
+            escape = m.group(0) == "$${"
+            # The same reference in the file text (past the ones already placed).
+            at = self.text.find("$${" if escape else "${", cursor, end)
+            index = at if at >= 0 else start
+            if at >= 0:
+                cursor = at + (3 if escape else 2)
+            if escape:
+                out.append("${")
+                continue
+            body = m.group("body")
+            if body is None:
+                self._reference_problem(
+                    index, path, "'${' is not closed by '}' (write $${ for a literal ${)"
+                )
+                continue
+            name, sep, default = body.partition(":-")
+            if not _VAR_NAME.fullmatch(name):
+                self._reference_problem(
+                    index,
+                    path,
+                    "a ${...} reference must be ${NAME} or ${NAME:-default}, NAME made of"
+                    " letters, digits and '_' (write $${ for a literal ${)",
+                )
+                continue
+            self.interpolated.add(path)
+            got = how.env.get(name)
+            if got is not None and (got or not sep):
+                self.env_values[name] = got
+                out.append(got)
+            elif sep:
+                out.append(default)
+            else:
+                self._unset(index, path, name, how.require)
+        out.append(value[pos:])
+        return "".join(out)
+
+    def _reference_problem(self, index: int, path: KeyPath, message: str) -> None:
+        line, col = self._line_col(index)
+        self.broken.add(path)
+        self.problems.append(ConfigProblem(self.file, line, col, format_path(path), message))
+
+    def _unset(self, index: int, path: KeyPath, name: str, required: bool) -> None:
+        """A variable without a default is not set: a problem, or (not required) a warning
+        and a value taken as empty."""
+        if (index, name) in self._reported:
+            return
+        self._reported.add((index, name))
+        line, col = self._line_col(index)
+        where = format_path(path)
+        if required:
+            self.broken.add(path)
+            msg = (
+                f"environment variable {name} is not set, and ${{{name}}} has no default"
+                f" (set it, or write ${{{name}:-default}})"
+            )
+            self.problems.append(ConfigProblem(self.file, line, col, where, msg))
+            return
+        self.unknown.add(path)
+        msg = (
+            f"environment variable {name} is not set and ${{{name}}} has no"
+            " default: this value is not checked, and loading fails unless it is set"
+        )
+        self.warnings.append(ConfigProblem(self.file, line, col, where, msg))
+
+    def _line_col(self, index: int) -> tuple[int, int]:
+        line = self.text.count("\n", 0, index) + 1
+        return line, index - (self.text.rfind("\n", 0, index) + 1) + 1
 
     def _mapping(self, node: MappingNode, path: KeyPath) -> dict[Any, Any]:
         out: dict[Any, Any] = {}

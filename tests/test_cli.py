@@ -764,15 +764,19 @@ def test_render_json(mock_only: Path) -> None:
     assert doc["messages"] == [
         {"role": "user", "content": "Hello Ada, here are 1 items", "cache": False}
     ]
-    assert doc["chain"] == [
-        {
-            "provider": "m",
-            "model": "m1",
-            "price": {"input_per_mtok": "0.01", "output_per_mtok": "0"},
-            "retries": 1,
-            "attempt_cap_s": 30.0,
-        }
-    ]
+    (step,) = doc["chain"]
+    estimate = step.pop("input_tokens_estimate")
+    assert isinstance(estimate, int) and estimate > 0
+    assert step == {
+        "provider": "m",
+        "model": "m1",
+        "price": {"input_per_mtok": "0.01", "output_per_mtok": "0"},
+        "retries": 1,
+        "attempt_cap_s": 30.0,
+        "context_window": None,
+        "max_tokens": 1024,
+        "fits": True,
+    }
     assert doc["disabled"] == []
 
 

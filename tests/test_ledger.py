@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from router.config import LedgerSettings
+from router.config import LedgerPlan
 from router.errors import LedgerError, RouterError
 from router.ledger import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     Ledger,
     MemoryLedger,
+    NoLedger,
     SqliteLedger,
     open_ledger,
 )
@@ -313,14 +314,21 @@ async def test_missing_folder_is_refused(tmp_path: Path) -> None:
 
 
 def test_open_ledger_builds_the_configured_backend(tmp_path: Path) -> None:
-    """`memory` gives a MemoryLedger; `sqlite` a file relative to the YAML's folder."""
-    assert isinstance(open_ledger(LedgerSettings(backend="memory"), tmp_path), MemoryLedger)
-    led = open_ledger(LedgerSettings(backend="sqlite", path="data/spend.db"), tmp_path)
+    """`memory` gives a MemoryLedger; `sqlite` a file at the plan's path; no plan (a
+    config without budgets) a NoLedger, which opens and creates nothing."""
+    assert isinstance(open_ledger(LedgerPlan("memory", None)), MemoryLedger)
+    led = open_ledger(LedgerPlan("sqlite", tmp_path / "spend.db"))
     assert isinstance(led, SqliteLedger)
-    assert led.path == tmp_path / "data" / "spend.db"
-    absolute = open_ledger(LedgerSettings(path=str(tmp_path / "x.db")), Path("/elsewhere"))
-    assert isinstance(absolute, SqliteLedger)
-    assert absolute.path == tmp_path / "x.db"
+    assert led.path == tmp_path / "spend.db"
+    assert isinstance(open_ledger(None), NoLedger)
+
+
+async def test_no_ledger_keeps_nothing_and_reads_zero() -> None:
+    led = NoLedger()
+    await led.open()
+    await led.record(ts=1.0, route="r", provider="p", model="m", cost=Decimal(1))
+    assert await led.totals(0.0) == Decimal(0)
+    await led.close()
 
 
 # --- kill -9 ------------------------------------------------------------------------

@@ -95,6 +95,7 @@ async def test_a_second_process_on_the_same_ledger_is_refused_at_start(
         tmp_path,
         "settings: {ledger: {backend: sqlite, path: spend.sqlite3}}\n"
         "providers: {m: {kind: mock, models: {x: {}}}}\n"
+        "budgets: {all: {limit_usd: 5}}\n"
         "routes: {r: {prompt: hi, fallback: [m/x]}}\n",
     )
     router = Router.from_yaml(tmp_path / "providers.yaml")

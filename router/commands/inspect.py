@@ -9,9 +9,9 @@ import sys
 from typing import Any
 
 from router.money import dollars, usd
-from router.plan import Plan
+from router.plan import Plan, StepFit
 
-from .common import Exit, Output, load_plan, positive_float
+from .common import Exit, Output, config_path, load_plan, positive_float
 from .vars import add_var_argument, parse_vars
 
 __all__ = [
@@ -55,8 +55,10 @@ def render(args: argparse.Namespace, output: Output) -> int:
     needs no key (no router, no transport, no ledger)."""
     plan = load_plan(args, keys=False)
     route = plan.route(args.route)
-    messages = plan.render(args.route, parse_vars(args.var, route.vars, sys.stdin))
+    variables = parse_vars(args.var, route.vars, sys.stdin)
+    messages = plan.render(args.route, variables)
     chain = plan.chain(args.route)
+    fits = plan.fit(args.route, variables)
     disabled = [(p, m, why) for p, m, why in _steps(plan, args.route) if why is not None]
     if output.json:
         output.document(
@@ -76,8 +78,12 @@ def render(args: argparse.Namespace, output: Output) -> int:
                         },
                         "retries": s.retries,
                         "attempt_cap_s": s.attempt_cap_s,
+                        "context_window": f.context_window,
+                        "input_tokens_estimate": f.input_tokens,
+                        "max_tokens": f.max_tokens,
+                        "fits": f.fits,
                     }
-                    for s in chain
+                    for s, f in zip(chain, fits, strict=True)
                 ],
                 "disabled": [{"provider": p, "model": m, "reason": why} for p, m, why in disabled],
             }
@@ -87,10 +93,10 @@ def render(args: argparse.Namespace, output: Output) -> int:
         mark = " (prompt cache breakpoint)" if m.cache else ""
         output.text(f"--- {m.role}{mark} ---\n{m.content.rstrip()}\n")
     output.text("--- chain (dry run: nothing sent) ---\n")
-    for i, s in enumerate(chain, 1):
+    for i, (s, f) in enumerate(zip(chain, fits, strict=True), 1):
         output.text(
             f"  {i}. {s.provider}/{s.model}: ${usd(s.price.input_per_mtok)}/M in,"
-            f" ${usd(s.price.output_per_mtok)}/M out, retries={s.retries},"
+            f" ${usd(s.price.output_per_mtok)}/M out, retries={s.retries}, {_window(f)},"
             f" attempt cap {s.attempt_cap_s:g}s\n"
         )
     if not chain:
@@ -100,6 +106,16 @@ def render(args: argparse.Namespace, output: Output) -> int:
         for provider, model, why in disabled:
             output.text(f"  {provider}/{model}: {why}\n")
     return Exit.OK
+
+
+def _window(f: StepFit) -> str:
+    """Whether a dry-run step's input and output fit its model's context window."""
+    need = f"~{f.input_tokens} tokens in (estimate) + {f.max_tokens} out"
+    if f.context_window is None:
+        return f"{need} (context window unknown: not checked)"
+    if f.fits:
+        return f"{need} fit its context window of {f.context_window}"
+    return f"{need} do NOT fit its context window of {f.context_window}: a call skips this step"
 
 
 # ------------------------------------------------------------------ routes
@@ -164,7 +180,18 @@ def _route_text(doc: dict[str, Any]) -> str:
 def spend(args: argparse.Namespace, output: Output) -> int:
     """Per-budget spend for the current period, from the ledger (read-only: works
     beside a running router, which holds the ledger for writing). Needs no key."""
-    rows = asyncio.run(_spend_rows(load_plan(args, keys=False)))
+    plan = load_plan(args, keys=False)
+    if plan.ledger is None:
+        # No budgets: no ledger is kept, so nothing is opened (or created).
+        if output.json:
+            output.document([])
+        else:
+            output.text(
+                f"no budgets in {config_path(args)}: no spend ledger is kept (each call's"
+                " cost is in its result and in the metrics)\n"
+            )
+        return Exit.OK
+    rows = asyncio.run(_spend_rows(plan))
     if output.json:
         output.document(
             [
@@ -207,7 +234,7 @@ async def _spend_rows(plan: Plan) -> list[Any]:
     from router.budget import BudgetBook
     from router.ledger import open_ledger
 
-    book = BudgetBook(plan.budgets, open_ledger(plan.ledger, plan.base_dir, read_only=True))
+    book = BudgetBook(plan.budgets, open_ledger(plan.ledger, read_only=True))
     await book.start()
     try:
         return book.spend()

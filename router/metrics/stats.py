@@ -86,6 +86,7 @@ SKIP_LABELS: Mapping[SkipKind, str] = {
     SkipKind.MAX_COST: "max_cost",
     SkipKind.LEDGER: "ledger",
     SkipKind.DEADLINE: "deadline",
+    SkipKind.CONTEXT_WINDOW: "context_window",
 }
 # Every skip label, plus "other" for a skipped Attempt without a kind (built outside the router).
 SKIP_CLASSES: tuple[str, ...] = (*SKIP_LABELS.values(), "other")
