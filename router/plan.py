@@ -195,6 +195,8 @@ class Plan:
     templates_dir: Path
     providers: Mapping[str, ProviderPlan]  # enabled providers only
     disabled_providers: frozenset[str]  # dropped: their key is not set
+    # Why each disabled provider is: the environment variable that is not set.
+    disabled_because: Mapping[str, str]
     routes: Mapping[str, RoutePlan]
     budgets: Mapping[str, BudgetConfig]
     # The spend ledger to keep: its backend and file. None when there are no budgets:
@@ -331,6 +333,7 @@ def resolve(loaded: Loaded) -> Plan:
         templates_dir=tdir if tdir.is_absolute() else base_dir / tdir,
         providers=MappingProxyType(providers),
         disabled_providers=loaded.disabled,
+        disabled_because=loaded.disabled_because,
         routes=MappingProxyType(routes),
         budgets=_frozen(config.budgets),
         ledger=loaded.ledger,

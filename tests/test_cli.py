@@ -232,6 +232,31 @@ def test_render_needs_no_key(example: Path) -> None:
     assert "deepseek/deepseek-v4-flash: DEEPSEEK_API_KEY not set (optional" in disabled
 
 
+def test_render_names_the_variable_a_disabled_provider_lacks(tmp_path: Path) -> None:
+    """A provider with its key set but its proxy variable unset is disabled because of
+    the proxy variable: the dry run names that one, not the key's."""
+    path = write_config(
+        tmp_path,
+        """\
+providers:
+  p:
+    kind: openai
+    base_url: https://api.example.com/v1
+    api_key_env: P_KEY
+    proxy_url_env: P_PROXY
+    optional: true
+    models: {m: {price: {input_per_mtok: 1, output_per_mtok: 1}}}
+  local: {kind: mock, models: {m: {}}}
+routes:
+  r: {prompt: hi, fallback: [p/m, local/m]}
+""",
+    )
+    r = cli("render", "r", "--config", str(path), cwd=tmp_path, env={"P_KEY": "k" * 40})
+    assert r.code == 0, r.err
+    assert "p/m: P_PROXY not set (optional: skipped)" in r.out
+    assert "k" * 40 not in r.out
+
+
 def test_render_with_keys_shows_the_whole_priced_chain(example: Path) -> None:
     keys = {var: f"sk-render-{var.lower()}-0123456789" for var in KEY_VARS}
     r = cli("render", "analysis", "--config", str(example), *ANALYSIS_VARS, cwd=ROOT, env=keys)

@@ -39,6 +39,7 @@ def _reset_logging() -> Iterator[None]:
     yield
     structlog.reset_defaults()
 
+
 PROVIDERS = """\
 version: 1
 settings:

@@ -26,12 +26,12 @@ __all__ = [
 
 def disabled_reason(plan: Plan, provider: str) -> str | None:
     """Why ``provider`` is left out of every chain here (its key is unset), or None."""
-    if provider not in plan.disabled_providers:
+    var = plan.disabled_because.get(provider)
+    if var is None:
         return None
-    p = plan.config.providers[provider]
-    if p.optional:
-        return f"{p.api_key_env} not set (optional: skipped)"
-    return f"{p.api_key_env} not set (required: complete and stream need it, or --no-env)"
+    if plan.config.providers[provider].optional:
+        return f"{var} not set (optional: skipped)"
+    return f"{var} not set (required: complete and stream need it, or --no-env)"
 
 
 def _steps(plan: Plan, route: str) -> list[tuple[str, str, str | None]]:
