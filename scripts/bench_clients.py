@@ -134,6 +134,28 @@ async def make_httpx(args: Any) -> tuple[Any, Any]:
     return call, client.aclose
 
 
+async def make_httpx_aiohttp(args: Any) -> tuple[Any, Any]:
+    """(b) the router's own HTTP stack as an app would use it: an httpx client over
+    aiohttp's pool (httpx-aiohttp), the same pool size: ``post(json=...)``,
+    ``raise_for_status()``, ``response.json()`` and take the text."""
+    import httpx
+    from httpx_aiohttp import HttpxAiohttpClient
+
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    client = HttpxAiohttpClient(
+        limits=limits, timeout=30.0, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    url = args.url + "/v1/chat/completions"
+    body = payload()
+
+    async def call() -> Any:
+        response = await client.post(url, json=body)
+        response.raise_for_status()
+        return response.json()["choices"][0]["message"]["content"]
+
+    return call, client.aclose
+
+
 async def make_transport(args: Any) -> tuple[Any, Any]:
     """(b) the router's Transport alone: send, read the body bytes."""
     from router.transport import Transport
@@ -240,6 +262,7 @@ async def make_litellm(args: Any) -> tuple[Any, Any]:
 
 CLIENTS = {
     "httpx": make_httpx,
+    "httpx-aiohttp": make_httpx_aiohttp,
     "transport": make_transport,
     "router": make_router,
     "router-no-http": make_router_no_http,

@@ -38,6 +38,8 @@ ROOT = HERE.parent
 
 # The same route as scripts/bench.py (one step, templates, a budget) on the memory ledger.
 YAML = BENCH_YAML.replace("{ledger}", "{{backend: memory}}")
+# The baseline: the same HTTP stack (httpx over aiohttp's pool) as an app would use it.
+APP = "httpx-aiohttp"
 
 
 def _upstream() -> tuple[subprocess.Popen[str], int]:
@@ -107,8 +109,10 @@ def main() -> None:
             runs: dict[tuple[str, str, int], list[float]] = {}
             for r in range(args.rounds):
                 for c in concurrencies:
-                    # transport once per round (it does not depend on the tree's router code
-                    # beyond transport.py), then each tree's router.
+                    # The app's client (it imports nothing of the router) once per round,
+                    # then each tree's transport and router.
+                    us = _cell(ROOT, APP, c, args.n, url, config, None)
+                    runs.setdefault(("", APP, c), []).append(us)
                     for tree in trees:
                         for client in ("transport", "router"):
                             us = _cell(tree, client, c, args.n, url, config, None)
@@ -118,15 +122,20 @@ def main() -> None:
         upstream.terminate()
         upstream.wait()
     print(f"CPU us/call, {args.rounds} interleaved rounds of N = {args.n} (min / median)")
-    for tree in trees:
-        for c in concurrencies:
+    print("ratios: router / the app's httpx-aiohttp client, router / Transport.send alone")
+    for c in concurrencies:
+        a = runs[("", APP, c)]
+        a_med = statistics.median(a)
+        print(f"{APP:>12}  C={c:<3} {min(a):6.0f} / {a_med:6.0f}")
+        for tree in trees:
             t = runs[(tree.name, "transport", c)]
             rt = runs[(tree.name, "router", c)]
             t_med, rt_med = statistics.median(t), statistics.median(rt)
             print(
                 f"{tree.name:>12}  C={c:<3} transport {min(t):6.0f} / {t_med:6.0f}"
                 f"   router {min(rt):6.0f} / {rt_med:6.0f}"
-                f"   ratio {min(rt) / min(t):.2f} (medians {rt_med / t_med:.2f})"
+                f"   router/app {min(rt) / min(a):.2f} (medians {rt_med / a_med:.2f})"
+                f"   router/transport {min(rt) / min(t):.2f} (medians {rt_med / t_med:.2f})"
             )
 
 
