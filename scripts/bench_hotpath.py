@@ -3,11 +3,13 @@
 A small harness for work on the router's per-call cost (docs/performance.md,
 "Where the router's time goes"), lighter than scripts/bench.py: no extra venv,
 no LiteLLM, no plot. It starts the benchmark upstream (scripts/bench_upstream.py)
-in a subprocess, then runs ``transport`` and ``router`` cells
-(scripts/bench_clients.py, one process per cell) at each concurrency,
-interleaved, several rounds, and prints min and median CPU µs per call and
-the router / transport ratio of the minimums. Other processes may be running:
-the minimum of several interleaved runs is the figure to trust.
+in a subprocess, then runs ``httpx-aiohttp`` (the router's HTTP stack as an app
+uses it: ``post(json=...)``, ``.json()``), ``transport`` (``Transport.send``
+alone) and ``router`` cells (scripts/bench_clients.py, one process per cell) at
+each concurrency, interleaved, several rounds, and prints min and median CPU µs
+per call, the median CPU the cyclic garbage collector took, and the router's
+ratios to both bases (of the minimums, then of the medians). Other processes may
+be running: the minimum of several interleaved runs is the figure to trust.
 
 ``--tree DIR`` (repeatable) measures the ``router`` package of another checkout
 too (e.g. ``git worktree add /tmp/base <commit>``), interleaved with this one,
@@ -59,7 +61,8 @@ def _upstream() -> tuple[subprocess.Popen[str], int]:
 
 def _cell(
     tree: Path, client: str, c: int, n: int, url: str, config: Path, profile: str | None
-) -> float:
+) -> tuple[float, float]:
+    """(CPU µs per call, of which the cyclic garbage collector's) of one cell."""
     env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_API_KEY": "unused"}
     cmd = [
         sys.executable,
@@ -83,7 +86,7 @@ def _cell(
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if result["failed"]:
         raise SystemExit(f"{client} C={c}: {result['failed']} calls failed")
-    return float(result["cpu_us_per_call"])
+    return float(result["cpu_us_per_call"]), float(result["gc_cpu_us_per_call"])
 
 
 def main() -> None:
@@ -103,37 +106,44 @@ def main() -> None:
             config = Path(tmp) / "bench.yaml"
             config.write_text(YAML.format(port=port))
             if args.profile:
-                us = _cell(ROOT, "router", concurrencies[-1], args.n, url, config, args.profile)
+                us, _ = _cell(ROOT, "router", concurrencies[-1], args.n, url, config, args.profile)
                 print(f"profiled router C={concurrencies[-1]}: {us:.0f} us/call -> {args.profile}")
                 return
             runs: dict[tuple[str, str, int], list[float]] = {}
+            gcs: dict[tuple[str, str, int], list[float]] = {}
             for r in range(args.rounds):
                 for c in concurrencies:
                     # The app's client (it imports nothing of the router) once per round,
                     # then each tree's transport and router.
-                    us = _cell(ROOT, APP, c, args.n, url, config, None)
+                    us, gc_us = _cell(ROOT, APP, c, args.n, url, config, None)
                     runs.setdefault(("", APP, c), []).append(us)
+                    gcs.setdefault(("", APP, c), []).append(gc_us)
                     for tree in trees:
                         for client in ("transport", "router"):
-                            us = _cell(tree, client, c, args.n, url, config, None)
+                            us, gc_us = _cell(tree, client, c, args.n, url, config, None)
                             runs.setdefault((tree.name, client, c), []).append(us)
+                            gcs.setdefault((tree.name, client, c), []).append(gc_us)
                 print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     finally:
         upstream.terminate()
         upstream.wait()
     print(f"CPU us/call, {args.rounds} interleaved rounds of N = {args.n} (min / median)")
     print("ratios: router / the app's httpx-aiohttp client, router / Transport.send alone")
+    print("[gc: median CPU us per call in the cyclic garbage collector]")
     for c in concurrencies:
         a = runs[("", APP, c)]
         a_med = statistics.median(a)
-        print(f"{APP:>12}  C={c:<3} {min(a):6.0f} / {a_med:6.0f}")
+        gc_a = statistics.median(gcs[("", APP, c)])
+        print(f"{APP:>12}  C={c:<3} {min(a):6.0f} / {a_med:6.0f} [gc {gc_a:.1f}]")
         for tree in trees:
             t = runs[(tree.name, "transport", c)]
             rt = runs[(tree.name, "router", c)]
             t_med, rt_med = statistics.median(t), statistics.median(rt)
+            gc_t = statistics.median(gcs[(tree.name, "transport", c)])
+            gc_rt = statistics.median(gcs[(tree.name, "router", c)])
             print(
-                f"{tree.name:>12}  C={c:<3} transport {min(t):6.0f} / {t_med:6.0f}"
-                f"   router {min(rt):6.0f} / {rt_med:6.0f}"
+                f"{tree.name:>12}  C={c:<3} transport {min(t):6.0f} / {t_med:6.0f} [gc {gc_t:.1f}]"
+                f"   router {min(rt):6.0f} / {rt_med:6.0f} [gc {gc_rt:.1f}]"
                 f"   router/app {min(rt) / min(a):.2f} (medians {rt_med / a_med:.2f})"
                 f"   router/transport {min(rt) / min(t):.2f} (medians {rt_med / t_med:.2f})"
             )
