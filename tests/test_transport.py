@@ -416,6 +416,23 @@ async def test_a_plain_body_is_read_from_aiohttp_and_an_encoded_one_through_http
     assert transport.pool_stats() == {"total": 1, "idle": 1, "active": 0}
 
 
+async def test_without_aiohttp_s_buffer_a_plain_body_is_read_through_httpx(
+    upstream: Upstream, transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should httpx-aiohttp stop exposing aiohttp's response, bodies are still read whole."""
+    init = transport_module._AiohttpStream.__init__
+
+    def without_buffer(self: Any, inner: Any, request: httpx.Request) -> None:
+        init(self, inner, request)
+        self._content = None
+
+    monkeypatch.setattr(transport_module._AiohttpStream, "__init__", without_buffer)
+    upstream.queue(reply(200, b'{"a":1}'), reply(200, b"x" * (2 * MB)))
+    assert (await transport.send(POST, model="m", timeout_s=2)).body == b'{"a":1}'
+    with pytest.raises(InvalidResponseError, match="exceeds"):
+        await transport.send(POST, model="m", timeout_s=2)
+
+
 async def test_a_send_leaves_no_reference_cycles(upstream: Upstream, transport: Transport) -> None:
     """What a call allocates is freed by reference counting, not left to the cyclic
     collector (whose collections every call would otherwise pay for)."""
