@@ -18,6 +18,8 @@ for before/after figures from the same minutes of the same machine::
     python scripts/bench_hotpath.py                      # C = 1 and 32, 5 rounds
     python scripts/bench_hotpath.py -c 32 -r 7 --tree /tmp/base
     python scripts/bench_hotpath.py -c 32 --profile out.txt   # needs pyinstrument
+    python scripts/bench_hotpath.py -c 32 --cells transport,router --gc-freeze
+    python scripts/bench_hotpath.py -c 32 --cells router-no-http,busywork,router-no-http+busy
 
 Run it with the project's venv; it imports nothing of the router itself.
 """
@@ -60,7 +62,14 @@ def _upstream() -> tuple[subprocess.Popen[str], int]:
 
 
 def _cell(
-    tree: Path, client: str, c: int, n: int, url: str, config: Path, profile: str | None
+    tree: Path,
+    client: str,
+    c: int,
+    n: int,
+    url: str,
+    config: Path,
+    profile: str | None,
+    freeze: bool = False,
 ) -> tuple[float, float]:
     """(CPU µs per call, of which the cyclic garbage collector's) of one cell."""
     env = {**os.environ, "PYTHONPATH": str(tree), "BENCH_API_KEY": "unused"}
@@ -80,6 +89,8 @@ def _cell(
     ]
     if profile:
         cmd += ["--profile", profile]
+    if freeze:
+        cmd.append("--gc-freeze")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise SystemExit(f"{client} C={c} failed:\n{out.stderr[-2000:]}")
@@ -89,6 +100,38 @@ def _cell(
     return float(result["cpu_us_per_call"]), float(result["gc_cpu_us_per_call"])
 
 
+def _other_cells(
+    args: argparse.Namespace,
+    trees: list[Path],
+    concurrencies: list[int],
+    url: str,
+    config: Path,
+    runs: dict[tuple[str, str, int], list[float]],
+    gcs: dict[tuple[str, str, int], list[float]],
+) -> None:
+    """``--cells``: the given clients per tree, interleaved over the rounds; a table."""
+    kinds = args.cells.split(",")
+    variants = (False, True) if args.gc_freeze else (False,)
+    for r in range(args.rounds):
+        for c in concurrencies:
+            for tree in trees:
+                for kind in kinds:
+                    for freeze in variants:
+                        us, gc_us = _cell(tree, kind, c, args.n, url, config, None, freeze)
+                        label = kind + ("+freeze" if freeze else "")
+                        runs.setdefault((tree.name, label, c), []).append(us)
+                        gcs.setdefault((tree.name, label, c), []).append(gc_us)
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    print(f"CPU us/call, {args.rounds} interleaved rounds of N = {args.n} (min / median)")
+    print("[gc: median CPU us per call in the cyclic garbage collector]")
+    for (tree_name, label, c), values in runs.items():
+        print(
+            f"{tree_name:>12}  C={c:<3} {label:<28} {min(values):6.1f} /"
+            f" {statistics.median(values):6.1f}  (max {max(values):6.1f})"
+            f" [gc {statistics.median(gcs[(tree_name, label, c)]):.1f}]"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("-c", "--concurrency", type=int, action="append", help="default 1, 32")
@@ -96,6 +139,14 @@ def main() -> None:
     parser.add_argument("-r", "--rounds", type=int, default=5)
     parser.add_argument("--tree", action="append", default=[], help="another checkout")
     parser.add_argument("--profile", help="write a pyinstrument profile of one router cell")
+    parser.add_argument(
+        "--cells",
+        help="instead: these scripts/bench_clients.py clients, per tree, e.g."
+        " router-no-http,busywork,router-no-http+busy",
+    )
+    parser.add_argument(
+        "--gc-freeze", action="store_true", help="with --cells: each also after gc.freeze()"
+    )
     args = parser.parse_args()
     concurrencies = args.concurrency or [1, 32]
     trees = [ROOT, *(Path(t).resolve() for t in args.tree)]
@@ -111,6 +162,9 @@ def main() -> None:
                 return
             runs: dict[tuple[str, str, int], list[float]] = {}
             gcs: dict[tuple[str, str, int], list[float]] = {}
+            if args.cells:
+                _other_cells(args, trees, concurrencies, url, config, runs, gcs)
+                return
             for r in range(args.rounds):
                 for c in concurrencies:
                     # The app's client (it imports nothing of the router) once per round,
