@@ -40,6 +40,7 @@ from pydantic import (
 )
 
 from router.errors import ConfigError, ConfigProblem
+from router.logger import get_logger
 from router.redact import register_secret
 from router.templates import RouteTemplates, compile_routes, parse_var_type
 from router.yamlsrc import YamlDoc, did_you_mean, format_path, load_yaml, validation_problems
@@ -172,11 +173,21 @@ class LedgerSettings(_Strict):
 
 
 class LogSettings(_Strict):
-    """How the CLI (and apps that call router.logging.configure()) log."""
+    """How the CLI, and apps that call ``router.logging.configure(plan.settings.log)``,
+    show the router's log lines (the library alone prints nothing)."""
 
-    format: Annotated[Literal["console", "json"], Field(description="Log renderer.")] = "console"
+    format: Annotated[
+        Literal["console", "json"],
+        Field(description="console: one readable line per event; json: one JSON object per line."),
+    ] = "console"
     level: Annotated[
-        Literal["debug", "info", "warning", "error"], Field(description="Minimum level.")
+        Literal["debug", "info", "warning", "error"],
+        Field(
+            description=(
+                "Minimum level shown: info shows every attempt and call; warning keeps "
+                "failed attempts, failed calls, cooldowns and money warnings."
+            )
+        ),
     ] = "info"
 
 
@@ -845,11 +856,7 @@ class _Loader:
 
     def _resolve_env(self) -> tuple[dict[str, SecretStr], set[str], set[str]]:
         """Read keys. Returns (keys, disabled providers, providers that production drops too)."""
-        # Imported here: structlog is only needed when a provider is disabled, and
-        # keeping it off the import path keeps `import router.config` fast.
-        import structlog
-
-        log = structlog.get_logger("router.config")
+        log = get_logger("router.config")
         keys: dict[str, SecretStr] = {}
         disabled: set[str] = set()
         dropped: set[str] = set()

@@ -34,7 +34,8 @@ from router.errors import (
 from router.generation import Generation, build_provider, compile_route
 from router.health import check_provider
 from router.inflight import InFlight
-from router.logging import LogEvents, get_logger
+from router.logger import get_logger
+from router.logging import LogEvents
 from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
 from router.plan import ChainStep, Plan, ReloadReport, compare, load_config
@@ -46,6 +47,7 @@ Sleep = Callable[[float], Awaitable[None]]
 R = TypeVar("R")
 
 _log = get_logger()
+_config_log = get_logger("router.config")
 
 
 __all__ = ["ReloadReport", "Router"]
@@ -421,7 +423,9 @@ class Router:
                     ]
                 )
         except ConfigError as exc:
-            _log.error("reload_failed", path=str(source), problems=[str(p) for p in exc.problems])
+            _config_log.error(
+                "reload_failed", path=str(source), problems=[str(p) for p in exc.problems]
+            )
             raise
         report = compare(old.plan, plan)
         # A provider whose plan is unchanged keeps its runtime (pool, limiter, cooldown).
@@ -451,7 +455,7 @@ class Router:
             self._health.pop(p.name, None)
         if old.active == 0:
             self._drain(old)
-        _log.info(
+        _config_log.info(
             "reload",
             path=str(source),
             changed=report.changed,
@@ -467,7 +471,7 @@ class Router:
         if report.budgets_removed or report.providers_removed or report.routes_removed:
             # Removing money limits or things callers use is legitimate, but it must
             # never pass unnoticed (a half-saved file looks exactly like this).
-            _log.warning(
+            _config_log.warning(
                 "reload_removed",
                 path=str(source),
                 budgets_removed=report.budgets_removed,
@@ -529,7 +533,7 @@ class Router:
             except ConfigError:
                 pass  # logged by reload(); the old config keeps serving
             except Exception as exc:  # the watcher must survive anything
-                _log.error("reload_failed", path=str(self._source), error=str(exc))
+                _config_log.error("reload_failed", path=str(self._source), error=str(exc))
 
     # -- health ---------------------------------------------------------------------
 

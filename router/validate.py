@@ -12,8 +12,6 @@ import argparse
 import sys
 from typing import Literal, TextIO
 
-from structlog.testing import capture_logs
-
 from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
 from router.redact import redact
@@ -45,14 +43,11 @@ def run_validate(
     """
     stream = sys.stdout if out is None else out
     problems: list[ConfigProblem] = []
-    # The loader warns about disabled providers through structlog; the summary line
-    # says the same, so the events are kept out of the report.
-    with capture_logs():
-        try:
-            loaded = read_config(path, require_env=not no_env)
-        except ConfigError as exc:
-            problems = exc.problems
-            loaded = None
+    try:
+        loaded = read_config(path, require_env=not no_env)
+    except ConfigError as exc:
+        problems = exc.problems
+        loaded = None
     if loaded is None:
         for problem in problems:
             stream.write(redact(_format(problem, fmt)) + "\n")
