@@ -23,7 +23,7 @@ from router.cli import main
 from router.config import Cooldown, Limits, LogSettings
 from router.errors import AllProvidersFailedError, ServerError, short_error
 from router.limits import ProviderGate
-from router.logger import LOGGER_NAMES, fields_of
+from router.logger import LOGGER_NAMES, fields_of, get_logger
 from router.plan import load_config
 from router.policy import rule_for
 from router.router import Router
@@ -403,3 +403,18 @@ routes:
     assert [(e["logger"], e["event"], e["provider"]) for e in logs] == [
         ("router.config", "provider_disabled", "oa")
     ]
+
+
+def test_a_field_named_like_a_record_attribute_is_kept_with_an_underscore(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="router")
+    get_logger("router.config").info("odd", name="n", msg="two words", args=[1, 2], ok=True)
+    (record,) = caplog.records
+    assert (record.name, record.name_, record.msg_, record.args_) == (  # type: ignore[attr-defined]
+        "router.config",
+        "n",
+        "two words",
+        [1, 2],
+    )
+    assert record.getMessage() == "odd name=n msg='two words' args='[1, 2]' ok=True"
