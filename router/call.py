@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
@@ -36,13 +36,16 @@ from router.errors import (
 from router.plan import ProviderPlan, StepPlan
 from router.policy import rule_for
 from router.providers.base import Adapter
-from router.providers.error_body import error_from_response
+from router.providers.error_body import Sent, error_from_response
 from router.state import ProviderHandle, Refusal, State, Ticket, worst_case_usd
 from router.templates import RouteTemplates
 from router.transport import Transport
 from router.types import Attempt, Completion, Message, Reply, Skip, SkipKind, Usage, WireRequest
 
 R = TypeVar("R")
+
+# Params the router itself sets on every request (not provider extras).
+_ROUTER_PARAMS = frozenset({"max_tokens", "temperature"})
 
 _SHARE_USED = Skip(SkipKind.DEADLINE, "admission used the attempt's whole deadline share")
 
@@ -61,6 +64,15 @@ class Provider:
     gate: ProviderHandle  # admission and health state (State.provider)
     # Names this runtime in ProviderState: unique in the process, never reused.
     runtime_id: int = field(default_factory=lambda: next(_runtime_ids))
+
+    def describe(self, request: WireRequest, extras: Iterable[str] = ()) -> Sent:
+        """What ``request`` was, for the hints of its error (names only, no values)."""
+        return Sent(
+            request.method,
+            self.transport.display_url(request.path),
+            self.adapter.api_root,
+            tuple(sorted(extras)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +179,12 @@ class Call(Generic[R]):
         """Input tokens to reserve and admit for ``step``: the messages' estimate plus
         the hidden prompt its provider bills (``input_overhead_tokens``)."""
         return self.est_in + step.plan.input_overhead
+
+    def sent(self, step: Step, request: WireRequest) -> Sent:
+        """What ``request`` to ``step`` was, for its error's hints: the URL and the
+        names of the extra body fields (the step's and the call's params)."""
+        extras = {*step.plan.params, *(self.params or ())} - _ROUTER_PARAMS
+        return step.provider.describe(request, extras)
 
     def record(self, attempt: Attempt) -> None:
         attempt.deadline_left_s = self.deadline.remaining()
@@ -434,6 +452,7 @@ class CompleteCall(Call[Completion]):
                 raw.body,
                 time.time(),  # to read an HTTP-date Retry-After
                 self.rt.retry_after_max_s,
+                self.sent(step, request),
             )
         reply = provider.adapter.parse_reply(step.plan.model, raw.body)
         usage = final_usage(reply.usage, lease.est_in, reply.text)

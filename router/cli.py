@@ -164,7 +164,8 @@ def _render(args: argparse.Namespace, out: TextIO) -> int:
     plan = _load(args)
     messages = plan.render(args.route, _vars(args, plan))
     for m in messages:
-        out.write(f"--- {m.role} ---\n{m.content.rstrip()}\n")
+        mark = " (prompt cache breakpoint)" if m.cache else ""
+        out.write(f"--- {m.role}{mark} ---\n{m.content.rstrip()}\n")
     out.write("--- chain (dry run: nothing sent) ---\n")
     for i, s in enumerate(plan.chain(args.route), 1):
         out.write(
@@ -185,6 +186,8 @@ async def _health(args: argparse.Namespace, out: TextIO) -> int:
         status = "ok" if r.ok else "FAIL"
         bad += not r.ok
         line = f"  {r.provider:<14} {status:<5} {r.latency_s * 1000:7.1f} ms"
+        if r.url:
+            line += f"  {r.url}"
         if r.missing_models:
             line += f"  missing: {', '.join(r.missing_models)}"
         if r.error:

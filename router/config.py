@@ -58,6 +58,7 @@ __all__ = [
     "MockSettings",
     "ModelConfig",
     "Price",
+    "PromptCache",
     "ProviderConfig",
     "RouteConfig",
     "Settings",
@@ -76,9 +77,11 @@ ErrorKind = Literal[
     "connection",
     "auth",
     "model_not_found",
+    "endpoint_not_found",
     "bad_request",
     "context_length",
     "content_filter",
+    "gone",
     "invalid_response",
 ]
 
@@ -509,6 +512,26 @@ TemplateSource = Annotated[
 ]
 
 
+class PromptCache(_Strict):
+    """Which parts of a route's prompt are marked for the provider's prompt cache.
+
+    Anthropic caches a prompt prefix only where a request marks it (``cache_control``);
+    OpenAI and compatible APIs cache on their own and Ollama does not, so their
+    adapters ignore these flags. Cache reads and writes are billed at the model's
+    ``cached_input_per_mtok`` and ``cache_write_per_mtok`` prices.
+    """
+
+    system: Annotated[
+        bool,
+        Field(
+            description=(
+                "Mark the system message as a cache breakpoint (Anthropic: cache_control"
+                " ephemeral, Anthropic's default lifetime of 5 minutes); other kinds ignore it."
+            )
+        ),
+    ] = False
+
+
 class StepConfig(_Strict):
     """One step of a fallback chain: ``provider/model`` plus overrides."""
 
@@ -606,6 +629,10 @@ class RouteConfig(_Strict):
         list[ErrorKind] | None,
         Field(description="Error kinds that move to the next step; null: settings.fallback_on."),
     ] = None
+    prompt_cache: Annotated[
+        PromptCache,
+        Field(description="Parts of the prompt marked for the provider's prompt cache."),
+    ] = PromptCache()
     fallback: Annotated[
         list[StepConfig],
         Field(min_length=1, description="Ordered steps: 'provider/model' or a step mapping."),
@@ -945,6 +972,11 @@ class _Loader:
                     continue
                 if prov not in dropped:
                     usable = True
+            if route.prompt_cache.system and route.system is None:
+                self._add(
+                    ("routes", rname, "prompt_cache", "system"),
+                    "prompt_cache.system is true but the route has no system template to cache",
+                )
             if not usable and not bad:
                 names = ", ".join(
                     f"{s.provider_name} ({self.providers[s.provider_name].api_key_env} not set)"

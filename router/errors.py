@@ -17,9 +17,11 @@
         ├── ProviderConnectionError  connection refused/reset, protocol error
         ├── AuthenticationError      401/403: the key is bad
         ├── ModelNotFoundError       404 / unknown model
+        ├── EndpointNotFoundError    404 that names no model: the URL is wrong (check base_url)
         ├── BadRequestError          other 4xx
         │   ├── ContextLengthError   the prompt does not fit the model's context
-        │   └── ContentFilterError   refused by the provider's content policy
+        │   ├── ContentFilterError   refused by the provider's content policy
+        │   └── GoneError            410: the provider retired something the request uses
         ├── InvalidResponseError     a body that does not match the wire format
         └── StreamInterruptedError   a stream failed after text was delivered
 
@@ -53,6 +55,8 @@ __all__ = [
     "ContentFilterError",
     "ContextLengthError",
     "DeadlineExceededError",
+    "EndpointNotFoundError",
+    "GoneError",
     "InvalidResponseError",
     "LedgerError",
     "ModelNotFoundError",
@@ -310,9 +314,48 @@ class AuthenticationError(ProviderError):
 
 
 class ModelNotFoundError(ProviderError):
-    """The provider does not serve the model asked for (404)."""
+    """The provider does not serve the model asked for: a 404 (or another status)
+    whose body says so, naming the model."""
 
     kind = "model_not_found"
+
+
+class EndpointNotFoundError(ProviderError):
+    """A 404 whose body is not the provider's "no such model" error: the URL requested
+    does not exist, which almost always means ``base_url`` is wrong (a missing ``/v1``,
+    or an endpoint path pasted into it). Not retried; the next step is tried, and the
+    failure counts towards the provider's cooldown (every request to it goes to the
+    same wrong place).
+
+    Attributes:
+        url: what was requested, as ``METHOD scheme://host/path`` (never the query
+            string), when the caller knew it.
+    """
+
+    kind = "endpoint_not_found"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        model: str,
+        status: int | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+        url: str | None = None,
+    ) -> None:
+        self.url = None if url is None else redact(url)
+        super().__init__(
+            message,
+            provider=provider,
+            model=model,
+            status=status,
+            retryable=retryable,
+            retry_after=retry_after,
+            request_id=request_id,
+        )
 
 
 class BadRequestError(ProviderError):
@@ -331,6 +374,15 @@ class ContentFilterError(BadRequestError):
     """The provider refused the prompt or the answer under its content policy."""
 
     kind = "content_filter"
+
+
+class GoneError(BadRequestError):
+    """HTTP 410 Gone: the provider has retired something this request uses (a body
+    parameter, a model or an endpoint), for good. Not retried; the next step is
+    tried. The message names the parameter when the provider's body does, and the
+    extra body fields the request carried (the usual culprit)."""
+
+    kind = "gone"
 
 
 class InvalidResponseError(ProviderError):
@@ -416,9 +468,11 @@ ERROR_KINDS: dict[str, type[ProviderError]] = {
         ProviderConnectionError,
         AuthenticationError,
         ModelNotFoundError,
+        EndpointNotFoundError,
         BadRequestError,
         ContextLengthError,
         ContentFilterError,
+        GoneError,
         InvalidResponseError,
     )
 }
@@ -429,9 +483,12 @@ STATUS_ERRORS: dict[int, type[ProviderError]] = {
     400: BadRequestError,
     401: AuthenticationError,
     403: AuthenticationError,
-    404: ModelNotFoundError,
+    # A 404 that the adapter's rules did not recognise as "no such model" (those
+    # bodies name the model) is a URL that does not exist: base_url is wrong.
+    404: EndpointNotFoundError,
     408: ServerError,
     409: ServerError,
+    410: GoneError,
     # Payload too large: it will not fit this provider however often it is sent;
     # another provider may take it, which is what ContextLengthError means to the router.
     413: ContextLengthError,

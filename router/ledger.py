@@ -4,7 +4,7 @@ Reservations live in memory, per process (:mod:`router.budget`); *settled* spend
 lives here. A backend answers two questions: "record this cost, durably" and
 "how much was spent since this instant, for this scope". That is all a
 :class:`~router.budget.BudgetBook` needs at start-up and after every call, and
-all a shared backend (Redis, in the scale-out issue) must provide.
+all a backend shared by several processes (Redis, for instance) must provide.
 
 Backends:
 

@@ -9,7 +9,7 @@ and checks the YAML against the schema (every problem with its file:line:col);
   each model's price (free when it declares none), window and output cap;
 - per route: compiled templates, the chain of enabled steps with each step's
   effective settings (step > route > provider > settings), the deadline, the
-  token cap and the error kinds that fall back;
+  token cap, the error kinds that fall back and the prompt-cache marks;
 - the budgets, the ledger, the chain-wide numbers (attempt floor, backoff,
   Retry-After cap, health TTL) and the files a watcher must follow.
 
@@ -46,6 +46,7 @@ from router.config import (
     Loaded,
     MockSettings,
     Price,
+    PromptCache,
     ProviderConfig,
     RouteConfig,
     Settings,
@@ -135,6 +136,9 @@ class RoutePlan:
     max_cost_usd: Decimal | None
     fallback_on: frozenset[str] | None  # error kinds that move on; None: all
     vars: Mapping[str, str] | None  # declared variables and their types; None: undeclared
+    # Parts of the prompt marked for the provider's prompt cache (the templates mark
+    # the rendered messages: Message.cache; adapters that cannot cache ignore it).
+    prompt_cache: PromptCache
     # The route as written (template sources included), so that an edit to a
     # template compares unequal even when everything resolved above is the same.
     source: RouteConfig
@@ -351,6 +355,7 @@ def _route(
         max_cost_usd=r.max_cost_usd,
         fallback_on=None if fallback_on is None else frozenset(fallback_on),
         vars=None if r.vars is None else _frozen(r.vars),
+        prompt_cache=r.prompt_cache,
         source=r,
         templates=templates,
     )

@@ -40,6 +40,12 @@ POLICY: dict[str, Rule] = {
     "context_length": Rule(retry=False, max_retries=0, cooldown_now=False, counts_failure=False),
     "bad_request": Rule(retry=False, max_retries=0, cooldown_now=False, counts_failure=False),
     "content_filter": Rule(retry=False, max_retries=0, cooldown_now=False, counts_failure=False),
+    # HTTP 410: the provider retired a parameter, model or endpoint the request uses.
+    "gone": Rule(retry=False, max_retries=0, cooldown_now=False, counts_failure=False),
+    # A 404 that names no model: base_url is wrong. Every request to the provider goes
+    # to the same wrong URL, so it counts towards a cooldown (but one stray 404 does
+    # not sideline the provider at once, as a bad key does).
+    "endpoint_not_found": Rule(retry=False, max_retries=0, cooldown_now=False, counts_failure=True),
 }
 
 # Anything unexpected is treated like a server error.

@@ -388,6 +388,7 @@ class StreamCall(Call[LiveStream]):
                             body,
                             time.time(),  # to read an HTTP-date Retry-After
                             self.rt.retry_after_max_s,
+                            self.sent(step, request),
                         )
             except TimeoutError:
                 raise ProviderTimeoutError(

@@ -146,8 +146,9 @@ def parse_var_type(spec: str) -> VarCheck:
     )
 
 
-# (role, template name for errors, compiled template, pre-rendered message or None)
-Part = tuple[Role, str, Template, Message | None]
+# (role, template name for errors, compiled template, pre-rendered message or None,
+# whether the message is a prompt-cache breakpoint)
+Part = tuple[Role, str, Template, Message | None, bool]
 
 # Longest list or string one ``*`` may build (items or characters), and widest ``%`` pad.
 MAX_REPEAT = 1_000_000
@@ -334,7 +335,9 @@ class _FileLoader(FileSystemLoader):
         return text, os.path.normpath(filename), uptodate
 
 
-def _constant(role: Role, template: Template) -> tuple[Message | None, str | None]:
+def _constant(
+    role: Role, template: Template, cache: bool = False
+) -> tuple[Message | None, str | None]:
     """The message of a template that uses no variable, rendered once.
 
     Returns (message, None); (None, why) when it breaks a sandbox bound (a load
@@ -342,7 +345,7 @@ def _constant(role: Role, template: Template) -> tuple[Message | None, str | Non
     TemplateError, on each call as any template would.
     """
     try:
-        return Message(role, template.render({})), None
+        return Message(role, template.render({}), cache), None
     except SecurityError as exc:
         return None, str(exc)
     except Exception:
@@ -413,19 +416,20 @@ class RouteTemplates:
         self.route = route
         self.variables = variables
         # (role, template name for errors, compiled template, its message when it
-        # uses no variable: rendered once at load), system first.
+        # uses no variable: rendered once at load, cache breakpoint), system first.
         self._parts = parts
         # Declared name -> validator; None when the route declares no vars.
         self._checks = checks
-        # Per part: its message when constant, else a renderer prepared at load.
+        # Per part: its message when constant, else a renderer prepared at load (and
+        # whether its message is a prompt-cache breakpoint).
         self._render = [
-            (role, name, constant if constant is not None else _Renderer(template))
-            for role, name, template, constant in parts
+            (role, name, constant if constant is not None else _Renderer(template), cache)
+            for role, name, template, constant, cache in parts
         ]
         # id(constant message) -> its estimate, made once (the messages live as long).
         self._known = {
             id(constant): estimate_text_tokens(constant.content)
-            for _, _, _, constant in parts
+            for _, _, _, constant, _ in parts
             if constant is not None
         }
 
@@ -449,7 +453,7 @@ class RouteTemplates:
         if self._checks is not None:
             self._check(values, self._checks)
         out: list[Message] = []
-        for role, name, prepared in self._render:
+        for role, name, prepared, cache in self._render:
             if isinstance(prepared, Message):
                 out.append(prepared)
                 continue
@@ -465,7 +469,7 @@ class RouteTemplates:
                     route=self.route,
                     template=name,
                 ) from exc
-            out.append(Message(role, text))
+            out.append(Message(role, text, cache))
         return out
 
     def estimate_tokens(self, messages: Sequence[Message]) -> int:
@@ -555,15 +559,17 @@ class _Compiler:
                 ok = False
                 continue
             tname, template, names = compiled
+            # The route's prompt_cache marks the system message a cache breakpoint.
+            cache = role == "system" and route.prompt_cache.system
             constant = None
             if not names:
-                constant, refused = _constant(role, template)
+                constant, refused = _constant(role, template, cache)
                 if refused is not None:
                     msg = f"template {tname} cannot be rendered: {refused}"
                     self.problems.append(self.doc.problem(("routes", name, key), msg))
                     ok = False
                     continue
-            parts.append((role, tname, template, constant))
+            parts.append((role, tname, template, constant, cache))
             used |= names
         if not ok:
             return None

@@ -669,6 +669,12 @@ class Transport:
                 self._urls[path] = url
         return url
 
+    def display_url(self, path: str) -> str:
+        """Where a request path goes, for messages: ``scheme://host[:port]/path``, with
+        base_url's path and without any query string (a query may carry a key)."""
+        url = self._url(path)
+        return f"{url.scheme}://{self._host}{url.path}"
+
     def _map(
         self,
         exc: Exception,

@@ -77,10 +77,17 @@ class ProviderState:
 
 @dataclass(slots=True, frozen=True)
 class Message:
-    """One chat message as rendered from a route's templates."""
+    """One chat message as rendered from a route's templates.
+
+    ``cache`` marks a prompt-cache breakpoint: the provider may cache the prompt up
+    to and including this message (a route's ``prompt_cache``). Anthropic's adapter
+    sends it as ``cache_control``; adapters whose providers cache on their own
+    (OpenAI and compatibles) or not at all (Ollama) ignore it.
+    """
 
     role: Role
     content: str
+    cache: bool = False
 
 
 @dataclass(slots=True)
@@ -205,6 +212,8 @@ class HealthReport:
     # Configured models the provider did not list (with a hint), empty when all present.
     missing_models: list[str] = field(default_factory=list)
     error: str | None = None
+    # What was requested: ``METHOD scheme://host/path`` (no query string, no key).
+    url: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

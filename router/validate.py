@@ -3,18 +3,25 @@ and ``router validate``.
 
 Exit codes: 0 valid, 1 invalid (every problem printed, one per line), 2 usage
 error (bad arguments). A file that does not exist is invalid (1), with a
-message saying so.
+message saying so. A valid file may also get warnings (:mod:`router.advice`:
+a base_url that will 404, a field a provider has retired), printed before the
+summary, one per line (``file:line:col: path: warning: ...``); they do not
+change the exit code.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
+from pathlib import Path
 from typing import Literal, TextIO
 
+from router.advice import config_advice
 from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
 from router.redact import redact
+from router.yamlsrc import load_yaml
 
 __all__ = ["add_arguments", "main", "run_validate"]
 
@@ -54,7 +61,15 @@ def run_validate(
         n = len(problems)
         stream.write(f"{path}: invalid, {n} problem{'s' if n != 1 else ''}\n")
         return 1
-    stream.write(_summary(path, loaded, no_env) + "\n")
+    # The document is read again for its positions (read_config keeps only the values).
+    warnings = config_advice(loaded.config, load_yaml(Path(path), path))
+    for warning in warnings:
+        stream.write(redact(_format(warning, fmt, level="warning")) + "\n")
+    summary = _summary(path, loaded, no_env)
+    if warnings:
+        n = len(warnings)
+        summary += f"; {n} warning{'s' if n != 1 else ''}"
+    stream.write(summary + "\n")
     return 0
 
 
@@ -76,8 +91,12 @@ def _summary(path: str, loaded: Loaded, no_env: bool) -> str:
     return line
 
 
-def _format(problem: ConfigProblem, fmt: Format) -> str:
+def _format(
+    problem: ConfigProblem, fmt: Format, level: Literal["error", "warning"] = "error"
+) -> str:
     if fmt == "text":
+        if level == "warning":
+            return str(replace(problem, message=f"warning: {problem.message}"))
         return str(problem)
     props = f"file={_prop(problem.file)}"
     if problem.line is not None:
@@ -85,7 +104,7 @@ def _format(problem: ConfigProblem, fmt: Format) -> str:
         if problem.col is not None:
             props += f",col={problem.col}"
     text = f"{problem.path}: {problem.message}" if problem.path else problem.message
-    return f"::error {props}::{_data(text)}"
+    return f"::{level} {props}::{_data(text)}"
 
 
 def _data(text: str) -> str:

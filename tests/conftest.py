@@ -4,7 +4,6 @@ with logging unconfigured; the fault suites' figures are printed only on request
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 from collections.abc import Callable, Sequence
@@ -14,43 +13,17 @@ import pytest
 import structlog
 
 from router.logger import LOGGER_NAMES
+from tests.netguard import guarded_connect, guarded_connect_ex
 
 # The local upstream server fixtures, for every test module.
 from tests.upstream import upstream, upstream_factory  # noqa: F401
-
-_real_connect = socket.socket.connect
-_real_connect_ex = socket.socket.connect_ex
-
-
-def _is_loopback(address: Any) -> bool:
-    if isinstance(address, tuple) and address:
-        host = address[0]
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
-    return True  # AF_UNIX paths and socketpairs are local
-
-
-def _guarded_connect(self: socket.socket, address: Any) -> Any:
-    if not _is_loopback(address):
-        raise RuntimeError(f"test tried to reach the network: {address!r}")
-    return _real_connect(self, address)
-
-
-def _guarded_connect_ex(self: socket.socket, address: Any) -> Any:
-    if not _is_loopback(address):
-        raise RuntimeError(f"test tried to reach the network: {address!r}")
-    return _real_connect_ex(self, address)
 
 
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail any connection to a non-loopback address."""
-    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
-    monkeypatch.setattr(socket.socket, "connect_ex", _guarded_connect_ex)
+    monkeypatch.setattr(socket.socket, "connect", guarded_connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded_connect_ex)
 
 
 @pytest.fixture(autouse=True)

@@ -85,6 +85,71 @@ def test_system_messages_become_the_top_level_system_field(adapter: AnthropicAda
     )
 
 
+def test_a_cached_system_message_is_a_text_block_marked_ephemeral(
+    adapter: AnthropicAdapter,
+) -> None:
+    """Anthropic's documented form: system as a list of text blocks, the breakpoint
+    carrying cache_control {"type": "ephemeral"}; the messages stay plain strings."""
+    messages = [Message("system", "Long stable instructions.", cache=True), Message("user", "Hi")]
+    req = adapter.chat_request("claude-haiku-4-5", messages, {"max_tokens": 50})
+    assert req.json == {
+        "model": "claude-haiku-4-5",
+        "system": [
+            {
+                "type": "text",
+                "text": "Long stable instructions.",
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": 50,
+    }
+
+
+def test_with_several_system_messages_only_the_marked_one_is_a_breakpoint(
+    adapter: AnthropicAdapter,
+) -> None:
+    messages = [
+        Message("system", "Stable part.", cache=True),
+        Message("system", "Per-call part."),
+        Message("system", ""),  # an empty text block is refused by the API: left out
+        Message("user", "Hi"),
+    ]
+    system = adapter.chat_request("m", messages, {}).json["system"]  # type: ignore[index]
+    assert system == [
+        {"type": "text", "text": "Stable part.", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "Per-call part."},
+    ]
+
+
+def test_a_cached_user_message_is_a_marked_content_block(adapter: AnthropicAdapter) -> None:
+    """The same flag on a conversation message (for routes that mark more than the system
+    message) makes its content a marked block."""
+    messages = [Message("user", "A long document.", cache=True), Message("user", "Question?")]
+    req = adapter.chat_request("m", messages, {})
+    assert req.json is not None
+    assert req.json["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "A long document.", "cache_control": {"type": "ephemeral"}}
+            ],
+        },
+        {"role": "user", "content": "Question?"},
+    ]
+    assert "system" not in req.json
+
+
+def test_the_cache_mark_is_a_fresh_dict_per_request(adapter: AnthropicAdapter) -> None:
+    messages = [Message("system", "S", cache=True)]
+    first = adapter.chat_request("m", messages, {}).json
+    assert first is not None
+    first["system"][0]["cache_control"]["ttl"] = "1h"
+    second = adapter.chat_request("m", messages, {}).json
+    assert second is not None
+    assert second["system"][0]["cache_control"] == {"type": "ephemeral"}
+
+
 def test_max_tokens_is_always_sent_and_extras_pass_through(adapter: AnthropicAdapter) -> None:
     thinking = {"type": "enabled", "budget_tokens": 1024}
     params = {"thinking": thinking, "system": "ignored", "model": "ignored"}

@@ -15,12 +15,13 @@ from router.errors import (
     AuthenticationError,
     BadRequestError,
     ContextLengthError,
+    EndpointNotFoundError,
     ModelNotFoundError,
     ProviderError,
     RateLimitError,
     ServerError,
 )
-from router.providers.error_body import error_from_response
+from router.providers.error_body import Sent, error_from_response
 from router.types import Usage
 from tests.fixtures_util import consume, fixture_ids, load, manifest, stream_events
 
@@ -376,7 +377,11 @@ ERRORS: dict[str, Err] = {
         prefix=True,
     ),
     "perplexity-chat-401-html-openresty": Err(AuthenticationError, "401 Authorization Required"),
-    "perplexity-models-404-empty-body": Err(ModelNotFoundError, "(empty body)"),
+    # GET /models, which Perplexity does not serve: a 404 naming no model is a wrong URL.
+    # (The full message names the URL requested: see the test of recorded 404s below.)
+    "perplexity-models-404-empty-body": Err(
+        EndpointNotFoundError, "no such endpoint: ", prefix=True
+    ),
     "xai-chat-400-context-length": Err(
         ContextLengthError,
         "This model's maximum prompt length is 131072 but the request contains 625077 tokens.",
@@ -517,6 +522,42 @@ def test_error_response_maps_to_type_message_and_retry_after(fixture_id: str) ->
     assert err.status == fx.status
     if exp.request_id is not None:
         assert err.request_id == exp.request_id
+
+
+_RECORDED_404S = sorted(i for i in ERRORS if load(i).status == 404)
+
+
+def test_every_recorded_404_is_covered() -> None:
+    """The model-not-found bodies of OpenAI, Anthropic and Ollama, and one bare 404."""
+    assert {ERRORS[i].cls for i in _RECORDED_404S} == {ModelNotFoundError, EndpointNotFoundError}
+    assert len(_RECORDED_404S) >= 4
+
+
+@pytest.mark.parametrize("fixture_id", _RECORDED_404S)
+def test_a_recorded_404_names_its_url_only_when_it_names_no_model(fixture_id: str) -> None:
+    """With what was sent (the sidecar's request), a provider's own "no such model" body
+    stays ModelNotFoundError, message untouched; a 404 naming no model is
+    EndpointNotFoundError naming the method, URL path and the base_url hint."""
+    fx = load(fixture_id)
+    adapter = fx.adapter()
+    request = fx.meta["request"]
+    scheme, _, rest = request["url"].partition("://")
+    host, _, path = rest.partition("?")[0].partition("/")
+    sent = Sent(request["method"], f"{scheme}://{host}/{path}", adapter.api_root)
+    err = error_from_response(adapter, MODEL, fx.status, fx.headers, fx.body, sent=sent)
+    exp = ERRORS[fixture_id]
+    assert type(err) is exp.cls
+    if exp.cls is ModelNotFoundError:
+        assert err.detail == exp.message
+        assert "base_url" not in str(err)
+    else:
+        assert isinstance(err, EndpointNotFoundError)
+        assert err.url == "GET https://api.perplexity.ai/models"
+        assert err.detail == (
+            "no such endpoint: GET https://api.perplexity.ai/models [(empty body)]; check"
+            " base_url: it should end at the API root, such as https://api.openai.com/v1"
+        )
+        assert err.kind == "endpoint_not_found" and not err.retryable
 
 
 @pytest.mark.parametrize("fixture_id", sorted(STREAM_ERRORS))

@@ -160,3 +160,13 @@ def test_blank_line_carries_nothing(adapter: OllamaAdapter) -> None:
 )
 def test_classification(adapter: OllamaAdapter, status: int, body: bytes, expected: type) -> None:
     assert adapter.classify_error(status, decode_error_body(body)) is expected
+
+
+def test_the_prompt_cache_mark_is_ignored() -> None:
+    """Ollama has no prompt cache to mark: a marked message is sent as an unmarked one."""
+    adapter = OllamaAdapter("ollama", None)
+    plain = [Message("system", "Be brief."), Message("user", "2+2?")]
+    marked = [Message("system", "Be brief.", cache=True), Message("user", "2+2?")]
+    assert adapter.chat_request("llama3.2", marked, {"max_tokens": 5}) == adapter.chat_request(
+        "llama3.2", plain, {"max_tokens": 5}
+    )

@@ -79,6 +79,16 @@ def test_other_and_compatible_models_get_max_tokens(adapter: OpenAIAdapter, mode
     assert "max_completion_tokens" not in req.json
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_prompt_cache_mark_is_ignored(adapter: OpenAIAdapter, stream: bool) -> None:
+    """OpenAI and compatible APIs cache prompt prefixes on their own: a message marked for
+    the cache is sent exactly as an unmarked one."""
+    marked = [Message("system", "Be brief.", cache=True), Message("user", "2+2?", cache=True)]
+    assert adapter.chat_request("gpt-4.1", marked, {}, stream=stream) == adapter.chat_request(
+        "gpt-4.1", MSGS, {}, stream=stream
+    )
+
+
 def test_absent_router_params_are_left_out(adapter: OpenAIAdapter) -> None:
     req = adapter.chat_request("gpt-4.1", MSGS, {})
     assert req.json == {"model": "gpt-4.1", "messages": WIRE_MSGS}
@@ -87,7 +97,7 @@ def test_absent_router_params_are_left_out(adapter: OpenAIAdapter) -> None:
 def test_extras_pass_straight_into_the_body(adapter: OpenAIAdapter) -> None:
     params = {
         "max_tokens": 5,
-        "search_parameters": {"mode": "auto"},
+        "seed": 7,
         "response_format": {"type": "json_object"},
         "reasoning_effort": "low",
     }
@@ -96,7 +106,7 @@ def test_extras_pass_straight_into_the_body(adapter: OpenAIAdapter) -> None:
         "model": "grok-4",
         "messages": WIRE_MSGS,
         "max_tokens": 5,
-        "search_parameters": {"mode": "auto"},
+        "seed": 7,
         "response_format": {"type": "json_object"},
         "reasoning_effort": "low",
     }

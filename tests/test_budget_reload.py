@@ -141,7 +141,7 @@ def _worst(router: Router) -> Decimal:
 async def test_ten_calls_in_flight_on_a_ten_call_budget_survive_a_rescoping_reload(
     tmp_path: Path,
 ) -> None:
-    """The issue's case: 10 calls in flight fill the budget; a reload changes its period;
+    """The case in point: 10 calls in flight fill the budget; a reload changes its period;
     10 more calls must all be refused (the old code admitted them: 200% of the limit)."""
     path = write_config(tmp_path, PAID.format(limit=1, period="day"))
     async with Router.from_yaml(path) as router:

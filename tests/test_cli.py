@@ -158,6 +158,20 @@ def test_render_prints_messages_and_the_priced_chain(
     assert "sk-render" not in text
 
 
+def test_render_shows_a_prompt_cache_breakpoint(example: Path) -> None:
+    """With prompt_cache.system on, the dry run marks the system message as a cache
+    breakpoint (and only it)."""
+    text = example.read_text().replace(
+        "    system: { file: analysis_system.j2 }\n",
+        "    system: { file: analysis_system.j2 }\n    prompt_cache: { system: true }\n",
+    )
+    example.write_text(text)
+    code, out = run("render", "analysis", "--config", str(example), "--no-env", *ANALYSIS_VARS)
+    assert code == 0, out
+    assert "--- system (prompt cache breakpoint) ---" in out
+    assert "--- user ---" in out
+
+
 def test_render_never_shows_an_attempt_cap_past_the_route_deadline(example: Path) -> None:
     """The analysis route has deadline_s 20: no attempt can last longer, so the dry run
     must not promise one (it shows 60 s, the providers' timeout_s)."""

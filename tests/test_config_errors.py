@@ -903,3 +903,25 @@ def test_an_alias_bomb_is_refused_at_the_line_of_its_alias(cwd: Path) -> None:
     assert p.line is not None and p.col is not None
     assert p.line <= 10
     assert p.path
+
+
+def test_prompt_cache_of_a_system_message_the_route_lacks_is_an_error(cwd: Path) -> None:
+    text = MINIMAL.replace(
+        '    prompt: "Hi {{ name }}"\n',
+        '    prompt: "Hi {{ name }}"\n    prompt_cache: {system: true}\n',
+    )
+    p = only(text)
+    assert (p.line, p.path) == (16, "routes.r.prompt_cache.system")
+    assert p.message == (
+        "prompt_cache.system is true but the route has no system template to cache"
+    )
+
+
+def test_prompt_cache_names_only_known_parts(cwd: Path) -> None:
+    text = MINIMAL.replace(
+        '    prompt: "Hi {{ name }}"\n',
+        '    prompt: "Hi {{ name }}"\n    prompt_cache: {sytem: true}\n',
+    )
+    p = only(text)
+    assert p.path == "routes.r.prompt_cache.sytem"
+    assert p.line == 16

@@ -24,7 +24,7 @@ from router.budget import cost_usd, worst_case_usd
 from router.config import Price
 from router.types import Usage
 
-# The recorded corpus, copied from ../shared/fixtures with its sources (tests/fixtures/INDEX.md).
+# The recorded corpus of real provider responses, with its sources (tests/fixtures/INDEX.md).
 FIXTURES = Path(__file__).parent / "fixtures"
 
 

@@ -1,4 +1,4 @@
-"""Issue 3 "Must show", end to end: Router.from_yaml + complete() against a local server
+"""End to end: Router.from_yaml + complete() against a local server
 on 127.0.0.1 replaying real recorded provider responses with their status and headers.
 
 Every test goes through the public path: YAML on disk, keys from the environment,
@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from router import (
     AuthenticationError,
     Completion,
     ContextLengthError,
+    EndpointNotFoundError,
+    GoneError,
     ModelNotFoundError,
     ProviderError,
     RateLimitError,
@@ -322,9 +325,9 @@ ERROR_CASES = [
     (
         "openai",
         "openai-compatible/perplexity-models-404-empty-body",
-        ModelNotFoundError,
+        EndpointNotFoundError,  # a 404 that names no model: the URL is wrong
         404,
-        "(empty body)",
+        "no such endpoint: POST http://127.0.0.1:",
         None,
     ),
 ]
@@ -566,3 +569,175 @@ async def test_closing_the_router_mid_call_ends_the_call_with_a_router_error(
         raise AssertionError("the call succeeded after close")
     assert isinstance(outcome, RouterError), repr(outcome)
     await upstream.wait_until(lambda: upstream.disconnects == 1)
+
+
+# ------------------------------------------------------------------ wrong base_url, 410
+
+OK_REPLY = "openai/openai-chat-200-json-cached-tokens.meta.json"  # text "Hello!"
+
+
+def two_step_yaml(first_base: str, second_base: str, *, first_extra: str = "") -> str:
+    return f"""\
+providers:
+  bad:
+    kind: openai
+    base_url: {first_base}
+    api_key_env: E2E_KEY
+{first_extra}    models:
+      m: {{price: {PRICE}}}
+  good:
+    kind: openai
+    base_url: {second_base}
+    api_key_env: E2E_KEY
+    models:
+      m: {{price: {PRICE}}}
+settings: {{retries: 2, cooldown: {{failures: 2, seconds: 60}}}}
+routes:
+  r:
+    prompt: "Say {{{{ word }}}}"
+    fallback: [bad/m, good/m]
+"""
+
+
+@pytest.mark.parametrize(
+    ("suffix", "requested", "body"),
+    [
+        # base_url without /v1: the request goes to /chat/completions (Go-style 404 page).
+        ("", "/chat/completions", b"404 page not found"),
+        # base_url with the endpoint pasted in: OpenAI's own answer for such a path.
+        (
+            "/v1/chat/completions",
+            "/v1/chat/completions/chat/completions",
+            b'{"error":{"message":"Invalid URL (POST /v1/chat/completions/chat/completions)",'
+            b'"type":"invalid_request_error","param":null,"code":null}}',
+        ),
+    ],
+    ids=["missing-v1", "endpoint-pasted"],
+)
+async def test_a_wrong_base_url_is_named_not_retried_falls_back_and_cools_down(
+    tmp_path: Path,
+    upstream_factory: Callable[..., Awaitable[Upstream]],
+    key: str,
+    suffix: str,
+    requested: str,
+    body: bytes,
+) -> None:
+    """A 404 naming no model is EndpointNotFoundError: it names the URL requested (path,
+    no query, no key) with the base_url hint, is not retried (retries: 2), falls back to
+    the next step, and counts towards the provider's cooldown: after two such calls the
+    third skips the provider without sending."""
+    bad, good = await upstream_factory(), await upstream_factory()
+    bad.handler = lambda request: reply(404, body)
+    good.route(CHAT_PATH["openai"], replay(OK_REPLY))
+    path = write_config(tmp_path, two_step_yaml(bad.url + suffix, good.url + "/v1"))
+    async with Router.from_yaml(path) as router:
+        first = await router.complete("r", {"word": "hi"}, deadline_s=5)
+        await router.complete("r", {"word": "hi"}, deadline_s=5)
+        third = await router.complete("r", {"word": "hi"}, deadline_s=5)
+    assert first.text == "Hello!" and first.provider == "good"
+    failed = first.attempts[0]
+    err = failed.error
+    assert isinstance(err, EndpointNotFoundError)
+    assert (failed.outcome, failed.status, err.kind) == ("error", 404, "endpoint_not_found")
+    assert err.url == f"POST {bad.url}{requested}"
+    assert f"no such endpoint: POST {bad.url}{requested} [" in err.detail
+    assert err.detail.endswith(
+        "check base_url: it should end at the API root, such as https://api.openai.com/v1"
+    )
+    assert "model_not_found" not in str(err)
+    assert key not in str(err) and key not in repr(first)
+    assert [r.path for r in bad.requests] == [requested, requested]  # once per call
+    assert third.attempts[0].outcome == "skipped"
+    assert third.attempts[0].skip == "cooldown"
+
+
+XAI_410 = (
+    b'{"code":"Client specified an invalid argument","error":"Live search is deprecated.'
+    b' Please switch to the Agent Tools API: https://docs.x.ai/docs/guides/tools/overview"}'
+)
+
+
+async def test_a_410_names_the_extra_fields_sent_and_falls_back_without_retrying(
+    tmp_path: Path, upstream_factory: Callable[..., Awaitable[Upstream]], key: str
+) -> None:
+    """xAI answers a request carrying search_parameters with 410 Gone: GoneError with the
+    provider's words and the names of the extra fields sent, not retried, no cooldown
+    blame, and the next step answers."""
+    xai, good = await upstream_factory(), await upstream_factory()
+    xai.route(CHAT_PATH["openai"], reply(410, XAI_410))
+    good.route(CHAT_PATH["openai"], replay(OK_REPLY))
+    extra = "    extra: {search_parameters: {mode: 'off'}}\n"
+    yaml_text = two_step_yaml(xai.url + "/v1", good.url + "/v1", first_extra=extra)
+    async with Router.from_yaml(write_config(tmp_path, yaml_text)) as router:
+        result = await router.complete("r", {"word": "hi"}, deadline_s=5)
+        again = await router.complete("r", {"word": "hi"}, deadline_s=5)
+        third = await router.complete("r", {"word": "hi"}, deadline_s=5)
+    assert result.provider == "good"
+    err = result.attempts[0].error
+    assert isinstance(err, GoneError) and err.kind == "gone" and err.status == 410
+    assert err.detail.startswith("Live search is deprecated. Please switch to the Agent Tools")
+    assert "(extra body fields sent: search_parameters)" in err.detail
+    assert len(xai.requests) == 3  # once per call: never retried, never cooled down
+    assert xai.requests[0].json()["search_parameters"] == {"mode": "off"}
+    assert [a.outcome for a in (*again.attempts, *third.attempts)] == ["error", "ok"] * 2
+
+
+# ------------------------------------------------------------------ Anthropic prompt caching
+
+# USD per million tokens: input, output, cache read, cache write (Anthropic's ratios).
+CACHE_PRICE = {
+    "in": Decimal(3),
+    "out": Decimal(15),
+    "read": Decimal("0.30"),
+    "write": Decimal("3.75"),
+}
+# A stable system prompt long enough to be worth caching (a few thousand tokens).
+LONG_SYSTEM = " ".join(f"Desk rule {i}: quote every price with its source." for i in range(600))
+
+
+async def test_a_cached_system_prompt_is_marked_and_its_cache_tokens_billed_at_cache_prices(
+    tmp_path: Path, upstream: Upstream, key: str
+) -> None:
+    """prompt_cache.system on an Anthropic route: the request's system is one text block
+    marked cache_control ephemeral; the recorded cache-write reply is billed with its
+    7351 written tokens at cache_write_per_mtok, the cache-read reply with its 7351 read
+    tokens at cached_input_per_mtok, the 10 uncached at the input price."""
+    upstream.queue(
+        replay("anthropic/anthropic-messages-200-json-cache-write.meta.json"),
+        replay("anthropic/anthropic-messages-200-json-cache-read.meta.json"),
+        path=CHAT_PATH["anthropic"],
+    )
+    p = CACHE_PRICE
+    price = (
+        f"{{input_per_mtok: {p['in']}, output_per_mtok: {p['out']},"
+        f" cached_input_per_mtok: {p['read']}, cache_write_per_mtok: {p['write']}}}"
+    )
+    body = f"""\
+providers:
+  an:
+    kind: anthropic
+    base_url: {upstream.url}
+    api_key_env: E2E_KEY
+    models: {{claude-haiku-4-5: {{price: {price}}}}}
+routes:
+  r:
+    system: "{LONG_SYSTEM}"
+    prompt: "Say {{{{ word }}}}"
+    prompt_cache: {{system: true}}
+    fallback: [an/claude-haiku-4-5]
+"""
+    async with Router.from_yaml(write_config(tmp_path, body)) as router:
+        wrote = await router.complete("r", {"word": "OK"}, deadline_s=5)
+        read = await router.complete("r", {"word": "OK"}, deadline_s=5)
+    for request in upstream.requests:
+        sent = request.json()
+        assert sent["system"] == [
+            {"type": "text", "text": LONG_SYSTEM, "cache_control": {"type": "ephemeral"}}
+        ]
+        assert sent["messages"] == [{"role": "user", "content": "Say OK"}]
+    mtok = Decimal(1_000_000)
+    assert wrote.usage == Usage(input_tokens=10 + 7351, output_tokens=4, cache_write_tokens=7351)
+    assert wrote.cost_usd == (10 * p["in"] + 7351 * p["write"] + 4 * p["out"]) / mtok
+    assert read.usage == Usage(input_tokens=10 + 7351, output_tokens=4, cached_input_tokens=7351)
+    assert read.cost_usd == (10 * p["in"] + 7351 * p["read"] + 4 * p["out"]) / mtok
+    assert wrote.cost_usd == Decimal("0.02765625") and read.cost_usd == Decimal("0.0022953")

@@ -1,11 +1,11 @@
-"""Issue 4 "Must show", end to end against real local servers on 127.0.0.1: one deadline
+"""End to end against real local servers on 127.0.0.1: one deadline
 for a whole fallback chain, measured on the real clock; cancellation releasing every
 slot; a TemplateError with no traffic.
 
 Each chain step is its own provider (kind openai) on its own Upstream, built from a
 YAML file with Router.from_yaml. Timings are measured with time.monotonic around
-``await router.complete(...)``; the allowed lateness is DESIGN.md's "small constant"
-as the issue states it: 50 ms.
+``await router.complete(...)``; the allowed lateness is the "under 50 ms" that
+docs/routing.md states.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from tests.upstream import (
 Factory = Callable[..., Awaitable[Upstream]]
 CHAT = "/v1/chat/completions"
 OK = "openai/openai-chat-200-json-cached-tokens.meta.json"  # text "Hello!"
-# DESIGN.md: "never returns later than the deadline plus a small constant"; the issue: 50 ms.
+# A call never returns later than its deadline plus this (docs/routing.md: under 50 ms).
 SLACK_S = 0.050
 PRICE = "{input_per_mtok: 1, output_per_mtok: 2}"
 
@@ -437,8 +437,8 @@ async def test_a_hung_step_does_not_starve_a_healthy_fallback(
     tmp_path: Path, upstream_factory: Factory, case: str
 ) -> None:
     """Default attempt_floor_s (0.5 s), a short deadline: hung steps must still leave the
-    healthy last step time to answer (it answers in ~2 ms), as the issue requires ("a hung
-    step must not eat the whole deadline ... leave the later steps a reserve")."""
+    healthy last step time to answer (it answers in ~2 ms): a hung step must not eat the
+    whole deadline (docs/routing.md, the deadline share of each attempt)."""
     kinds, settings, deadline = STARVE_CASES[case]
     behaviours = [hang_before_headers() if k == "hang" else replay(OK) for k in kinds]
     ups = await servers(upstream_factory, *behaviours)

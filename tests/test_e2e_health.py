@@ -285,3 +285,34 @@ async def test_cli_health_prints_a_table_and_exits_by_the_verdict(
     ok_path = write_config(tmp_path, ok_body)
     assert await asyncio.to_thread(main, ["health", "--config", str(ok_path)], ok_out) == 0
     assert "FAIL" not in ok_out.getvalue()
+
+
+async def test_a_wrong_base_url_is_reported_with_the_url_tried(
+    tmp_path: Path, upstream_factory: Factory, key: str
+) -> None:
+    """An openai-kind base_url without /v1 lists at /models, which the server does not
+    serve (a bare 404): the report is not ok, names the URL it tried (no query string),
+    says the endpoint does not exist and points at base_url; `router health` prints the
+    URL. A healthy report carries its URL too (the Anthropic listing's query is left out)."""
+    body, oa, an, ol = await three_providers(upstream_factory)
+    oa.route("/models", reply(404, b"404 page not found", {"content-type": "text/plain"}))
+    body = body.replace(f"base_url: {oa.url}/v1", f"base_url: {oa.url}")
+    path = write_config(tmp_path, body)
+    async with Router.from_yaml(path) as router:
+        reports = by_name(await router.health())
+    r = reports["oa"]
+    assert (r.ok, r.reachable, r.status) == (False, True, 404)
+    assert r.url == f"GET {oa.url}/models"
+    assert r.error == (
+        f"no such endpoint: GET {oa.url}/models [404 page not found]; check base_url: it should"
+        " end at the API root, such as https://api.openai.com/v1"
+    )
+    assert reports["an"].url == f"GET {an.url}/v1/models"
+    assert reports["ol"].url == f"GET {ol.url}/api/tags"
+    out = StringIO()
+    code = await asyncio.to_thread(main, ["health", "--config", str(path)], out)
+    lines = {line.split()[0]: line for line in out.getvalue().splitlines() if line.strip()}
+    assert code == 1
+    assert f"GET {oa.url}/models" in lines["oa"] and "check base_url" in lines["oa"]
+    assert f"GET {an.url}/v1/models" in lines["an"]
+    assert KEY not in out.getvalue()

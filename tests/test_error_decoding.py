@@ -8,6 +8,8 @@ from router.errors import (
     AuthenticationError,
     BadRequestError,
     ContextLengthError,
+    EndpointNotFoundError,
+    GoneError,
     InvalidResponseError,
     ModelNotFoundError,
     ProviderError,
@@ -20,6 +22,7 @@ from router.providers.error_body import (
     ERROR_MESSAGE_LIMIT,
     ERROR_TEXT_LIMIT,
     ErrorBody,
+    Sent,
     decode_error_body,
     error_from_response,
     parse_retry_after,
@@ -185,7 +188,8 @@ def test_retry_after(headers: dict[str, str], now: float | None, expected: float
         (400, BadRequestError),
         (401, AuthenticationError),
         (403, AuthenticationError),
-        (404, ModelNotFoundError),
+        (404, EndpointNotFoundError),
+        (410, GoneError),
         (413, ContextLengthError),
         (418, BadRequestError),
         (429, RateLimitError),
@@ -254,3 +258,138 @@ def test_invalid_response_error_is_one_line_and_retryable_once() -> None:
         adapter.parse_reply("m", b"<html>oops</html>")
     assert "\n" not in str(info.value)
     assert info.value.retryable
+
+
+# -- a 404 is a missing model only when the body says so ----------------------------------
+
+# What each server answers for a path it does not serve (a base_url without /v1, or
+# with /chat/completions pasted in): OpenAI's own words, Anthropic's typed error, Go's
+# default 404 page (Ollama), FastAPI's default (vLLM and most Python servers), nothing.
+WRONG_PATH_404S = [
+    (
+        "openai",
+        b'{"error":{"message":"Invalid URL (POST /v1/chat/completions/chat/completions)",'
+        b'"type":"invalid_request_error","param":null,"code":null}}',
+        "Invalid URL (POST /v1/chat/completions/chat/completions)",
+    ),
+    (
+        "anthropic",
+        b'{"type":"error","error":{"type":"not_found_error","message":"Not Found"}}',
+        "Not Found",
+    ),
+    ("ollama", b"404 page not found", "404 page not found"),
+    ("openai", b'{"detail":"Not Found"}', "Not Found"),
+    ("openai", b"", "(empty body)"),
+    ("openai", b"<html><head><title>404 Not Found</title></head></html>", "404 Not Found"),
+]
+
+
+@pytest.mark.parametrize(("kind", "body", "said"), WRONG_PATH_404S)
+def test_a_404_naming_no_model_is_a_wrong_url_with_the_path_and_a_base_url_hint(
+    kind: str, body: bytes, said: str
+) -> None:
+    adapter = build_adapter(kind, "p", None, None)
+    sent = Sent("POST", "https://api.example.com/chat/completions", adapter.api_root)
+    err = error_from_response(adapter, "m", 404, {}, body, sent=sent)
+    assert type(err) is EndpointNotFoundError
+    assert err.kind == "endpoint_not_found"
+    assert not err.retryable
+    assert err.url == "POST https://api.example.com/chat/completions"
+    assert err.detail == (
+        f"no such endpoint: POST https://api.example.com/chat/completions [{said}]; check"
+        f" base_url: it should end at the API root, such as {adapter.api_root}"
+    )
+
+
+def test_each_adapter_names_its_own_api_root_in_the_hint() -> None:
+    roots = {k: build_adapter(k, "p", None, None).api_root for k in ("openai", "anthropic")}
+    assert roots == {
+        "openai": "https://api.openai.com/v1",
+        "anthropic": "https://api.anthropic.com",
+    }
+    assert build_adapter("ollama", "p", None, None).api_root == "http://localhost:11434"
+
+
+# "No such model" as servers say it: each names the model, so it stays ModelNotFoundError.
+MODEL_404S = [
+    ("anthropic", b'{"type":"error","error":{"type":"not_found_error","message":"model: x-1"}}'),
+    ("openai", b'{"object":"error","message":"The model `x-1` does not exist.","code":404}'),
+    (
+        "openai",
+        b'{"error":{"code":"DeploymentNotFound","message":"The API deployment for this'
+        b' resource does not exist."}}',
+    ),
+    (
+        "openai",
+        b'{"error":{"message":"Unable to access model x-1.","type":"invalid_request_error",'
+        b'"param":null,"code":"model_not_available"}}',
+    ),
+    ("ollama", b'{"error":"model \'x-1\' not found"}'),
+]
+
+
+@pytest.mark.parametrize(("kind", "body"), MODEL_404S)
+def test_a_404_that_names_the_model_stays_model_not_found(kind: str, body: bytes) -> None:
+    adapter = build_adapter(kind, "p", None, None)
+    sent = Sent("POST", "https://api.example.com/v1/chat/completions", adapter.api_root)
+    err = error_from_response(adapter, "m", 404, {}, body, sent=sent)
+    assert type(err) is ModelNotFoundError
+    assert "base_url" not in err.detail
+
+
+def test_the_url_of_a_404_never_carries_a_registered_key() -> None:
+    key = "sk-proj-urlkey0123456789abcdefghijklmnop"
+    register_secret(key)
+    adapter = build_adapter("openai", "p", None, None)
+    sent = Sent("POST", f"https://gw.example.com/{key}/chat/completions", adapter.api_root)
+    err = error_from_response(adapter, "m", 404, {}, b"", sent=sent)
+    assert isinstance(err, EndpointNotFoundError)
+    for text in (str(err), repr(err), err.detail, err.url or ""):
+        assert key not in text
+
+
+# -- 410 Gone -------------------------------------------------------------------------------
+
+# xAI's answer to any chat request carrying search_parameters since it retired Live
+# Search (its {code, error} envelope; the text as xAI sends it).
+XAI_LIVE_SEARCH_410 = (
+    b'{"code":"Client specified an invalid argument","error":"Live search is deprecated.'
+    b' Please switch to the Agent Tools API: https://docs.x.ai/docs/guides/tools/overview"}'
+)
+
+
+def test_a_410_is_gone_naming_the_extra_fields_sent() -> None:
+    adapter = build_adapter("openai", "xai", None, None)
+    sent = Sent(
+        "POST", "https://api.x.ai/v1/chat/completions", adapter.api_root, ("search_parameters",)
+    )
+    err = error_from_response(adapter, "grok-4.3", 410, {}, XAI_LIVE_SEARCH_410, sent=sent)
+    assert type(err) is GoneError
+    assert isinstance(err, BadRequestError)
+    assert err.kind == "gone"
+    assert not err.retryable
+    assert err.detail.startswith("Live search is deprecated. Please switch to the Agent Tools API")
+    assert "(extra body fields sent: search_parameters)" in err.detail
+    assert "`extra`" in err.detail
+    assert str(err).startswith("xai/grok-4.3 HTTP 410: Live search is deprecated.")
+
+
+def test_a_410_names_the_param_its_body_names() -> None:
+    body = (
+        b'{"error":{"message":"This feature has been retired.","type":"invalid_request_error",'
+        b'"param":"search_parameters","code":"gone"}}'
+    )
+    err = error_from_response(build_adapter("openai", "p", None, None), "m", 410, {}, body)
+    assert type(err) is GoneError
+    assert err.detail.startswith("This feature has been retired. (param: search_parameters);")
+
+
+def test_a_param_the_message_already_quotes_is_not_repeated() -> None:
+    body = (
+        b'{"error":{"message":"Unsupported parameter: \'stop\'.","type":"invalid_request_error",'
+        b'"param":"stop","code":"unsupported_parameter"}}'
+    )
+    err = error_from_response(build_adapter("openai", "p", None, None), "m", 400, {}, body)
+    assert err.detail == "Unsupported parameter: 'stop'."
+    decoded = decode_error_body(body)
+    assert decoded.param == "stop"

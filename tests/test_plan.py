@@ -232,3 +232,55 @@ async def test_a_reload_keeps_exactly_the_runtimes_whose_provider_plan_is_equal(
         third = await r.complete("r")
         # a is a new runtime (no cooldown: tried, and its fresh mock fails again); b kept its.
         assert _outcomes(third) == [("a", "error"), ("b", "skipped"), ("ok", "ok")]
+
+
+CACHE_ROUTE = """\
+providers:
+  an:
+    kind: anthropic
+    base_url: http://127.0.0.1:9
+    models: {claude-x: {price: {input_per_mtok: 3, output_per_mtok: 15}}}
+routes:
+  fixed:
+    system: "You are a careful analyst."
+    prompt: "Hi {{ name }}"
+    prompt_cache: {system: true}
+    fallback: [an/claude-x]
+  templated:
+    system: {file: sys.j2}
+    prompt: "Hi"
+    prompt_cache: {system: true}
+    fallback: [an/claude-x]
+  plain:
+    system: "S"
+    prompt: "Hi"
+    fallback: [an/claude-x]
+"""
+
+
+def test_the_plan_carries_prompt_cache_and_the_messages_carry_the_mark(tmp_path: Path) -> None:
+    """RoutePlan.prompt_cache is the route's (off by default); rendering marks the system
+    message as a cache breakpoint, whether constant or templated, and never the prompt."""
+    plan = make_config(tmp_path, CACHE_ROUTE, templates={"sys.j2": "Desk: {{ desk }}"})
+    assert plan.routes["fixed"].prompt_cache.system is True
+    assert plan.routes["plain"].prompt_cache.system is False
+    assert plan.render("fixed", {"name": "A"}) == [
+        router.Message("system", "You are a careful analyst.", cache=True),
+        router.Message("user", "Hi A"),
+    ]
+    assert plan.render("templated", {"desk": "rates"}) == [
+        router.Message("system", "Desk: rates", cache=True),
+        router.Message("user", "Hi"),
+    ]
+    assert [m.cache for m in plan.render("plain")] == [False, False]
+
+
+def test_turning_prompt_cache_on_changes_the_route(tmp_path: Path) -> None:
+    templates = {"sys.j2": "x"}
+    old = make_config(tmp_path, CACHE_ROUTE, templates=templates)
+    new_body = CACHE_ROUTE.replace(
+        '    system: "S"\n', '    system: "S"\n    prompt_cache: {system: true}\n'
+    )
+    new = make_config(tmp_path, new_body, templates=templates)
+    assert compare(old, new).routes_changed == ["plain"]
+    assert new.routes["plain"].prompt_cache.system

@@ -90,6 +90,8 @@ def test_the_error_walk_found_the_whole_tree() -> None:
         "ProviderConnectionError",
         "AuthenticationError",
         "ModelNotFoundError",
+        "EndpointNotFoundError",
+        "GoneError",
         "ContextLengthError",
         "BadRequestError",
         "ContentFilterError",

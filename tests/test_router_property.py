@@ -36,7 +36,8 @@ STATUS_KIND = {
     503: "server",
     529: "server",
     401: "auth",
-    404: "model_not_found",
+    404: "endpoint_not_found",  # the scripted body names no model: a wrong URL
+    410: "gone",
     400: "bad_request",
 }
 
@@ -79,6 +80,9 @@ class FakeTransport:
 
     async def aclose(self) -> None:
         return None
+
+    def display_url(self, path: str) -> str:
+        return f"https://{self.name}.example{path}"
 
     async def send(self, req: WireRequest, *, model: str, timeout_s: float) -> RawResponse:
         self.sent.append(timeout_s)

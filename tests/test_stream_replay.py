@@ -134,7 +134,7 @@ def expected_usage(fx: Fixture) -> Usage | None:
 
 
 def test_every_stream_recording_is_replayed() -> None:
-    """The corpus has what the issue asks for: each wire format, and an SSE comment."""
+    """The corpus covers each stream wire format, and an SSE comment."""
     kinds = {load(i).kind for i in REPLAYS}
     assert kinds == {"openai", "anthropic", "ollama"}
     families = {load(i).family for i in REPLAYS}

@@ -25,6 +25,8 @@ from router.errors import (
     BadRequestError,
     BudgetExceededError,
     DeadlineExceededError,
+    EndpointNotFoundError,
+    GoneError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
@@ -55,7 +57,7 @@ PROMPT = "Tell me about {{ ticker }}."
 PRICE = Price(input_per_mtok=Decimal(2), output_per_mtok=Decimal(8))
 EST_IN = estimate_tokens([Message("user", "Tell me about ACME.")])
 VARS = {"ticker": "ACME"}
-# Allowed lateness of a deadline or timeout (DESIGN.md "One deadline per call").
+# Allowed lateness of a deadline or timeout (docs/routing.md: under 50 ms).
 SLACK_S = 0.05
 STEP2_TEXT = "Step two answers."
 
@@ -403,6 +405,38 @@ async def test_every_step_failing_raises_at_async_with(tmp_path: Path, upstream:
                 raise AssertionError("not reached")
         assert [a.status for a in info.value.attempts] == [503, 500]
         assert router.reserved_usd == 0 and gates_idle(router) and spent(router) == 0
+
+
+async def test_a_stream_to_a_wrong_base_url_names_the_url_and_falls_back(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Streams read the error the same way: a bare 404 at p1 (base_url without /v1) is
+    EndpointNotFoundError naming the URL requested, and step two streams the answer."""
+    upstream.route("/p1/chat/completions", reply(404, b'{"detail":"Not Found"}'))
+    step2_answers(upstream)
+    router = make_router(tmp_path, upstream, p1={"base_url": f"{upstream.url}/p1"})
+    async with router, router.stream("r", VARS) as s:
+        await consume(s, [])
+    assert s.completion is not None and s.completion.text == STEP2_TEXT
+    err = s.completion.attempts[0].error
+    assert isinstance(err, EndpointNotFoundError)
+    assert err.url == f"POST {upstream.url}/p1/chat/completions"
+    assert "[Not Found]; check base_url" in err.detail
+
+
+async def test_a_stream_answered_410_names_the_extras_sent(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    upstream.route(P1, reply(410, b'{"code":"x","error":"Live search is deprecated."}'))
+    step2_answers(upstream)
+    p1 = {"extra": {"search_parameters": {"mode": "off"}, "seed": 1}}
+    router = make_router(tmp_path, upstream, p1=p1)
+    async with router, router.stream("r", VARS) as s:
+        await consume(s, [])
+    assert s.completion is not None and s.completion.provider == "p2"
+    err = s.completion.attempts[0].error
+    assert isinstance(err, GoneError)
+    assert "(extra body fields sent: search_parameters, seed)" in err.detail
 
 
 # ------------------------------------------------------ failure after the first text

@@ -47,7 +47,7 @@ from tests.upstream import (
 CANARY = "CANARY7f3a9e1c5b2d4f6a8e0c"
 HEADERS = {"authorization": f"Bearer {CANARY}", "x-api-key": CANARY}
 MB = 1024 * 1024
-# Allowed lateness of a timeout, per DESIGN.md "One deadline per call".
+# Allowed lateness of a timeout (docs/routing.md: a deadline is overshot by under 50 ms).
 SLACK_S = 0.05
 
 POST = WireRequest("POST", "/v1/chat/completions", {"model": "m", "messages": []})

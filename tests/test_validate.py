@@ -153,3 +153,171 @@ def test_script_runs_from_the_repo_root_without_installation() -> None:
         [sys.executable, *script, "--nope"], cwd=ROOT, env=env, capture_output=True, text=True
     )
     assert done.returncode == 2
+
+
+def _warned(tmp_path: Path, providers: str, fmt: str = "text") -> tuple[int, list[str]]:
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "version: 1\n"
+        "settings: {ledger: {backend: memory}}\n"
+        f"providers:\n{providers}"
+        "routes:\n  r: {prompt: hi, fallback: [p/m]}\n"
+    )
+    code, out = run(str(path), fmt=fmt)  # type: ignore[arg-type]
+    return code, out.splitlines()
+
+
+P = "    api_key_env: W_KEY\n    models: {m: {price: {input_per_mtok: 1, output_per_mtok: 1}}}\n"
+
+
+@pytest.mark.parametrize(
+    ("kind", "base_url", "expected"),
+    [
+        # An endpoint pasted into base_url.
+        (
+            "openai",
+            "https://api.openai.com/v1/chat/completions",
+            "base_url ends in the endpoint path '/chat/completions', but the openai adapter"
+            " appends '/chat/completions' itself (requests would go to"
+            " '/v1/chat/completions/chat/completions' and fail with 404); base_url is the API"
+            " root: https://api.openai.com/v1",
+        ),
+        (
+            "anthropic",
+            "https://api.anthropic.com/v1/messages",
+            "base_url ends in the endpoint path '/v1/messages', but the anthropic adapter"
+            " appends '/v1/messages' itself (requests would go to '/v1/messages/v1/messages'"
+            " and fail with 404); base_url is the API root: https://api.anthropic.com",
+        ),
+        (
+            "ollama",
+            "http://localhost:11434/api/chat",
+            "base_url ends in the endpoint path '/api/chat', but the ollama adapter appends"
+            " '/api/chat' itself (requests would go to '/api/chat/api/chat' and fail with"
+            " 404); base_url is the API root: http://localhost:11434",
+        ),
+        (
+            "openai",
+            "https://vllm.internal.example/v1/models",
+            "base_url ends in the endpoint path '/models', but the openai adapter appends"
+            " '/chat/completions' itself (requests would go to '/v1/models/chat/completions'"
+            " and fail with 404); base_url is the API root: https://vllm.internal.example/v1",
+        ),
+        # A well-known OpenAI-compatible host without its root path.
+        (
+            "openai",
+            "https://api.x.ai",
+            "api.x.ai serves its OpenAI-compatible API under '/v1': set base_url to"
+            " https://api.x.ai/v1 (requests would go to '/chat/completions' and fail with 404)",
+        ),
+        (
+            "openai",
+            "https://api.groq.com/v1",
+            "api.groq.com serves its OpenAI-compatible API under '/openai/v1': set base_url to"
+            " https://api.groq.com/openai/v1 (requests would go to '/v1/chat/completions' and"
+            " fail with 404)",
+        ),
+        # /v1 on kinds whose adapter adds it (or speaks another API).
+        (
+            "anthropic",
+            "https://api.anthropic.com/v1",
+            "base_url ends in '/v1', but the anthropic adapter appends '/v1/messages' itself"
+            " (requests would go to '/v1/v1/messages' and fail with 404); base_url is the API"
+            " root: https://api.anthropic.com",
+        ),
+        (
+            "ollama",
+            "http://localhost:11434/v1",
+            "base_url ends in '/v1', but the ollama adapter appends '/api/chat' itself"
+            " (requests would go to '/v1/api/chat' and fail with 404); base_url is the API"
+            " root: http://localhost:11434; Ollama's OpenAI-compatible /v1 API is kind: openai",
+        ),
+    ],
+)
+def test_a_base_url_that_would_404_is_a_warning_at_its_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kind: str,
+    base_url: str,
+    expected: str,
+) -> None:
+    monkeypatch.setenv("W_KEY", CANARY)
+    code, lines = _warned(tmp_path, f"  p:\n    kind: {kind}\n    base_url: {base_url}\n{P}")
+    assert code == 0
+    where = f"{tmp_path / 'w.yaml'}:6:15: providers.p.base_url"  # the base_url line
+    assert lines[0] == f"{where}: warning: {expected}"
+    assert lines[-1].endswith("; 1 warning")
+    assert CANARY not in "\n".join(lines)
+
+
+@pytest.mark.parametrize(
+    ("kind", "base_url"),
+    [
+        ("openai", "https://api.openai.com/v1"),
+        ("openai", "https://api.x.ai/v1/"),
+        ("openai", "https://api.groq.com/openai/v1"),
+        ("openai", "https://api.deepseek.com"),
+        ("openai", "http://localhost:8000/v1"),
+        ("anthropic", "https://api.anthropic.com"),
+        ("ollama", "http://localhost:11434"),
+    ],
+)
+def test_a_base_url_at_the_api_root_gets_no_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, base_url: str
+) -> None:
+    monkeypatch.setenv("W_KEY", CANARY)
+    code, lines = _warned(tmp_path, f"  p:\n    kind: {kind}\n    base_url: {base_url}\n{P}")
+    assert code == 0
+    assert len(lines) == 1 and "warning" not in lines[0]
+
+
+def test_xai_search_parameters_is_a_warning_wherever_it_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the provider's extra, a model's extra, or a step's params; named at its key;
+    GitHub format prints ::warning annotations."""
+    monkeypatch.setenv("W_KEY", CANARY)
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "version: 1\n"
+        "settings: {ledger: {backend: memory}}\n"
+        "providers:\n"
+        "  xai:\n"
+        "    kind: openai\n"
+        "    base_url: https://api.x.ai/v1\n"
+        "    api_key_env: W_KEY\n"
+        "    extra:\n"
+        "      search_parameters: {mode: 'off'}\n"
+        "    models:\n"
+        "      g: {price: {input_per_mtok: 1, output_per_mtok: 1}}\n"
+        "routes:\n"
+        "  r:\n"
+        "    prompt: hi\n"
+        "    fallback:\n"
+        "      - {model: xai/g, params: {search_parameters: {mode: auto}}}\n"
+    )
+    code, out = run(str(path))
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].startswith(
+        f"{path}:9:7: providers.xai.extra.search_parameters: warning: xAI retired Live Search:"
+        " every request carrying search_parameters is refused with 410 Gone."
+    )
+    assert lines[1].startswith(
+        f"{path}:16:33: routes.r.fallback[0].params.search_parameters: warning: xAI retired"
+    )
+    assert lines[-1].endswith("; 2 warnings")
+    code, out = run(str(path), fmt="github")
+    assert out.startswith(f"::warning file={path},line=9,col=7::providers.xai.extra.")
+
+
+def test_search_parameters_for_another_host_is_not_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("W_KEY", CANARY)
+    providers = (
+        "  p:\n    kind: openai\n    base_url: https://llm.internal.example/v1\n"
+        "    extra: {search_parameters: {mode: auto}}\n" + P
+    )
+    code, lines = _warned(tmp_path, providers)
+    assert code == 0 and len(lines) == 1

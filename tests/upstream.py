@@ -46,10 +46,8 @@ from typing import Any, Literal
 
 import pytest_asyncio
 
-FIXTURE_DIRS = (
-    Path(__file__).parent / "fixtures",
-    Path(__file__).resolve().parents[2] / "shared" / "fixtures",
-)
+# Where recorded exchanges are looked up (tests/fixtures/INDEX.md lists them).
+FIXTURE_DIRS = (Path(__file__).parent / "fixtures",)
 # Headers a replay drops: the server recomputes framing, and bodies are stored decoded.
 _FRAMING = frozenset({"content-length", "transfer-encoding", "content-encoding", "connection"})
 _MAX_HEAD = 64 * 1024
@@ -393,8 +391,8 @@ def replay(
     chunk_size: int | None = None,
     delay_s: float = 0.0,
 ) -> Behaviour:
-    """Serve a recorded status, headers and body (tests/fixtures, then ../shared/fixtures;
-    ``meta_path`` may be relative to either, e.g. "openai/<id>.meta.json"). The body is
+    """Serve a recorded status, headers and body (from tests/fixtures; ``meta_path`` may
+    be relative to it, e.g. "openai/<id>.meta.json"). The body is
     sent with Content-Length, or chunked in ``chunk_size`` pieces ``delay_s`` apart."""
     status, headers, body = load_recording(meta_path, body_path)
     if chunk_size is None:

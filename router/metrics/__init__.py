@@ -3,9 +3,9 @@
 - :class:`~router.metrics.stats.Stats` — a cheap in-process snapshot; every
   Router carries one (``router.stats()``).
 - ``router.metrics.prometheus.register(router)`` — Prometheus counters,
-  histograms and scrape-time gauges (extra ``router[prometheus]``).
+  histograms and scrape-time gauges (extra ``yaml-llm-router[prometheus]``).
 - ``router.metrics.otel.instrument(router)`` — OpenTelemetry GenAI spans
-  (extra ``router[otel]``).
+  (extra ``yaml-llm-router[otel]``).
 
 Importing this package imports neither prometheus_client nor opentelemetry:
 the exporters live in their own modules and cost nothing until registered.

@@ -1,4 +1,4 @@
-"""OpenTelemetry traces of a Router, GenAI semantic conventions (extra ``router[otel]``).
+"""OpenTelemetry traces of a Router, GenAI semantic conventions (extra ``yaml-llm-router[otel]``).
 
 ::
 
@@ -31,9 +31,14 @@ import json
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
-from opentelemetry.util.types import AttributeValue
+from router.metrics.extras import missing_extra
+
+try:
+    from opentelemetry import trace
+    from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
+    from opentelemetry.util.types import AttributeValue
+except ImportError as missing:  # the optional dependency is not installed
+    raise missing_extra(__name__, "otel", missing) from missing
 
 from router.errors import StreamInterruptedError
 from router.metrics.stats import call_moves, error_type, skip_label

@@ -31,13 +31,18 @@ from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import REGISTRY, CollectorRegistry
+from router.metrics.extras import missing_extra
+
+try:
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        Metric,
+    )
+    from prometheus_client.registry import REGISTRY, CollectorRegistry
+except ImportError as missing:  # the optional dependency is not installed
+    raise missing_extra(__name__, "prometheus", missing) from missing
 
 from router.metrics.stats import call_moves, error_type, skip_label
 from router.observe import CallRecord

@@ -19,13 +19,21 @@ string, float, bool or negative) does not fail the reply: the usage comes back
 
 Thinking blocks go to ``details["thinking"]``, tool_use blocks to
 ``details["tool_calls"]`` (``arguments`` as JSON text, like OpenAI's).
+
+Prompt caching: Anthropic caches a prompt prefix only up to a block marked
+``"cache_control": {"type": "ephemeral"}`` (Anthropic's default lifetime, 5
+minutes). A message marked ``cache`` (a route's ``prompt_cache``) is sent as a
+list of text blocks whose last one carries that mark: the system messages as
+``system: [{"type": "text", "text": ..., "cache_control": ...}, ...]``, one block
+each, and a user or assistant message as its ``content``. Unmarked requests keep
+the plain string forms.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from router.errors import AuthenticationError, ContextLengthError, ProviderError
 from router.providers.base import (
@@ -60,6 +68,9 @@ _FINISH_REASON_MAP = {
     "tool_use": "tool_calls",
     "refusal": "content_filter",
 }
+
+# The mark that makes a text block a prompt-cache breakpoint.
+CACHE_CONTROL = {"type": "ephemeral"}
 
 _ROUTER_PARAMS = frozenset({"max_tokens", "temperature"})
 _OWNED = frozenset({"model", "messages", "system", "stream"})
@@ -162,10 +173,25 @@ def _usage(raw: Any, details: dict[str, Any]) -> Usage:
     )
 
 
+def _block(m: Message) -> dict[str, Any]:
+    """A message as one text block, marked as a cache breakpoint when it is one."""
+    block: dict[str, Any] = {"type": "text", "text": m.content}
+    if m.cache:
+        block["cache_control"] = dict(CACHE_CONTROL)
+    return block
+
+
+def _content(m: Message) -> str | list[dict[str, Any]]:
+    """A message's ``content``: the plain string, or one marked block when cached."""
+    return [_block(m)] if m.cache else m.content
+
+
 class AnthropicAdapter(AdapterBase):
     """Anthropic Messages (SSE streams)."""
 
     __slots__ = ()
+    # Request paths start with /v1: the root is the host alone.
+    api_root: ClassVar[str] = "https://api.anthropic.com"
 
     def _auth(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": API_VERSION}
@@ -179,11 +205,14 @@ class AnthropicAdapter(AdapterBase):
         """``POST /v1/messages``: system hoisted, max_tokens always set, extras passed."""
         body = chat_body(model, params, _RESERVED)
         body["messages"] = [
-            {"role": m.role, "content": m.content} for m in messages if m.role != "system"
+            {"role": m.role, "content": _content(m)} for m in messages if m.role != "system"
         ]
-        system = "\n\n".join(m.content for m in messages if m.role == "system")
-        if system:
-            body["system"] = system
+        # Empty system text is left out: Anthropic refuses an empty text block.
+        system = [m for m in messages if m.role == "system" and m.content]
+        if any(m.cache for m in system):
+            body["system"] = [_block(m) for m in system]
+        elif system:
+            body["system"] = "\n\n".join(m.content for m in system)
         max_tokens = params.get("max_tokens")
         body["max_tokens"] = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
         temperature = params.get("temperature")

@@ -58,6 +58,9 @@ class Adapter(Protocol):
     provider: str
     # How a streamed body is framed: server-sent events or newline-delimited JSON.
     stream_format: ClassVar[StreamFormat]
+    # An example base_url of this protocol: the API root its request paths are
+    # appended to (named in the hint of a 404 that names no model).
+    api_root: ClassVar[str]
 
     def __init__(
         self, provider: str, api_key: str | None, headers: Mapping[str, str] | None = None
@@ -110,13 +113,15 @@ class Adapter(Protocol):
 class AdapterBase:
     """Construction, auth headers and a key-free ``repr`` shared by the adapters.
 
-    Subclasses set ``stream_format`` (SSE by default) and build their auth headers
+    Subclasses set ``stream_format`` (SSE by default), ``api_root`` (an example
+    base_url: OpenAI's by default) and build their auth headers
     in :meth:`_auth` (a bearer token by default); the key is kept only inside those
     headers.
     """
 
     __slots__ = ("_headers", "provider")
     stream_format: ClassVar[StreamFormat] = "sse"
+    api_root: ClassVar[str] = "https://api.openai.com/v1"
 
     def __init__(
         self, provider: str, api_key: str | None, headers: Mapping[str, str] | None = None

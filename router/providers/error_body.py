@@ -11,8 +11,9 @@ type a status and decoded body mean):
   ``classify_error``; :func:`~router.errors.status_error` is its fallback;
 - :func:`error_from_response` builds the typed
   :class:`~router.errors.ProviderError` for a non-2xx response (Retry-After and
-  request id included), and :func:`embedded_error` / :func:`stream_error` the
-  one for an error object inside a 2xx body or a stream.
+  request id included; with what was sent, a :class:`Sent`, a 404 names the URL
+  and a 410 the extra fields), and :func:`embedded_error` / :func:`stream_error`
+  the one for an error object inside a 2xx body or a stream.
 
 Like the adapters, this module does no I/O and reads no clock.
 """
@@ -31,6 +32,8 @@ from router.errors import (
     AuthenticationError,
     ContentFilterError,
     ContextLengthError,
+    EndpointNotFoundError,
+    GoneError,
     ModelNotFoundError,
     ProviderError,
     ServerError,
@@ -58,6 +61,26 @@ class ErrorBody:
     data: Any = None  # the parsed JSON document, when the body was JSON
     code: str | None = None  # the provider's error code (else its type or status), if any
     type: str | None = None  # the provider's error type (OpenAI/Anthropic ``type``), if any
+    param: str | None = None  # the request parameter it is about (OpenAI-style ``param``)
+
+
+@dataclass(slots=True, frozen=True)
+class Sent:
+    """What a failed request was, for the hints in its error: names only, never values.
+
+    ``url`` is ``scheme://host/path`` with no query string (a query may carry a
+    key); ``api_root`` an example base_url for the adapter's protocol;
+    ``extras`` the names of the provider extra fields the body carried.
+    """
+
+    method: str
+    url: str
+    api_root: str | None = None
+    extras: tuple[str, ...] = ()
+
+    def request_line(self) -> str:
+        """``POST https://host/path``."""
+        return f"{self.method} {self.url}"
 
 
 class Classifier(Protocol):
@@ -114,26 +137,29 @@ def _upstream_message(err: dict[str, Any]) -> str | None:
         inner = json.loads(raw)
     except ValueError:
         inner = None
-    message, _, _ = _json_message(inner) if inner is not None else (raw, None, None)
+    message = _json_message(inner)[0] if inner is not None else raw
     if not message:
         return None
     who = metadata.get("provider_name")
     return f"{who}: {message}" if isinstance(who, str) and who else message
 
 
-def _json_message(data: Any) -> tuple[str | None, str | None, str | None]:
-    """Find (message, code, type) in the common error shapes of every provider."""
+_NOTHING: tuple[None, None, None, None] = (None, None, None, None)
+
+
+def _json_message(data: Any) -> tuple[str | None, str | None, str | None, str | None]:
+    """Find (message, code, type, param) in the common error shapes of every provider."""
     if isinstance(data, list) and data and isinstance(data[0], dict):  # Gemini streams errors
         data = data[0]
     if not isinstance(data, dict):
-        return None, None, None
+        return _NOTHING
     err = data.get("error", data)
     if isinstance(err, str):  # Ollama and xAI: {"error": "text"}
-        return err, _scalar(data.get("code")), None
+        return err, _scalar(data.get("code")), None, _scalar(data.get("param"))
     if isinstance(err, list) and err and isinstance(err[0], dict):  # Gemini-style lists
         err = err[0].get("error", err[0])
     if not isinstance(err, dict):
-        return None, None, None
+        return _NOTHING
     message = (
         _scalar(err.get("message")) or _scalar(err.get("detail")) or _scalar(data.get("message"))
     )
@@ -142,7 +168,7 @@ def _json_message(data: Any) -> tuple[str | None, str | None, str | None]:
         message = f"{message} ({upstream})"
     err_type = _scalar(err.get("type"))
     code = _scalar(err.get("code")) or err_type or _scalar(err.get("status"))
-    return message, code, err_type
+    return message, code, err_type, _scalar(err.get("param"))
 
 
 def decode_error_body(body: bytes) -> ErrorBody:
@@ -154,9 +180,13 @@ def decode_error_body(body: bytes) -> ErrorBody:
         data = json.loads(text)
     except (ValueError, RecursionError):
         return ErrorBody(message=_text_message(text) or "(blank body)")
-    message, code, err_type = _json_message(data)
+    message, code, err_type, param = _json_message(data)
     message = _one_line(message, ERROR_MESSAGE_LIMIT) if message else _text_message(text)
-    return ErrorBody(message=message or "(blank body)", data=data, code=code, type=err_type)
+    if param is not None:
+        param = _one_line(param, ERROR_TEXT_LIMIT)
+    return ErrorBody(
+        message=message or "(blank body)", data=data, code=code, type=err_type, param=param
+    )
 
 
 def _seconds(value: str | None) -> float | None:
@@ -224,9 +254,13 @@ COMMON_RULES: ErrorRules = (
         ),
         AuthenticationError,
     ),
+    # A missing model: the body names it. A 404 that names no model is a wrong URL
+    # (EndpointNotFoundError, by status): Anthropic answers both with the type
+    # not_found_error, "model: <name>" for a model and "Not Found" for a path.
     (
         re.compile(
-            r"model_not_found|not_found_error|model\b[^.]{0,100}?\b(?:not found|does not exist)"
+            r"model_not_found|model_not_available|unable to access model|deploymentnotfound"
+            r"|not_found_error\b.*\bmodel: |models?\b[^.]{0,100}?\b(?:not found|does not exist)"
         ),
         ModelNotFoundError,
     ),
@@ -272,6 +306,32 @@ def classify(
 REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
 
 
+# The hint of an EndpointNotFoundError: the URL that does not exist is base_url's fault.
+BASE_URL_HINT = "check base_url: it should end at the API root"
+
+
+def _described(cls: type[ProviderError], body: ErrorBody, sent: Sent | None) -> str:
+    """The message of a typed error: the body's, plus what the caller can act on
+    (the parameter the body names, the URL of a 404, the extras behind a 410)."""
+    message = body.message
+    if body.param and body.param not in message:
+        message += f" (param: {body.param})"
+    if cls is EndpointNotFoundError:
+        what = sent.request_line() if sent is not None else "the requested URL"
+        root = sent.api_root if sent is not None else None
+        example = f", such as {root}" if root else ""
+        return f"no such endpoint: {what} [{message}]; {BASE_URL_HINT}{example}"
+    if issubclass(cls, GoneError):
+        extras = sent.extras if sent is not None else ()
+        sent_fields = f" (extra body fields sent: {', '.join(extras)})" if extras else ""
+        return (
+            f"{message}; the provider has retired something this request uses{sent_fields}:"
+            " remove it from the provider's or model's `extra` or the step's `params`,"
+            " or move the step to a model the provider still serves"
+        )
+    return message
+
+
 def error_from_response(
     adapter: Classifier,
     model: str,
@@ -280,21 +340,36 @@ def error_from_response(
     body: bytes,
     now_epoch: float | None = None,
     retry_after_max_s: float = math.inf,
+    sent: Sent | None = None,
 ) -> ProviderError:
     """Build the typed error for a non-2xx response: one implementation for all adapters.
 
     ``headers`` must be case-insensitive or lower-cased; ``now_epoch`` and
-    ``retry_after_max_s`` are passed to :func:`parse_retry_after`.
+    ``retry_after_max_s`` are passed to :func:`parse_retry_after`. ``sent``, when
+    given, says what was requested: a 404 that names no model then names the URL
+    (:class:`~router.errors.EndpointNotFoundError`), a 410 the extra fields.
     """
     decoded = decode_error_body(body)
     cls = adapter.classify_error(status, decoded)
     request_id = next((headers[h] for h in REQUEST_ID_HEADERS if h in headers), None)
+    message = _described(cls, decoded, sent)
+    retry_after = parse_retry_after(headers, now_epoch, max_s=retry_after_max_s)
+    if cls is EndpointNotFoundError:
+        return EndpointNotFoundError(
+            message,
+            provider=adapter.provider,
+            model=model,
+            status=status,
+            retry_after=retry_after,
+            request_id=request_id,
+            url=None if sent is None else sent.request_line(),
+        )
     return cls(
-        decoded.message,
+        message,
         provider=adapter.provider,
         model=model,
         status=status,
-        retry_after=parse_retry_after(headers, now_epoch, max_s=retry_after_max_s),
+        retry_after=retry_after,
         request_id=request_id,
     )
 
@@ -313,7 +388,11 @@ def embedded_error(
         return None
     stated = stated_status(data)
     cls = adapter.classify_error(stated or 0, decoded)
-    return cls(decoded.message, provider=adapter.provider, model=model, status=stated or status)
+    if cls is EndpointNotFoundError:
+        # The URL answered: a "not found" inside its body is about what was asked for.
+        cls = ModelNotFoundError
+    message = _described(cls, decoded, None)
+    return cls(message, provider=adapter.provider, model=model, status=stated or status)
 
 
 def stated_status(data: Any) -> int | None:

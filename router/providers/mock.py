@@ -29,7 +29,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 from pydantic import ValidationError
 
@@ -72,6 +72,7 @@ class MockAdapter(OpenAIAdapter):
     """The OpenAI wire format with no key."""
 
     __slots__ = ()
+    api_root: ClassVar[str] = "mock://local"
 
     def _auth(self, api_key: str | None) -> dict[str, str]:
         return {}

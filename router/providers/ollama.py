@@ -152,6 +152,8 @@ class OllamaAdapter(AdapterBase):
 
     __slots__ = ()
     stream_format: ClassVar[StreamFormat] = "ndjson"
+    # Request paths start with /api: the root is the host alone.
+    api_root: ClassVar[str] = "http://localhost:11434"
 
     def chat_request(
         self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False

@@ -2,8 +2,8 @@
 that hangs, resets, drips, truncates, overflows and errors at random (tests/faults/plan.py,
 served from its own process by tests/faults/server.py).
 
-The mixed run proves, per call and after the run (DESIGN.md "One deadline per call",
-"Money", "Errors"; issue 7 item 4):
+The mixed run proves, per call and after the run (the deadline of docs/routing.md, the
+money rules of docs/money.md, and the error types of router/errors.py):
 
 - every call ends by its deadline + 50 ms, counted from when the event loop could
   first act on that deadline (see DeadlineProbe: a loaded machine or a GC pass makes
@@ -84,7 +84,7 @@ from tests.faults.plan import (
 from tests.routerkit import make_config
 
 REPO = Path(__file__).resolve().parents[2]
-# The promise under test (DESIGN.md: "the deadline plus a small constant").
+# The promise under test: a call ends by its deadline plus this (docs/routing.md).
 SLACK_S = 0.050
 # The canary keys: not shaped like any known provider key, so only the router's own
 # handling of loaded keys can keep them out of sight. Searched for by both markers, so
