@@ -33,7 +33,11 @@ def _parse_vars(pairs: Sequence[str], declared: Mapping[str, str] | None) -> dic
 
 
 def _load(args: argparse.Namespace) -> Plan:
-    return load_config(args.config, require_env=not args.no_env)
+    from router.logging import configure
+
+    plan = load_config(args.config, require_env=not args.no_env)
+    configure(plan.settings.log)  # the file's settings.log from here on
+    return plan
 
 
 def _vars(args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
@@ -316,7 +320,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     args = _parser().parse_args(argv)
     from router.logging import configure
 
-    configure(level="warning")
+    configure(level="warning")  # while the config loads: its warnings are shown
     try:
         if args.command == "schema":
             from router.config import config_json_schema

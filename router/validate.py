@@ -24,8 +24,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from structlog.testing import capture_logs
-
 from router.advice import config_advice
 from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
@@ -71,23 +69,19 @@ def run_validate(
     """
     stream = sys.stdout if out is None else out
     problems: list[ConfigProblem] = []
-    # The loader warns about disabled providers and unchecked values through structlog;
-    # the report says the same, so the events are kept out of it.
-    with capture_logs():
-        try:
-            loaded = read_config(path, require_env=not no_env, check_paths=True)
-            warnings = list(loaded.warnings)
-        except ConfigError as exc:
-            problems = exc.problems
-            warnings = exc.warnings
-            loaded = None
+    try:
+        loaded = read_config(path, require_env=not no_env, check_paths=True)
+        warnings = list(loaded.warnings)
+    except ConfigError as exc:
+        problems = exc.problems
+        warnings = exc.warnings
+        loaded = None
     check: KeyCheck | None = None
     if loaded is not None and online:
-        with capture_logs():  # the check's warnings are in the report below
-            try:
-                check = asyncio.run(_check_keys(loaded, timeout_s))
-            except ConfigError as exc:
-                problems = exc.problems
+        try:
+            check = asyncio.run(_check_keys(loaded, timeout_s))
+        except ConfigError as exc:
+            problems = exc.problems
     for warning in warnings:
         stream.write(redact(_format(warning, fmt, "warning")) + "\n")
     if loaded is None or problems:

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from router import ConfigError, KeyCheck, Router, RouterClosedError, load_config
+from tests.logs import capture_logs
 from tests.routerkit import write_config
 from tests.upstream import Upstream, hang_before_headers, reply
 
