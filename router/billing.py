@@ -25,11 +25,10 @@ from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-import structlog
-
 from router.budget import cost_usd
 from router.config import Price
 from router.estimate import estimate_text_tokens
+from router.logger import get_logger
 from router.money import dollars, usd
 from router.types import Usage
 
@@ -43,7 +42,7 @@ __all__ = [
     "output_allowance",
 ]
 
-log = structlog.get_logger("router.billing")
+log = get_logger("router.money")
 
 # Output a provider may report above the ``max_tokens`` it was sent before the count
 # is taken as absurd: 5% plus 16 tokens. Recorded replies never exceed max_tokens

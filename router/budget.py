@@ -37,11 +37,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-import structlog
-
 from router.config import BudgetConfig, Price
 from router.errors import LedgerError
 from router.ledger import Ledger, MemoryLedger, NoLedger
+from router.logger import get_logger
 from router.money import dollars, usd
 from router.types import SkipKind, Usage
 
@@ -56,7 +55,7 @@ __all__ = [
     "worst_case_usd",
 ]
 
-log = structlog.get_logger("router.budget")
+log = get_logger("router.money")
 
 _ZERO = Decimal(0)
 # How long aclose() waits for the ledger to write the costs still pending.

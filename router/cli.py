@@ -185,7 +185,8 @@ def _wants_json(argv: Sequence[str]) -> bool:
 def _start_logging(output: Output) -> None:
     from router.logging import configure
 
-    # Log lines go to stderr; under --json they are JSON too.
+    # Log lines go to stderr (under --json as JSON too): warnings while the config
+    # loads; then its settings.log (router.commands.common.load_plan).
     configure(format="json" if output.json else "console", level="warning")
 
 

@@ -42,6 +42,7 @@ from pydantic import (
 
 from router.errors import ConfigError, ConfigProblem
 from router.files import why_unwritable
+from router.logger import get_logger
 from router.proxy import Proxy, ProxyURLError, choose, is_loopback, parse_proxy
 from router.redact import register_secret
 from router.templates import RouteTemplates, compile_routes, parse_var_type
@@ -241,11 +242,21 @@ class LedgerSettings(_Strict):
 
 
 class LogSettings(_Strict):
-    """How the CLI (and apps that call router.logging.configure()) log."""
+    """How the CLI, and apps that call ``router.logging.configure(plan.settings.log)``,
+    show the router's log lines (the library alone prints nothing)."""
 
-    format: Annotated[Literal["console", "json"], Field(description="Log renderer.")] = "console"
+    format: Annotated[
+        Literal["console", "json"],
+        Field(description="console: one readable line per event; json: one JSON object per line."),
+    ] = "console"
     level: Annotated[
-        Literal["debug", "info", "warning", "error"], Field(description="Minimum level.")
+        Literal["debug", "info", "warning", "error"],
+        Field(
+            description=(
+                "Minimum level shown: info shows every attempt and call; warning keeps "
+                "failed attempts, failed calls, cooldowns and money warnings."
+            )
+        ),
     ] = "info"
 
 
@@ -1066,11 +1077,7 @@ class _Loader:
     def _resolve_env(self) -> tuple[dict[str, SecretStr], set[str], set[str]]:
         """Read keys and proxies. Returns (keys, disabled providers, providers that
         production drops too); each provider's proxy goes to ``self.proxies``."""
-        # Imported here: structlog is only needed when a provider is disabled, and
-        # keeping it off the import path keeps `import router.config` fast.
-        import structlog
-
-        log = structlog.get_logger("router.config")
+        log = get_logger("router.config")
         keys: dict[str, SecretStr] = {}
         disabled: set[str] = set()
         dropped: set[str] = set()
@@ -1236,9 +1243,7 @@ class _Loader:
 
 
 def _log_warnings(warnings: list[ConfigProblem]) -> None:
-    import structlog  # as in _resolve_env: off the import path
-
-    log = structlog.get_logger("router.config")
+    log = get_logger("router.config")
     for w in warnings:
         log.warning("config_warning", problem=str(w))
 

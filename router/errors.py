@@ -194,10 +194,28 @@ class LedgerError(RouterError):
         super().__init__(message)
 
 
+# Longest error text in an attempt's repr, a failed call's message or a log line.
+SHORT_ERROR_LIMIT = 200
+
+
+def short_error(err: BaseException, limit: int = SHORT_ERROR_LIMIT) -> str:
+    """One redacted line of at most ``limit`` characters saying what ``err`` was:
+    ``ServerError HTTP 503: overloaded`` (a provider error, without the provider
+    prefix, which its attempt already names), ``Class: message`` for anything else."""
+    if isinstance(err, ProviderError):
+        status = f" HTTP {err.status}" if err.status is not None else ""
+        text = f"{type(err).__name__}{status}: {err.detail}"
+    else:
+        message = err.message if isinstance(err, RouterError) else str(err)
+        text = f"{type(err).__name__}: {message}" if message else type(err).__name__
+    text = " ".join(redact(text).split())  # one line
+    return text if len(text) <= limit else text[: max(limit - 3, 0)] + "..."
+
+
 def _trail(attempts: Sequence[Attempt]) -> str:
     parts = []
     for a in attempts:
-        what = a.reason or (type(a.error).__name__ if a.error else a.outcome)
+        what = a.reason or (short_error(a.error) if a.error else a.outcome)
         parts.append(f"{a.provider}/{a.model}: {what}")
     return "; ".join(parts)
 

@@ -17,7 +17,7 @@ from typing import Final
 from router.call import Provider
 from router.deadline import Clock
 from router.errors import ConfigError, ConfigProblem, ProviderError
-from router.logging import get_logger
+from router.logger import get_logger
 from router.providers.error_body import error_from_response
 from router.types import HealthReport, KeyCheck
 

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 from router.errors import RouterError
-from router.logging import get_logger
+from router.logger import get_logger
 
 _log = get_logger()
 

@@ -19,8 +19,13 @@ from collections.abc import Awaitable, Callable
 from aiolimiter import AsyncLimiter
 
 from router.config import Cooldown, Limits
+from router.errors import ProviderError, short_error
+from router.logger import get_logger
 from router.policy import Rule
 from router.types import ProviderState, Skip, SkipKind
+
+# Cooldowns starting (warning) and ending (info): docs/operations.md, "Logging".
+_log = get_logger("router.providers")
 
 
 class Bucket:
@@ -163,6 +168,7 @@ class ProviderGate:
         if self.probing:
             return Skip(SkipKind.COOLDOWN, "cooling down: a probe call is in flight")
         self.probing = True
+        _log.debug("cooldown_probe", provider=self.name)
         return None
 
     async def admit(self, tokens: int, wait_s: float) -> Skip | None:
@@ -257,30 +263,49 @@ class ProviderGate:
     def succeeded(self) -> None:
         """An attempt got a valid answer: the provider is healthy."""
         self.failures = 0
-        self.cooldown_until = 0.0
+        if self.cooldown_until:
+            self._end_cooldown("a call to it succeeded")
         self.probing = False
 
-    def failed(self, rule: Rule, retry_after: float | None = None) -> None:
-        """An attempt failed; update cooldown and Retry-After state by the policy rule."""
+    def failed(
+        self, rule: Rule, retry_after: float | None = None, err: ProviderError | None = None
+    ) -> None:
+        """An attempt failed (with ``err``, named in the log line when a cooldown
+        starts); update cooldown and Retry-After state by the policy rule."""
         now = self._clock()
         if retry_after:
             self.not_before = max(self.not_before, now + retry_after)
         was_probe = self.probing
         self.probing = False
-        if rule.cooldown_now or (was_probe and rule.counts_failure):
-            self.cooldown_until = now + self.cooldown.seconds
-            return
-        if rule.counts_failure:
+        if rule.cooldown_now:
+            self._start_cooldown(now, "its key was rejected (cools down at once)", err)
+        elif was_probe and rule.counts_failure:
+            self._start_cooldown(now, "the probe call after a cooldown failed", err)
+        elif rule.counts_failure:
             self.failures += 1
             if self.failures >= self.cooldown.failures:
+                self._start_cooldown(now, f"{self.failures} consecutive failures", err)
                 self.failures = 0
-                self.cooldown_until = now + self.cooldown.seconds
+
+    def _start_cooldown(self, now: float, why: str, err: ProviderError | None) -> None:
+        self.cooldown_until = now + self.cooldown.seconds
+        _log.warning(
+            "cooldown_started",
+            provider=self.name,
+            seconds=self.cooldown.seconds,
+            reason=why,
+            error=None if err is None else short_error(err),
+        )
+
+    def _end_cooldown(self, why: str) -> None:
+        self.cooldown_until = 0.0
+        _log.info("cooldown_ended", provider=self.name, reason=why)
 
     def reset_probe(self) -> None:
         """The probe's outcome said nothing about health (e.g. a bad request)."""
         if self.probing:
             self.probing = False
-            self.cooldown_until = 0.0
+            self._end_cooldown("the probe call's error does not count against the provider")
 
     def state(self) -> ProviderState:
         """A snapshot of this gate (safe to read from another thread: it changes nothing)."""

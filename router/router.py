@@ -35,7 +35,8 @@ from router.generation import Generation, build_provider, compile_route
 from router.health import KEY_CHECK_TIMEOUT_S, check_provider
 from router.health import verify_keys as check_keys
 from router.inflight import InFlight
-from router.logging import LogEvents, get_logger
+from router.logger import get_logger
+from router.logging import LogEvents
 from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
 from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
@@ -47,6 +48,7 @@ Sleep = Callable[[float], Awaitable[None]]
 R = TypeVar("R")
 
 _log = get_logger()
+_config_log = get_logger("router.config")
 
 
 __all__ = ["ReloadReport", "Router"]
@@ -452,7 +454,9 @@ class Router:
             plan = await asyncio.to_thread(load_config, source, **self._load_kwargs)
             self._check_ledger(source, plan)
         except ConfigError as exc:
-            _log.error("reload_failed", path=str(source), problems=[str(p) for p in exc.problems])
+            _config_log.error(
+                "reload_failed", path=str(source), problems=[str(p) for p in exc.problems]
+            )
             raise
         report = compare(old.plan, plan)
         # A provider whose plan is unchanged keeps its runtime (pool, limiter, cooldown).
@@ -482,7 +486,7 @@ class Router:
             self._health.pop(p.name, None)
         if old.active == 0:
             self._drain(old)
-        _log.info(
+        _config_log.info(
             "reload",
             path=str(source),
             changed=report.changed,
@@ -498,7 +502,7 @@ class Router:
         if report.budgets_removed or report.providers_removed or report.routes_removed:
             # Removing money limits or things callers use is legitimate, but it must
             # never pass unnoticed (a half-saved file looks exactly like this).
-            _log.warning(
+            _config_log.warning(
                 "reload_removed",
                 path=str(source),
                 budgets_removed=report.budgets_removed,
@@ -577,7 +581,7 @@ class Router:
             except ConfigError:
                 pass  # logged by reload(); the old config keeps serving
             except Exception as exc:  # the watcher must survive anything
-                _log.error("reload_failed", path=str(self._source), error=str(exc))
+                _config_log.error("reload_failed", path=str(self._source), error=str(exc))
 
     # -- health ---------------------------------------------------------------------
 

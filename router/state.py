@@ -270,7 +270,7 @@ class LocalTicket(Ticket):
         rule = rule_for(err.kind)
         retry_after = err.retry_after
         if rule.counts_failure or rule.cooldown_now:
-            gate.failed(rule, retry_after)
+            gate.failed(rule, retry_after, err)
         else:
             if retry_after:
                 gate.failed(rule, retry_after)

@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from router.errors import RouterError
+from router.errors import RouterError, short_error
 
 Role = Literal["system", "user", "assistant"]
 Outcome = Literal["ok", "error", "skipped"]
@@ -161,7 +160,7 @@ class Attempt:
         if self.reason:
             extra += f" reason={self.reason!r}"
         if self.error is not None:
-            extra += f" error={type(self.error).__name__}"
+            extra += f" error={short_error(self.error)!r}"
         return (
             f"<Attempt {self.provider}/{self.model} {self.outcome}{extra}"
             f" latency={self.latency_s * 1000:.1f}ms>"

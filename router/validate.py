@@ -27,8 +27,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
-from structlog.testing import capture_logs
-
 from router.advice import config_advice
 from router.config import Loaded, read_config
 from router.errors import ConfigError, ConfigProblem
@@ -76,23 +74,19 @@ def run_validate(
     """
     stream = sys.stdout if out is None else out
     problems: list[ConfigProblem] = []
-    # The loader warns about disabled providers and unchecked values through structlog;
-    # the report says the same, so the events are kept out of it.
-    with capture_logs():
-        try:
-            loaded = read_config(path, require_env=not no_env, check_paths=True)
-            warnings = list(loaded.warnings)
-        except ConfigError as exc:
-            problems = exc.problems
-            warnings = exc.warnings
-            loaded = None
+    try:
+        loaded = read_config(path, require_env=not no_env, check_paths=True)
+        warnings = list(loaded.warnings)
+    except ConfigError as exc:
+        problems = exc.problems
+        warnings = exc.warnings
+        loaded = None
     check: KeyCheck | None = None
     if loaded is not None and online:
-        with capture_logs():  # the check's warnings are in the report below
-            try:
-                check = asyncio.run(_check_keys(loaded, timeout_s))
-            except ConfigError as exc:
-                problems = exc.problems
+        try:
+            check = asyncio.run(_check_keys(loaded, timeout_s))
+        except ConfigError as exc:
+            problems = exc.problems
     if loaded is not None:
         # The document is read again for its positions (read_config keeps only the values).
         advice = config_advice(loaded.config, load_yaml(Path(path), path))

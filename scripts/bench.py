@@ -93,10 +93,13 @@ routes:
 
 # The clients, in table order: (label, kind, options).
 def client_specs(default_backend: str) -> list[tuple[str, str, dict[str, str]]]:
-    """Labels: ``transport:aiohttp`` / ``router:aiohttp`` run on aiohttp's pool (the only
-    one); ``+sqlite`` the SQLite ledger (the other router cells use the memory ledger)."""
+    """Labels: ``httpx:aiohttp`` is the router's HTTP stack (httpx over aiohttp's pool) as
+    an app would use it; ``transport:aiohttp`` / ``router:aiohttp`` run on aiohttp's pool
+    (the only one); ``+sqlite`` the SQLite ledger (the other router cells use the memory
+    ledger)."""
     return [
         ("httpx", "httpx", {}),
+        ("httpx:aiohttp", "httpx-aiohttp", {}),
         ("transport:aiohttp", "transport", {}),
         ("router:aiohttp", "router", {"config": "aiohttp-memory"}),
         (f"router:{default_backend}+sqlite", "router", {"config": f"{default_backend}-sqlite"}),
@@ -298,17 +301,20 @@ def table(cells: list[dict[str, Any]]) -> str:
 
 
 def ratios(cells: list[dict[str, Any]], default_backend: str) -> list[dict[str, Any]]:
-    """Per C: router vs its own transport, LiteLLM vs router (default backend)."""
+    """Per C: router vs its HTTP stack as an app uses it (the target) and vs its
+    ``Transport.send`` alone, LiteLLM vs router (default backend)."""
     out = []
     for conc in sorted({c["concurrency"] for c in cells}):
         by = {c["client"]: c for c in cells if c["concurrency"] == conc}
         row: dict[str, Any] = {"concurrency": conc}
         for backend in (POOL,):
-            r, t = by.get(f"router:{backend}"), by.get(f"transport:{backend}")
-            if r and t:
-                row[f"router_over_transport_cpu:{backend}"] = (
-                    r["cpu_us_per_call"] / t["cpu_us_per_call"]
-                )
+            r = by.get(f"router:{backend}")
+            for key, base in (("stack", f"httpx:{backend}"), ("transport", f"transport:{backend}")):
+                b = by.get(base)
+                if r and b:
+                    row[f"router_over_{key}_cpu:{backend}"] = (
+                        r["cpu_us_per_call"] / b["cpu_us_per_call"]
+                    )
         r, lite = by.get(f"router:{default_backend}"), by.get("litellm")
         if r and lite:
             row["router_over_litellm_calls_per_s"] = r["calls_per_s"] / lite["calls_per_s"]

@@ -134,6 +134,28 @@ async def make_httpx(args: Any) -> tuple[Any, Any]:
     return call, client.aclose
 
 
+async def make_httpx_aiohttp(args: Any) -> tuple[Any, Any]:
+    """(b) the router's own HTTP stack as an app would use it: an httpx client over
+    aiohttp's pool (httpx-aiohttp), the same pool size: ``post(json=...)``,
+    ``raise_for_status()``, ``response.json()`` and take the text."""
+    import httpx
+    from httpx_aiohttp import HttpxAiohttpClient
+
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=100)
+    client = HttpxAiohttpClient(
+        limits=limits, timeout=30.0, headers={"Authorization": f"Bearer {API_KEY}"}
+    )
+    url = args.url + "/v1/chat/completions"
+    body = payload()
+
+    async def call() -> Any:
+        response = await client.post(url, json=body)
+        response.raise_for_status()
+        return response.json()["choices"][0]["message"]["content"]
+
+    return call, client.aclose
+
+
 async def make_transport(args: Any) -> tuple[Any, Any]:
     """(b) the router's Transport alone: send, read the body bytes."""
     from router.transport import Transport
@@ -215,6 +237,48 @@ async def make_router_no_http(args: Any) -> tuple[Any, Any]:
     return call, router.aclose
 
 
+# Unrelated Python work, about as long as an HTTP exchange: parsing a JSON document
+# and walking it. Run between the router's calls (``router-no-http+busy``) it shows
+# what the router's own code costs when other code runs between its calls, as HTTP
+# does in the real cell (docs/performance.md, "The fourth round").
+_BUSY_DOC = None
+
+
+def busywork() -> int:
+    import json
+
+    global _BUSY_DOC
+    if _BUSY_DOC is None:
+        _BUSY_DOC = json.dumps({f"k{i}": [i, str(i) * 5, {"a": i * 1.5}] for i in range(300)})
+    total = 0
+    for key, value in json.loads(_BUSY_DOC).items():
+        total += len(key) + value[0] + len(value[1])
+    return total
+
+
+async def make_busywork(args: Any) -> tuple[Any, Any]:
+    """The unrelated work alone (the base of ``router-no-http+busy``)."""
+
+    async def call() -> Any:
+        return busywork()
+
+    async def close() -> None:
+        return None
+
+    return call, close
+
+
+async def make_router_no_http_busy(args: Any) -> tuple[Any, Any]:
+    """``router-no-http`` with :func:`busywork` done in each call, where HTTP would be."""
+    call, close = await make_router_no_http(args)
+
+    async def busy_call() -> Any:
+        busywork()
+        return await call()
+
+    return busy_call, close
+
+
 async def make_litellm(args: Any) -> tuple[Any, Any]:
     """(d) LiteLLM ``Router.acompletion`` pointed at the same upstream."""
     quiet_litellm()
@@ -240,9 +304,12 @@ async def make_litellm(args: Any) -> tuple[Any, Any]:
 
 CLIENTS = {
     "httpx": make_httpx,
+    "httpx-aiohttp": make_httpx_aiohttp,
     "transport": make_transport,
     "router": make_router,
     "router-no-http": make_router_no_http,
+    "router-no-http+busy": make_router_no_http_busy,
+    "busywork": make_busywork,
     "litellm": make_litellm,
 }
 
@@ -284,14 +351,37 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
+class _GcSeen:
+    """What the cyclic garbage collector did, from ``gc.callbacks``."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]  # per generation
+        self.collected = 0  # objects freed
+        self.cpu_s = 0.0
+        self._started = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+            return
+        self.collections[info["generation"]] += 1
+        self.collected += info["collected"]
+        self.cpu_s += time.process_time() - self._started
+
+
 async def _run(args: Any) -> dict[str, Any]:
     import gc
 
     call, close = await CLIENTS[args.client](args)
+    gc_seen = _GcSeen()
+
     try:
         warmup = args.warmup if args.warmup is not None else max(2 * args.concurrency, 200)
         await _batch(call, warmup, args.concurrency, None)
         gc.collect()
+        if args.gc_freeze:
+            gc.freeze()  # what an app may do once it has started (docs/performance.md)
+        gc.callbacks.append(gc_seen.on_gc)
         latencies: list[float] = []
         profiler = None
         if args.profile:
@@ -302,6 +392,7 @@ async def _run(args: Any) -> dict[str, Any]:
         cpu0, t0 = _cpu_s(), time.perf_counter()
         failed = await _batch(call, args.n, args.concurrency, latencies)
         wall, cpu = time.perf_counter() - t0, _cpu_s() - cpu0
+        gc.callbacks.remove(gc_seen.on_gc)
         profile_text = None
         if profiler is not None:
             profiler.stop()
@@ -323,6 +414,11 @@ async def _run(args: Any) -> dict[str, Any]:
         "p50_ms": _percentile(latencies, 0.50) * 1e3,
         "p99_ms": _percentile(latencies, 0.99) * 1e3,
         "peak_rss_mib": peak,
+        # The cyclic garbage collector during the N calls: collections of each
+        # generation per 1,000 calls, objects it freed and its CPU, per call.
+        "gc_per_1000_calls": [c * 1000 / args.n for c in gc_seen.collections],
+        "gc_collected_per_call": gc_seen.collected / args.n,
+        "gc_cpu_us_per_call": gc_seen.cpu_s / args.n * 1e6,
         "profile": profile_text,
     }
 
@@ -388,6 +484,9 @@ def main() -> None:
     run.add_argument("--config", help="providers.yaml for the router clients")
     run.add_argument("--label", help="name to report (default: the client kind)")
     run.add_argument("--profile", help="write a pyinstrument profile of the timed part here")
+    run.add_argument(
+        "--gc-freeze", action="store_true", help="gc.freeze() after the warm-up (an app's tuning)"
+    )
     st = sub.add_parser("startup")
     st.add_argument("library", choices=["router", "litellm"])
     st.add_argument("--config")

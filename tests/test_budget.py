@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from structlog.testing import capture_logs
 
 from router.budget import BudgetBook, Refusal, Reservation, period_bounds, worst_case_usd
 from router.config import BudgetConfig, Price
 from router.errors import LedgerError
 from router.ledger import Ledger, MemoryLedger, SqliteLedger
+from tests.logs import capture_logs
 
 D = Decimal
 PRICE = Price(input_per_mtok=D(3), output_per_mtok=D(15))

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from structlog.testing import capture_logs
 
 from router.budget import BudgetBook, Refusal, Reservation, worst_case_usd
 from router.config import BudgetConfig
@@ -18,6 +17,7 @@ from router.estimate import estimate_tokens
 from router.ledger import MemoryLedger
 from router.router import Router
 from router.types import Completion
+from tests.logs import capture_logs
 from tests.routerkit import write_config
 from tests.test_budget import Clock, utc
 

@@ -10,19 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 from prometheus_client.registry import CollectorRegistry
-from structlog.testing import capture_logs
 
-import router.logging as router_logging
 from router import CallRecord, Observer, ProviderState, SkipKind
 from router.errors import AllProvidersFailedError, RouterError
+from router.logger import Log
 from router.logging import LogEvents
 from router.metrics.prometheus import PrometheusMetrics, register
 from router.metrics.stats import SKIP_CLASSES, SKIP_LABELS, Stats
 from router.observe import Hooks
 from router.router import Router
 from router.types import Attempt, Completion
+from tests.logs import capture_logs
 from tests.routerkit import make_config
 from tests.test_metrics_stats import mix_router, run_mix
 
@@ -155,58 +154,57 @@ async def test_exporters_register_on_the_channel_and_leave_it(tmp_path: Path) ->
 # ------------------------------------------------------------------ filtered logs are free
 
 
-class CountingLogger:
-    """Counts the events handed to the logger (each one was built), then logs them."""
-
-    def __init__(self, real: Any, built: list[str]) -> None:
-        self.real = real
-        self.built = built
-
-    def info(self, event: str, **kw: Any) -> None:
-        self.built.append(event)
-        self.real.info(event, **kw)
-
-    def warning(self, event: str, **kw: Any) -> None:
-        self.built.append(event)
-        self.real.warning(event, **kw)
-
-
 @pytest.fixture
 def counted_logger(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Routers made after this count how many log events they build."""
+    """The llm_* events built (handed to the logger), in order, whatever is emitted."""
     built: list[str] = []
-    real = router_logging.get_logger
-    monkeypatch.setattr(router_logging, "get_logger", lambda: CountingLogger(real(), built))
+    real = Log.emit
+
+    def emit(self: Log, level: int, event: str, fields: Any, stacklevel: int = 2) -> None:
+        if event.startswith("llm_"):
+            built.append(event)
+        real(self, level, event, fields, stacklevel + 1)
+
+    monkeypatch.setattr(Log, "emit", emit)
     return built
 
 
 @pytest.mark.parametrize(
     ("level", "expected"),
     [
-        (logging.DEBUG, 3),  # two attempts and the call
-        (logging.INFO, 3),
-        (logging.WARNING, 0),  # the call succeeded: info, filtered
+        (logging.DEBUG, ["llm_attempt", "llm_attempt", "llm_call"]),
+        (logging.INFO, ["llm_attempt", "llm_attempt", "llm_call"]),
+        # Only bad's failed attempt (warning); good's attempt and the call are info.
+        (logging.WARNING, ["llm_attempt"]),
+        (logging.ERROR, []),
     ],
 )
 async def test_a_filtered_log_event_is_not_built(
-    tmp_path: Path, counted_logger: list[str], level: int, expected: int
+    tmp_path: Path, counted_logger: list[str], level: int, expected: list[str]
 ) -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(level))
+    """The stdlib level of the ``router`` logger decides, before any field is built."""
+    logging.getLogger("router").setLevel(level)
     async with Router(make_config(tmp_path, CHAIN)) as router:
         await router.complete("r")
-    assert len(counted_logger) == expected
+    assert counted_logger == expected
 
 
 async def test_a_failed_call_is_still_logged_at_warning(
     tmp_path: Path, counted_logger: list[str]
 ) -> None:
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     body = CHAIN.replace("fallback: [bad/m1, good/m2]", "fallback: [bad/m1]")
     async with Router(make_config(tmp_path, body)) as router:
-        with capture_logs() as logs, pytest.raises(AllProvidersFailedError):
+        with capture_logs(logging.WARNING) as logs, pytest.raises(AllProvidersFailedError):
             await router.complete("r")
-    assert len(counted_logger) == 1  # the llm_call warning; the info attempt was not built
-    assert [e["event"] for e in logs if e["event"].startswith("llm_")] == ["llm_call"]
+    assert counted_logger == ["llm_attempt", "llm_call"]  # both warnings, nothing else
+    calls = [e for e in logs if e["event"].startswith("llm_")]
+    assert [(e["event"], e["log_level"]) for e in calls] == [
+        ("llm_attempt", "warning"),
+        ("llm_call", "warning"),
+    ]
+    # The failure says what went wrong, not only its class.
+    assert calls[0]["error"].startswith("AuthenticationError HTTP 401: ")
+    assert calls[1]["error"].startswith("AllProvidersFailedError: route 'r'")
 
 
 # ------------------------------------------------------------------ provider_states()

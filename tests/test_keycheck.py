@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from router import ConfigError, KeyCheck, Router, RouterClosedError, load_config
+from tests.logs import capture_logs
 from tests.routerkit import write_config
+from tests.test_cli import acli
 from tests.upstream import Upstream, hang_before_headers, reply
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -260,16 +261,16 @@ async def test_validate_online_json_reports_the_keys(
     other.route("/v1/models", reply(401, echo_401(BAD)))
     path = str(config(tmp_path, good.url, other.url))
 
-    code, out = await run_cli("validate", path, "--online", "--json", env=ENV)
-    assert code == 1, out
-    doc = json.loads(out)
+    r = await acli("validate", path, "--online", "--json", cwd=tmp_path, env=ENV)
+    assert r.code == 1, r.out + r.err
+    doc = json.loads(r.out)
     assert doc["valid"] is False
     assert [p["path"] for p in doc["problems"]] == ["providers.other.api_key_env"]
-    assert BAD not in out and GOOD not in out
+    assert BAD not in r.out + r.err and GOOD not in r.out + r.err
 
     other.route("/v1/models", reply(200, listing("m")))
-    code, out = await run_cli("--json", "validate", "--online", "--config", path, env=ENV)
-    assert code == 0, out
-    keys = json.loads(out)["keys"]
+    r = await acli("--json", "validate", "--online", "--config", path, cwd=tmp_path, env=ENV)
+    assert r.code == 0, r.out + r.err
+    keys = json.loads(r.out)["keys"]
     assert sorted(keys["accepted"]) == ["good", "other"]
     assert keys["not_checked"] == [] and "local" in keys["without_key"]

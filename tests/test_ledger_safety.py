@@ -14,7 +14,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from router.budget import BudgetBook, Refusal, Reservation
 from router.config import BudgetConfig
@@ -22,6 +21,7 @@ from router.errors import LedgerError
 from router.ledger import MemoryLedger, SqliteLedger
 from router.router import Router
 from router.types import SkipKind
+from tests.logs import capture_logs
 from tests.routerkit import write_config
 from tests.test_budget import Clock, utc
 from tests.test_cli import cli

@@ -9,7 +9,6 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from router import ConfigError, ProviderConnectionError, Router
 from router.plan import compare, load_config
@@ -18,6 +17,7 @@ from router.transport import Transport
 from router.types import WireRequest
 from router.validate import run_validate
 from tests.fakeproxy import FakeProxy
+from tests.logs import capture_logs
 from tests.routerkit import write_config
 from tests.upstream import Upstream, reply
 

@@ -127,6 +127,7 @@ type(environ).__getitem__ = getitem
 import router, router.cli, router.logging, router.router  # noqa: F401
 
 type(environ).__getitem__ = orig_getitem
+structlog_imported = "structlog" in sys.modules
 import structlog
 
 try:
@@ -137,6 +138,8 @@ except RuntimeError:
 policy_loop = getattr(asyncio.get_event_loop_policy(), "_local", None)
 print(json.dumps({
     "structlog_configured": structlog.is_configured(),
+    "structlog_imported": structlog_imported,
+    "router_handlers": [type(h).__name__ for h in logging.getLogger("router").handlers],
     "threads": threading.active_count() - before_threads,
     "running_loop": running,
     "policy_loop_set": getattr(policy_loop, "_loop", None) is not None,
@@ -149,7 +152,8 @@ print(json.dumps({
 
 def test_importing_router_does_nothing(tmp_path: Path) -> None:
     """In a fresh interpreter (cwd: an empty folder, an API key in the env), importing
-    router and its CLI does not configure structlog or stdlib logging, starts no thread
+    router and its CLI does not import structlog, configures no logging (the ``router``
+    logger has only its NullHandler), starts no thread
     and no event loop, creates no file (no ledger), and reads no key variable."""
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE],
@@ -168,6 +172,8 @@ def test_importing_router_does_nothing(tmp_path: Path) -> None:
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report == {
         "structlog_configured": False,
+        "structlog_imported": False,  # only router.logging.configure() needs it
+        "router_handlers": ["NullHandler"],  # nothing printed until the app configures
         "threads": 0,
         "running_loop": False,
         "policy_loop_set": False,

@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from router.errors import ConfigError
 from router.router import Router
+from tests.logs import capture_logs
 from tests.routerkit import write_config
 from tests.upstream import Behaviour, Exchange, Upstream, reply
 

@@ -9,7 +9,6 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from structlog.testing import capture_logs
 
 from router.errors import (
     AllProvidersFailedError,
@@ -24,6 +23,7 @@ from router.errors import (
 )
 from router.router import Router
 from router.types import SkipKind
+from tests.logs import capture_logs
 from tests.routerkit import make_config
 
 CHAIN = """\

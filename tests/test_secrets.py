@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 import structlog
-from structlog.testing import capture_logs
 
 import router.logging as router_logging
 import router.router as router_module
@@ -34,6 +33,7 @@ from router.plan import load_config
 from router.providers.error_body import ERROR_MESSAGE_LIMIT, ERROR_TEXT_LIMIT, decode_error_body
 from router.redact import REDACTED, redact
 from tests.hostile import HOSTILE, PARSER_FAULTS
+from tests.logs import capture_logs
 from tests.routerkit import write_config
 from tests.upstream import (
     Behaviour,

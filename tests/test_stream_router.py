@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from router.budget import cost_usd
 from router.config import Price
@@ -39,6 +38,7 @@ from router.estimate import estimate_text_tokens, estimate_tokens
 from router.router import Router
 from router.streaming import RouteStream
 from router.types import Attempt, Message, Usage
+from tests.logs import capture_logs
 from tests.routerkit import make_config
 from tests.upstream import (
     Behaviour,

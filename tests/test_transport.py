@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import inspect
 import json
@@ -13,7 +14,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import httpx_sse
@@ -375,6 +376,84 @@ async def test_undecodable_gzip_is_an_invalid_response(
     with pytest.raises(InvalidResponseError, match="could not be decoded") as info:
         await transport.send(POST, model="m", timeout_s=2)
     assert info.value.status == 200
+
+
+@pytest.mark.parametrize("end", ["close", "reset"])
+async def test_a_body_cut_short_is_a_connection_error(
+    upstream: Upstream, transport: Transport, end: Literal["close", "reset"]
+) -> None:
+    upstream.queue(stream([b'{"a":', b"1"], end=end, headers={"content-type": "text/plain"}))
+    with pytest.raises(ProviderConnectionError, match="while reading the response body") as info:
+        await transport.send(POST, model="m", timeout_s=2)
+    assert info.value.retryable
+    assert transport.pool_stats()["active"] == 0
+
+
+async def test_a_plain_body_is_read_from_aiohttp_and_an_encoded_one_through_httpx(
+    upstream: Upstream, transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a Content-Encoding, httpx has nothing to decode: the body is read from
+    aiohttp's buffer (the same bytes, in any chunking). With one, httpx decodes it."""
+    httpx_reads: list[str | None] = []
+    aiter_bytes = httpx.Response.aiter_bytes
+
+    def counted(self: httpx.Response, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        httpx_reads.append(self.headers.get("content-encoding"))
+        return aiter_bytes(self, chunk_size)
+
+    monkeypatch.setattr(httpx.Response, "aiter_bytes", counted)
+    parts = [b'{"choices":', b" [1, 2, 3]", b"}"]
+    upstream.queue(
+        reply(200, b'{"a":1}'),
+        stream(parts, headers={"content-type": "application/json"}),
+        reply(200, gzip.compress(b'{"b":2}'), {"content-encoding": "gzip"}),
+    )
+    assert (await transport.send(POST, model="m", timeout_s=2)).body == b'{"a":1}'
+    assert (await transport.send(POST, model="m", timeout_s=2)).body == b"".join(parts)
+    assert httpx_reads == []
+    assert (await transport.send(POST, model="m", timeout_s=2)).body == b'{"b":2}'
+    assert httpx_reads == ["gzip"]
+    assert transport.pool_stats() == {"total": 1, "idle": 1, "active": 0}
+
+
+async def test_without_aiohttp_s_buffer_a_plain_body_is_read_through_httpx(
+    upstream: Upstream, transport: Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should httpx-aiohttp stop exposing aiohttp's response, bodies are still read whole."""
+    init = transport_module._AiohttpStream.__init__
+
+    def without_buffer(self: Any, inner: Any, request: httpx.Request) -> None:
+        init(self, inner, request)
+        self._content = None
+
+    monkeypatch.setattr(transport_module._AiohttpStream, "__init__", without_buffer)
+    upstream.queue(reply(200, b'{"a":1}'), reply(200, b"x" * (2 * MB)))
+    assert (await transport.send(POST, model="m", timeout_s=2)).body == b'{"a":1}'
+    with pytest.raises(InvalidResponseError, match="exceeds"):
+        await transport.send(POST, model="m", timeout_s=2)
+
+
+async def test_a_send_leaves_no_reference_cycles(upstream: Upstream, transport: Transport) -> None:
+    """What a call allocates is freed by reference counting, not left to the cyclic
+    collector (whose collections every call would otherwise pay for)."""
+    upstream.queue(*(reply(200, b'{"a":1}') for _ in range(4)))
+    upstream.queue(stream([b"data: 1\n\n"]))
+    await transport.send(POST, model="m", timeout_s=2)  # the connection opened, warm
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for _ in range(3):
+            await transport.send(POST, model="m", timeout_s=2)
+        async with transport.stream(POST, model="m") as resp:
+            assert [data async for _, data in resp.sse()] == ["1"]
+        gc.collect()
+        leftovers = [type(o).__module__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert not [m for m in leftovers if m.split(".")[0] in ("httpx", "aiohttp", "router")]
 
 
 async def test_recorded_response_is_returned_unchanged(

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from router.budget import cost_usd, worst_case_usd
 from router.config import Price
 from router.estimate import estimate_text_tokens, estimate_tokens
 from router.router import Router
 from router.types import Completion, Message, Usage
+from tests.logs import capture_logs
 from tests.routerkit import make_config
 from tests.upstream import Upstream, reply, stream
 

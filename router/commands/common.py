@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import IntEnum
@@ -140,26 +143,53 @@ def config_path(args: argparse.Namespace) -> str:
 
 
 def load_plan(args: argparse.Namespace, *, keys: bool) -> Plan:
-    """Load the config for a command.
+    """Load the config for a command, then log as its ``settings.log`` says (JSON lines
+    under ``--json``, so that stderr stays machine-readable).
 
     Args:
-        args: the parsed command line (``--config``, ``--no-env``).
+        args: the parsed command line (``--config``, ``--no-env``, ``--json``).
         keys: whether the command sends requests (complete, stream, health). Such a
             command needs every non-optional provider's key unless ``--no-env``
             (which disables keyless providers, with a warning each). A command that
             sends nothing (render, routes, spend) never needs a key: providers
-            without one are shown as disabled, without warnings.
+            without one are shown as disabled in its output, not logged.
 
     Raises:
         ConfigError: the file is missing or invalid, or (``keys``) a key is unset.
     """
+    from router.logging import configure
     from router.plan import load_config
 
     path = config_path(args)
     if keys:
-        return load_config(path, require_env=not args.no_env)
-    # The loader warns about each disabled provider; a dry run says so in its output.
-    from structlog.testing import capture_logs
+        plan = load_config(path, require_env=not args.no_env)
+    else:
+        with _dropped(_DISABLED_EVENT, "router.config"):
+            plan = load_config(path, require_env=False)
+    configure(plan.settings.log, format="json" if args.json else None)
+    return plan
 
-    with capture_logs():
-        return load_config(path, require_env=False)
+
+# The loader's event for a provider left out because its key variable is unset.
+_DISABLED_EVENT = "provider_disabled"
+
+
+class _DropEvent(logging.Filter):
+    def __init__(self, event: str) -> None:
+        super().__init__()
+        self.event = event
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "event", None) != self.event
+
+
+@contextmanager
+def _dropped(event: str, logger: str) -> Iterator[None]:
+    """Leave ``event`` out of ``logger``'s records while the block runs."""
+    drop = _DropEvent(event)
+    target = logging.getLogger(logger)
+    target.addFilter(drop)
+    try:
+        yield
+    finally:
+        target.removeFilter(drop)

@@ -68,6 +68,7 @@ from router.errors import (
 from router.plan import Plan
 from router.streaming import RouteStream
 from router.types import Attempt, Completion, Usage
+from tests.conftest import FaultReport
 from tests.faults.plan import (
     CALL_KINDS,
     FAULTS,
@@ -615,7 +616,7 @@ async def run_call(router: Router, seed: int, call: int, lo: float, hi: float) -
 
 @pytest.mark.slow
 async def test_thousands_of_calls_under_random_faults_keep_every_promise(
-    fault_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fault_server: FaultServer, tmp_path: Path, fault_report: FaultReport
 ) -> None:
     """≥5,000 calls, a seeded random fault per request, 3-step chains, 100 callers:
     deadlines hold, errors are RouterErrors, nothing leaks, spend is exact, keys stay hidden."""
@@ -725,10 +726,9 @@ async def test_thousands_of_calls_under_random_faults_keep_every_promise(
     leaked_fds = {fd: what for fd, what in fds_after.items() if fds_before.get(fd) != what}
     leaked_tasks = tasks_after - tasks_before
 
-    with capsys.disabled():
-        faults = server["faults"]
-        lines = [
-            "",
+    faults = server["faults"]
+    fault_report(
+        [
             f"fault injection: {len(results)} calls, seed {seed},"
             f" {concurrency} callers paced at {pace}s, deadlines {lo}-{hi}s, wall {wall:.1f}s",
             f"  calls by kind:     {dict(sorted(by_kind.items()))}",
@@ -746,7 +746,7 @@ async def test_thousands_of_calls_under_random_faults_keep_every_promise(
             f"  spend {billed} USD (gamma {gamma_billed} of {GAMMA_CAP_USD}),"
             f" log events {len(events)}",
         ]
-        print("\n".join(lines), file=sys.__stdout__, flush=True)
+    )
 
     assert len(results) == calls
     # The router's promise: a call ends within 50 ms of its deadline - counted from when

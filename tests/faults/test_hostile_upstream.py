@@ -25,7 +25,6 @@ import contextlib
 import io
 import itertools
 import logging
-import sys
 import time
 import traceback
 from collections import Counter
@@ -40,6 +39,7 @@ from router import Router
 from router.config import Config
 from router.errors import ProviderError, StreamInterruptedError
 from router.types import Completion
+from tests.conftest import FaultReport
 from tests.hostile import HOSTILE, ok_reply, ok_stream
 from tests.routerkit import make_config
 from tests.upstream import Behaviour, Request, Upstream
@@ -202,7 +202,7 @@ async def one_call(router: Router, i: int, stream: bool) -> tuple[object, float]
 async def test_a_hostile_upstream_echoing_the_key_everywhere_leaks_it_nowhere(
     tmp_path: Path,
     upstream_factory: Callable[..., Awaitable[Upstream]],
-    capsys: pytest.CaptureFixture[str],
+    fault_report: FaultReport,
 ) -> None:
     served = Served()
     ups: dict[str, Upstream] = {}
@@ -240,26 +240,20 @@ async def test_a_hostile_upstream_echoing_the_key_everywhere_leaks_it_nowhere(
 
     by_outcome = Counter((mode, name) for mode, name, _ in outcomes)
     worst_ms = max(over for _, _, over in outcomes) * 1000
-    with capsys.disabled():
-        print(
-            "\n".join(
-                [
-                    "",
-                    f"hostile upstream: {len(outcomes)} calls ({CONCURRENCY} callers, deadline"
-                    f" {DEADLINE_S}s), {len(requests)} requests",
-                    f"  served (complete): {dict(sorted(served.counts['complete'].items()))}",
-                    f"  served (stream):   {dict(sorted(served.counts['stream'].items()))}",
-                    f"  outcomes: {dict(sorted(by_outcome.items()))}",
-                    f"  log records {len(records.lines)} (by logger"
-                    f" {dict(records.by_logger.most_common(6))}),"
-                    f" router log lines {len(buffer.getvalue().splitlines())}",
-                    f"  redirects followed: {len(followed)}; canary hits: {len(found)};"
-                    f" max overshoot of the deadline {worst_ms:.1f} ms",
-                ]
-            ),
-            file=sys.__stdout__,
-            flush=True,
-        )
+    fault_report(
+        [
+            f"hostile upstream: {len(outcomes)} calls ({CONCURRENCY} callers, deadline"
+            f" {DEADLINE_S}s), {len(requests)} requests",
+            f"  served (complete): {dict(sorted(served.counts['complete'].items()))}",
+            f"  served (stream):   {dict(sorted(served.counts['stream'].items()))}",
+            f"  outcomes: {dict(sorted(by_outcome.items()))}",
+            f"  log records {len(records.lines)} (by logger"
+            f" {dict(records.by_logger.most_common(6))}),"
+            f" router log lines {len(buffer.getvalue().splitlines())}",
+            f"  redirects followed: {len(followed)}; canary hits: {len(found)};"
+            f" max overshoot of the deadline {worst_ms:.1f} ms",
+        ]
+    )
     assert len(outcomes) == CALLS
     assert not found, f"canary in {len(found)} texts: {found[:3]}"
     assert not followed, followed

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import random
 import sqlite3
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from router import Router
 from router.budget import Reservation
 from router.errors import BudgetExceededError
 from router.ledger import SqliteLedger
+from tests.conftest import FaultReport
 from tests.faults.test_fault_injection import (
     ENV,
     SLACK_S,
@@ -101,26 +101,23 @@ def _late(results: list[CallResult]) -> list[str]:
     ]
 
 
-def _report(
-    capsys: pytest.CaptureFixture[str], name: str, results: list[CallResult], extra: str
-) -> None:
-    """Print the figures (shown even without ``-s``, as the mixed run's are)."""
+def _report(fault_report: FaultReport, name: str, results: list[CallResult], extra: str) -> None:
+    """Record the figures (printed at the end of the run with ``--fault-report``)."""
     outcomes = Counter(r.outcome for r in results)
     over = max(r.overshoot_s for r in results) * 1000
     router_over = max(r.router_overshoot_s for r in results) * 1000
-    with capsys.disabled():
-        print(
-            f"\n{name}: {len(results)} calls, outcomes {dict(sorted(outcomes.items()))}\n"
+    fault_report(
+        [
+            f"{name}: {len(results)} calls, outcomes {dict(sorted(outcomes.items()))}",
             f"  max deadline overshoot {over:.1f} ms, less the loop's own lateness"
             f" {router_over:.1f} ms (bound {SLACK_S * 1000:.0f} ms); {extra}",
-            file=sys.__stdout__,
-            flush=True,
-        )
+        ]
+    )
 
 
 @pytest.mark.slow
 async def test_budgets_reloaded_during_traffic_never_overspend(
-    fault_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fault_server: FaultServer, tmp_path: Path, fault_report: FaultReport
 ) -> None:
     calls = _env_int("FAULTS_MONEY_CALLS", 600)
     seed = fault_server.seed
@@ -193,7 +190,7 @@ async def test_budgets_reloaded_during_traffic_never_overspend(
     refused = sum(1 for r in results if r.outcome == BudgetExceededError.__name__)
     overspend = max(billed - limit, Decimal(0))
     _report(
-        capsys,
+        fault_report,
         "money: budgets reloaded during traffic",
         results,
         f"{reloads} reloads; billed {billed} of a {limit} limit (overspend {overspend}),"
@@ -214,7 +211,7 @@ async def test_budgets_reloaded_during_traffic_never_overspend(
 
 @pytest.mark.slow
 async def test_a_stalled_ledger_delays_no_answer_and_loses_no_spend(
-    fault_server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fault_server: FaultServer, tmp_path: Path, fault_report: FaultReport
 ) -> None:
     calls = _env_int("FAULTS_MONEY_CALLS", 600)
     seed = fault_server.seed
@@ -268,7 +265,7 @@ async def test_a_stalled_ledger_delays_no_answer_and_loses_no_spend(
     finally:
         await ledger.close()
     _report(
-        capsys,
+        fault_report,
         "money: stalled ledger",
         results,
         f"write lock held by another connection {held_s:.1f} s, up to {max_pending} costs"
