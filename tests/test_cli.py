@@ -377,6 +377,27 @@ def test_complete_json(example: Path, tmp_path: Path) -> None:
     assert (tmp_path / "ledger.sqlite3").exists()
 
 
+def test_log_lines_are_json_under_json(example: Path) -> None:
+    """The example's settings.log is console at info; under --json every stderr line is
+    a JSON object all the same (the disabled providers, then the call's events), and
+    the call's cost in them is written exactly."""
+    r = cli(
+        "complete",
+        "analysis",
+        "--config",
+        str(example),
+        "--no-env",
+        "--json",
+        *ANALYSIS_VARS,
+        cwd=ROOT,
+    )
+    assert r.code == 0, r.err
+    events = [json.loads(line) for line in r.err.splitlines()]
+    names = [e["event"] for e in events]
+    assert "provider_disabled" in names and names[-1] == "llm_call"
+    assert events[-1]["cost_usd"] == r.json()["cost_usd"]
+
+
 def test_stream_prints_the_text_then_a_summary(example: Path) -> None:
     r = cli("stream", "analysis", "--config", str(example), "--no-env", *ANALYSIS_VARS, cwd=ROOT)
     assert r.code == 0, r.err
