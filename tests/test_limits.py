@@ -25,13 +25,15 @@ async def test_request_rate_limit_refuses_at_once_when_the_wait_cannot_fit() -> 
 
 
 async def test_request_rate_limit_waits_when_the_wait_fits() -> None:
-    gate = ProviderGate("p", Limits(requests_per_minute=600), Cooldown())  # 10 per second
-    for _ in range(600):
-        assert await gate.admit(1, wait_s=1.0) is None
+    # 2 per second: filling the bucket takes milliseconds even on a loaded machine, so
+    # the next admission must wait ~0.5 s for it to drain by one.
+    gate = ProviderGate("p", Limits(requests_per_minute=120), Cooldown())
+    for _ in range(120):
+        assert await gate.admit(1, wait_s=2.0) is None
         gate.release()
     t0 = time.monotonic()
-    assert await gate.admit(1, wait_s=1.0) is None
-    assert 0.05 <= time.monotonic() - t0 < 0.5  # waited ~0.1 s for the bucket to drain
+    assert await gate.admit(1, wait_s=2.0) is None
+    assert 0.2 <= time.monotonic() - t0 < 1.5
 
 
 async def test_token_rate_limit_refuses_a_request_larger_than_the_limit() -> None:
