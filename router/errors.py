@@ -39,7 +39,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from router.redact import redact, redact_foreign
 
@@ -368,28 +368,9 @@ class EndpointNotFoundError(ProviderError):
 
     kind = "endpoint_not_found"
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        model: str,
-        status: int | None = None,
-        retryable: bool | None = None,
-        retry_after: float | None = None,
-        request_id: str | None = None,
-        url: str | None = None,
-    ) -> None:
+    def __init__(self, message: str, *, url: str | None = None, **fields: Any) -> None:
         self.url = None if url is None else redact(url)
-        super().__init__(
-            message,
-            provider=provider,
-            model=model,
-            status=status,
-            retryable=retryable,
-            retry_after=retry_after,
-            request_id=request_id,
-        )
+        super().__init__(message, **fields)
 
 
 class BadRequestError(ProviderError):
