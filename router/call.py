@@ -186,8 +186,8 @@ class Call(Generic[R]):
         extras = {*step.plan.params, *(self.params or ())} - _ROUTER_PARAMS
         return step.provider.describe(request, extras)
 
-    def record(self, attempt: Attempt) -> None:
-        attempt.deadline_left_s = self.deadline.remaining()
+    def record(self, attempt: Attempt, now: float | None = None) -> None:
+        attempt.deadline_left_s = self.deadline.remaining(now)
         self.attempts.append(attempt)
         self.rt.on_attempt(self.route.name, attempt)
 
@@ -246,18 +246,21 @@ class Call(Generic[R]):
     ) -> Completion:
         """Record the successful attempt (telling the State) and build the Completion."""
         lease.succeeded()
+        now = self.rt.clock()  # one reading for the attempt, the deadline and the call
+        started = self.deadline.started_at
         self.record(
             Attempt(
                 step.provider.name,
                 step.plan.model,
                 "ok",
                 status=status,
-                latency_s=self.rt.clock() - t0,
+                latency_s=now - t0,
                 cost_usd=cost,
-                start_s=t0 - self.deadline.started_at,
+                start_s=t0 - started,
                 ttft_s=ttft_s,
                 usage=usage,
-            )
+            ),
+            now,
         )
         return Completion(
             text=reply.text,
@@ -267,7 +270,7 @@ class Call(Generic[R]):
             usage=usage,
             cost_usd=cost,
             finish_reason=reply.finish_reason,
-            latency_s=self.deadline.elapsed(),
+            latency_s=now - started,
             attempts=self.attempts,
             response_id=reply.response_id,
             details=reply.details,
@@ -298,11 +301,10 @@ class Call(Generic[R]):
             while True:
                 if rt.closed:
                     raise self.closed_error()
-                if deadline.expired:
+                t0 = rt.clock()
+                if t0 >= deadline.end:
                     raise DeadlineExceededError(deadline.seconds, self.attempts, self.route.name)
-                outcome = await self._attempt(
-                    step, steps_left, request, max_tokens, worst, rt.clock()
-                )
+                outcome = await self._attempt(step, steps_left, request, max_tokens, worst, t0)
                 if not isinstance(outcome, ProviderError):
                     if outcome is None:
                         break  # skipped: the next step
@@ -415,22 +417,24 @@ class Call(Generic[R]):
             self.refusal = lease
             self._skip(step, Skip(lease.kind, lease.reason), t0)
             return None
-        share = self.deadline.share(steps_left)
+        share = self.deadline.share(steps_left, t0)
         cap = step.plan.timeout_s if step.plan.timeout_s < share else share
         # A plain try/finally gives the ticket back when the attempt ends (cheaper per
         # call than an exit stack); an exchange that keeps it (keeps_ticket: an open
         # stream) owns it once it has returned.
         kept = False
         try:
-            if not lease.admit_now():  # else a coroutine, and maybe a wait
+            if lease.admit_now():
+                left = cap  # nothing awaited since t0: the whole cap is left
+            else:  # a coroutine, and maybe a wait
                 skip = await lease.admit(est_in + max_tokens, cap)
                 if skip is not None:
                     self._skip(step, skip, t0)
                     return None
-            left = cap - (rt.clock() - t0)
-            if left <= 0:
-                self._skip(step, _SHARE_USED, t0)
-                return None
+                left = cap - (rt.clock() - t0)
+                if left <= 0:
+                    self._skip(step, _SHARE_USED, t0)
+                    return None
             try:
                 result = await self._exchange(step, request, left, t0, lease)
             except ProviderError as err:

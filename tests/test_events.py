@@ -268,3 +268,38 @@ async def test_provider_states_report_cooldown_in_flight_and_headroom(tmp_path: 
         bad = router.provider_states()["bad"]
         assert bad.cooling_down and 29 < bad.cooldown_remaining_s <= 30
         assert router.stats()["providers"]["bad"]["state"]["cooldown"] is True
+
+
+async def test_a_successful_call_ends_at_one_reading_of_the_clock(tmp_path: Path) -> None:
+    """The ok attempt's latency and deadline left, the Completion's latency and the
+    call record's latency are one instant: the clock is read once when the call ends
+    (a ticking clock: every reading moves it on)."""
+    readings: list[float] = []
+
+    def ticking() -> float:
+        readings.append(float(len(readings)))
+        return readings[-1]
+
+    told: list[CallRecord] = []
+    router = Router(
+        make_config(
+            tmp_path,
+            "providers:\n  p: {kind: mock, models: {m: {}}}\n"
+            "routes:\n  r: {prompt: hi, fallback: [p/m], deadline_s: 100}\n",
+        ),
+        clock=ticking,
+        on_call=lambda route, result, error: None,
+        observers=[
+            type(
+                "R", (), {"on_attempt": lambda *a: None, "on_call": lambda self, r: told.append(r)}
+            )()
+        ],
+    )
+    async with router:
+        result = await router.complete("r")
+    (attempt,) = result.attempts
+    (record,) = told
+    start = attempt.start_s
+    assert record.latency_s == result.latency_s
+    assert attempt.start_s + attempt.latency_s == result.latency_s == start + attempt.latency_s
+    assert attempt.deadline_left_s == 100 - result.latency_s
