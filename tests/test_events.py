@@ -303,3 +303,42 @@ async def test_a_successful_call_ends_at_one_reading_of_the_clock(tmp_path: Path
     assert record.latency_s == result.latency_s
     assert attempt.start_s + attempt.latency_s == result.latency_s == start + attempt.latency_s
     assert attempt.deadline_left_s == 100 - result.latency_s
+
+
+def test_observers_methods_are_looked_up_when_registered_not_per_event() -> None:
+    """The channel binds each observer's on_attempt/on_call when the list changes (add,
+    remove), and does not tell a Hooks without hooks anything."""
+    from router.observe import Events
+
+    lookups: list[str] = []
+    seen: list[Any] = []
+
+    class Counting:
+        def __getattribute__(self, name: str) -> Any:
+            lookups.append(name)
+            return object.__getattribute__(self, name)
+
+        def on_attempt(self, route: str, attempt: Attempt) -> None:
+            seen.append(attempt)
+
+        def on_call(self, record: CallRecord) -> None:
+            seen.append(record)
+
+    class NoHooks(Hooks):
+        def on_attempt(self, route: str, attempt: Attempt) -> None:
+            raise AssertionError("an empty Hooks was told")
+
+    counting = Counting()
+    events = Events([NoHooks(None, None), counting])
+    bound = len(lookups)
+    attempt = Attempt("p", "m", "ok")
+    for _ in range(3):
+        events.attempt("r", attempt)
+    assert seen == [attempt] * 3 and len(lookups) == bound  # no lookup per event
+    other: list[str] = []
+    events.add(Hooks(lambda route, a: other.append(route), None))
+    events.attempt("r", attempt)
+    assert other == ["r"] and len(seen) == 4
+    events.remove(counting)
+    events.attempt("r", attempt)
+    assert len(seen) == 4 and other == ["r", "r"]
