@@ -237,6 +237,10 @@ def reported_usage(
 ) -> Usage:
     """Usage as the provider reported it. A count it left out is 0 and named in
     ``details["usage_missing"]``; with neither count the usage is ``estimated``."""
+    if input_tokens is not None and output_tokens is not None:  # nearly every reply
+        return Usage(
+            input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens
+        )
     missing = [
         name
         for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens))
