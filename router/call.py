@@ -248,32 +248,35 @@ class Call(Generic[R]):
         lease.succeeded()
         now = self.rt.clock()  # one reading for the attempt, the deadline and the call
         started = self.deadline.started_at
+        # Positional (cheaper per call), in the fields' order.
         self.record(
             Attempt(
                 step.provider.name,
                 step.plan.model,
                 "ok",
-                status=status,
-                latency_s=now - t0,
-                cost_usd=cost,
-                start_s=t0 - started,
-                ttft_s=ttft_s,
-                usage=usage,
+                None,  # error
+                status,
+                now - t0,  # latency_s
+                cost,  # cost_usd
+                None,  # reason
+                t0 - started,  # start_s
+                ttft_s,
+                usage,
             ),
             now,
         )
         return Completion(
-            text=reply.text,
-            route=self.route.name,
-            provider=step.provider.name,
-            model=step.plan.model,
-            usage=usage,
-            cost_usd=cost,
-            finish_reason=reply.finish_reason,
-            latency_s=now - started,
-            attempts=self.attempts,
-            response_id=reply.response_id,
-            details=reply.details,
+            reply.text,
+            self.route.name,  # route
+            step.provider.name,  # provider
+            step.plan.model,  # model
+            usage,
+            cost,  # cost_usd
+            reply.finish_reason,
+            now - started,  # latency_s
+            self.attempts,
+            reply.response_id,
+            reply.details,
         )
 
     # -- the walk --------------------------------------------------------------------

@@ -417,17 +417,17 @@ class Router:
         # A result's latency was read as it was made: the call's end.
         elapsed = deadline.elapsed() if result is None else result.latency_s
         self._events.call(
-            CallRecord(
-                route=call.route.name,
-                stream=call.stream,
-                result=result,
-                error=error,
-                attempts=call.attempts,
-                deadline_s=deadline.seconds,
-                max_tokens=call.max_tokens,
-                latency_s=elapsed,
-                started_at=time.time() - elapsed,
-                messages=call.messages,
+            CallRecord(  # positional (cheaper per call), in the fields' order
+                call.route.name,  # route
+                call.stream,  # stream
+                result,
+                error,
+                call.attempts,  # attempts
+                deadline.seconds,  # deadline_s
+                call.max_tokens,  # max_tokens
+                elapsed,  # latency_s
+                time.time() - elapsed,  # started_at
+                call.messages,  # messages
             )
         )
 
