@@ -686,11 +686,14 @@ class BudgetBook:
         if amount and self.ledger_error is not None:
             # Fail closed: spend that cannot be recorded durably is not made.
             return Refusal("ledger", _ZERO, _ZERO, _ZERO, amount, self.ledger_error)
-        budgets = self._budgets_for(route, provider)
+        budgets = self._matching.get((route, provider))
+        if budgets is None:
+            budgets = self._budgets_for(route, provider)
         if budgets:
             now = self._clock()
             for b in budgets:
-                b.roll(now)
+                if now >= b.end:
+                    b.roll(now)
                 if amount and b.spent + b.reserved + amount > b.config.limit_usd:
                     return Refusal(b.name, b.config.limit_usd, b.spent, b.reserved, amount)
             for b in budgets:
@@ -738,7 +741,8 @@ class BudgetBook:
         self._free(reservation)
         now = self._clock()
         for b in reservation.budgets:
-            b.roll(now)
+            if now >= b.end:
+                b.roll(now)
             b.spent += actual
         if actual > reservation.amount:
             log.warning(
