@@ -81,6 +81,29 @@ class Step:
 
     provider: Provider
     plan: StepPlan  # model, params, retries, caps, price: resolved once, at load
+    # The request params and max_tokens of a call that overrides none of the route's
+    # (request_params with the route's max_tokens and temperature), made once.
+    defaults: tuple[Mapping[str, Any], int] | None = None
+
+
+def request_params(
+    plan: StepPlan,
+    max_tokens: int,
+    temperature: float | None,
+    params: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], int]:
+    """A step's request params (its extras, then the call's, then max_tokens and
+    temperature) and its max_tokens: the call's, cut to the model's
+    ``max_output_tokens``."""
+    if plan.max_output_tokens is not None and max_tokens > plan.max_output_tokens:
+        max_tokens = plan.max_output_tokens
+    merged = dict(plan.params)
+    if params:
+        merged.update(params)
+    merged["max_tokens"] = max_tokens
+    if temperature is not None:
+        merged["temperature"] = temperature
+    return merged, max_tokens
 
 
 @dataclass(slots=True)
@@ -366,17 +389,16 @@ class Call(Generic[R]):
             )
         return AllProvidersFailedError(self.attempts, route)
 
-    def _request_params(self, step: Step) -> tuple[dict[str, Any], int]:
-        max_tokens = self.max_tokens
-        if step.plan.max_output_tokens is not None and max_tokens > step.plan.max_output_tokens:
-            max_tokens = step.plan.max_output_tokens
-        params = dict(step.plan.params)
-        if self.params:
-            params.update(self.params)
-        params["max_tokens"] = max_tokens
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
-        return params, max_tokens
+    def _request_params(self, step: Step) -> tuple[Mapping[str, Any], int]:
+        route = self.route
+        if (
+            step.defaults is not None
+            and not self.params
+            and self.max_tokens == route.max_tokens
+            and self.temperature == route.temperature
+        ):
+            return step.defaults  # read-only: adapters build their body from it
+        return request_params(step.plan, self.max_tokens, self.temperature, self.params)
 
     def _give_up(self, err: ProviderError) -> None:
         """The step is done with ``err``: go on to the next step if fallback_on allows it."""
