@@ -753,9 +753,7 @@ class BudgetBook:
                 reserved_usd=str(reservation.amount),
                 cost_usd=str(actual),
             )
-        cost = SettledCost(now, reservation.route, reservation.provider, reservation.model, actual)
-        if self._tracking is not None:
-            self._tracking.append(cost)
+        tracking = self._tracking  # a reload reading the ledger: it sees this cost too
         record_now = self._record_now
         if (
             record_now is not None
@@ -764,9 +762,15 @@ class BudgetBook:
             and not self._io.locked()
         ):
             # Written before the settle returns, in order (nothing queued before it, no
-            # reload reading): pending stays 0 and flush() has nothing to wait for.
-            record_now(cost.ts, cost.route, cost.provider, cost.model, actual)
+            # reload reading): pending stays 0 and flush() has nothing to wait for. No
+            # SettledCost is built unless something tracks it.
+            record_now(now, reservation.route, reservation.provider, reservation.model, actual)
+            if tracking is not None:
+                tracking.append(self._settled(reservation, now, actual))
             return
+        cost = self._settled(reservation, now, actual)
+        if tracking is not None:
+            tracking.append(cost)
         self._queue.append(cost)
         self._drained.clear()
         self._wake.set()
@@ -778,6 +782,10 @@ class BudgetBook:
                 model=cost.model,
                 cost_usd=str(cost.cost),
             )
+
+    @staticmethod
+    def _settled(reservation: Reservation, now: float, actual: Decimal) -> SettledCost:
+        return SettledCost(now, reservation.route, reservation.provider, reservation.model, actual)
 
     def release(self, reservation: Reservation) -> None:
         """Give the reservation back without recording anything (nothing was billed).
