@@ -207,7 +207,8 @@ def parse_wire_once(
     ``typed`` is validated again, as ``loose`` (:func:`parse_wire`), whose usage
     fields are read by :func:`wire_usage` so that a malformed usage costs no reply."""
     try:
-        return typed.model_validate_json(body)
+        # model_validate_json without its Python wrapper (the same validator, defaults).
+        return typed.__pydantic_validator__.validate_json(body)  # type: ignore[no-any-return]
     except ValidationError:
         pass
     return parse_wire(adapter, model, loose, body)
