@@ -414,8 +414,8 @@ def _substitution(ast: nodes.Template, env: SandboxedEnvironment) -> tuple[Piece
 
 def _substitute(pieces: tuple[Piece, ...], values: dict[str, Any]) -> str | None:
     """A substitution template's text, or None when Jinja should render it: a name
-    not passed (Jinja may find it among its globals), a name that is not a string
-    (Jinja refuses it), or any exception (Jinja raises its own)."""
+    not passed (Jinja may find it among its globals) or any exception (Jinja raises
+    its own). Every name in ``values`` is a string (the caller checked)."""
     out: list[str] = []
     try:
         for text, name, sep in pieces:
@@ -426,8 +426,6 @@ def _substitute(pieces: tuple[Piece, ...], values: dict[str, Any]) -> str | None
             else:
                 out.append(sep.join(map(str, values[name])))
     except Exception:
-        return None
-    if not all(type(k) is str for k in values):
         return None
     return "".join(out)
 
@@ -460,10 +458,12 @@ class _Renderer:
         self._blocks = template.blocks
         self._root = template.root_render_func
 
-    def __call__(self, values: Mapping[str, Any]) -> str:
+    def __call__(self, values: Mapping[str, Any], plain: bool = False) -> str:
+        """The text for ``values``; ``plain``: they are a dict with string names only
+        (else Jinja refuses the names, or reads the mapping its own way)."""
         pieces = self._pieces
-        if pieces is not None and type(values) is dict:
-            text = _substitute(pieces, values)
+        if pieces is not None and plain:
+            text = _substitute(pieces, values)  # type: ignore[arg-type]  # a dict: plain
             if text is not None:
                 return text
         return self._jinja(values)
@@ -526,20 +526,23 @@ class RouteTemplates:
                 or a template fails while rendering. Nothing has been sent yet.
         """
         values: Mapping[str, Any] = {} if vars is None else vars
-        if not isinstance(values, Mapping):
+        plain = type(values) is dict
+        if not plain and not isinstance(values, Mapping):
             raise TemplateError(
                 f"route {self.route!r}: vars must be a mapping, got {type(values).__name__}",
                 route=self.route,
             )
         if self._checks is not None:
-            self._check(values, self._checks)
+            self._check(values, self._checks)  # then every name is a declared one
+        elif plain:
+            plain = all(type(k) is str for k in values)
         out: list[Message] = []
         for role, name, prepared, cache in self._render:
             if isinstance(prepared, Message):
                 out.append(prepared)
                 continue
             try:
-                text = prepared(values)
+                text = prepared(values, plain)
             except UndefinedError as exc:
                 raise self._undefined(exc, name, values) from None
             except Exception as exc:

@@ -498,7 +498,7 @@ def test_a_substitution_template_renders_as_jinja_does_without_jinja(
         raise AssertionError("Jinja ran")
 
     renderer._root = refuse  # type: ignore[assignment]  # the compiled template's code
-    assert renderer(values) == expected
+    assert renderer(values, True) == expected
 
 
 @pytest.mark.parametrize(
@@ -534,3 +534,10 @@ def test_substitution_falls_back_to_jinja_for_its_errors_and_globals(tmp_path: P
     assert "join" not in str(render_error(t, {"xs": 5}))  # Jinja's TypeError, reported
     assert "'int' object is not iterable" in str(render_error(t, {"xs": 5}))
     assert "missing variable 'xs'" in str(render_error(t, {}))
+
+
+def test_a_name_that_is_not_a_string_goes_to_jinja(tmp_path: Path) -> None:
+    """An undeclared route's vars with a non-string name: Jinja's own refusal, as before."""
+    t = route(tmp_path, "'{{ xs }}'")
+    err = render_error(t, {"xs": 1, 2: "two"})
+    assert "keywords must be strings" in str(err)
