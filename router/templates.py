@@ -130,7 +130,7 @@ def parse_var_type(spec: str) -> VarCheck:
         exact = _EXACT.get(text[5:-1], frozenset())
 
         def check_list(v: Any) -> str | None:
-            if not isinstance(v, list | tuple):
+            if type(v) is not list and not isinstance(v, list | tuple):
                 return f"must be {text}, got {type(v).__name__}"
             if exact and exact.issuperset(map(type, v)):
                 return None  # every item is of a type that fits (bool is not int)
@@ -562,6 +562,12 @@ class RouteTemplates:
         return estimate_tokens(messages, self._known)
 
     def _check(self, values: Mapping[str, Any], checks: dict[str, VarCheck]) -> None:
+        if values.keys() == checks.keys():  # the usual call: every name, nothing else
+            for name, check in checks.items():
+                if check(values[name]) is not None:
+                    break  # reported below, with the other checks
+            else:
+                return
         first = self._parts[-1][1]
         # Unexpected names first: a misspelled name is also a missing one, and the
         # suggestion is the useful message.
