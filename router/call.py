@@ -159,6 +159,19 @@ def billed(
 class Call(Generic[R]):
     """The state of one call while it walks its chain."""
 
+    __slots__ = (
+        "attempts",
+        "deadline",
+        "est_in",
+        "max_tokens",
+        "messages",
+        "params",
+        "refusal",
+        "route",
+        "rt",
+        "temperature",
+    )
+
     def __init__(
         self,
         rt: Runtime,
@@ -477,6 +490,8 @@ class Call(Generic[R]):
 
 class CompleteCall(Call[Completion]):
     """``complete()``: send, read the whole body, parse, settle."""
+
+    __slots__ = ()
 
     async def _exchange(
         self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Ticket
