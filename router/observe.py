@@ -102,7 +102,7 @@ class Events:
         return f"<Events observers={len(self._observers)}>"
 
     def _bind(self) -> None:
-        told = [o for o in self._observers if not (isinstance(o, Hooks) and o.empty)]
+        told = [o for o in self._observers if not (type(o) is Hooks and o.empty)]
         self._on_attempt = tuple(o.on_attempt for o in told)
         self._on_call = tuple(o.on_call for o in told)
 
