@@ -168,8 +168,8 @@ def bill(
             suspect=problem,
         )
     cost = cost_usd(usage, price)
-    cap = reserved * COST_CAP_MULTIPLE
-    if cost > cap:
+    # Within the reservation (nearly always: it is the worst case) is within the cap.
+    if cost > reserved and cost > (cap := reserved * COST_CAP_MULTIPLE):
         capped = (
             f"cost {dollars(cost)} above {COST_CAP_MULTIPLE}x the reservation"
             f" {dollars(reserved)}; billed {dollars(cap)}"

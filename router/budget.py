@@ -678,11 +678,14 @@ class BudgetBook:
         if amount and self.ledger_error is not None:
             # Fail closed: spend that cannot be recorded durably is not made.
             return Refusal("ledger", _ZERO, _ZERO, _ZERO, amount, self.ledger_error)
-        budgets = self._budgets_for(route, provider)
+        budgets = self._matching.get((route, provider))
+        if budgets is None:
+            budgets = self._budgets_for(route, provider)
         if budgets:
             now = self._clock()
             for b in budgets:
-                b.roll(now)
+                if now >= b.end:
+                    b.roll(now)
                 if amount and b.spent + b.reserved + amount > b.config.limit_usd:
                     return Refusal(b.name, b.config.limit_usd, b.spent, b.reserved, amount)
             for b in budgets:
@@ -730,7 +733,8 @@ class BudgetBook:
         self._free(reservation)
         now = self._clock()
         for b in reservation.budgets:
-            b.roll(now)
+            if now >= b.end:
+                b.roll(now)
             b.spent += actual
         if actual > reservation.amount:
             log.warning(
@@ -741,9 +745,7 @@ class BudgetBook:
                 reserved_usd=usd(reservation.amount),
                 cost_usd=usd(actual),
             )
-        cost = SettledCost(now, reservation.route, reservation.provider, reservation.model, actual)
-        if self._tracking is not None:
-            self._tracking.append(cost)
+        tracking = self._tracking  # a reload reading the ledger: it sees this cost too
         record_now = self._record_now
         if (
             record_now is not None
@@ -752,9 +754,15 @@ class BudgetBook:
             and not self._io.locked()
         ):
             # Written before the settle returns, in order (nothing queued before it, no
-            # reload reading): pending stays 0 and flush() has nothing to wait for.
-            record_now(cost.ts, cost.route, cost.provider, cost.model, actual)
+            # reload reading): pending stays 0 and flush() has nothing to wait for. No
+            # SettledCost is built unless something tracks it.
+            record_now(now, reservation.route, reservation.provider, reservation.model, actual)
+            if tracking is not None:
+                tracking.append(self._settled(reservation, now, actual))
             return
+        cost = self._settled(reservation, now, actual)
+        if tracking is not None:
+            tracking.append(cost)
         self._queue.append(cost)
         self._drained.clear()
         self._wake.set()
@@ -766,6 +774,10 @@ class BudgetBook:
                 model=cost.model,
                 cost_usd=usd(cost.cost),
             )
+
+    @staticmethod
+    def _settled(reservation: Reservation, now: float, actual: Decimal) -> SettledCost:
+        return SettledCost(now, reservation.route, reservation.provider, reservation.model, actual)
 
     def release(self, reservation: Reservation) -> None:
         """Give the reservation back without recording anything (nothing was billed).

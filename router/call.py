@@ -81,6 +81,29 @@ class Step:
 
     provider: Provider
     plan: StepPlan  # model, params, retries, caps, price: resolved once, at load
+    # The request params and max_tokens of a call that overrides none of the route's
+    # (request_params with the route's max_tokens and temperature), made once.
+    defaults: tuple[Mapping[str, Any], int] | None = None
+
+
+def request_params(
+    plan: StepPlan,
+    max_tokens: int,
+    temperature: float | None,
+    params: Mapping[str, Any] | None,
+) -> tuple[dict[str, Any], int]:
+    """A step's request params (its extras, then the call's, then max_tokens and
+    temperature) and its max_tokens: the call's, cut to the model's
+    ``max_output_tokens``."""
+    if plan.max_output_tokens is not None and max_tokens > plan.max_output_tokens:
+        max_tokens = plan.max_output_tokens
+    merged = dict(plan.params)
+    if params:
+        merged.update(params)
+    merged["max_tokens"] = max_tokens
+    if temperature is not None:
+        merged["temperature"] = temperature
+    return merged, max_tokens
 
 
 @dataclass(slots=True)
@@ -136,6 +159,19 @@ def billed(
 class Call(Generic[R]):
     """The state of one call while it walks its chain."""
 
+    __slots__ = (
+        "attempts",
+        "deadline",
+        "est_in",
+        "max_tokens",
+        "messages",
+        "params",
+        "refusal",
+        "route",
+        "rt",
+        "temperature",
+    )
+
     def __init__(
         self,
         rt: Runtime,
@@ -186,8 +222,8 @@ class Call(Generic[R]):
         extras = {*step.plan.params, *(self.params or ())} - _ROUTER_PARAMS
         return step.provider.describe(request, extras)
 
-    def record(self, attempt: Attempt) -> None:
-        attempt.deadline_left_s = self.deadline.remaining()
+    def record(self, attempt: Attempt, now: float | None = None) -> None:
+        attempt.deadline_left_s = self.deadline.remaining(now)
         self.attempts.append(attempt)
         self.rt.on_attempt(self.route.name, attempt)
 
@@ -246,31 +282,37 @@ class Call(Generic[R]):
     ) -> Completion:
         """Record the successful attempt (telling the State) and build the Completion."""
         lease.succeeded()
+        now = self.rt.clock()  # one reading for the attempt, the deadline and the call
+        started = self.deadline.started_at
+        # Positional (cheaper per call), in the fields' order.
         self.record(
             Attempt(
                 step.provider.name,
                 step.plan.model,
                 "ok",
-                status=status,
-                latency_s=self.rt.clock() - t0,
-                cost_usd=cost,
-                start_s=t0 - self.deadline.started_at,
-                ttft_s=ttft_s,
-                usage=usage,
-            )
+                None,  # error
+                status,
+                now - t0,  # latency_s
+                cost,  # cost_usd
+                None,  # reason
+                t0 - started,  # start_s
+                ttft_s,
+                usage,
+            ),
+            now,
         )
         return Completion(
-            text=reply.text,
-            route=self.route.name,
-            provider=step.provider.name,
-            model=step.plan.model,
-            usage=usage,
-            cost_usd=cost,
-            finish_reason=reply.finish_reason,
-            latency_s=self.deadline.elapsed(),
-            attempts=self.attempts,
-            response_id=reply.response_id,
-            details=reply.details,
+            reply.text,
+            self.route.name,  # route
+            step.provider.name,  # provider
+            step.plan.model,  # model
+            usage,
+            cost,  # cost_usd
+            reply.finish_reason,
+            now - started,  # latency_s
+            self.attempts,
+            reply.response_id,
+            reply.details,
         )
 
     # -- the walk --------------------------------------------------------------------
@@ -298,11 +340,10 @@ class Call(Generic[R]):
             while True:
                 if rt.closed:
                     raise self.closed_error()
-                if deadline.expired:
+                t0 = rt.clock()
+                if t0 >= deadline.end:
                     raise DeadlineExceededError(deadline.seconds, self.attempts, self.route.name)
-                outcome = await self._attempt(
-                    step, steps_left, request, max_tokens, worst, rt.clock()
-                )
+                outcome = await self._attempt(step, steps_left, request, max_tokens, worst, t0)
                 if not isinstance(outcome, ProviderError):
                     if outcome is None:
                         break  # skipped: the next step
@@ -361,17 +402,16 @@ class Call(Generic[R]):
             )
         return AllProvidersFailedError(self.attempts, route)
 
-    def _request_params(self, step: Step) -> tuple[dict[str, Any], int]:
-        max_tokens = self.max_tokens
-        if step.plan.max_output_tokens is not None and max_tokens > step.plan.max_output_tokens:
-            max_tokens = step.plan.max_output_tokens
-        params = dict(step.plan.params)
-        if self.params:
-            params.update(self.params)
-        params["max_tokens"] = max_tokens
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
-        return params, max_tokens
+    def _request_params(self, step: Step) -> tuple[Mapping[str, Any], int]:
+        route = self.route
+        if (
+            step.defaults is not None
+            and not self.params
+            and self.max_tokens == route.max_tokens
+            and self.temperature == route.temperature
+        ):
+            return step.defaults  # read-only: adapters build their body from it
+        return request_params(step.plan, self.max_tokens, self.temperature, self.params)
 
     def _give_up(self, err: ProviderError) -> None:
         """The step is done with ``err``: go on to the next step if fallback_on allows it."""
@@ -415,22 +455,24 @@ class Call(Generic[R]):
             self.refusal = lease
             self._skip(step, Skip(lease.kind, lease.reason), t0)
             return None
-        share = self.deadline.share(steps_left)
+        share = self.deadline.share(steps_left, t0)
         cap = step.plan.timeout_s if step.plan.timeout_s < share else share
         # A plain try/finally gives the ticket back when the attempt ends (cheaper per
         # call than an exit stack); an exchange that keeps it (keeps_ticket: an open
         # stream) owns it once it has returned.
         kept = False
         try:
-            if not lease.admit_now():  # else a coroutine, and maybe a wait
+            if lease.admit_now():
+                left = cap  # nothing awaited since t0: the whole cap is left
+            else:  # a coroutine, and maybe a wait
                 skip = await lease.admit(est_in + max_tokens, cap)
                 if skip is not None:
                     self._skip(step, skip, t0)
                     return None
-            left = cap - (rt.clock() - t0)
-            if left <= 0:
-                self._skip(step, _SHARE_USED, t0)
-                return None
+                left = cap - (rt.clock() - t0)
+                if left <= 0:
+                    self._skip(step, _SHARE_USED, t0)
+                    return None
             try:
                 result = await self._exchange(step, request, left, t0, lease)
             except ProviderError as err:
@@ -448,6 +490,8 @@ class Call(Generic[R]):
 
 class CompleteCall(Call[Completion]):
     """``complete()``: send, read the whole body, parse, settle."""
+
+    __slots__ = ()
 
     async def _exchange(
         self, step: Step, request: WireRequest, timeout_s: float, t0: float, lease: Ticket

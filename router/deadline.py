@@ -24,9 +24,15 @@ class Deadline:
         self.started_at = clock()  # monotonic start, to place attempts in time
         self._end = self.started_at + seconds  # absolute monotonic end
 
-    def remaining(self) -> float:
-        """Seconds left, never negative."""
-        left = self._end - self._clock()
+    @property
+    def end(self) -> float:
+        """The monotonic time by which the call must be over."""
+        return self._end
+
+    def remaining(self, now: float | None = None) -> float:
+        """Seconds left (at ``now``, a reading of the deadline's clock; default: now),
+        never negative."""
+        left = self._end - (self._clock() if now is None else now)
         return left if left > 0.0 else 0.0
 
     def elapsed(self) -> float:
@@ -37,7 +43,7 @@ class Deadline:
     def expired(self) -> bool:
         return self._clock() >= self._end
 
-    def share(self, steps_left: int) -> float:
+    def share(self, steps_left: int, now: float | None = None) -> float:
         """The time one attempt may take so that later steps keep their reserve.
 
         The rule (docs/routing.md): an equal share of what remains among the
@@ -45,7 +51,7 @@ class Deadline:
         step is cut at its share, so it can never eat the time of the steps after
         it; the last step gets everything left.
         """
-        left = self.remaining()
+        left = self.remaining(now)
         return left if steps_left <= 1 else left / steps_left
 
     def can_wait(self, pause_s: float, steps_left: int, floor_s: float) -> bool:

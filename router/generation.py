@@ -12,9 +12,12 @@ generation's own providers are closed once its last call has ended.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
-from router.call import Provider, Route, Runtime, Step
+from router.call import Provider, Route, Runtime, Step, request_params
 from router.plan import Plan, ProviderPlan, RoutePlan
 from router.providers import build_adapter
 from router.providers.mock import MockUpstream
@@ -52,12 +55,25 @@ def build_provider(plan: ProviderPlan, state: State) -> Provider:
     return Provider(plan.name, plan, adapter, transport, state.provider(plan))
 
 
+def _frozen(defaults: tuple[dict[str, Any], int]) -> tuple[Mapping[str, Any], int]:
+    params, max_tokens = defaults
+    return MappingProxyType(params), max_tokens
+
+
 def compile_route(plan: RoutePlan, providers: dict[str, Provider]) -> Route:
     """A route's runtime: its planned steps bound to the providers' runtimes."""
     return Route(
         name=plan.name,
         templates=plan.templates,
-        steps=[Step(providers[s.provider], s) for s in plan.steps],
+        steps=[
+            Step(
+                providers[s.provider],
+                s,
+                # Read-only: shared by every call that overrides none of the route's params.
+                _frozen(request_params(s, plan.max_tokens, plan.temperature, None)),
+            )
+            for s in plan.steps
+        ],
         deadline_s=plan.deadline_s,
         max_tokens=plan.max_tokens,
         temperature=plan.temperature,

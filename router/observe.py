@@ -68,6 +68,11 @@ class Hooks:
     def __repr__(self) -> str:
         return f"<Hooks on_attempt={self._on_attempt!r} on_call={self._on_call!r}>"
 
+    @property
+    def empty(self) -> bool:
+        """No hook given: telling it anything does nothing."""
+        return self._on_attempt is None and self._on_call is None
+
     def on_attempt(self, route: str, attempt: Attempt) -> None:
         if self._on_attempt is not None:
             self._on_attempt(route, attempt)
@@ -78,15 +83,28 @@ class Hooks:
 
 
 class Events:
-    """One ordered list of observers; every attempt and every call goes to each of them."""
+    """One ordered list of observers; every attempt and every call goes to each of them.
 
-    __slots__ = ("_observers",)
+    Their ``on_attempt`` and ``on_call`` methods are looked up once, when the list
+    changes, not per event; :class:`Hooks` without a hook is told nothing (it would
+    do nothing).
+    """
+
+    __slots__ = ("_observers", "_on_attempt", "_on_call")
 
     def __init__(self, observers: Iterable[Observer] = ()) -> None:
         self._observers: list[Observer] = list(observers)
+        self._on_attempt: tuple[Callable[[str, Attempt], None], ...] = ()
+        self._on_call: tuple[Callable[[CallRecord], None], ...] = ()
+        self._bind()
 
     def __repr__(self) -> str:
         return f"<Events observers={len(self._observers)}>"
+
+    def _bind(self) -> None:
+        told = [o for o in self._observers if not (type(o) is Hooks and o.empty)]
+        self._on_attempt = tuple(o.on_attempt for o in told)
+        self._on_call = tuple(o.on_call for o in told)
 
     @property
     def observers(self) -> tuple[Observer, ...]:
@@ -94,14 +112,16 @@ class Events:
 
     def add(self, observer: Observer) -> None:
         self._observers.append(observer)
+        self._bind()
 
     def remove(self, observer: Observer) -> None:
         self._observers.remove(observer)
+        self._bind()
 
     def attempt(self, route: str, attempt: Attempt) -> None:
-        for observer in self._observers:
-            observer.on_attempt(route, attempt)
+        for on_attempt in self._on_attempt:
+            on_attempt(route, attempt)
 
     def call(self, record: CallRecord) -> None:
-        for observer in self._observers:
-            observer.on_call(record)
+        for on_call in self._on_call:
+            on_call(record)

@@ -333,11 +333,30 @@ class Router:
             AllProvidersFailedError: every step failed; carries the attempts.
             RouterClosedError: ``aclose()`` ended the call while it was in flight.
         """
-        self._check_loop()  # before any work (entering the scope checks it again)
-        scope = self._scope(CompleteCall, route, vars, deadline_s, max_tokens, temperature, params)
-        with scope:
-            result = await scope.walk()
-        scope.done(result)
+        # What _scope() and _Scope do for a stream, inline: a frame, an object and two
+        # method calls per call less (nothing awaits between the loop check and the walk).
+        self._check_loop()  # before any work
+        gen = self._gen
+        r = self._route(gen, route)
+        messages = r.templates.render(vars)
+        deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
+        call = CompleteCall(gen.rt, r, messages, deadline, max_tokens, temperature, params)
+        gen.active += 1
+        try:
+            with self._inflight.track() as tracked:
+                try:
+                    result = await call.run()
+                except asyncio.CancelledError:
+                    if not tracked.closed_by_router():
+                        raise  # the caller's own cancellation
+                    raise call.closed_error() from None
+        except BaseException as exc:
+            self._release(gen)
+            if isinstance(exc, RouterError):
+                self._finish(call, None, exc)
+            raise
+        self._release(gen)
+        self._finish(call, result, None)
         return result
 
     def stream(
@@ -397,19 +416,20 @@ class Router:
     ) -> None:
         """The call ended: one CallRecord to every observer (logs, hooks, stats, app's)."""
         deadline = call.deadline
-        elapsed = deadline.elapsed()
+        # A result's latency was read as it was made: the call's end.
+        elapsed = deadline.elapsed() if result is None else result.latency_s
         self._events.call(
-            CallRecord(
-                route=call.route.name,
-                stream=call.stream,
-                result=result,
-                error=error,
-                attempts=call.attempts,
-                deadline_s=deadline.seconds,
-                max_tokens=call.max_tokens,
-                latency_s=elapsed,
-                started_at=time.time() - elapsed,
-                messages=call.messages,
+            CallRecord(  # positional (cheaper per call), in the fields' order
+                call.route.name,  # route
+                call.stream,  # stream
+                result,
+                error,
+                call.attempts,  # attempts
+                deadline.seconds,  # deadline_s
+                call.max_tokens,  # max_tokens
+                elapsed,  # latency_s
+                time.time() - elapsed,  # started_at
+                call.messages,  # messages
             )
         )
 

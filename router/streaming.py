@@ -359,6 +359,8 @@ class LiveStream:
 class StreamCall(Call[LiveStream]):
     """``stream()``: walks the chain until a step delivers its first text delta."""
 
+    __slots__ = ()
+
     stream = True
     keeps_ticket = True  # the open stream releases it (LiveStream.held)
 

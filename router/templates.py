@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template, TemplateNotFound, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.filters import FILTERS
 from jinja2.loaders import split_template_path
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
@@ -129,7 +130,7 @@ def parse_var_type(spec: str) -> VarCheck:
         exact = _EXACT.get(text[5:-1], frozenset())
 
         def check_list(v: Any) -> str | None:
-            if not isinstance(v, list | tuple):
+            if type(v) is not list and not isinstance(v, list | tuple):
                 return f"must be {text}, got {type(v).__name__}"
             if exact and exact.issuperset(map(type, v)):
                 return None  # every item is of a type that fits (bool is not int)
@@ -146,9 +147,13 @@ def parse_var_type(spec: str) -> VarCheck:
     )
 
 
+# One piece of a substitution template (:func:`_substitution`): (literal text, variable
+# name or None, the ``join`` separator when the variable is joined, else None).
+Piece = tuple[str, str | None, str | None]
+
 # (role, template name for errors, compiled template, pre-rendered message or None,
-# whether the message is a prompt-cache breakpoint)
-Part = tuple[Role, str, Template, Message | None, bool]
+# whether the message is a prompt-cache breakpoint, its substitution pieces or None)
+Part = tuple[Role, str, Template, Message | None, bool, tuple[Piece, ...] | None]
 
 # Longest list or string one ``*`` may build (items or characters), and widest ``%`` pad.
 MAX_REPEAT = 1_000_000
@@ -365,19 +370,85 @@ def make_environment(templates_dir: Path) -> SandboxedEnvironment:
     )
 
 
+_JOIN = FILTERS["join"]
+
+
+def _substitution(ast: nodes.Template, env: SandboxedEnvironment) -> tuple[Piece, ...] | None:
+    """The pieces of a template that is only text, ``{{ name }}`` and
+    ``{{ name | join(sep) }}`` (``sep`` a literal string), or None for any other.
+
+    Such a template renders, in this environment (no autoescape, no ``finalize``,
+    Jinja's own ``join``), to its text with ``str(value)`` and
+    ``sep.join(map(str, value))`` in place: what Jinja's compiled code does, without
+    building a context (:class:`_Renderer` uses the pieces, and Jinja for the rest).
+    Read from the parsed template, before compiling (the compiler may fold nodes).
+    """
+    if env.autoescape is not False or env.finalize is not None or env.filters["join"] is not _JOIN:
+        return None
+    pieces: list[Piece] = []
+    for node in ast.body:
+        if not isinstance(node, nodes.Output):
+            return None
+        for child in node.nodes:
+            if isinstance(child, nodes.TemplateData):
+                pieces.append((child.data, None, None))
+            elif isinstance(child, nodes.Name) and child.ctx == "load":
+                pieces.append(("", child.name, None))
+            elif (
+                isinstance(child, nodes.Filter)
+                and child.name == "join"
+                and isinstance(child.node, nodes.Name)
+                and child.node.ctx == "load"
+                and not child.kwargs
+                and child.dyn_args is None
+                and child.dyn_kwargs is None
+                and len(child.args) <= 1
+                and all(isinstance(a, nodes.Const) and type(a.value) is str for a in child.args)
+            ):
+                sep = child.args[0].as_const() if child.args else ""
+                pieces.append(("", child.node.name, sep))
+            else:
+                return None
+    return tuple(pieces)
+
+
+def _substitute(pieces: tuple[Piece, ...], values: dict[str, Any]) -> str | None:
+    """A substitution template's text, or None when Jinja should render it: a name
+    not passed (Jinja may find it among its globals) or any exception (Jinja raises
+    its own). Every name in ``values`` is a string (the caller checked)."""
+    out: list[str] = []
+    try:
+        for text, name, sep in pieces:
+            if name is None:
+                out.append(text)
+            elif sep is None:
+                out.append(str(values[name]))
+            else:
+                out.append(sep.join(map(str, values[name])))
+    except Exception:
+        return None
+    return "".join(out)
+
+
 class _Renderer:
     """One compiled template, rendered as ``Template.render`` would but without its
     per-call set-up: Jinja builds each call's context by merging the template's
     globals (a ``ChainMap`` of the template's and the environment's) into a new dict,
     and takes the set of their names; both are made here once, at load.
 
+    A substitution template (:func:`_substitution`) is rendered from its pieces
+    without Jinja when every variable it names was passed (a name Jinja would find
+    elsewhere, a non-string name, or any exception goes through Jinja, so the result
+    or the error is Jinja's).
+
     Exceptions come out as they are raised by the template code (``Template.render``
     would only rewrite their traceback).
     """
 
-    __slots__ = ("_blocks", "_context", "_env", "_globals", "_keys", "_name", "_root")
+    __slots__ = ("_blocks", "_context", "_env", "_globals", "_keys", "_name", "_pieces", "_root")
 
-    def __init__(self, template: Template) -> None:
+    def __init__(self, template: Template, pieces: tuple[Piece, ...] | None = None) -> None:
+        self._pieces = pieces
         env = template.environment
         self._env = env
         self._context = env.context_class
@@ -387,7 +458,17 @@ class _Renderer:
         self._blocks = template.blocks
         self._root = template.root_render_func
 
-    def __call__(self, values: Mapping[str, Any]) -> str:
+    def __call__(self, values: Mapping[str, Any], plain: bool = False) -> str:
+        """The text for ``values``; ``plain``: they are a dict with string names only
+        (else Jinja refuses the names, or reads the mapping its own way)."""
+        pieces = self._pieces
+        if pieces is not None and plain:
+            text = _substitute(pieces, values)  # type: ignore[arg-type]  # a dict: plain
+            if text is not None:
+                return text
+        return self._jinja(values)
+
+    def _jinja(self, values: Mapping[str, Any]) -> str:
         # As jinja2.runtime.new_context builds it: the globals, then the call's values.
         parent = dict(self._globals, **values)
         context = self._context(self._env, parent, self._name, self._blocks)
@@ -423,13 +504,13 @@ class RouteTemplates:
         # Per part: its message when constant, else a renderer prepared at load (and
         # whether its message is a prompt-cache breakpoint).
         self._render = [
-            (role, name, constant if constant is not None else _Renderer(template), cache)
-            for role, name, template, constant, cache in parts
+            (role, name, constant if constant is not None else _Renderer(template, pieces), cache)
+            for role, name, template, constant, cache, pieces in parts
         ]
         # id(constant message) -> its estimate, made once (the messages live as long).
         self._known = {
             id(constant): estimate_text_tokens(constant.content)
-            for _, _, _, constant, _ in parts
+            for _, _, _, constant, _, _ in parts
             if constant is not None
         }
 
@@ -445,20 +526,23 @@ class RouteTemplates:
                 or a template fails while rendering. Nothing has been sent yet.
         """
         values: Mapping[str, Any] = {} if vars is None else vars
-        if not isinstance(values, Mapping):
+        plain = type(values) is dict
+        if not plain and not isinstance(values, Mapping):
             raise TemplateError(
                 f"route {self.route!r}: vars must be a mapping, got {type(values).__name__}",
                 route=self.route,
             )
         if self._checks is not None:
-            self._check(values, self._checks)
+            self._check(values, self._checks)  # then every name is a declared one
+        elif plain:
+            plain = all(type(k) is str for k in values)
         out: list[Message] = []
         for role, name, prepared, cache in self._render:
             if isinstance(prepared, Message):
                 out.append(prepared)
                 continue
             try:
-                text = prepared(values)
+                text = prepared(values, plain)
             except UndefinedError as exc:
                 raise self._undefined(exc, name, values) from None
             except Exception as exc:
@@ -479,6 +563,12 @@ class RouteTemplates:
 
     def _check(self, values: Mapping[str, Any], checks: dict[str, VarCheck]) -> None:
         """Every unexpected, missing and mistyped variable, reported at once."""
+        if values.keys() == checks.keys():  # the usual call: every name, nothing else
+            for name, check in checks.items():
+                if check(values[name]) is not None:
+                    break  # reported below, with the other checks
+            else:
+                return
         # Unexpected names first: a misspelled name is also a missing one, and the
         # suggestion is the useful message.
         unexpected = [str(name) for name in values if name not in checks]
@@ -563,7 +653,7 @@ class _Compiler:
             if compiled is None:
                 ok = False
                 continue
-            tname, template, names = compiled
+            tname, template, names, pieces = compiled
             # The route's prompt_cache marks the system message a cache breakpoint.
             cache = role == "system" and route.prompt_cache.system
             constant = None
@@ -574,7 +664,7 @@ class _Compiler:
                     self.problems.append(self.doc.problem(("routes", name, key), msg))
                     ok = False
                     continue
-            parts.append((role, tname, template, constant, cache))
+            parts.append((role, tname, template, constant, cache, pieces))
             used |= names
         if not ok:
             return None
@@ -594,7 +684,7 @@ class _Compiler:
 
     def _one(
         self, route: str, key: str, source: Any, declared: Mapping[str, str] | None
-    ) -> tuple[str, Template, frozenset[str]] | None:
+    ) -> tuple[str, Template, frozenset[str], tuple[Piece, ...] | None] | None:
         path: KeyPath = ("routes", route, key)
         if isinstance(source, str):
             tname = format_path(path)
@@ -613,12 +703,13 @@ class _Compiler:
                 self._undeclared(var, declared, ast, source, tname, path)
             if undeclared:
                 return None
+        pieces = _substitution(ast, self.env)  # before compiling: it may fold the tree
         try:
             template = self.env.from_string(ast)
         except TemplateSyntaxError as exc:
             self._syntax(exc, source, tname, path)
             return None
-        return tname, template, names
+        return tname, template, names, pieces
 
     def _parse_inline(self, source: str, tname: str, path: KeyPath) -> nodes.Template | None:
         try:

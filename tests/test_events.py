@@ -266,3 +266,78 @@ async def test_provider_states_report_cooldown_in_flight_and_headroom(tmp_path: 
         bad = router.provider_states()["bad"]
         assert bad.cooling_down and 29 < bad.cooldown_remaining_s <= 30
         assert router.stats()["providers"]["bad"]["state"]["cooldown"] is True
+
+
+async def test_a_successful_call_ends_at_one_reading_of_the_clock(tmp_path: Path) -> None:
+    """The ok attempt's latency and deadline left, the Completion's latency and the
+    call record's latency are one instant: the clock is read once when the call ends
+    (a ticking clock: every reading moves it on)."""
+    readings: list[float] = []
+
+    def ticking() -> float:
+        readings.append(float(len(readings)))
+        return readings[-1]
+
+    told: list[CallRecord] = []
+    router = Router(
+        make_config(
+            tmp_path,
+            "providers:\n  p: {kind: mock, models: {m: {}}}\n"
+            "routes:\n  r: {prompt: hi, fallback: [p/m], deadline_s: 100}\n",
+        ),
+        clock=ticking,
+        on_call=lambda route, result, error: None,
+        observers=[
+            type(
+                "R", (), {"on_attempt": lambda *a: None, "on_call": lambda self, r: told.append(r)}
+            )()
+        ],
+    )
+    async with router:
+        result = await router.complete("r")
+    (attempt,) = result.attempts
+    (record,) = told
+    start = attempt.start_s
+    assert record.latency_s == result.latency_s
+    assert attempt.start_s + attempt.latency_s == result.latency_s == start + attempt.latency_s
+    assert attempt.deadline_left_s == 100 - result.latency_s
+
+
+def test_observers_methods_are_looked_up_when_registered_not_per_event() -> None:
+    """The channel binds each observer's on_attempt/on_call when the list changes (add,
+    remove), and does not tell a Hooks without hooks anything."""
+    from router.observe import Events
+
+    lookups: list[str] = []
+    seen: list[Any] = []
+
+    class Counting:
+        def __getattribute__(self, name: str) -> Any:
+            lookups.append(name)
+            return object.__getattribute__(self, name)
+
+        def on_attempt(self, route: str, attempt: Attempt) -> None:
+            seen.append(attempt)
+
+        def on_call(self, record: CallRecord) -> None:
+            seen.append(record)
+
+    def told(*args: Any) -> None:
+        raise AssertionError("a Hooks without hooks was told")
+
+    counting = Counting()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Hooks, "on_attempt", told)
+        events = Events([Hooks(None, None), counting])
+    bound = len(lookups)
+    attempt = Attempt("p", "m", "ok")
+    for _ in range(3):
+        events.attempt("r", attempt)
+    assert seen == [attempt] * 3 and len(lookups) == bound  # no lookup per event
+    other: list[str] = []
+    events.add(Hooks(lambda route, a: other.append(route), None))
+    events.attempt("r", attempt)
+    assert other == ["r"] and len(seen) == 4
+    events.remove(counting)
+    events.attempt("r", attempt)
+    assert len(seen) == 4 and other == ["r", "r"]

@@ -317,3 +317,41 @@ def test_a_config_built_in_code_is_refused_with_a_clear_error() -> None:
     )
     with pytest.raises(TypeError, match=r"Plan from router\.load_config"):
         Router(config)  # type: ignore[arg-type]
+
+
+async def test_a_call_that_overrides_nothing_uses_its_steps_params_made_at_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The params of a call with the route's max_tokens and temperature and no params
+    are made once per step, at load (read-only); any override builds its own."""
+    import router.call
+
+    made: list[tuple[int, float | None]] = []
+    real = router.call.request_params
+
+    def counting(
+        plan: object, max_tokens: int, temperature: float | None, params: object
+    ) -> object:
+        made.append((max_tokens, temperature))
+        return real(plan, max_tokens, temperature, params)  # type: ignore[arg-type]
+
+    config = make_config(
+        tmp_path,
+        "providers:\n  p: {kind: mock, models: {m: {max_output_tokens: 50}}}\n"
+        "routes:\n  r: {prompt: hi, fallback: [p/m], max_tokens: 80, temperature: 0.5}\n",
+    )
+    async with Router(config) as r:
+        monkeypatch.setattr(router.call, "request_params", counting)
+        (step,) = r._gen.routes["r"].steps
+        assert step.defaults is not None
+        params, max_tokens = step.defaults
+        assert (dict(params), max_tokens) == ({"max_tokens": 50, "temperature": 0.5}, 50)
+        with pytest.raises(TypeError):
+            params["max_tokens"] = 1  # type: ignore[index]
+        await r.complete("r")
+        await r.complete("r", temperature=0.5, max_tokens=80)  # the route's own values
+        assert made == []
+        await r.complete("r", max_tokens=10)
+        await r.complete("r", temperature=0.1)
+        await r.complete("r", params={"seed": 1})
+        assert made == [(10, 0.5), (80, 0.1), (80, 0.5)]

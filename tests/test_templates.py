@@ -503,3 +503,88 @@ def test_a_declared_variable_no_template_uses_is_a_warning_not_an_error(tmp_path
     (warning,) = loaded.warnings
     assert (warning.path, warning.line, warning.col) == ("routes.r.vars.spare", 9, 7)
     assert "'spare' is declared but no template of route 'r' uses it" in warning.message
+
+
+_ODD = type("Odd", (), {"__str__": lambda self: "odd!"})
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.text(min_size=0, max_size=12),
+    items=st.lists(
+        st.one_of(
+            st.integers(),
+            st.floats(allow_nan=True),
+            st.text(max_size=8),
+            st.booleans(),
+            st.none(),
+            st.decimals(allow_nan=False, places=3),
+            st.just(_ODD()),
+        ),
+        max_size=6,
+    ),
+    sep=st.sampled_from(["", ", ", "|", "\n", "é"]),
+)
+def test_a_substitution_template_renders_as_jinja_does_without_jinja(
+    name: str, items: list[Any], sep: str
+) -> None:
+    """Text, ``{{ name }}`` and ``{{ name | join(sep) }}`` only: rendered from pieces read
+    at load, without Jinja, to exactly the text Jinja renders (str() of each value)."""
+    from router.templates import _Renderer, _substitution
+
+    env = make_environment(Path("."))
+    source = f"a {{{{ who }}}}: {{{{ xs | join({sep!r}) }}}}; {{{{ xs }}}}.{{{{ xs|join }}}}"
+    pieces = _substitution(env.parse(source), env)
+    assert pieces is not None
+    template = env.from_string(source)
+    renderer = _Renderer(template, pieces)
+    values = {"who": name, "xs": items}
+    expected = template.render(values)
+
+    def refuse(context: Any) -> Any:
+        raise AssertionError("Jinja ran")
+
+    renderer._root = refuse  # type: ignore[assignment]  # the compiled template's code
+    assert renderer(values, True) == expected
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ a.b }}",  # attribute access: the sandbox decides
+        "{{ a | upper }}",
+        "{{ a | join(b) }}",  # a separator that is a variable
+        "{{ a ~ 'x' }}",
+        "{% if a %}x{% endif %}",
+        "{{ a | join(', ', attribute='x') }}",
+        "{{ 'x' * 3 }}",
+    ],
+)
+def test_anything_else_is_left_to_jinja(source: str) -> None:
+    env = make_environment(Path("."))
+    assert _substitution_of(env, source) is None
+
+
+def _substitution_of(env: SandboxedEnvironment, source: str) -> Any:
+    from router.templates import _substitution
+
+    return _substitution(env.parse(source), env)
+
+
+def test_substitution_falls_back_to_jinja_for_its_errors_and_globals(tmp_path: Path) -> None:
+    """A name not passed (a global like ``range``, or missing), a value that cannot be
+    joined: Jinja renders it or raises its own error, as before."""
+    t = route(tmp_path, "'{{ xs | join(\",\") }} {{ range }}'")
+    assert t.render({"xs": [1, 2], "range": "r"}) == [Message("user", "1,2 r")]
+    text = t.render({"xs": [1, 2]})[0].content
+    assert text.startswith("1,2 <function")  # the sandbox's range global, as Jinja renders it
+    assert "join" not in str(render_error(t, {"xs": 5}))  # Jinja's TypeError, reported
+    assert "'int' object is not iterable" in str(render_error(t, {"xs": 5}))
+    assert "missing variable 'xs'" in str(render_error(t, {}))
+
+
+def test_a_name_that_is_not_a_string_goes_to_jinja(tmp_path: Path) -> None:
+    """An undeclared route's vars with a non-string name: Jinja's own refusal, as before."""
+    t = route(tmp_path, "'{{ xs }}'")
+    err = render_error(t, {"xs": 1, 2: "two"})
+    assert "keywords must be strings" in str(err)

@@ -357,8 +357,11 @@ class Stats:
         return t
 
     def on_attempt(self, route: str, attempt: Attempt) -> None:
-        r = self._route(route)
-        t = self._target(attempt.provider, attempt.model)
+        # The dict lookups inline (the methods only for a first sighting): per attempt.
+        r = self._routes.get(route) or self._route(route)
+        t = self._targets.get((attempt.provider, attempt.model)) or self._target(
+            attempt.provider, attempt.model
+        )
         outcome = attempt.outcome
         if outcome == "skipped":
             cls = skip_label(attempt.skip)
@@ -379,7 +382,7 @@ class Stats:
             r.usage.add(attempt.usage, attempt.cost_usd)
 
     def on_call(self, record: CallRecord) -> None:
-        r = self._route(record.route)
+        r = self._routes.get(record.route) or self._route(record.route)
         r.calls += 1
         if record.stream:
             r.streams += 1

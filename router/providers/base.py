@@ -207,7 +207,8 @@ def parse_wire_once(
     ``typed`` is validated again, as ``loose`` (:func:`parse_wire`), whose usage
     fields are read by :func:`wire_usage` so that a malformed usage costs no reply."""
     try:
-        return typed.model_validate_json(body)
+        # model_validate_json without its Python wrapper (the same validator, defaults).
+        return typed.__pydantic_validator__.validate_json(body)  # type: ignore[no-any-return]
     except ValidationError:
         pass
     return parse_wire(adapter, model, loose, body)
@@ -237,6 +238,10 @@ def reported_usage(
 ) -> Usage:
     """Usage as the provider reported it. A count it left out is 0 and named in
     ``details["usage_missing"]``; with neither count the usage is ``estimated``."""
+    if input_tokens is not None and output_tokens is not None:  # nearly every reply
+        return Usage(
+            input_tokens, output_tokens, cached_input_tokens, cache_write_tokens, reasoning_tokens
+        )
     missing = [
         name
         for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens))

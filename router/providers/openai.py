@@ -34,6 +34,7 @@ Reasoning text (DeepSeek/xAI ``reasoning_content``, Groq/OpenRouter/vLLM
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -75,6 +76,13 @@ _FINISH_REASON_MAP = {
 
 # Model names that take max_completion_tokens and no temperature.
 _REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5)", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_reasoning(model: str) -> bool:
+    """Whether ``model`` takes max_completion_tokens and no temperature (per name, once)."""
+    return _REASONING_MODEL.match(model) is not None
+
 
 # Router parameter names translated here; every other param passes into the body.
 _ROUTER_PARAMS = frozenset({"max_tokens", "temperature"})
@@ -188,6 +196,8 @@ class _Chunk(Wire):
 
 
 def _text(content: str | list[_Part] | None) -> str:
+    if type(content) is str:
+        return content
     if content is None:
         return ""
     if isinstance(content, str):
@@ -241,7 +251,7 @@ class OpenAIAdapter(AdapterBase):
         """``POST /chat/completions``: extras pass through; see the module docstring."""
         body = chat_body(model, params, _RESERVED)
         body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
-        reasoning = _REASONING_MODEL.match(model) is not None
+        reasoning = _is_reasoning(model)
         max_tokens = params.get("max_tokens")
         if max_tokens is not None:
             body["max_completion_tokens" if reasoning else "max_tokens"] = max_tokens
