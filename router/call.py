@@ -271,6 +271,7 @@ class Call(Generic[R]):
             attempts=self.attempts,
             response_id=reply.response_id,
             details=reply.details,
+            tool_calls=reply.tool_calls,
         )
 
     # -- the walk --------------------------------------------------------------------
