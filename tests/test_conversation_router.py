@@ -316,3 +316,36 @@ async def test_budget_reservation_counts_the_history(
         with pytest.raises(BudgetExceededError):
             await router.complete("r", messages=image, deadline_s=5)
     assert len(oa.requests) == 1
+
+
+def test_cli_render_of_a_route_without_prompt_is_a_request_error(tmp_path: Path) -> None:
+    """The CLI passes no history: a route without prompt cannot be rendered (exit 4,
+    the error's route and index in the JSON)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    path = write_config(
+        tmp_path,
+        """
+        providers:
+          m: {kind: mock, models: {x: {}}}
+        routes:
+          chat: {system: "Be brief.", fallback: [m/x]}
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "router", "render", "chat", "--config", str(path), "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert proc.returncode == 4, proc.stderr
+    err = json.loads(proc.stdout or proc.stderr)["error"]
+    assert err["type"] == "RequestError"
+    assert (err["route"], err["index"], err["provider"]) == ("chat", None, None)

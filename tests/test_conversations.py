@@ -450,3 +450,21 @@ def test_every_wire_format_keeps_roles_order_text_ids_and_arguments(
             if kind == "ollama":  # Ollama's format has no call ids: positional ones
                 calls = [ToolCall(f"call_{i}", c.name, c.arguments) for i, c in enumerate(calls)]
             assert reply.tool_calls == calls
+
+
+def test_trace_content_capture_shows_parts_without_image_bytes() -> None:
+    """GenAI span content (opt-in): parts in the semantic-convention shapes; an image's
+    bytes are never copied into a span, only their type and size."""
+    from router.metrics.otel import _parts
+
+    parts = _parts(conversation()[1].content)
+    assert parts == [
+        {"type": "text", "content": "What is in this chart?"},
+        {"type": "blob", "modality": "image", "mime_type": "image/png", "size": len(PNG)},
+        {"type": "uri", "modality": "image", "uri": URL},
+    ]
+    call, result = conversation()[2].content[1], conversation()[3].content[0]
+    assert _parts([call, result]) == [  # type: ignore[list-item]
+        {"type": "tool_call", "id": "call_1", "name": "quote", "arguments": '{"ticker": "AAPL"}'},
+        {"type": "tool_call_response", "id": "call_1", "response": "189.5"},
+    ]
