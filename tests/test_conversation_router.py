@@ -349,3 +349,21 @@ def test_cli_render_of_a_route_without_prompt_is_a_request_error(tmp_path: Path)
     err = json.loads(proc.stdout or proc.stderr)["error"]
     assert err["type"] == "RequestError"
     assert (err["route"], err["index"], err["provider"]) == ("chat", None, None)
+
+
+async def test_an_image_url_to_ollama_is_a_request_error_naming_the_provider(
+    tmp_path: Path, upstream_factory: Factory
+) -> None:
+    ol = await upstream_factory()
+    body = (
+        "providers:\n"
+        f"  ol:\n    kind: ollama\n    base_url: {ol.url}\n    models: {{llama3.2: {{}}}}\n"
+        "routes:\n  r:\n    fallback: [ol/llama3.2]\n"
+    )
+    image = [Message("user", [Text("what is this?"), Image(url="https://x/y.png")])]
+    async with Router.from_yaml(write_config(tmp_path, body)) as router:
+        with pytest.raises(RequestError, match="Ollama takes images only as bytes") as info:
+            await router.complete("r", messages=image, deadline_s=5)
+        assert router.calls_in_flight == 0
+    assert info.value.provider == "ol"
+    assert ol.requests == []
