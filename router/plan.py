@@ -254,15 +254,18 @@ class Plan:
         vars: Mapping[str, Any] | None = None,
         *,
         max_tokens: int | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> list[StepFit]:
         """Per step of ``route``: its model's context window, the output cap it would
-        send and, with ``vars`` (the messages are rendered and estimated as a call
-        estimates them), whether input plus output fits the window. A step that does
-        not fit is skipped by a call. ``max_tokens`` overrides the route's output cap,
-        as a call's argument does. Without ``vars`` only an output cap larger than
-        the window is known not to fit."""
+        send and, with ``vars`` or ``messages`` (the conversation is rendered and
+        estimated as a call estimates it), whether input plus output fits the window.
+        A step that does not fit is skipped by a call. ``max_tokens`` overrides the
+        route's output cap, as a call's argument does. Without either only an output
+        cap larger than the window is known not to fit."""
         r = self.route(route)
-        est = None if vars is None else r.templates.estimate_tokens(r.templates.render(vars))
+        est = None
+        if vars is not None or messages is not None:
+            est = r.templates.estimate_tokens(self.render(route, vars, messages=messages))
         out = []
         for s in r.steps:
             cap = max_tokens or r.max_tokens

@@ -315,10 +315,12 @@ class Router:
         vars: Mapping[str, Any] | None = None,
         *,
         max_tokens: int | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> list[StepFit]:
-        """Per step, whether a call with ``vars`` fits its model's context window
-        (:meth:`Plan.fit`); a step that does not is skipped without sending."""
-        return self._gen.plan.fit(route, vars, max_tokens=max_tokens)
+        """Per step, whether a call with ``vars`` (and the history ``messages``) fits its
+        model's context window (:meth:`Plan.fit`); a step that does not is skipped
+        without sending."""
+        return self._gen.plan.fit(route, vars, max_tokens=max_tokens, messages=messages)
 
     # -- calls --------------------------------------------------------------------
 

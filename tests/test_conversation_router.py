@@ -367,3 +367,39 @@ async def test_an_image_url_to_ollama_is_a_request_error_naming_the_provider(
         assert router.calls_in_flight == 0
     assert info.value.provider == "ol"
     assert ol.requests == []
+
+
+async def test_a_streamed_answer_carries_its_tool_calls(
+    tmp_path: Path, upstream_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("E2E_KEY", "test-key")
+    oa, an = await upstream_factory(), await upstream_factory()
+    oa.route("/v1/chat/completions", replay("openai/openai-chat-200-sse-tool-calls.meta.json"))
+    path = write_config(tmp_path, chain_yaml(oa.url, an.url, prompt="Multiply."))
+    async with (
+        Router.from_yaml(path) as router,
+        router.stream("r", deadline_s=5) as stream,
+    ):
+        [delta async for delta in stream]
+    assert stream.completion.tool_calls == [
+        ToolCall("call_1EYWDzueHEp8OsB8jJSEp7WB", "multiply", {"a": 1231, "b": 2331})
+    ]
+
+
+def test_fit_counts_the_history(tmp_path: Path) -> None:
+    """A window that holds the bare prompt cannot hold a history with an image."""
+    plan = make_config(
+        tmp_path,
+        """
+        providers:
+          m: {kind: mock, models: {x: {context_window: 1200}}}
+        routes:
+          r: {prompt: "Go.", max_tokens: 100, fallback: [m/x]}
+        """,
+    )
+    (bare,) = plan.fit("r", {})
+    assert bare.fits is True
+    image = [Message("user", [Image(data=b"\x00", mime="image/png")])]
+    (with_image,) = plan.fit("r", {}, messages=image)
+    assert with_image.fits is False
+    assert with_image.input_tokens is not None and with_image.input_tokens > IMAGE_TOKENS
