@@ -32,7 +32,14 @@ from typing import Any
 from router.errors import RequestError
 from router.types import Image, Message, Text, ToolCall, ToolResult
 
-__all__ = ["check_history", "compose", "decoded_call", "shown", "streamed_calls"]
+__all__ = [
+    "check_history",
+    "compose",
+    "decoded_call",
+    "shown",
+    "streamed_calls",
+    "url_shown",
+]
 
 _ROLES = ("user", "assistant", "tool")
 
@@ -248,7 +255,9 @@ def shown(content: str | Sequence[Any]) -> str:
         if isinstance(p, Text):
             lines.append(p.text)
         elif isinstance(p, Image):
-            what = p.url if p.url is not None else f"{p.mime}, {len(p.data or b'')} bytes"
+            what = (
+                url_shown(p.url) if p.url is not None else f"{p.mime}, {len(p.data or b'')} bytes"
+            )
             lines.append(f"[image: {what}]")
         elif isinstance(p, ToolCall):
             args = p.arguments_raw if p.arguments_raw is not None else json.dumps(p.arguments)
@@ -257,3 +266,10 @@ def shown(content: str | Sequence[Any]) -> str:
             flag = " (error)" if p.is_error else ""
             lines.append(f"[tool result {p.call_id}{flag}: {shown(p.content)}]")
     return "\n".join(lines)
+
+
+def url_shown(url: str) -> str:
+    """An image URL as errors, dry runs and traces show it: without its query string
+    and fragment (a pre-signed URL carries its credential there)."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=-1)
+    return url if cut < 0 else url[:cut] + "?..."

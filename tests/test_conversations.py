@@ -468,3 +468,20 @@ def test_trace_content_capture_shows_parts_without_image_bytes() -> None:
         {"type": "tool_call", "id": "call_1", "name": "quote", "arguments": '{"ticker": "AAPL"}'},
         {"type": "tool_call_response", "id": "call_1", "response": "189.5"},
     ]
+
+
+def test_an_image_url_is_shown_without_its_query_in_errors_and_dry_runs() -> None:
+    """A pre-signed URL carries its credential in the query: errors, dry runs and
+    traces show the URL without it (the request itself sends it whole)."""
+    from router.conversation import shown
+
+    signed = "https://bucket.example/c.png?X-Amz-Signature=abcdef0123456789"
+    messages = [Message("user", [Image(url=signed)])]
+    with pytest.raises(RequestError) as info:
+        OllamaAdapter("ol", None).chat_request("m", messages, {})
+    assert "abcdef0123456789" not in str(info.value)
+    assert "https://bucket.example/c.png?..." in str(info.value)
+    assert shown(messages[0].content) == "[image: https://bucket.example/c.png?...]"
+    body = OpenAIAdapter("oa", "k").chat_request("m", messages, {}).json
+    assert body is not None
+    assert body["messages"][0]["content"][0]["image_url"]["url"] == signed

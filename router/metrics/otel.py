@@ -40,6 +40,7 @@ try:
 except ImportError as missing:  # the optional dependency is not installed
     raise missing_extra(__name__, "otel", missing) from missing
 
+from router.conversation import url_shown
 from router.errors import StreamInterruptedError
 from router.metrics.stats import call_moves, error_type, skip_label
 from router.observe import CallRecord
@@ -113,7 +114,7 @@ def _parts(content: str | list[Part]) -> list[dict[str, Any]]:
             out.append({"type": "text", "content": redact(p.text)})
         elif isinstance(p, Image):
             if p.url is not None:
-                out.append({"type": "uri", "modality": "image", "uri": redact(p.url)})
+                out.append({"type": "uri", "modality": "image", "uri": redact(url_shown(p.url))})
             else:
                 out.append(
                     {

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from router.conversation import decoded_call
+from router.conversation import decoded_call, url_shown
 from router.errors import BadRequestError, ProviderError, RequestError
 from router.providers.base import (
     AdapterBase,
@@ -165,7 +165,7 @@ def _images(provider: str, parts: Sequence[Part | Text | Image]) -> list[str]:
             if p.data is None:
                 raise RequestError(
                     f"provider {provider!r}: Ollama takes images only as bytes, not by URL"
-                    f" ({p.url!r}); pass Image(data=..., mime=...)",
+                    f" ({url_shown(p.url or '')!r}); pass Image(data=..., mime=...)",
                     provider=provider,
                 )
             images.append(image_base64(p))
