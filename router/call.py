@@ -313,6 +313,7 @@ class Call(Generic[R]):
             self.attempts,
             reply.response_id,
             reply.details,
+            reply.tool_calls,
         )
 
     # -- the walk --------------------------------------------------------------------

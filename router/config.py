@@ -649,8 +649,13 @@ class RouteConfig(_Strict):
         Field(description="System message template: inline text or {file: name.j2}."),
     ] = None
     prompt: Annotated[
-        TemplateSource, Field(description="User message template: inline text or {file: name.j2}.")
-    ]
+        TemplateSource | None,
+        Field(
+            description="User message template: inline text or {file: name.j2}; sent as the"
+            " last user turn, after a call's messages= history. null: the route has no prompt"
+            " and every call passes messages= ending with its user (or tool) turn."
+        ),
+    ] = None
     vars: Annotated[
         dict[VarName, VarType] | None,
         Field(description="Declared variables and types; null means undeclared (not checked)."),

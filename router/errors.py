@@ -5,6 +5,8 @@
     RouterError
     ├── ConfigError                  providers.yaml (or a template) is wrong; lists every problem
     ├── TemplateError                a call's variables do not fit the route's templates
+    ├── RequestError                 a call's history (messages=) is malformed, or a
+    │                                provider's wire format cannot carry it
     ├── UnknownRouteError            no route of that name
     ├── BudgetExceededError          no step of the chain fits a budget
     ├── LedgerError                  the spend ledger cannot be opened, read or written
@@ -65,6 +67,7 @@ __all__ = [
     "ProviderError",
     "ProviderTimeoutError",
     "RateLimitError",
+    "RequestError",
     "RouterClosedError",
     "RouterError",
     "ServerError",
@@ -122,6 +125,33 @@ class ConfigError(RouterError):
         n = len(self.problems)
         head = f"{n} problem{'s' if n != 1 else ''} in config"
         super().__init__(head + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+class RequestError(RouterError):
+    """A call's conversation cannot be sent (raised before any traffic to that provider).
+
+    Raised for a malformed history passed as ``messages=`` (before any traffic), and
+    by an adapter whose wire format cannot carry a part (Ollama and an image URL).
+
+    Attributes:
+        route: the route's name, when known.
+        index: the position in ``messages`` of the message at fault, or None when
+            the fault is not one message's (a route without a prompt and no history).
+        provider: the provider whose wire format cannot carry the conversation, or None.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        route: str | None = None,
+        index: int | None = None,
+        provider: str | None = None,
+    ) -> None:
+        self.route = route
+        self.index = index
+        self.provider = provider
+        super().__init__(message)
 
 
 class TemplateError(RouterError):

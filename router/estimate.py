@@ -25,6 +25,14 @@ The weights are a linear-programming fit (least total over-estimate subject to
 never falling below 1.25x the largest tokenizer count) on two corpora,
 rounded up, then checked on a third corpus not used for fitting.
 
+A message of parts (a call's history, docs/conversations.md) counts the text
+of its Text parts, each tool call's name and JSON arguments, each tool
+result's content, and :data:`IMAGE_TOKENS` per image: a conservative constant
+until per-provider image formulas are known (a 1,092 x 1,092 image is about
+1,600 tokens at Anthropic, ``width x height / 750``, which also resizes
+larger images down to about that many; OpenAI's tile formula gives less for
+the same image).
+
 Measured error (docs/money.md has the table): on 437 typical prompts (English
 prose and docs, Markdown, Python, real API JSON/SSE bodies, trading prompts
 with JSON and CSV price series) the estimate of the text is 1.28x to 2.62x
@@ -41,12 +49,16 @@ and emoji at 1.14x: above the count, below the Claude margin).
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Mapping, Sequence
 
-from router.types import Message
+from router.types import Image, Message, Part, Text, ToolCall, ToolResult
 
-__all__ = ["estimate_text_tokens", "estimate_tokens"]
+__all__ = ["IMAGE_TOKENS", "estimate_text_tokens", "estimate_tokens"]
+
+# Tokens counted per image part, whatever its size (see the module docstring).
+IMAGE_TOKENS = 1600
 
 # Chat-format tokens a provider adds around each message (role markers,
 # separators) and once per request (reply priming, the system wrapper).
@@ -131,5 +143,29 @@ def estimate_tokens(messages: Sequence[Message], known: Mapping[int, int] | None
             if tokens is not None:
                 total += tokens
                 continue
-        total += -(-_quarter_tokens(m.content) // 4)
+        content = m.content
+        if content.__class__ is str:
+            total += -(-_quarter_tokens(content) // 4)
+        else:
+            total += _parts_tokens(content)
+    return total
+
+
+def _parts_tokens(parts: str | list[Part] | list[Text | Image]) -> int:
+    """Estimated tokens of a message's (or a tool result's) parts."""
+    if isinstance(parts, str):
+        return -(-_quarter_tokens(parts) // 4)
+    total = 0
+    for part in parts:
+        if isinstance(part, Text):
+            total += -(-_quarter_tokens(part.text) // 4)
+        elif isinstance(part, Image):
+            total += IMAGE_TOKENS
+        elif isinstance(part, ToolCall):
+            args = part.arguments_raw
+            if args is None:
+                args = json.dumps(part.arguments, ensure_ascii=False)
+            total += PER_MESSAGE + -(-_quarter_tokens(part.id + " " + part.name + args) // 4)
+        elif isinstance(part, ToolResult):
+            total += PER_MESSAGE + _parts_tokens(part.content)
     return total

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -53,6 +53,7 @@ from router.config import (
     default_base_url,
     read_config,
 )
+from router.conversation import compose
 from router.errors import UnknownRouteError
 from router.proxy import Proxy
 from router.templates import RouteTemplates
@@ -223,9 +224,21 @@ class Plan:
             raise UnknownRouteError(f"unknown route {name!r}{hint}", route=name)
         return route
 
-    def render(self, route: str, vars: Mapping[str, Any] | None = None) -> list[Message]:
-        """Render a route's messages without sending anything."""
-        return self.route(route).templates.render(vars)
+    def render(
+        self,
+        route: str,
+        vars: Mapping[str, Any] | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+    ) -> list[Message]:
+        """The conversation a call of ``route`` would send, without sending anything: its
+        system message, the history ``messages`` (checked as a call checks it: a
+        RequestError names the index at fault), then its prompt."""
+        templates = self.route(route).templates
+        rendered = templates.render(vars)
+        if messages is None and templates.has_prompt:
+            return rendered
+        return compose(route, rendered, messages or (), has_prompt=templates.has_prompt)
 
     def chain(self, route: str) -> list[ChainStep]:
         """The steps ``route`` would try, in order, with their price, retries and cap."""
@@ -241,15 +254,18 @@ class Plan:
         vars: Mapping[str, Any] | None = None,
         *,
         max_tokens: int | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> list[StepFit]:
         """Per step of ``route``: its model's context window, the output cap it would
-        send and, with ``vars`` (the messages are rendered and estimated as a call
-        estimates them), whether input plus output fits the window. A step that does
-        not fit is skipped by a call. ``max_tokens`` overrides the route's output cap,
-        as a call's argument does. Without ``vars`` only an output cap larger than
-        the window is known not to fit."""
+        send and, with ``vars`` or ``messages`` (the conversation is rendered and
+        estimated as a call estimates it), whether input plus output fits the window.
+        A step that does not fit is skipped by a call. ``max_tokens`` overrides the
+        route's output cap, as a call's argument does. Without either only an output
+        cap larger than the window is known not to fit."""
         r = self.route(route)
-        est = None if vars is None else r.templates.estimate_tokens(r.templates.render(vars))
+        est = None
+        if vars is not None or messages is not None:
+            est = r.templates.estimate_tokens(self.render(route, vars, messages=messages))
         out = []
         for s in r.steps:
             cap = max_tokens or r.max_tokens

@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from router.budget import BudgetStatus, LedgerStatus
 from router.call import Call, CompleteCall, Provider, Route, Runtime
 from router.config import Config
+from router.conversation import compose
 from router.deadline import Clock, Deadline
 from router.errors import (
     ConfigError,
@@ -290,9 +291,16 @@ class Router:
         assert route is not None
         return route
 
-    def render(self, route: str, vars: Mapping[str, Any] | None = None) -> list[Message]:
-        """Render a route's messages without sending anything (:meth:`Plan.render`)."""
-        return self._gen.plan.render(route, vars)
+    def render(
+        self,
+        route: str,
+        vars: Mapping[str, Any] | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+    ) -> list[Message]:
+        """The conversation a call would send, without sending anything (:meth:`Plan.render`):
+        the route's system message, the history ``messages`` (checked), then its prompt."""
+        return self._gen.plan.render(route, vars, messages=messages)
 
     def chain(self, route: str) -> list[ChainStep]:
         """The steps a route would try (:meth:`Plan.chain`): provider, model, price,
@@ -307,10 +315,12 @@ class Router:
         vars: Mapping[str, Any] | None = None,
         *,
         max_tokens: int | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> list[StepFit]:
-        """Per step, whether a call with ``vars`` fits its model's context window
-        (:meth:`Plan.fit`); a step that does not is skipped without sending."""
-        return self._gen.plan.fit(route, vars, max_tokens=max_tokens)
+        """Per step, whether a call with ``vars`` (and the history ``messages``) fits its
+        model's context window (:meth:`Plan.fit`); a step that does not is skipped
+        without sending."""
+        return self._gen.plan.fit(route, vars, max_tokens=max_tokens, messages=messages)
 
     # -- calls --------------------------------------------------------------------
 
@@ -323,11 +333,17 @@ class Router:
         max_tokens: int | None = None,
         temperature: float | None = None,
         params: Mapping[str, Any] | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> Completion:
         """Run ``route`` with ``vars`` and return the first successful answer.
 
+        ``messages`` is a conversation history, sent after the route's system
+        message and before its prompt (docs/conversations.md).
+
         Raises:
             TemplateError: the variables do not fit the route (before any traffic).
+            RequestError: ``messages`` is malformed (before any traffic; names the
+                index), or a provider's format cannot carry it.
             DeadlineExceededError: the deadline was spent; carries the attempts.
             BudgetExceededError: no step fitted a budget.
             AllProvidersFailedError: every step failed; carries the attempts.
@@ -338,9 +354,12 @@ class Router:
         self._check_loop()  # before any work
         gen = self._gen
         r = self._route(gen, route)
-        messages = r.templates.render(vars)
+        templates = r.templates
+        rendered = templates.render(vars)
+        if messages is not None or not templates.has_prompt:
+            rendered = compose(route, rendered, messages or (), has_prompt=templates.has_prompt)
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        call = CompleteCall(gen.rt, r, messages, deadline, max_tokens, temperature, params)
+        call = CompleteCall(gen.rt, r, rendered, deadline, max_tokens, temperature, params)
         gen.active += 1
         try:
             with self._inflight.track() as tracked:
@@ -368,8 +387,10 @@ class Router:
         max_tokens: int | None = None,
         temperature: float | None = None,
         params: Mapping[str, Any] | None = None,
+        messages: Sequence[Message] | None = None,
     ) -> RouteStream:
-        """Stream ``route``'s answer as text deltas.
+        """Stream ``route``'s answer as text deltas (``messages``: a history, as for
+        :meth:`complete`).
 
         ::
 
@@ -383,7 +404,9 @@ class Router:
         A failure after it raises StreamInterruptedError with the partial text.
         Leaving the block early closes the response and settles what was billed.
         """
-        scope = self._scope(StreamCall, route, vars, deadline_s, max_tokens, temperature, params)
+        scope = self._scope(
+            StreamCall, route, vars, deadline_s, max_tokens, temperature, params, messages
+        )
         return RouteStream(scope, self._inflight)
 
     def _scope(
@@ -395,13 +418,17 @@ class Router:
         max_tokens: int | None,
         temperature: float | None,
         params: Mapping[str, Any] | None,
+        history: Sequence[Message] | None = None,
     ) -> _Scope[R]:
         """What complete() and stream() share before the call runs: the route on the
         current generation, its messages rendered (before any traffic), the deadline
         started, the call built, in its scope."""
         gen = self._gen
         r = self._route(gen, route)
-        messages = r.templates.render(vars)
+        templates = r.templates
+        messages = templates.render(vars)
+        if history is not None or not templates.has_prompt:
+            messages = compose(route, messages, history or (), has_prompt=templates.has_prompt)
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
         call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params)
         return _Scope(self, gen, call)

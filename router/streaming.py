@@ -27,6 +27,7 @@ from typing import Any, Protocol, cast
 
 from router.billing import estimated_output, final_usage
 from router.call import Call, Step, billed
+from router.conversation import streamed_calls
 from router.errors import (
     ProviderConnectionError,
     ProviderError,
@@ -313,6 +314,7 @@ class LiveStream:
             usage=usage,
             response_id=self.response_id,
             details=self.details,
+            tool_calls=streamed_calls(self.details.get("tool_calls")),
         )
         return self.call.succeeded(
             self.step, self.lease, reply, self.status, self.t0, cost, usage, ttft_s=self.ttft_s

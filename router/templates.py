@@ -485,7 +485,7 @@ class RouteTemplates:
             route declares them, else every name its templates use.
     """
 
-    __slots__ = ("_checks", "_known", "_parts", "_render", "route", "variables")
+    __slots__ = ("_checks", "_known", "_parts", "_render", "has_prompt", "route", "variables")
 
     def __init__(
         self,
@@ -496,6 +496,8 @@ class RouteTemplates:
     ) -> None:
         self.route = route
         self.variables = variables
+        # False for a route without a prompt: a call's history ends with the turn.
+        self.has_prompt = any(part[0] == "user" for part in parts)
         # (role, template name for errors, compiled template, its message when it
         # uses no variable: rendered once at load, cache breakpoint), system first.
         self._parts = parts
@@ -511,7 +513,7 @@ class RouteTemplates:
         self._known = {
             id(constant): estimate_text_tokens(constant.content)
             for _, _, _, constant, _, _ in parts
-            if constant is not None
+            if constant is not None and isinstance(constant.content, str)
         }
 
     def __repr__(self) -> str:
@@ -591,7 +593,7 @@ class RouteTemplates:
         raise TemplateError(
             f"route {self.route!r}: " + "; ".join(parts),
             route=self.route,
-            template=self._parts[-1][1],
+            template=self._parts[-1][1] if self._parts else None,
             variables=[*unexpected, *missing, *(n for n, _ in mistyped)],
         )
 
@@ -645,7 +647,7 @@ class _Compiler:
         parts: list[Part] = []
         used: set[str] = set()
         ok = True
-        sources: list[tuple[Role, str]] = [("user", "prompt")]
+        sources: list[tuple[Role, str]] = [] if route.prompt is None else [("user", "prompt")]
         if route.system is not None:
             sources.insert(0, ("system", "system"))
         for role, key in sources:

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from router.errors import RouterError, short_error
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 Outcome = Literal["ok", "error", "skipped"]
 
 
@@ -78,8 +78,75 @@ class ProviderState:
 
 
 @dataclass(slots=True, frozen=True)
+class Text:
+    """A part of a message: plain text."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class Image:
+    """A part of a user message (or of a tool result): an image, by ``url`` or as
+    ``data`` bytes with their ``mime`` type (``image/png``, ``image/jpeg``...).
+
+    Exactly one of ``url`` and ``data`` is given. Bytes are sent base64-encoded (a
+    ``data:`` URL for OpenAI); a URL is passed as it is, to providers that take one
+    (Ollama takes none: a RequestError).
+    """
+
+    url: str | None = None
+    data: bytes | None = None
+    mime: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """A part of an assistant message: the model asks for tool ``name`` with ``arguments``.
+
+    In an answer (``Completion.tool_calls``) ``id`` is the provider's call id (Ollama
+    gives none: ``call_<index>``, stable for the same answer). When the provider sent
+    arguments that are not a JSON object, ``arguments`` is ``{}`` and
+    ``arguments_raw`` holds the text as received (:attr:`invalid_arguments` is
+    true); such a call is passed back in a history as that raw text.
+    """
+
+    id: str
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    arguments_raw: str | None = None
+
+    @property
+    def invalid_arguments(self) -> bool:
+        """True when the provider's arguments were not a JSON object (see ``arguments_raw``)."""
+        return self.arguments_raw is not None
+
+
+@dataclass(slots=True, frozen=True)
+class ToolResult:
+    """The only kind of part of a ``tool`` message: the result of the call ``call_id``.
+
+    ``content`` is text, or a list of :class:`Text` and :class:`Image` parts;
+    ``is_error`` marks a failed tool run (Anthropic sends it as ``is_error``; the
+    OpenAI and Ollama formats have no such field, so say it in the content too).
+    """
+
+    call_id: str
+    content: str | list[Text | Image]
+    is_error: bool = False
+
+
+# What a message's content may hold besides a plain string.
+Part = Text | Image | ToolCall | ToolResult
+
+
+@dataclass(slots=True, frozen=True)
 class Message:
-    """One chat message as rendered from a route's templates.
+    """One chat message: a route's rendered template, or a turn of a caller's history.
+
+    ``role`` is ``system`` (from a route's template), ``user``, ``assistant`` or
+    ``tool``; ``content`` is a string or a list of parts (:class:`Text`,
+    :class:`Image` in user messages, :class:`ToolCall` in assistant messages,
+    :class:`ToolResult` in tool messages; docs/conversations.md).
 
     ``cache`` marks a prompt-cache breakpoint: the provider may cache the prompt up
     to and including this message (a route's ``prompt_cache``). Anthropic's adapter
@@ -88,7 +155,7 @@ class Message:
     """
 
     role: Role
-    content: str
+    content: str | list[Part]
     cache: bool = False
 
 
@@ -129,6 +196,8 @@ class Reply:
     response_id: str | None = None
     # Vendor fields with no common meaning (reasoning text, citations, tool calls...).
     details: dict[str, Any] = field(default_factory=dict)
+    # The tools the model asked for, in the order it gave them.
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -182,6 +251,8 @@ class Completion:
     attempts: list[Attempt]
     response_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # The tools the model asked for (empty when it asked for none).
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)

@@ -124,7 +124,8 @@ def test_with_several_system_messages_only_the_marked_one_is_a_breakpoint(
 
 def test_a_cached_user_message_is_a_marked_content_block(adapter: AnthropicAdapter) -> None:
     """The same flag on a conversation message (for routes that mark more than the system
-    message) makes its content a marked block."""
+    message) makes its content a marked block; the next user message is merged into the
+    same turn (Anthropic requires turns to alternate), after the breakpoint."""
     messages = [Message("user", "A long document.", cache=True), Message("user", "Question?")]
     req = adapter.chat_request("m", messages, {})
     assert req.json is not None
@@ -132,10 +133,14 @@ def test_a_cached_user_message_is_a_marked_content_block(adapter: AnthropicAdapt
         {
             "role": "user",
             "content": [
-                {"type": "text", "text": "A long document.", "cache_control": {"type": "ephemeral"}}
+                {
+                    "type": "text",
+                    "text": "A long document.",
+                    "cache_control": {"type": "ephemeral"},
+                },
+                {"type": "text", "text": "Question?"},
             ],
         },
-        {"role": "user", "content": "Question?"},
     ]
     assert "system" not in req.json
 

@@ -462,9 +462,10 @@ def test_secret_header_is_refused(cwd: Path) -> None:
 
 
 def test_missing_required_key_points_at_its_parent(cwd: Path) -> None:
-    p = only(MINIMAL.replace('    prompt: "Hi {{ name }}"\n', ""))
+    # (a route's prompt is optional: its fallback is not)
+    p = only(MINIMAL.replace("    fallback:\n      - openai/gpt-5.5\n      - mock/mock-1\n", ""))
     assert (p.line, p.path) == (14, "routes.r")
-    assert p.message == "missing required key 'prompt'"
+    assert p.message == "missing required key 'fallback'"
 
 
 def test_wrong_type_names_the_value(cwd: Path) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import sys
 from typing import Any
 
+from router.conversation import shown
 from router.money import dollars, usd
 from router.plan import Plan, StepFit
 
@@ -91,7 +92,7 @@ def render(args: argparse.Namespace, output: Output) -> int:
         return Exit.OK
     for m in messages:
         mark = " (prompt cache breakpoint)" if m.cache else ""
-        output.text(f"--- {m.role}{mark} ---\n{m.content.rstrip()}\n")
+        output.text(f"--- {m.role}{mark} ---\n{shown(m.content).rstrip()}\n")
     output.text("--- chain (dry run: nothing sent) ---\n")
     for i, (s, f) in enumerate(zip(chain, fits, strict=True), 1):
         output.text(

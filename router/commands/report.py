@@ -14,6 +14,7 @@ from router.errors import (
     DeadlineExceededError,
     LedgerError,
     ProviderError,
+    RequestError,
     StreamInterruptedError,
     TemplateError,
     UnknownRouteError,
@@ -125,7 +126,7 @@ def exit_code(exc: BaseException) -> Exit:
         return exc.code
     if isinstance(exc, ConfigError | LedgerError):
         return Exit.CONFIG
-    if isinstance(exc, TemplateError | UnknownRouteError):
+    if isinstance(exc, TemplateError | UnknownRouteError | RequestError):
         return Exit.REQUEST
     return Exit.FAILED
 
@@ -147,6 +148,10 @@ def error_dict(exc: BaseException, code: Exit) -> dict[str, Any]:
         err["variables"] = list(exc.variables)
     if isinstance(exc, UnknownRouteError):
         err["route"] = exc.route
+    if isinstance(exc, RequestError):
+        err["route"] = exc.route
+        err["index"] = exc.index
+        err["provider"] = exc.provider
     if isinstance(exc, LedgerError):
         err["path"] = exc.path
     if isinstance(exc, WouldOverwriteError):

@@ -28,7 +28,7 @@ like every error message; keys never appear.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from router.metrics.extras import missing_extra
@@ -40,11 +40,12 @@ try:
 except ImportError as missing:  # the optional dependency is not installed
     raise missing_extra(__name__, "otel", missing) from missing
 
+from router.conversation import url_shown
 from router.errors import StreamInterruptedError
 from router.metrics.stats import call_moves, error_type, skip_label
 from router.observe import CallRecord
 from router.redact import redact
-from router.types import Attempt, Usage
+from router.types import Attempt, Image, Part, Text, ToolCall, Usage
 
 if TYPE_CHECKING:
     from router.router import Router
@@ -102,8 +103,39 @@ def _usage_attrs(attrs: Attributes, usage: Usage) -> None:
         attrs["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
 
 
-def _parts(text: str) -> list[dict[str, str]]:
-    return [{"type": "text", "content": redact(text)}]
+def _parts(content: str | list[Part]) -> list[dict[str, Any]]:
+    """A message's content as GenAI semantic-convention parts (text redacted; image
+    bytes left out, only their type and size)."""
+    if isinstance(content, str):
+        return [{"type": "text", "content": redact(content)}]
+    out: list[dict[str, Any]] = []
+    for p in content:
+        if isinstance(p, Text):
+            out.append({"type": "text", "content": redact(p.text)})
+        elif isinstance(p, Image):
+            if p.url is not None:
+                out.append({"type": "uri", "modality": "image", "uri": redact(url_shown(p.url))})
+            else:
+                out.append(
+                    {
+                        "type": "blob",
+                        "modality": "image",
+                        "mime_type": p.mime,
+                        "size": len(p.data or b""),
+                    }
+                )
+        elif isinstance(p, ToolCall):
+            args = p.arguments_raw if p.arguments_raw is not None else json.dumps(p.arguments)
+            out.append({"type": "tool_call", "id": p.id, "name": p.name, "arguments": redact(args)})
+        else:
+            result = p.content
+            text = (
+                result
+                if isinstance(result, str)
+                else "".join(r.text for r in result if isinstance(r, Text))
+            )
+            out.append({"type": "tool_call_response", "id": p.call_id, "response": redact(text)})
+    return out
 
 
 class Tracing:

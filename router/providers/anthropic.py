@@ -20,6 +20,17 @@ string, float, bool or negative) does not fail the reply: the usage comes back
 Thinking blocks go to ``details["thinking"]``, tool_use blocks to
 ``details["tool_calls"]`` (``arguments`` as JSON text, like OpenAI's).
 
+Conversations (docs/conversations.md): a message of parts becomes a list of
+content blocks: ``text``, ``image`` (``source`` of type ``base64`` with the
+bytes, or ``url``), ``tool_use`` in assistant messages (``input`` is the
+arguments object; a call whose arguments were not valid JSON goes back with
+``{}``), and a tool message becomes a *user* message of ``tool_result`` blocks
+(``tool_use_id``, the content, ``is_error`` when set). Anthropic requires
+turns to alternate, so consecutive messages of the same wire role are merged
+into one message (their blocks in order): tool results then a user prompt make
+one user message whose ``tool_result`` blocks come first, as the API requires.
+A reply's ``tool_use`` blocks come back as ``Reply.tool_calls``.
+
 Prompt caching: Anthropic caches a prompt prefix only up to a block marked
 ``"cache_control": {"type": "ephemeral"}`` (Anthropic's default lifetime, 5
 minutes). A message marked ``cache`` (a route's ``prompt_cache``) is sent as a
@@ -35,6 +46,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from router.conversation import decoded_call
 from router.errors import AuthenticationError, ContextLengthError, ProviderError
 from router.providers.base import (
     AdapterBase,
@@ -45,6 +57,8 @@ from router.providers.base import (
     compact_json,
     event_usage,
     filtered,
+    image_base64,
+    joined_text,
     listed_models,
     malformed_usage,
     map_finish_reason,
@@ -54,7 +68,17 @@ from router.providers.base import (
     wire_usage,
 )
 from router.providers.error_body import COMMON_RULES, ErrorBody, ErrorRules, classify, stream_error
-from router.types import Message, Reply, StreamEvent, Usage, WireRequest
+from router.types import (
+    Image,
+    Message,
+    Part,
+    Reply,
+    StreamEvent,
+    Text,
+    ToolCall,
+    Usage,
+    WireRequest,
+)
 
 API_VERSION = "2023-06-01"
 # max_tokens when the caller gave none (the API requires one); the YAML default too.
@@ -173,17 +197,74 @@ def _usage(raw: Any, details: dict[str, Any]) -> Usage:
     )
 
 
+def _system_text(m: Message) -> str:
+    return m.content if isinstance(m.content, str) else joined_text(m.content)
+
+
 def _block(m: Message) -> dict[str, Any]:
-    """A message as one text block, marked as a cache breakpoint when it is one."""
-    block: dict[str, Any] = {"type": "text", "text": m.content}
+    """A system message as one text block, marked as a cache breakpoint when it is one."""
+    block: dict[str, Any] = {"type": "text", "text": _system_text(m)}
     if m.cache:
         block["cache_control"] = dict(CACHE_CONTROL)
     return block
 
 
+def _image(image: Image) -> dict[str, Any]:
+    if image.url is not None:
+        return {"type": "image", "source": {"type": "url", "url": image.url}}
+    source = {"type": "base64", "media_type": image.mime, "data": image_base64(image)}
+    return {"type": "image", "source": source}
+
+
+def _part(part: Part) -> dict[str, Any]:
+    if isinstance(part, Text):
+        return {"type": "text", "text": part.text}
+    if isinstance(part, Image):
+        return _image(part)
+    if isinstance(part, ToolCall):
+        return {"type": "tool_use", "id": part.id, "name": part.name, "input": part.arguments}
+    result: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.call_id}
+    content = part.content
+    result["content"] = content if isinstance(content, str) else [_part(p) for p in content]
+    if part.is_error:
+        result["is_error"] = True
+    return result
+
+
+def _blocks(content: str | list[Part]) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [_part(p) for p in content]
+
+
 def _content(m: Message) -> str | list[dict[str, Any]]:
-    """A message's ``content``: the plain string, or one marked block when cached."""
-    return [_block(m)] if m.cache else m.content
+    """A message's ``content``: the plain string, or blocks (the last one marked as a
+    cache breakpoint when the message is one)."""
+    if isinstance(m.content, str) and not m.cache:
+        return m.content
+    blocks = _blocks(m.content)
+    if m.cache:
+        blocks[-1]["cache_control"] = dict(CACHE_CONTROL)
+    return blocks
+
+
+def _wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The ``messages`` array: system left out, tool messages as user messages, and
+    consecutive messages of one role merged (Anthropic requires turns to alternate)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        if m.role == "system":
+            continue
+        role = "user" if m.role == "tool" else m.role
+        content = _content(m)
+        if out and out[-1]["role"] == role:
+            prev = out[-1]
+            before = prev["content"]
+            merged = _blocks(before) if isinstance(before, str) else before
+            prev["content"] = merged + (_blocks(content) if isinstance(content, str) else content)
+        else:
+            out.append({"role": role, "content": content})
+    return out
 
 
 class AnthropicAdapter(AdapterBase):
@@ -204,15 +285,13 @@ class AnthropicAdapter(AdapterBase):
     ) -> WireRequest:
         """``POST /v1/messages``: system hoisted, max_tokens always set, extras passed."""
         body = chat_body(model, params, _RESERVED)
-        body["messages"] = [
-            {"role": m.role, "content": _content(m)} for m in messages if m.role != "system"
-        ]
+        body["messages"] = _wire_messages(messages)
         # Empty system text is left out: Anthropic refuses an empty text block.
         system = [m for m in messages if m.role == "system" and m.content]
         if any(m.cache for m in system):
             body["system"] = [_block(m) for m in system]
         elif system:
-            body["system"] = "\n\n".join(m.content for m in system)
+            body["system"] = "\n\n".join(_system_text(m) for m in system)
         max_tokens = params.get("max_tokens")
         body["max_tokens"] = DEFAULT_MAX_TOKENS if max_tokens is None else max_tokens
         temperature = params.get("temperature")
@@ -228,6 +307,7 @@ class AnthropicAdapter(AdapterBase):
         texts: list[str] = []
         thinking: list[str] = []
         tool_calls: list[dict[str, Any]] = []
+        calls: list[ToolCall] = []
         for block in resp.content:
             if block.type == "text":
                 texts.append(block.text or "")
@@ -237,6 +317,8 @@ class AnthropicAdapter(AdapterBase):
                 tool_calls.append(
                     {"id": block.id, "name": block.name, "arguments": compact_json(block.input)}
                 )
+                call_id = block.id or f"call_{len(calls)}"
+                calls.append(decoded_call(call_id, block.name or "", block.input))
         text = "".join(texts)
         details: dict[str, Any] = {}
         if thinking:
@@ -247,7 +329,7 @@ class AnthropicAdapter(AdapterBase):
         if finish == "content_filter" and not text and not tool_calls:
             raise filtered(self, model, "the model refused to answer (stop_reason: refusal)")
         usage = _usage(resp.usage, details) if resp.usage is not None else Usage(estimated=True)
-        return Reply(text, finish, usage, resp.id, details)
+        return Reply(text, finish, usage, resp.id, details, calls)
 
     def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:
         """Status plus Anthropic's error ``type`` (529 ``overloaded_error`` is a server error)."""

@@ -30,6 +30,7 @@ Error bodies (decoding, classification, the typed error of a response) are
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
@@ -38,7 +39,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import ContentFilterError, InvalidResponseError, ProviderError
 from router.providers.error_body import Classifier, ErrorBody, embedded_error
-from router.types import Message, Reply, StreamEvent, Usage, WireRequest
+from router.types import (
+    Image,
+    Message,
+    Part,
+    Reply,
+    StreamEvent,
+    Text,
+    ToolCall,
+    Usage,
+    WireRequest,
+)
 
 # A chat request's parameters: the router's (``max_tokens``, ``temperature``) and
 # provider extras, already merged.
@@ -297,6 +308,37 @@ def filtered(adapter: Adapter, model: str, why: str) -> ContentFilterError:
 def compact_json(value: Any) -> str:
     """Tool-call arguments given as a JSON value, as the JSON text OpenAI would send."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+# -- conversations: message parts to wire, tool calls from wire ---------------------
+
+
+def parts_of(content: str | list[Part]) -> list[Part]:
+    """A message's content as a list of parts (a string is one Text part)."""
+    return [Text(content)] if isinstance(content, str) else content
+
+
+def joined_text(parts: Sequence[Part | Text | Image]) -> str:
+    """The text of the Text parts, joined (the other parts left out)."""
+    return "".join(p.text for p in parts if isinstance(p, Text))
+
+
+def image_base64(image: Image) -> str:
+    """An Image's bytes as base64 text (the caller checked that it has bytes)."""
+    return base64.b64encode(image.data or b"").decode("ascii")
+
+
+def image_url(image: Image) -> str:
+    """An Image as a URL: its own, or a ``data:`` URL carrying its bytes."""
+    if image.url is not None:
+        return image.url
+    return f"data:{image.mime};base64,{image_base64(image)}"
+
+
+def call_arguments_json(call: ToolCall) -> str:
+    """A tool call's arguments as JSON text: the provider's raw text when it was not a
+    JSON object (sent back as received), else the arguments compacted."""
+    return call.arguments_raw if call.arguments_raw is not None else compact_json(call.arguments)
 
 
 def chat_body(model: str, params: Mapping[str, Any], reserved: frozenset[str]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ Behaviour, from the provider's ``mock:`` settings:
   order, each with an OpenAI-shaped error body (429 carries ``retry-after: 1``);
 - then every chat request succeeds with ``reply`` (``{model}`` and ``{prompt}``,
   the last user message, substituted literally) and a deterministic usage:
-  prompt tokens = ceil(characters of all messages / 4), completion tokens =
+  prompt tokens = ceil(characters of all messages' text / 4), completion tokens =
   ceil(characters of the reply / 4);
 - ``stream: true`` gets an SSE body of word chunks, a finish chunk, a usage
   chunk when ``stream_options.include_usage`` asks for it (as OpenAI does), and
@@ -90,7 +90,17 @@ class MockResponse:
 
 class _Msg(Wire):
     role: str
-    content: str
+    # A string, a list of content parts (text, image_url), or null (an assistant turn
+    # of tool calls only); the mock reads the text of it.
+    content: str | list[dict[str, Any]] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @property
+    def text(self) -> str:
+        """The message's text: the string, or its text parts joined."""
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        return "".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
 
 
 class _StreamOptions(Wire):
@@ -161,9 +171,9 @@ class MockUpstream:
         except ValidationError as exc:
             message = f"mock: invalid chat request ({exc.error_count()} problem(s))"
             return self._send(400, _JSON, _error_body(400, message))
-        prompt = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        prompt = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
         reply = self._settings.reply.replace("{model}", request.model).replace("{prompt}", prompt)
-        prompt_tokens = math.ceil(sum(len(m.content) for m in request.messages) / 4)
+        prompt_tokens = math.ceil(sum(len(m.text) for m in request.messages) / 4)
         completion_tokens = math.ceil(len(reply) / 4)
         usage = {
             "prompt_tokens": prompt_tokens,

@@ -16,6 +16,15 @@ cost nothing, so this never skews a cost. A malformed count (a string, float,
 bool or negative) does not fail the reply: the usage comes back ``suspect`` and
 the router bills its own estimate (docs/money.md).
 
+Conversations (docs/conversations.md): a message's text parts are joined
+into ``content`` and its images go to ``images`` as base64 (Ollama takes no
+image URL: a RequestError); an assistant's tool calls become ``tool_calls``
+with ``function.name`` and the arguments as an object (Ollama's format has no
+call ids); each tool result its own ``role: tool`` message with
+``tool_name`` (the name of the call it answers). A reply's
+``message.tool_calls`` come back as ``Reply.tool_calls``; a call without an id
+gets ``call_<index>`` (its position in the reply), stable for the same reply.
+
 Health: ``GET /api/tags`` lists pulled models as ``name:tag``; a configured
 ``llama3.2`` matches a pulled ``llama3.2:latest``.
 """
@@ -25,7 +34,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from router.errors import BadRequestError, ProviderError
+from router.conversation import decoded_call, url_shown
+from router.errors import BadRequestError, ProviderError, RequestError
 from router.providers.base import (
     AdapterBase,
     Count,
@@ -35,6 +45,8 @@ from router.providers.base import (
     chat_body,
     compact_json,
     event_usage,
+    image_base64,
+    joined_text,
     malformed_usage,
     map_finish_reason,
     parse_wire,
@@ -43,7 +55,18 @@ from router.providers.base import (
     wire_usage,
 )
 from router.providers.error_body import COMMON_RULES, ErrorBody, classify, stream_error
-from router.types import Message, Reply, StreamEvent, Usage, WireRequest
+from router.types import (
+    Image,
+    Message,
+    Part,
+    Reply,
+    StreamEvent,
+    Text,
+    ToolCall,
+    ToolResult,
+    Usage,
+    WireRequest,
+)
 
 _FINISH_REASON_MAP = {"stop": "stop", "length": "length"}
 
@@ -135,6 +158,65 @@ def _tool_calls(calls: list[_ToolCall]) -> list[dict[str, Any]]:
     return out
 
 
+def _images(provider: str, parts: Sequence[Part | Text | Image]) -> list[str]:
+    images = []
+    for p in parts:
+        if isinstance(p, Image):
+            if p.data is None:
+                raise RequestError(
+                    f"provider {provider!r}: Ollama takes images only as bytes, not by URL"
+                    f" ({url_shown(p.url or '')!r}); pass Image(data=..., mime=...)",
+                    provider=provider,
+                )
+            images.append(image_base64(p))
+    return images
+
+
+def _wire_message(provider: str, m: Message, names: dict[str, str]) -> list[dict[str, Any]]:
+    """One message as Ollama messages (a tool message: one per result). ``names``
+    maps the call ids seen so far to their tool names."""
+    content = m.content
+    if isinstance(content, str):
+        return [{"role": m.role, "content": content}]
+    if m.role == "tool":
+        out = []
+        for r in content:
+            if not isinstance(r, ToolResult):
+                continue
+            parts = [Text(r.content)] if isinstance(r.content, str) else r.content
+            wire: dict[str, Any] = {"role": "tool", "content": joined_text(parts)}
+            if r.call_id in names:
+                wire["tool_name"] = names[r.call_id]
+            images = _images(provider, parts)
+            if images:
+                wire["images"] = images
+            out.append(wire)
+        return out
+    wire = {"role": m.role, "content": joined_text(content)}
+    images = _images(provider, content)
+    if images:
+        wire["images"] = images
+    calls = [p for p in content if isinstance(p, ToolCall)]
+    if calls:
+        for c in calls:
+            names[c.id] = c.name
+        wire["tool_calls"] = [
+            {"function": {"name": c.name, "arguments": c.arguments}} for c in calls
+        ]
+    return [wire]
+
+
+def _reply_calls(calls: list[_ToolCall]) -> list[ToolCall]:
+    return [
+        decoded_call(
+            tc.id or f"call_{i}",
+            (tc.function.name if tc.function else None) or "",
+            tc.function.arguments if tc.function else None,
+        )
+        for i, tc in enumerate(calls)
+    ]
+
+
 def _finish(raw: str | None, has_tools: bool, details: dict[str, Any]) -> str | None:
     finish = map_finish_reason(raw, _FINISH_REASON_MAP, details)
     if has_tools and finish == "stop":  # Ollama says "stop" after calling tools
@@ -172,7 +254,10 @@ class OllamaAdapter(AdapterBase):
         if params.get("temperature") is not None:
             options["temperature"] = params["temperature"]
         body = chat_body(model, params, _RESERVED)
-        body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        names: dict[str, str] = {}
+        body["messages"] = [
+            wire for m in messages for wire in _wire_message(self.provider, m, names)
+        ]
         body["stream"] = stream
         if options:
             body["options"] = options
@@ -183,15 +268,17 @@ class OllamaAdapter(AdapterBase):
         resp = parse_wire_once(self, model, _TypedResponse, _Response, body)
         msg = resp.message
         details: dict[str, Any] = {}
+        calls: list[ToolCall] = []
         if msg.thinking:
             details["thinking"] = msg.thinking
         if msg.tool_calls:
             details["tool_calls"] = [
                 {k: v for k, v in tc.items() if k != "index"} for tc in _tool_calls(msg.tool_calls)
             ]
+            calls = _reply_calls(msg.tool_calls)
         finish = _finish(resp.done_reason, bool(msg.tool_calls), details)
         usage = _usage(resp, details)
-        return Reply(msg.content or "", finish, usage, None, details)
+        return Reply(msg.content or "", finish, usage, None, details, calls)
 
     def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:
         """Status plus Ollama's messages (``model '...' not found``, context length)."""

@@ -28,6 +28,14 @@ Usage, checked against the recorded fixtures:
   does not fail the reply: the usage comes back ``suspect`` and the router
   bills its own estimate (docs/money.md).
 
+Conversations (docs/conversations.md): a message of parts becomes a
+``content`` array of ``text`` and ``image_url`` parts (image bytes as a
+``data:`` URL); an assistant's tool calls become ``tool_calls`` with JSON-text
+``arguments``; each tool result its own ``role: tool`` message with its
+``tool_call_id`` (text only: the format has no images in tool results and no
+error flag). A reply's ``message.tool_calls`` come back as
+``Reply.tool_calls``.
+
 Reasoning text (DeepSeek/xAI ``reasoning_content``, Groq/OpenRouter/vLLM
 ``reasoning``) goes to ``details["reasoning"]``, never into the text.
 """
@@ -39,21 +47,26 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from router.conversation import decoded_call
 from router.errors import (
     AuthenticationError,
     BadRequestError,
     ContextLengthError,
     ProviderError,
+    RequestError,
 )
 from router.providers.base import (
     AdapterBase,
     Count,
     Params,
     Wire,
+    call_arguments_json,
     chat_body,
     event_usage,
     filtered,
+    image_url,
     invalid,
+    joined_text,
     listed_models,
     malformed_usage,
     map_finish_reason,
@@ -63,7 +76,17 @@ from router.providers.base import (
     wire_usage,
 )
 from router.providers.error_body import COMMON_RULES, ErrorBody, ErrorRules, classify, stream_error
-from router.types import Message, Reply, StreamEvent, Usage, WireRequest
+from router.types import (
+    Image,
+    Message,
+    Reply,
+    StreamEvent,
+    Text,
+    ToolCall,
+    ToolResult,
+    Usage,
+    WireRequest,
+)
 
 _FINISH_REASON_MAP = {
     "stop": "stop",
@@ -240,6 +263,74 @@ def _tool_call(tc: _ToolCall) -> dict[str, Any]:
     }
 
 
+def _content_parts(parts: list[Any]) -> list[dict[str, Any]]:
+    """Text and Image parts as a ``content`` array."""
+    out: list[dict[str, Any]] = []
+    for p in parts:
+        if isinstance(p, Text):
+            out.append({"type": "text", "text": p.text})
+        elif isinstance(p, Image):
+            out.append({"type": "image_url", "image_url": {"url": image_url(p)}})
+    return out
+
+
+def _result_content(provider: str, result: ToolResult) -> str | list[dict[str, Any]]:
+    if isinstance(result.content, str):
+        return result.content
+    if any(isinstance(p, Image) for p in result.content):
+        raise RequestError(
+            f"provider {provider!r}: the OpenAI Chat Completions format cannot carry an"
+            f" image in a tool result (call {result.call_id!r})",
+            provider=provider,
+        )
+    return _content_parts(result.content)
+
+
+def _wire_messages(provider: str, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The ``messages`` array of a conversation (docs/conversations.md)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        content = m.content
+        if isinstance(content, str):
+            out.append({"role": m.role, "content": content})
+        elif m.role == "tool":
+            out += [
+                {"role": "tool", "tool_call_id": r.call_id, "content": _result_content(provider, r)}
+                for r in content
+                if isinstance(r, ToolResult)
+            ]
+        elif m.role == "assistant":
+            calls = [p for p in content if isinstance(p, ToolCall)]
+            text = joined_text(content)
+            wire: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if calls:
+                wire["tool_calls"] = [
+                    {
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": call_arguments_json(c)},
+                    }
+                    for c in calls
+                ]
+            out.append(wire)
+        elif m.role == "system":
+            out.append({"role": "system", "content": joined_text(content)})
+        else:
+            out.append({"role": m.role, "content": _content_parts(content)})
+    return out
+
+
+def _reply_calls(calls: list[_ToolCall]) -> list[ToolCall]:
+    return [
+        decoded_call(
+            tc.id or f"call_{i}",
+            (tc.function.name if tc.function else None) or "",
+            tc.function.arguments if tc.function else None,
+        )
+        for i, tc in enumerate(calls)
+    ]
+
+
 class OpenAIAdapter(AdapterBase):
     """OpenAI Chat Completions and compatible APIs (SSE streams, a bearer key)."""
 
@@ -250,7 +341,7 @@ class OpenAIAdapter(AdapterBase):
     ) -> WireRequest:
         """``POST /chat/completions``: extras pass through; see the module docstring."""
         body = chat_body(model, params, _RESERVED)
-        body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        body["messages"] = _wire_messages(self.provider, messages)
         reasoning = _is_reasoning(model)
         max_tokens = params.get("max_tokens")
         if max_tokens is not None:
@@ -277,8 +368,10 @@ class OpenAIAdapter(AdapterBase):
         reasoning = msg.reasoning_content or msg.reasoning
         if reasoning:
             details["reasoning"] = reasoning
+        calls: list[ToolCall] = []
         if msg.tool_calls:
             details["tool_calls"] = [_tool_call(tc) for tc in msg.tool_calls]
+            calls = _reply_calls(msg.tool_calls)
         if msg.refusal:
             details["refusal"] = msg.refusal
         if resp.citations:
@@ -288,7 +381,7 @@ class OpenAIAdapter(AdapterBase):
             why = msg.refusal or "the reply was withheld by the provider's content filter"
             raise filtered(self, model, why)
         usage = _usage(resp.usage, details) if resp.usage is not None else Usage(estimated=True)
-        return Reply(text, finish, usage, resp.id, details)
+        return Reply(text, finish, usage, resp.id, details, calls)
 
     def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:
         """Status plus OpenAI codes/messages and those of compatible servers."""
