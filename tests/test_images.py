@@ -375,3 +375,35 @@ async def test_budget_reservation_counts_the_image_with_the_providers_formula(
         await router.complete("an", {"chart": png(1, 1)}, deadline_s=5)
     assert len(oa.requests) == 1
     assert len(an.requests) == 1
+
+
+def test_an_image_variable_is_not_an_unused_variable(tmp_path: Path) -> None:
+    """An image variable is never in a template: no "declared but unused" warning."""
+    from router.config import read_config
+
+    (tmp_path / "p.yaml").write_text(
+        "version: 1\n"
+        "providers:\n"
+        "  mock: {kind: mock, models: {m: {}}}\n"
+        "routes:\n"
+        "  r:\n"
+        "    prompt: 'Describe the chart.'\n"
+        "    vars: {chart: image, spare: int}\n"
+        "    fallback: [mock/m]\n"
+    )
+    (warning,) = read_config(tmp_path / "p.yaml", env={}).warnings
+    assert "'spare' is declared" in warning.message
+
+
+def test_an_image_variable_in_a_template_file_is_reported_at_its_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        make_config(
+            tmp_path,
+            "providers:\n  m: {kind: mock, models: {x: {}}}\n"
+            "routes:\n  r:\n    prompt: {file: p.j2}\n    vars: {chart: image}\n"
+            "    fallback: [m/x]\n",
+            templates={"p.j2": "Describe:\n{{ chart }}\n"},
+        )
+    (problem,) = info.value.problems
+    assert (problem.file.endswith("p.j2"), problem.line) == (True, 2)
+    assert "template p.j2 uses image variable 'chart' as text" in problem.message
