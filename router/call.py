@@ -33,6 +33,7 @@ from router.errors import (
     RouterError,
     sever_foreign,
 )
+from router.images import image_tokens
 from router.plan import ProviderPlan, StepPlan
 from router.policy import rule_for
 from router.providers.base import Adapter
@@ -40,7 +41,17 @@ from router.providers.error_body import Sent, error_from_response
 from router.state import ProviderHandle, Refusal, State, Ticket, worst_case_usd
 from router.templates import RouteTemplates
 from router.transport import Transport
-from router.types import Attempt, Completion, Message, Reply, Skip, SkipKind, Usage, WireRequest
+from router.types import (
+    Attempt,
+    Completion,
+    Image,
+    Message,
+    Reply,
+    Skip,
+    SkipKind,
+    Usage,
+    WireRequest,
+)
 
 R = TypeVar("R")
 
@@ -163,6 +174,7 @@ class Call(Generic[R]):
         "attempts",
         "deadline",
         "est_in",
+        "images",
         "max_tokens",
         "messages",
         "params",
@@ -189,7 +201,10 @@ class Call(Generic[R]):
         self.max_tokens = max_tokens or route.max_tokens
         self.temperature = temperature if temperature is not None else route.temperature
         self.params = params
-        self.est_in = route.templates.estimate_tokens(messages)
+        # The messages' estimate without their images, which count per provider.
+        images: list[Image] = []
+        self.est_in = route.templates.estimate_tokens(messages, images)
+        self.images = images
         self.attempts: list[Attempt] = []
         # The last budget refusal, for BudgetExceededError if nothing else ran.
         self.refusal: Refusal | None = None
@@ -214,7 +229,15 @@ class Call(Generic[R]):
     def input_estimate(self, step: Step) -> int:
         """Input tokens to reserve and admit for ``step``: the messages' estimate plus
         the hidden prompt its provider bills (``input_overhead_tokens``)."""
-        return self.est_in + step.plan.input_overhead
+        return self.messages_estimate(step) + step.plan.input_overhead
+
+    def messages_estimate(self, step: Step) -> int:
+        """The messages' estimate for ``step``: their text, and their images with the
+        formula of the step's provider (router.images)."""
+        if not self.images:
+            return self.est_in
+        kind = step.provider.plan.kind
+        return self.est_in + sum(image_tokens(kind, image) for image in self.images)
 
     def sent(self, step: Step, request: WireRequest) -> Sent:
         """What ``request`` to ``step`` was, for its error's hints: the URL and the
@@ -330,7 +353,7 @@ class Call(Generic[R]):
             steps_left = n - i
             params, max_tokens = self._request_params(step)
             room = step.plan.window_room
-            if room is not None and self.est_in + max_tokens > room:
+            if room is not None and self.messages_estimate(step) + max_tokens > room:
                 self._skip(step, self._too_long(step, max_tokens), rt.clock())
                 continue
             worst = worst_case_usd(self.input_estimate(step), max_tokens, step.plan.price)

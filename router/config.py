@@ -42,6 +42,7 @@ from pydantic import (
 
 from router.errors import ConfigError, ConfigProblem
 from router.files import why_unwritable
+from router.images import DEFAULT_MAX_IMAGE_BYTES
 from router.logger import get_logger
 from router.proxy import Proxy, ProxyURLError, choose, is_loopback, parse_proxy
 from router.redact import register_secret
@@ -310,6 +311,17 @@ class Settings(_Strict):
     max_response_bytes: Annotated[
         int, Field(ge=1024, le=2**30, description="Largest response body read, bytes.")
     ] = 8 * 1024 * 1024
+    max_image_bytes: Annotated[
+        int,
+        Field(
+            ge=1024,
+            le=100_000_000,
+            description=(
+                "Largest image sent, bytes: an image variable's file or bytes, or an"
+                " Image(data=...) in a history; checked before any traffic."
+            ),
+        ),
+    ] = DEFAULT_MAX_IMAGE_BYTES
     health_ttl_s: Annotated[
         Seconds, Field(description="How long a health result is cached, seconds.")
     ] = 60.0
@@ -632,7 +644,7 @@ def _var_name(name: str) -> str:
     return name
 
 
-_VAR_TYPE_PATTERN = r"^\s*(str|int|float|bool|dict|list(\[.+\])?)\s*$"
+_VAR_TYPE_PATTERN = r"^\s*(str|int|float|bool|dict|image|list(\[.+\])?)\s*$"
 VarType = Annotated[
     str,
     AfterValidator(_var_type),
@@ -872,7 +884,11 @@ class _Loader:
             tdir = Path(self.settings.templates_dir)
             label = os.fspath(self.source.parent / tdir) if not tdir.is_absolute() else str(tdir)
             templates, problems, template_warnings = compile_routes(
-                self.routes, self.source.parent / tdir, label, self.doc
+                self.routes,
+                self.source.parent / tdir,
+                label,
+                self.doc,
+                self.settings.max_image_bytes,
             )
             self.problems += problems
         ledger = None if config is None else self._ledger(config.settings.ledger, config.budgets)

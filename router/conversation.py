@@ -14,6 +14,8 @@ The rules (docs/conversations.md):
   comes from the route's ``system`` template, and one place for it keeps every
   provider's request the same (Anthropic takes system text only at the top);
 - no message is empty (an empty string or an empty list of parts);
+- an image's bytes are a PNG, JPEG, GIF or WebP image (sniffed from their magic
+  number; ``mime`` must name that format) of at most ``settings.max_image_bytes``;
 - parts go where every provider can carry them: :class:`~router.types.Text` in
   any message, :class:`~router.types.Image` in user messages (and inside a tool
   result), :class:`~router.types.ToolCall` in assistant messages, and tool
@@ -30,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from router.errors import RequestError
+from router.images import DEFAULT_MAX_IMAGE_BYTES, bytes_problem
 from router.types import Image, Message, Text, ToolCall, ToolResult
 
 __all__ = [
@@ -49,7 +52,7 @@ def _fail(route: str, index: int | None, why: str) -> RequestError:
     return RequestError(f"route {route!r}: {where}{why}", route=route, index=index)
 
 
-def _image_problem(image: Image) -> str | None:
+def _image_problem(image: Image, max_bytes: int) -> str | None:
     if (image.url is None) == (image.data is None):
         return "an Image needs exactly one of url= and data="
     if image.data is not None:
@@ -57,12 +60,13 @@ def _image_problem(image: Image) -> str | None:
             return f"Image.data must be bytes, not {type(image.data).__name__}"
         if not image.mime:
             return "an Image given as data= needs mime= (e.g. 'image/png')"
+        return bytes_problem(image.data, max_bytes, image.mime)
     elif not isinstance(image.url, str) or not image.url:
         return "Image.url must be a non-empty string"
     return None
 
 
-def _result_problem(result: ToolResult) -> str | None:
+def _result_problem(result: ToolResult, max_bytes: int) -> str | None:
     content = result.content
     if isinstance(content, str):
         return None if content else f"the tool result for {result.call_id!r} is empty"
@@ -70,7 +74,7 @@ def _result_problem(result: ToolResult) -> str | None:
         return f"the tool result for {result.call_id!r} is empty (or not a string or list)"
     for part in content:
         if isinstance(part, Image):
-            problem = _image_problem(part)
+            problem = _image_problem(part, max_bytes)
             if problem:
                 return problem
         elif not isinstance(part, Text):
@@ -81,7 +85,7 @@ def _result_problem(result: ToolResult) -> str | None:
     return None
 
 
-def _part_problem(role: str, part: Any) -> str | None:
+def _part_problem(role: str, part: Any, max_bytes: int) -> str | None:
     """Why ``part`` cannot be in a message of ``role``; None when it can."""
     if isinstance(part, Text):
         if role == "tool":
@@ -90,7 +94,7 @@ def _part_problem(role: str, part: Any) -> str | None:
     if isinstance(part, Image):
         if role != "user":
             return f"an Image goes in a user message (or a tool result), not in a {role} message"
-        return _image_problem(part)
+        return _image_problem(part, max_bytes)
     if isinstance(part, ToolCall):
         if role != "assistant":
             return f"a ToolCall goes in an assistant message, not in a {role} message"
@@ -100,15 +104,23 @@ def _part_problem(role: str, part: Any) -> str | None:
     if isinstance(part, ToolResult):
         if role != "tool":
             return f"a ToolResult goes in a tool message, not in a {role} message"
-        return _result_problem(part)
+        return _result_problem(part, max_bytes)
     return f"a part must be Text, Image, ToolCall or ToolResult, not {type(part).__name__}"
 
 
-def check_history(route: str, messages: Sequence[Any], *, has_prompt: bool) -> None:
+def check_history(
+    route: str,
+    messages: Sequence[Any],
+    *,
+    has_prompt: bool,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+) -> None:
     """Raise RequestError naming the first message of ``messages`` that cannot be sent.
 
     ``has_prompt``: the route renders a prompt after the history (else the
     history's last message is the turn, and must be a user or tool message).
+    ``max_image_bytes``: settings.max_image_bytes, the cap on an Image's data (whose
+    bytes must also be a PNG, JPEG, GIF or WebP image of the type ``mime`` says).
     """
     if isinstance(messages, str | bytes) or not isinstance(messages, Sequence):
         raise _fail(
@@ -154,7 +166,7 @@ def check_history(route: str, messages: Sequence[Any], *, has_prompt: bool) -> N
                 " result first",
             )
         for part in parts:
-            problem = _part_problem(m.role, part)
+            problem = _part_problem(m.role, part, max_image_bytes)
             if problem:
                 raise _fail(route, i, problem)
             if isinstance(part, ToolCall):
@@ -196,11 +208,16 @@ def check_history(route: str, messages: Sequence[Any], *, has_prompt: bool) -> N
 
 
 def compose(
-    route: str, rendered: list[Message], history: Sequence[Any], *, has_prompt: bool
+    route: str,
+    rendered: list[Message],
+    history: Sequence[Any],
+    *,
+    has_prompt: bool,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ) -> list[Message]:
     """The conversation to send: the route's system message(s), the checked
     ``history``, then the route's prompt (when it has one)."""
-    check_history(route, history, has_prompt=has_prompt)
+    check_history(route, history, has_prompt=has_prompt, max_image_bytes=max_image_bytes)
     system = [m for m in rendered if m.role == "system"]
     rest = [m for m in rendered if m.role != "system"]
     return [*system, *history, *rest]

@@ -27,11 +27,10 @@ rounded up, then checked on a third corpus not used for fitting.
 
 A message of parts (a call's history, docs/conversations.md) counts the text
 of its Text parts, each tool call's name and JSON arguments, each tool
-result's content, and :data:`IMAGE_TOKENS` per image: a conservative constant
-until per-provider image formulas are known (a 1,092 x 1,092 image is about
-1,600 tokens at Anthropic, ``width x height / 750``, which also resizes
-larger images down to about that many; OpenAI's tile formula gives less for
-the same image).
+result's content, and its images: a call collects them (``images=``) and
+counts each with its provider's formula per step (router.images); without
+``images=`` each counts :data:`IMAGE_TOKENS`, at or above every provider's
+count but Ollama's.
 
 Measured error (docs/money.md has the table): on 437 typical prompts (English
 prose and docs, Markdown, Python, real API JSON/SSE bodies, trading prompts
@@ -53,12 +52,10 @@ import json
 import string
 from collections.abc import Mapping, Sequence
 
+from router.images import IMAGE_TOKENS
 from router.types import Image, Message, Part, Text, ToolCall, ToolResult
 
 __all__ = ["IMAGE_TOKENS", "estimate_text_tokens", "estimate_tokens"]
-
-# Tokens counted per image part, whatever its size (see the module docstring).
-IMAGE_TOKENS = 1600
 
 # Chat-format tokens a provider adds around each message (role markers,
 # separators) and once per request (reply priming, the system wrapper).
@@ -118,7 +115,11 @@ def estimate_text_tokens(text: str) -> int:
     return -(-_quarter_tokens(text) // 4)
 
 
-def estimate_tokens(messages: Sequence[Message], known: Mapping[int, int] | None = None) -> int:
+def estimate_tokens(
+    messages: Sequence[Message],
+    known: Mapping[int, int] | None = None,
+    images: list[Image] | None = None,
+) -> int:
     """Conservative estimate of the input tokens a chat request will be billed for.
 
     Meant to be at or above the provider's real count for typical English and
@@ -132,6 +133,10 @@ def estimate_tokens(messages: Sequence[Message], known: Mapping[int, int] | None
             made once for messages that are the same object on every call (a
             route's constant system message, router.templates); the caller keeps
             those messages alive, so no other message can have their id.
+        images: when given, every image part (tool results' included) is appended
+            here and not counted: the caller counts them per provider
+            (:func:`router.images.image_tokens`). Else each counts
+            :data:`IMAGE_TOKENS`.
 
     Returns:
         Estimated input tokens, including per-message chat-format overhead.
@@ -147,11 +152,11 @@ def estimate_tokens(messages: Sequence[Message], known: Mapping[int, int] | None
         if content.__class__ is str:
             total += -(-_quarter_tokens(content) // 4)
         else:
-            total += _parts_tokens(content)
+            total += _parts_tokens(content, images)
     return total
 
 
-def _parts_tokens(parts: str | list[Part] | list[Text | Image]) -> int:
+def _parts_tokens(parts: str | list[Part] | list[Text | Image], images: list[Image] | None) -> int:
     """Estimated tokens of a message's (or a tool result's) parts."""
     if isinstance(parts, str):
         return -(-_quarter_tokens(parts) // 4)
@@ -160,12 +165,15 @@ def _parts_tokens(parts: str | list[Part] | list[Text | Image]) -> int:
         if isinstance(part, Text):
             total += -(-_quarter_tokens(part.text) // 4)
         elif isinstance(part, Image):
-            total += IMAGE_TOKENS
+            if images is None:
+                total += IMAGE_TOKENS
+            else:
+                images.append(part)
         elif isinstance(part, ToolCall):
             args = part.arguments_raw
             if args is None:
                 args = json.dumps(part.arguments, ensure_ascii=False)
             total += PER_MESSAGE + -(-_quarter_tokens(part.id + " " + part.name + args) // 4)
         elif isinstance(part, ToolResult):
-            total += PER_MESSAGE + _parts_tokens(part.content)
+            total += PER_MESSAGE + _parts_tokens(part.content, images)
     return total

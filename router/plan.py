@@ -55,9 +55,10 @@ from router.config import (
 )
 from router.conversation import compose
 from router.errors import UnknownRouteError
+from router.images import image_tokens
 from router.proxy import Proxy
 from router.templates import RouteTemplates
-from router.types import Message
+from router.types import Image, Message
 
 __all__ = [
     "ChainStep",
@@ -238,7 +239,13 @@ class Plan:
         rendered = templates.render(vars)
         if messages is None and templates.has_prompt:
             return rendered
-        return compose(route, rendered, messages or (), has_prompt=templates.has_prompt)
+        return compose(
+            route,
+            rendered,
+            messages or (),
+            has_prompt=templates.has_prompt,
+            max_image_bytes=templates.max_image_bytes,
+        )
 
     def chain(self, route: str) -> list[ChainStep]:
         """The steps ``route`` would try, in order, with their price, retries and cap."""
@@ -264,14 +271,19 @@ class Plan:
         cap larger than the window is known not to fit."""
         r = self.route(route)
         est = None
+        images: list[Image] = []  # counted per step, with its provider's formula
         if vars is not None or messages is not None:
-            est = r.templates.estimate_tokens(self.render(route, vars, messages=messages))
+            rendered = self.render(route, vars, messages=messages)
+            est = r.templates.estimate_tokens(rendered, images)
         out = []
         for s in r.steps:
             cap = max_tokens or r.max_tokens
             if s.max_output_tokens is not None and cap > s.max_output_tokens:
                 cap = s.max_output_tokens
-            need = None if est is None else est + s.input_overhead
+            need = None
+            if est is not None:
+                kind = self.providers[s.provider].kind
+                need = est + s.input_overhead + sum(image_tokens(kind, i) for i in images)
             window = s.context_window
             fits = None
             if window is None:

@@ -357,7 +357,13 @@ class Router:
         templates = r.templates
         rendered = templates.render(vars)
         if messages is not None or not templates.has_prompt:
-            rendered = compose(route, rendered, messages or (), has_prompt=templates.has_prompt)
+            rendered = compose(
+                route,
+                rendered,
+                messages or (),
+                has_prompt=templates.has_prompt,
+                max_image_bytes=templates.max_image_bytes,
+            )
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
         call = CompleteCall(gen.rt, r, rendered, deadline, max_tokens, temperature, params)
         gen.active += 1
@@ -428,7 +434,13 @@ class Router:
         templates = r.templates
         messages = templates.render(vars)
         if history is not None or not templates.has_prompt:
-            messages = compose(route, messages, history or (), has_prompt=templates.has_prompt)
+            messages = compose(
+                route,
+                messages,
+                history or (),
+                has_prompt=templates.has_prompt,
+                max_image_bytes=templates.max_image_bytes,
+            )
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
         call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params)
         return _Scope(self, gen, call)

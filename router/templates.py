@@ -52,7 +52,9 @@ from jinja2.utils import generate_lorem_ipsum
 from router.errors import ConfigProblem, TemplateError
 from router.estimate import estimate_text_tokens, estimate_tokens
 from router.files import FileRefusedError, read_config_file
-from router.types import Message, Role
+from router.image_vars import check_image_value, image_from_value
+from router.images import DEFAULT_MAX_IMAGE_BYTES
+from router.types import Image, Message, Role, Text
 from router.yamlsrc import did_you_mean, format_path
 
 if TYPE_CHECKING:
@@ -74,7 +76,10 @@ __all__ = [
 VarCheck = Callable[[Any], "str | None"]
 
 # The simple type names a route may declare; ``list[T]`` nests any of them.
-VAR_TYPES = ("str", "int", "float", "bool", "dict", "list")
+VAR_TYPES = ("str", "int", "float", "bool", "dict", "list", "image")
+
+# The type of a variable whose value is an image part, not text (router.image_vars).
+IMAGE_TYPE = "image"
 
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 
@@ -118,6 +123,8 @@ def parse_var_type(spec: str) -> VarCheck:
         ValueError: the spec is not one of the forms above.
     """
     text = spec.replace(" ", "")
+    if text == IMAGE_TYPE:
+        return check_image_value
     if text in _PREDICATES:
         pred = _PREDICATES[text]
 
@@ -126,6 +133,8 @@ def parse_var_type(spec: str) -> VarCheck:
 
         return check
     if text.startswith("list[") and text.endswith("]"):
+        if text[5:-1] == IMAGE_TYPE:
+            raise ValueError("an image variable holds one image: declare one variable per image")
         inner = parse_var_type(text[5:-1])
         exact = _EXACT.get(text[5:-1], frozenset())
 
@@ -143,7 +152,7 @@ def parse_var_type(spec: str) -> VarCheck:
         return check_list
     hint = did_you_mean(text, VAR_TYPES)
     raise ValueError(
-        f"unknown type {spec!r}{hint}; use one of str, int, float, bool, dict, list, list[T]"
+        f"unknown type {spec!r}{hint}; use one of str, int, float, bool, dict, list, list[T], image"
     )
 
 
@@ -483,9 +492,23 @@ class RouteTemplates:
         route: the route's name.
         variables: the names a call should pass: the declared ``vars`` when the
             route declares them, else every name its templates use.
+        images: the route's ``image`` variables, in declaration order: their values
+            become image parts of the prompt, after its text (router.image_vars).
+        max_image_bytes: ``settings.max_image_bytes``, the cap on image bytes (image
+            variables here, a history's images in router.conversation).
     """
 
-    __slots__ = ("_checks", "_known", "_parts", "_render", "has_prompt", "route", "variables")
+    __slots__ = (
+        "_checks",
+        "_known",
+        "_parts",
+        "_render",
+        "has_prompt",
+        "images",
+        "max_image_bytes",
+        "route",
+        "variables",
+    )
 
     def __init__(
         self,
@@ -493,9 +516,13 @@ class RouteTemplates:
         parts: list[Part],
         variables: frozenset[str],
         checks: dict[str, VarCheck] | None,
+        images: tuple[str, ...] = (),
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     ) -> None:
         self.route = route
         self.variables = variables
+        self.images = images
+        self.max_image_bytes = max_image_bytes
         # False for a route without a prompt: a call's history ends with the turn.
         self.has_prompt = any(part[0] == "user" for part in parts)
         # (role, template name for errors, compiled template, its message when it
@@ -556,12 +583,37 @@ class RouteTemplates:
                     template=name,
                 ) from exc
             out.append(Message(role, text, cache))
+        if self.images:
+            self._add_images(out, values)
         return out
 
-    def estimate_tokens(self, messages: Sequence[Message]) -> int:
+    def _add_images(self, out: list[Message], values: Mapping[str, Any]) -> None:
+        """Make the prompt (the last message) its text then one image part per image
+        variable (read, capped and sniffed here: before any traffic)."""
+        images: list[Image] = []
+        for name in self.images:
+            try:
+                images.append(image_from_value(values[name], self.max_image_bytes))
+            except ValueError as exc:
+                raise TemplateError(
+                    f"route {self.route!r}: image variable {name!r}: {exc}",
+                    route=self.route,
+                    template=self._parts[-1][1],
+                    variables=[name],
+                ) from None
+        prompt = out[-1]
+        text = prompt.content if isinstance(prompt.content, str) else ""
+        parts: list[Text | Image] = [Text(text)] if text else []
+        out[-1] = Message(prompt.role, [*parts, *images], prompt.cache)
+
+    def estimate_tokens(
+        self, messages: Sequence[Message], images: list[Image] | None = None
+    ) -> int:
         """:func:`router.estimate.estimate_tokens` of messages this route rendered (the
-        same number), with each constant message's text estimated once, at load."""
-        return estimate_tokens(messages, self._known)
+        same number), with each constant message's text estimated once, at load.
+        ``images``: collect the image parts here instead of counting them (the caller
+        counts them per provider)."""
+        return estimate_tokens(messages, self._known, images)
 
     def _check(self, values: Mapping[str, Any], checks: dict[str, VarCheck]) -> None:
         """Every unexpected, missing and mistyped variable, reported at once."""
@@ -628,8 +680,15 @@ class RouteTemplates:
 class _Compiler:
     """Compiles every route's templates, collecting problems instead of stopping."""
 
-    def __init__(self, env: SandboxedEnvironment, doc: YamlDoc, dir_label: str) -> None:
+    def __init__(
+        self,
+        env: SandboxedEnvironment,
+        doc: YamlDoc,
+        dir_label: str,
+        max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    ) -> None:
         self.env = env
+        self.max_image_bytes = max_image_bytes
         self.doc = doc
         self.dir_label = dir_label  # templates_dir as the user would write it, for messages
         self.problems: list[ConfigProblem] = []
@@ -647,11 +706,21 @@ class _Compiler:
         parts: list[Part] = []
         used: set[str] = set()
         ok = True
+        images = tuple(
+            var for var, spec in (route.vars or {}).items() if spec.strip() == IMAGE_TYPE
+        )
+        if images and route.prompt is None:
+            msg = (
+                f"image variable(s) {', '.join(repr(v) for v in images)} need a prompt:"
+                " an image is sent with the route's prompt, after its text"
+            )
+            self.problems.append(self.doc.problem(("routes", name, "vars", images[0]), msg))
+            ok = False
         sources: list[tuple[Role, str]] = [] if route.prompt is None else [("user", "prompt")]
         if route.system is not None:
             sources.insert(0, ("system", "system"))
         for role, key in sources:
-            compiled = self._one(name, key, getattr(route, key), route.vars)
+            compiled = self._one(name, key, getattr(route, key), route.vars, images)
             if compiled is None:
                 ok = False
                 continue
@@ -673,7 +742,7 @@ class _Compiler:
         if route.vars is None:
             return RouteTemplates(name, parts, frozenset(used), None)
         for var in route.vars:
-            if var not in used:
+            if var not in used and var not in images:
                 msg = (
                     f"variable {var!r} is declared but no template of route"
                     f" {name!r} uses it (a call must still pass it)"
@@ -682,10 +751,15 @@ class _Compiler:
                     self.doc.problem(("routes", name, "vars", var), msg, at_key=True)
                 )
         checks = {var: parse_var_type(spec) for var, spec in route.vars.items()}
-        return RouteTemplates(name, parts, frozenset(checks), checks)
+        return RouteTemplates(name, parts, frozenset(checks), checks, images, self.max_image_bytes)
 
     def _one(
-        self, route: str, key: str, source: Any, declared: Mapping[str, str] | None
+        self,
+        route: str,
+        key: str,
+        source: Any,
+        declared: Mapping[str, str] | None,
+        images: tuple[str, ...] = (),
     ) -> tuple[str, Template, frozenset[str], tuple[Piece, ...] | None] | None:
         path: KeyPath = ("routes", route, key)
         if isinstance(source, str):
@@ -705,6 +779,16 @@ class _Compiler:
                 self._undeclared(var, declared, ast, source, tname, path)
             if undeclared:
                 return None
+        as_text = [var for var in images if var in names]
+        for var in as_text:
+            msg = (
+                f"template {tname} uses image variable {var!r} as text: an image is sent"
+                " as an image part after the prompt's text, so leave it out of the template"
+                " (describe it in words, e.g. 'the chart below')"
+            )
+            self._place(var, msg, ast, source, tname, path)
+        if as_text:
+            return None
         pieces = _substitution(ast, self.env)  # before compiling: it may fold the tree
         try:
             template = self.env.from_string(ast)
@@ -855,6 +939,12 @@ class _Compiler:
             f"template {tname} uses variable {var!r}, which is not declared in "
             f"{format_path(('routes', route, 'vars'))}" + did_you_mean(var, declared)
         )
+        self._place(var, msg, ast, source, tname, path)
+
+    def _place(
+        self, var: str, msg: str, ast: nodes.Template, source: Any, tname: str, path: KeyPath
+    ) -> None:
+        """Report ``msg`` at the line of the template that reads ``var``."""
         lineno = next(
             (n.lineno for n in ast.find_all(nodes.Name) if n.name == var and n.ctx == "load"),
             None,
@@ -870,7 +960,11 @@ class _Compiler:
 
 
 def compile_routes(
-    routes: Mapping[str, RouteConfig], templates_dir: Path, dir_label: str, doc: YamlDoc
+    routes: Mapping[str, RouteConfig],
+    templates_dir: Path,
+    dir_label: str,
+    doc: YamlDoc,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ) -> tuple[dict[str, RouteTemplates], list[ConfigProblem], list[ConfigProblem]]:
     """Compile every route's templates in one environment rooted at ``templates_dir``.
 
@@ -879,12 +973,13 @@ def compile_routes(
         templates_dir: where ``{file: ...}`` templates are read from.
         dir_label: ``templates_dir`` as shown in messages (relative to the caller's view).
         doc: the YAML the routes came from, to place problems on its lines.
+        max_image_bytes: settings.max_image_bytes, the cap on a call's image bytes.
 
     Returns:
         The compiled routes that had no problem, every problem found, and every
         warning (a declared variable no template uses).
     """
-    compiler = _Compiler(make_environment(templates_dir), doc, dir_label)
+    compiler = _Compiler(make_environment(templates_dir), doc, dir_label, max_image_bytes)
     out: dict[str, RouteTemplates] = {}
     for name, route in routes.items():
         compiled = compiler.route(name, route)

@@ -22,6 +22,7 @@ from router import (
     ToolResult,
 )
 from router.estimate import IMAGE_TOKENS, estimate_tokens
+from tests.imagekit import png, png_header
 from tests.routerkit import make_config, write_config
 from tests.upstream import Upstream, replay, reply
 
@@ -273,7 +274,7 @@ async def test_the_mock_provider_answers_a_conversation(tmp_path: Path) -> None:
     async with Router.from_yaml(path) as router:
         done = await router.complete(
             "chat",
-            messages=[Message("user", [Text("look"), Image(data=b"\x00", mime="image/png")])],
+            messages=[Message("user", [Text("look"), Image(data=png(), mime="image/png")])],
         )
     assert done.text == "echo look"
 
@@ -312,7 +313,8 @@ async def test_budget_reservation_counts_the_history(
     )
     async with Router.from_yaml(write_config(tmp_path, body)) as router:
         await router.complete("r", deadline_s=5)
-        image = [Message("user", [Image(data=b"\x00", mime="image/png")])]
+        # 768 x 2048: OpenAI's largest high-detail count, 8 tiles (1,445 tokens)
+        image = [Message("user", [Image(data=png_header(2048, 768), mime="image/png")])]
         with pytest.raises(BudgetExceededError):
             await router.complete("r", messages=image, deadline_s=5)
     assert len(oa.requests) == 1
@@ -399,7 +401,7 @@ def test_fit_counts_the_history(tmp_path: Path) -> None:
     )
     (bare,) = plan.fit("r", {})
     assert bare.fits is True
-    image = [Message("user", [Image(data=b"\x00", mime="image/png")])]
+    image = [Message("user", [Image(data=png(), mime="image/png")])]
     (with_image,) = plan.fit("r", {}, messages=image)
     assert with_image.fits is False
     assert with_image.input_tokens is not None and with_image.input_tokens > IMAGE_TOKENS
