@@ -224,6 +224,8 @@ class Call(Generic[R]):
         self.refusal: Refusal | None = None
         # The tools offered (the route's, or the call's own); None: no tools.
         self.tools = tools
+        if tools is not None:
+            self.est_in += tools.tokens  # the definitions are billed as prompt
         # The usage and cost of an answer that was billed and then failed (an
         # InvalidOutputError), for its attempt.
         self.billed_out: tuple[Usage, Decimal] | None = None

@@ -274,6 +274,8 @@ class Plan:
         est = None
         if vars is not None or messages is not None:
             est = r.templates.estimate_tokens(self.render(route, vars, messages=messages))
+            if r.tools is not None:
+                est += r.tools.tokens  # the definitions are billed as prompt
         out = []
         for s in r.steps:
             cap = max_tokens or r.max_tokens

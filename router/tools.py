@@ -11,12 +11,14 @@ schema rejects are an :class:`~router.errors.InvalidOutputError`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from router.errors import RequestError
+from router.estimate import estimate_text_tokens
 from router.types import ToolCall
 
 __all__ = ["TOOL_CHOICES", "Tool", "ToolSet", "schema_problems", "tool_name_problem"]
@@ -99,6 +101,8 @@ class ToolSet:
     _validators: Mapping[str, Any] = field(
         init=False, compare=False, repr=False, default_factory=dict
     )
+    # The estimated input tokens of the definitions (providers bill them as prompt).
+    tokens: int = field(init=False, compare=False, repr=False, default=0)
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tools]
@@ -114,6 +118,10 @@ class ToolSet:
 
         validators = {t.name: Draft202012Validator(t.parameters) for t in self.tools}
         object.__setattr__(self, "_validators", validators)
+        text = json.dumps(
+            [[t.name, t.description, t.parameters] for t in self.tools], separators=(",", ":")
+        )
+        object.__setattr__(self, "tokens", estimate_text_tokens(text))
 
     @classmethod
     def of(cls, tools: Sequence[Tool], choice: str | None) -> ToolSet:

@@ -620,3 +620,73 @@ def test_text_part_in_history_with_tools_is_kept() -> None:
     assert body is not None
     assert body["tools"] == [ANTHROPIC_TOOLS[0]]
     assert body["messages"][1]["content"][0] == {"type": "text", "text": "Checking."}
+
+
+STREAMED = {
+    "deepseek/deepseek-chat-200-sse-tool-calls-cache-hit": ("openai", "/v1/chat/completions"),
+    "openai/openai-chat-200-sse-tool-calls": ("openai", "/v1/chat/completions"),
+    "anthropic/anthropic-messages-200-sse-tool-use": ("anthropic", "/v1/messages"),
+}
+
+
+@pytest.mark.parametrize("fixture_id", sorted(STREAMED))
+async def test_recorded_streamed_tool_answers_through_a_route_with_tools(
+    fixture_id: str, tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.test_conversations import STREAMED_CALLS
+
+    monkeypatch.setenv("E2E_KEY", "test-key")
+    kind, path = STREAMED[fixture_id]
+    upstream.route(path, replay(f"{fixture_id}.meta.json"))
+    base = f"{upstream.url}/v1" if kind == "openai" else upstream.url
+    config = (
+        f"providers:\n  p:\n    kind: {kind}\n    base_url: {base}\n    api_key_env: E2E_KEY\n"
+        f"    models: {{m: {{price: {PRICE}}}}}\n"
+        "routes:\n  r:\n    prompt: go\n    fallback: [p/m]\n"
+    )
+    expected = STREAMED_CALLS[fixture_id.split("/", 1)[1]]
+    tools = [Tool(c.name, "", {"type": "object"}) for c in expected]
+    async with Router.from_yaml(write_config(tmp_path, config)) as router:
+        async with router.stream("r", tools=tools, deadline_s=5) as stream:
+            text = "".join([d async for d in stream])
+    assert stream.completion.tool_calls == expected
+    assert stream.completion.text == text
+    sent = upstream.requests[0].json()
+    assert [t.get("name") or t["function"]["name"] for t in sent["tools"]] == [
+        c.name for c in expected
+    ]
+
+
+def test_tool_definitions_count_towards_the_input_estimate(tmp_path: Path) -> None:
+    """The definitions are billed as prompt: they are in the estimate that budgets
+    reserve and that a context window is checked against."""
+    body = MOCK_PROVIDER + (
+        "routes:\n"
+        "  bare:\n    prompt: 'AAPL?'\n    fallback: [m/echo]\n"
+        "  tooled:\n    prompt: 'AAPL?'\n"
+        f"    tools: [{{name: quote, description: 'Last trade price.', parameters: {json.dumps(QUOTE_SCHEMA)}}}]\n"
+        "    fallback: [m/echo]\n"
+    )
+    plan = make_config(tmp_path, body)
+    tools = plan.route("tooled").tools
+    assert tools is not None and tools.tokens > 20
+    bare = plan.fit("bare", {})[0].input_tokens
+    tooled = plan.fit("tooled", {})[0].input_tokens
+    assert bare is not None and tooled == bare + tools.tokens
+
+
+async def test_a_window_too_small_for_the_definitions_skips_the_step(tmp_path: Path) -> None:
+    tools = ToolSet((QUOTE,))
+    path = write_config(
+        tmp_path,
+        MOCK_PROVIDER.replace("echo: {}", "echo: {}, small: {context_window: 40}")
+        + "routes:\n  r:\n    prompt: 'AAPL?'\n    max_tokens: 10\n    fallback: [m/small, m/echo]\n",
+    )
+    async with Router.from_yaml(path) as router:
+        bare = await router.complete("r")
+        tooled = await router.complete("r", tools=list(tools.tools))
+    assert [a.outcome for a in bare.attempts] == ["ok"]
+    assert [(a.model, a.skip) for a in tooled.attempts] == [
+        ("small", SkipKind.CONTEXT_WINDOW),
+        ("echo", None),
+    ]
