@@ -646,9 +646,9 @@ async def test_recorded_streamed_tool_answers_through_a_route_with_tools(
     )
     expected = STREAMED_CALLS[fixture_id.split("/", 1)[1]]
     tools = [Tool(c.name, "", {"type": "object"}) for c in expected]
-    async with Router.from_yaml(write_config(tmp_path, config)) as router:
-        async with router.stream("r", tools=tools, deadline_s=5) as stream:
-            text = "".join([d async for d in stream])
+    router = Router.from_yaml(write_config(tmp_path, config))
+    async with router, router.stream("r", tools=tools, deadline_s=5) as stream:
+        text = "".join([d async for d in stream])
     assert stream.completion.tool_calls == expected
     assert stream.completion.text == text
     sent = upstream.requests[0].json()
@@ -664,7 +664,8 @@ def test_tool_definitions_count_towards_the_input_estimate(tmp_path: Path) -> No
         "routes:\n"
         "  bare:\n    prompt: 'AAPL?'\n    fallback: [m/echo]\n"
         "  tooled:\n    prompt: 'AAPL?'\n"
-        f"    tools: [{{name: quote, description: 'Last trade price.', parameters: {json.dumps(QUOTE_SCHEMA)}}}]\n"
+        "    tools: [{name: quote, description: 'Last trade price.',"
+        f" parameters: {json.dumps(QUOTE_SCHEMA)}}}]\n"
         "    fallback: [m/echo]\n"
     )
     plan = make_config(tmp_path, body)
@@ -680,7 +681,8 @@ async def test_a_window_too_small_for_the_definitions_skips_the_step(tmp_path: P
     path = write_config(
         tmp_path,
         MOCK_PROVIDER.replace("echo: {}", "echo: {}, small: {context_window: 40}")
-        + "routes:\n  r:\n    prompt: 'AAPL?'\n    max_tokens: 10\n    fallback: [m/small, m/echo]\n",
+        + "routes:\n  r:\n    prompt: 'AAPL?'\n    max_tokens: 10\n"
+        "    fallback: [m/small, m/echo]\n",
     )
     async with Router.from_yaml(path) as router:
         bare = await router.complete("r")
