@@ -44,7 +44,17 @@ from router.state import ProviderHandle, Refusal, State, Ticket, worst_case_usd
 from router.templates import RouteTemplates
 from router.tools import ToolSet
 from router.transport import Transport
-from router.types import Attempt, Completion, Message, Reply, Skip, SkipKind, Usage, WireRequest
+from router.types import (
+    Attempt,
+    Completion,
+    Message,
+    Reply,
+    Skip,
+    SkipKind,
+    ToolCall,
+    Usage,
+    WireRequest,
+)
 
 R = TypeVar("R")
 
@@ -469,19 +479,16 @@ class Call(Generic[R]):
             return step.defaults  # read-only: adapters build their body from it
         return request_params(step.plan, self.max_tokens, self.temperature, self.params, tools)
 
-    def check_tool_calls(self, step: Step, reply: Reply) -> None:
+    def check_tool_calls(self, step: Step, calls: list[ToolCall]) -> None:
         """Raise InvalidOutputError when an answer's tool calls do not match the tools
         offered (arguments not a JSON object, a tool not offered, the schema)."""
         tools = self.tools
-        if tools is None or not reply.tool_calls:
+        if tools is None or not calls:
             return
-        problems = tools.problems(reply.tool_calls)
+        problems = tools.problems(calls)
         if problems:
             raw = json.dumps(
-                [
-                    {"name": c.name, "arguments": c.arguments_raw or c.arguments}
-                    for c in reply.tool_calls
-                ],
+                [{"name": c.name, "arguments": c.arguments_raw or c.arguments} for c in calls],
                 ensure_ascii=False,
             )
             raise InvalidOutputError(
@@ -602,6 +609,6 @@ class CompleteCall(Call[Completion]):
             await lease.settle(cost)
         if self.tools is not None and reply.tool_calls:
             self.billed_out = (usage, cost)
-            self.check_tool_calls(step, reply)
+            self.check_tool_calls(step, reply.tool_calls)
             self.billed_out = None
         return self.succeeded(step, lease, reply, raw.status, t0, cost, usage)

@@ -692,3 +692,60 @@ async def test_a_window_too_small_for_the_definitions_skips_the_step(tmp_path: P
         ("small", SkipKind.CONTEXT_WINDOW),
         ("echo", None),
     ]
+
+
+def openai_tool_stream(arguments: str) -> bytes:
+    """An OpenAI-shaped SSE answer that is one tool call, its arguments in two fragments."""
+    head = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "model": "gpt-4o"}
+
+    def event(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return b"data: " + json.dumps({**head, "choices": choices, **extra}).encode() + b"\n\n"
+
+    first = {"index": 0, "id": "call_s1", "type": "function"}
+    first["function"] = {"name": "quote", "arguments": arguments[:5]}
+    rest = {"index": 0, "function": {"arguments": arguments[5:]}}
+    usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    return b"".join(
+        [
+            event({"role": "assistant", "content": None, "tool_calls": [first]}),
+            event({"tool_calls": [rest]}),
+            event({}, "tool_calls"),
+            b"data: " + json.dumps({**head, "choices": [], "usage": usage}).encode() + b"\n\n",
+            b"data: [DONE]\n\n",
+        ]
+    )
+
+
+async def test_a_streamed_answer_of_invalid_tool_calls_falls_back_billed(
+    tmp_path: Path, upstream_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream whose answer is only tool calls is read whole before it is handed over:
+    invalid arguments are retried once, billed, then the next step streams."""
+    monkeypatch.setenv("E2E_KEY", "test-key")
+    bad, good = await upstream_factory(), await upstream_factory()
+    sse = {"content-type": "text/event-stream"}
+    bad.route("/v1/chat/completions", reply(200, openai_tool_stream('{"ticker":"apple"}'), sse))
+    good.route("/v1/chat/completions", reply(200, openai_tool_stream('{"ticker":"AAPL"}'), sse))
+    config = (
+        "providers:\n"
+        + "".join(
+            f"  {name}:\n    kind: openai\n    base_url: {up.url}/v1\n    api_key_env: E2E_KEY\n"
+            f"    models: {{gpt-4o: {{price: {PRICE}}}}}\n"
+            for name, up in (("bad", bad), ("good", good))
+        )
+        + "routes:\n  r:\n    prompt: 'AAPL?'\n    fallback: [bad/gpt-4o, good/gpt-4o]\n"
+    )
+    router = Router.from_yaml(write_config(tmp_path, config))
+    async with router, router.stream("r", tools=[QUOTE], deadline_s=5) as stream:
+        assert [d async for d in stream] == []
+    done = stream.completion
+    assert done.provider == "good"
+    assert done.tool_calls == [ToolCall("call_s1", "quote", {"ticker": "AAPL"})]
+    assert [a.error.kind if a.error else None for a in done.attempts] == [
+        "invalid_output",
+        "invalid_output",
+        None,
+    ]
+    assert all(a.cost_usd == Decimal("0.00014") for a in done.attempts)
+    assert len(bad.requests) == 2
