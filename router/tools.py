@@ -78,6 +78,11 @@ class Tool:
         if problems:
             raise RequestError(f"tool {self.name!r}: " + "; ".join(problems))
 
+    def __hash__(self) -> int:
+        # parameters is a dict: hashed as its canonical JSON text, so tools can be
+        # kept in sets and used as keys (equal tools, equal hashes).
+        return hash((self.name, self.description, json.dumps(self.parameters, sort_keys=True)))
+
     @classmethod
     def from_model(
         cls, model: type[Any], name: str | None = None, description: str | None = None

@@ -70,6 +70,13 @@ def test_tool_from_a_pydantic_model_takes_its_schema_name_and_docstring() -> Non
     assert (named.name, named.description) == ("quote", "Price.")
 
 
+def test_tools_and_tool_sets_compare_and_hash_by_value() -> None:
+    same = Tool("quote", "Last trade price of a ticker.", json.loads(json.dumps(QUOTE_SCHEMA)))
+    assert same == QUOTE and hash(same) == hash(QUOTE)
+    assert {QUOTE, same, NEWS} == {QUOTE, NEWS}
+    assert hash(ToolSet((QUOTE, NEWS))) == hash(ToolSet((same, NEWS)))
+
+
 @pytest.mark.parametrize(
     ("name", "parameters", "message"),
     [
