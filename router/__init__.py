@@ -34,8 +34,10 @@ from router.errors import (
     ContentFilterError,
     ContextLengthError,
     DeadlineExceededError,
+    EmptyResponseError,
     EndpointNotFoundError,
     GoneError,
+    InvalidOutputError,
     InvalidResponseError,
     LedgerError,
     ModelNotFoundError,
@@ -67,6 +69,7 @@ from router.router import ReloadReport, Router
 from router.state import LocalState, ProviderHandle, State, Ticket
 from router.streaming import RouteStream
 from router.templates import RouteTemplates
+from router.tools import Tool, ToolSet
 from router.types import (
     Attempt,
     Completion,
@@ -105,10 +108,12 @@ __all__ = [
     "ContextLengthError",
     "Cooldown",
     "DeadlineExceededError",
+    "EmptyResponseError",
     "EndpointNotFoundError",
     "GoneError",
     "HealthReport",
     "Image",
+    "InvalidOutputError",
     "InvalidResponseError",
     "KeyCheck",
     "LedgerError",
@@ -155,8 +160,10 @@ __all__ = [
     "TemplateError",
     "Text",
     "Ticket",
+    "Tool",
     "ToolCall",
     "ToolResult",
+    "ToolSet",
     "UnknownRouteError",
     "Usage",
     "load_config",

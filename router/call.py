@@ -13,11 +13,13 @@ takes it over in its own exit stack once it returns.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Any, Generic, TypeVar
 
 from router.billing import bill, final_usage
@@ -27,6 +29,7 @@ from router.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
     DeadlineExceededError,
+    InvalidOutputError,
     LedgerError,
     ProviderError,
     RouterClosedError,
@@ -40,6 +43,7 @@ from router.providers.base import Adapter
 from router.providers.error_body import Sent, error_from_response
 from router.state import ProviderHandle, Refusal, State, Ticket, worst_case_usd
 from router.templates import RouteTemplates
+from router.tools import ToolSet
 from router.transport import Transport
 from router.types import (
     Attempt,
@@ -49,6 +53,7 @@ from router.types import (
     Reply,
     Skip,
     SkipKind,
+    ToolCall,
     Usage,
     WireRequest,
 )
@@ -95,6 +100,23 @@ class Step:
     # The request params and max_tokens of a call that overrides none of the route's
     # (request_params with the route's max_tokens and temperature), made once.
     defaults: tuple[Mapping[str, Any], int] | None = None
+    # The route's tools in this step's wire form (already in ``defaults``), or the
+    # skip of a step that cannot take them; None: the route declares no tools.
+    tools: Mapping[str, Any] | Skip | None = None
+
+
+def step_tools(plan: StepPlan, adapter: Adapter, tools: ToolSet) -> Mapping[str, Any] | Skip:
+    """The body fields that offer ``tools`` to a step, or the skip of a step whose
+    model takes no tools or whose provider cannot honour the tool_choice."""
+    if not plan.tools:
+        return Skip(
+            SkipKind.TOOLS_UNSUPPORTED,
+            f"the call has tools and model {plan.model!r} is declared tools: false",
+        )
+    fields = adapter.tool_fields(tools)
+    if isinstance(fields, str):
+        return Skip(SkipKind.TOOLS_UNSUPPORTED, fields)
+    return MappingProxyType(fields)
 
 
 def request_params(
@@ -102,15 +124,18 @@ def request_params(
     max_tokens: int,
     temperature: float | None,
     params: Mapping[str, Any] | None,
+    tools: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """A step's request params (its extras, then the call's, then max_tokens and
-    temperature) and its max_tokens: the call's, cut to the model's
-    ``max_output_tokens``."""
+    """A step's request params (its extras, then the call's, then the tools' wire
+    fields, then max_tokens and temperature) and its max_tokens: the call's, cut to
+    the model's ``max_output_tokens``."""
     if plan.max_output_tokens is not None and max_tokens > plan.max_output_tokens:
         max_tokens = plan.max_output_tokens
     merged = dict(plan.params)
     if params:
         merged.update(params)
+    if tools:
+        merged.update(tools)
     merged["max_tokens"] = max_tokens
     if temperature is not None:
         merged["temperature"] = temperature
@@ -130,6 +155,8 @@ class Route:
     max_cost_usd: Decimal | None
     # Error kinds that may fall back to the next step (None: all).
     fallback_on: frozenset[str] | None
+    # The route's tools and tool_choice (None: none declared).
+    tools: ToolSet | None = None
 
 
 @dataclass(slots=True)
@@ -172,6 +199,7 @@ class Call(Generic[R]):
 
     __slots__ = (
         "attempts",
+        "billed_out",
         "deadline",
         "est_in",
         "images",
@@ -182,6 +210,7 @@ class Call(Generic[R]):
         "route",
         "rt",
         "temperature",
+        "tools",
     )
 
     def __init__(
@@ -193,6 +222,7 @@ class Call(Generic[R]):
         max_tokens: int | None,
         temperature: float | None,
         params: Mapping[str, Any] | None,
+        tools: ToolSet | None = None,
     ) -> None:
         self.rt = rt
         self.route = route
@@ -208,6 +238,13 @@ class Call(Generic[R]):
         self.attempts: list[Attempt] = []
         # The last budget refusal, for BudgetExceededError if nothing else ran.
         self.refusal: Refusal | None = None
+        # The tools offered (the route's, or the call's own); None: no tools.
+        self.tools = tools
+        if tools is not None:
+            self.est_in += tools.tokens  # the definitions are billed as prompt
+        # The usage and cost of an answer that was billed and then failed (an
+        # InvalidOutputError), for its attempt.
+        self.billed_out: tuple[Usage, Decimal] | None = None
 
     # -- the exchange: what subclasses supply ----------------------------------------
 
@@ -351,7 +388,14 @@ class Call(Generic[R]):
         n = len(steps)
         for i, step in enumerate(steps):
             steps_left = n - i
-            params, max_tokens = self._request_params(step)
+            tools = None
+            if self.tools is not None:
+                offer = self._tool_fields(step)
+                if isinstance(offer, Skip):
+                    self._skip(step, offer, rt.clock())
+                    continue
+                tools = offer
+            params, max_tokens = self._request_params(step, tools)
             room = step.plan.window_room
             if room is not None and self.messages_estimate(step) + max_tokens > room:
                 self._skip(step, self._too_long(step, max_tokens), rt.clock())
@@ -426,16 +470,48 @@ class Call(Generic[R]):
             )
         return AllProvidersFailedError(self.attempts, route)
 
-    def _request_params(self, step: Step) -> tuple[Mapping[str, Any], int]:
+    def _tool_fields(self, step: Step) -> Mapping[str, Any] | Skip:
+        """The tools' wire fields for ``step`` (made at load for the route's own), or
+        the skip of a step that cannot take them."""
+        tools = self.tools
+        assert tools is not None
+        if tools is self.route.tools and step.tools is not None:
+            return step.tools
+        return step_tools(step.plan, step.provider.adapter, tools)
+
+    def _request_params(
+        self, step: Step, tools: Mapping[str, Any] | None = None
+    ) -> tuple[Mapping[str, Any], int]:
         route = self.route
         if (
             step.defaults is not None
             and not self.params
             and self.max_tokens == route.max_tokens
             and self.temperature == route.temperature
+            and self.tools is route.tools
         ):
             return step.defaults  # read-only: adapters build their body from it
-        return request_params(step.plan, self.max_tokens, self.temperature, self.params)
+        return request_params(step.plan, self.max_tokens, self.temperature, self.params, tools)
+
+    def check_tool_calls(self, step: Step, calls: list[ToolCall]) -> None:
+        """Raise InvalidOutputError when an answer's tool calls do not match the tools
+        offered (arguments not a JSON object, a tool not offered, the schema)."""
+        tools = self.tools
+        if tools is None or not calls:
+            return
+        problems = tools.problems(calls)
+        if problems:
+            raw = json.dumps(
+                [{"name": c.name, "arguments": c.arguments_raw or c.arguments} for c in calls],
+                ensure_ascii=False,
+            )
+            raise InvalidOutputError(
+                "tool call arguments do not match the tools offered: " + "; ".join(problems[:3]),
+                provider=step.provider.name,
+                model=step.plan.model,
+                raw=raw,
+                problems=problems,
+            )
 
     def _give_up(self, err: ProviderError) -> None:
         """The step is done with ``err``: go on to the next step if fallback_on allows it."""
@@ -503,7 +579,11 @@ class Call(Generic[R]):
                 # No foreign exception travels on with it (kept as a redacted summary).
                 sever_foreign(err)
                 lease.free_slot()
-                self.failed(step, lease, err, t0)  # before the release: a probe's failure counts
+                billed_out, self.billed_out = self.billed_out, None
+                if billed_out is None:  # before the release: a probe's failure counts
+                    self.failed(step, lease, err, t0)
+                else:  # billed, then failed (InvalidOutputError): the attempt shows its cost
+                    self.failed(step, lease, err, t0, billed_out[0], cost=billed_out[1])
                 return err
             kept = self.keeps_ticket
             return result
@@ -541,4 +621,8 @@ class CompleteCall(Call[Completion]):
         usage, cost = billed(step, lease, usage, reply.text, reply.details)
         if not lease.settle_now(cost):
             await lease.settle(cost)
+        if self.tools is not None and reply.tool_calls:
+            self.billed_out = (usage, cost)
+            self.check_tool_calls(step, reply.tool_calls)
+            self.billed_out = None
         return self.succeeded(step, lease, reply, raw.status, t0, cost, usage)

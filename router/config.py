@@ -17,16 +17,18 @@ not this schema but the :class:`router.plan.Plan` resolved from it
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -41,12 +43,13 @@ from pydantic import (
 )
 
 from router.errors import ConfigError, ConfigProblem
-from router.files import why_unwritable
+from router.files import read_config_file, why_unwritable
 from router.images import DEFAULT_MAX_IMAGE_BYTES
 from router.logger import get_logger
 from router.proxy import Proxy, ProxyURLError, choose, is_loopback, parse_proxy
 from router.redact import register_secret
 from router.templates import RouteTemplates, compile_routes, parse_var_type
+from router.tools import TOOL_CHOICES, Tool, schema_problems
 from router.yamlsrc import (
     Interpolation,
     KeyPath,
@@ -96,6 +99,8 @@ ErrorKind = Literal[
     "content_filter",
     "gone",
     "invalid_response",
+    "invalid_output",
+    "empty_response",
 ]
 
 # Most hidden prompt tokens a provider may be declared to add per request.
@@ -395,6 +400,40 @@ class ModelConfig(_Strict):
     extra: Annotated[
         dict[str, Any], Field(description="Body fields sent with every request to this model.")
     ] = {}
+    tools: Annotated[
+        bool,
+        Field(
+            description="Whether the model takes tools; false: a call with tools skips its"
+            " steps (skip kind tools_unsupported)."
+        ),
+    ] = True
+
+
+class ToolConfig(_Strict):
+    """A tool the route's model may call."""
+
+    name: Annotated[
+        str,
+        Field(
+            pattern=r"^[A-Za-z0-9_-]{1,64}$",
+            description="The tool's name: 1-64 letters, digits, '_' or '-'.",
+        ),
+    ]
+    description: Annotated[str, Field(description="What the tool does (the model reads it).")] = ""
+    parameters: Annotated[
+        dict[str, Any],
+        Field(
+            description="JSON Schema (Draft 2020-12) of the arguments, an object; or"
+            " {file: name.json} (JSON or YAML) under templates_dir."
+        ),
+    ] = {"type": "object"}
+
+
+class MockToolCall(_Strict):
+    """A tool call the mock provider answers with."""
+
+    name: Annotated[str, Field(description="The tool's name.")]
+    arguments: Annotated[dict[str, Any], Field(description="The call's arguments.")] = {}
 
 
 class MockSettings(_Strict):
@@ -415,6 +454,13 @@ class MockSettings(_Strict):
             description=(
                 "HTTP statuses returned by the first requests, in order, before answers succeed."
             )
+        ),
+    ] = []
+    tool_calls: Annotated[
+        list[MockToolCall],
+        Field(
+            description="Tool calls to answer with when a request offers tools and does not"
+            " end with tool results (then reply is the answer); empty: always reply."
         ),
     ] = []
 
@@ -707,6 +753,17 @@ class RouteConfig(_Strict):
         PromptCache,
         Field(description="Parts of the prompt marked for the provider's prompt cache."),
     ] = PromptCache()
+    tools: Annotated[
+        list[ToolConfig] | None,
+        Field(description="Tools the model may call (docs/conversations.md); null: none."),
+    ] = None
+    tool_choice: Annotated[
+        str | None,
+        Field(
+            description="auto (the model decides), none, required (some tool) or a tool's"
+            " name; null: auto. A call's tool_choice= overrides it."
+        ),
+    ] = None
     fallback: Annotated[
         list[StepConfig],
         Field(min_length=1, description="Ordered steps: 'provider/model' or a step mapping."),
@@ -808,6 +865,8 @@ class Loaded:
     # unset (require_env=False; its value was not checked), a declared template
     # variable that no template uses.
     warnings: tuple[ConfigProblem, ...] = ()
+    # Each route's tools (parameters read from their files and checked), by route name.
+    tools: Mapping[str, tuple[Tool, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def read_config(
@@ -843,6 +902,8 @@ def _kept_as_written(path: KeyPath) -> bool:
     is the prompt's own) and the names of environment variables."""
     if len(path) == 3 and path[0] == "routes" and path[2] in ("system", "prompt"):
         return True
+    if len(path) >= 4 and path[0] == "routes" and path[2] == "tools":
+        return True  # a tool's description and JSON Schema, as written
     return bool(path) and path[-1] in ("api_key_env", "path_env")
 
 
@@ -891,6 +952,7 @@ class _Loader:
                 self.settings.max_image_bytes,
             )
             self.problems += problems
+        tools = self._tools()
         ledger = None if config is None else self._ledger(config.settings.ledger, config.budgets)
         self._register_header_values()
         problems = self._known(config is not None)
@@ -911,6 +973,7 @@ class _Loader:
             disabled_because=MappingProxyType(self.disabled_because),
             ledger=ledger,
             warnings=tuple(warnings),
+            tools=MappingProxyType(tools),
         )
 
     def _known(self, valid: bool) -> list[ConfigProblem]:
@@ -1012,6 +1075,70 @@ class _Loader:
         self.routes = _parts(RouteConfig, raw_routes)
         self.budgets = _parts(BudgetConfig, data.get("budgets"))
         return None
+
+    def _tools(self) -> dict[str, tuple[Tool, ...]]:
+        """Every route's tools: parameters read from their files, each a JSON Schema
+        (Draft 2020-12) of an object; names unique; tool_choice one of them (or auto,
+        none, required). Problems are reported at the YAML path of the value."""
+        tdir = Path(self.settings.templates_dir)
+        base = tdir if tdir.is_absolute() else self.source.parent / tdir
+        out: dict[str, tuple[Tool, ...]] = {}
+        for name, route in self.routes.items():
+            where = ("routes", name)
+            tools: list[Tool] = []
+            seen: set[str] = set()
+            for i, t in enumerate(route.tools or ()):
+                at = (*where, "tools", i)
+                if t.name in seen:
+                    self._add((*at, "name"), f"tool {t.name!r} is declared more than once")
+                seen.add(t.name)
+                schema = self._tool_schema(t.parameters, base, (*at, "parameters"))
+                if schema is None:
+                    continue
+                problems = schema_problems(schema)
+                for problem in problems:
+                    self._add((*at, "parameters"), f"tool {t.name!r}: {problem}")
+                if not problems:
+                    tools.append(Tool(t.name, t.description, schema))
+            choice = route.tool_choice
+            names = [t.name for t in route.tools or ()]
+            if choice is not None and choice not in TOOL_CHOICES and choice not in names:
+                hint = did_you_mean(choice, [*TOOL_CHOICES, *names])
+                self._add(
+                    (*where, "tool_choice"),
+                    f"tool_choice {choice!r} is not auto, none, required or one of the"
+                    f" route's tools ({', '.join(names) or 'it declares none'}){hint}",
+                )
+            out[name] = tuple(tools)
+        return out
+
+    def _tool_schema(
+        self, parameters: dict[str, Any], base: Path, at: tuple[Any, ...]
+    ) -> dict[str, Any] | None:
+        """A tool's parameters: as written, or read from ``{file: ...}`` under ``base``
+        (JSON, or YAML for .yaml/.yml). None after reporting a file that cannot be read."""
+        if set(parameters) != {"file"}:
+            return parameters
+        file = parameters["file"]
+        if not isinstance(file, str) or not file:
+            self._add((*at, "file"), "file must be a file name under templates_dir")
+            return None
+        path = (base / file).resolve()
+        if not path.is_relative_to(base.resolve()):
+            self._add((*at, "file"), f"{file!r} is outside templates_dir {os.fspath(base)}")
+            return None
+        try:
+            text = read_config_file(os.fspath(path)).decode("utf-8")
+            yaml_file = path.suffix in (".yaml", ".yml")
+            loaded = yaml.safe_load(text) if yaml_file else json.loads(text)
+        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+            what = type(exc).__name__ if not isinstance(exc, OSError) else exc.strerror
+            self._add((*at, "file"), f"cannot read the tool's schema {os.fspath(path)}: {what}")
+            return None
+        if not isinstance(loaded, dict):
+            self._add((*at, "file"), f"{os.fspath(path)} must hold a JSON Schema object")
+            return None
+        return loaded
 
     def _add(self, path: tuple[Any, ...], message: str, *, at_key: bool = False) -> None:
         self.problems.append(self.doc.problem(path, message, at_key=at_key))

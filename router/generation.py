@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from router.call import Provider, Route, Runtime, Step, request_params
-from router.plan import Plan, ProviderPlan, RoutePlan
+from router.call import Provider, Route, Runtime, Step, request_params, step_tools
+from router.plan import Plan, ProviderPlan, RoutePlan, StepPlan
 from router.providers import build_adapter
 from router.providers.mock import MockUpstream
 from router.state import State
 from router.transport import Handler, Transport
+from router.types import Skip
 
 
 def _mock_handler(upstream: MockUpstream) -> Handler:
@@ -60,25 +61,28 @@ def _frozen(defaults: tuple[dict[str, Any], int]) -> tuple[Mapping[str, Any], in
     return MappingProxyType(params), max_tokens
 
 
+def _step(plan: RoutePlan, s: StepPlan, provider: Provider) -> Step:
+    """A step bound to its provider's runtime, with the request params of a call that
+    overrides none of the route's, and the route's tools in the provider's wire form."""
+    tools = None if plan.tools is None else step_tools(s, provider.adapter, plan.tools)
+    fields = None if isinstance(tools, Skip) else tools
+    # Read-only: shared by every call that overrides none of the route's params.
+    defaults = _frozen(request_params(s, plan.max_tokens, plan.temperature, None, fields))
+    return Step(provider, s, defaults, tools)
+
+
 def compile_route(plan: RoutePlan, providers: dict[str, Provider]) -> Route:
     """A route's runtime: its planned steps bound to the providers' runtimes."""
     return Route(
         name=plan.name,
         templates=plan.templates,
-        steps=[
-            Step(
-                providers[s.provider],
-                s,
-                # Read-only: shared by every call that overrides none of the route's params.
-                _frozen(request_params(s, plan.max_tokens, plan.temperature, None)),
-            )
-            for s in plan.steps
-        ],
+        steps=[_step(plan, s, providers[s.provider]) for s in plan.steps],
         deadline_s=plan.deadline_s,
         max_tokens=plan.max_tokens,
         temperature=plan.temperature,
         max_cost_usd=plan.max_cost_usd,
         fallback_on=plan.fallback_on,
+        tools=plan.tools,
     )
 
 

@@ -58,6 +58,7 @@ from router.errors import UnknownRouteError
 from router.images import image_tokens
 from router.proxy import Proxy
 from router.templates import RouteTemplates
+from router.tools import Tool, ToolSet
 from router.types import Image, Message
 
 __all__ = [
@@ -83,6 +84,7 @@ class ModelPlan:
     context_window: int | None
     max_output_tokens: int | None
     extra: Mapping[str, Any]  # body fields sent with every request to this model
+    tools: bool = True  # whether the model takes tools (models.<m>.tools)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +135,9 @@ class StepPlan:
     # context_window less input_overhead: the most the messages' estimate plus the
     # output cap may be (None: no window, never checked). One comparison per step.
     window_room: int | None = None
+    # Whether the model takes tools (models.<m>.tools): a call with tools skips the
+    # step when it does not (skip kind tools_unsupported).
+    tools: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +159,9 @@ class RoutePlan:
     # template compares unequal even when everything resolved above is the same.
     source: RouteConfig
     templates: RouteTemplates = field(compare=False)
+    # The route's tools and tool_choice (None: the route declares no tools). Each
+    # adapter's wire form of them is built once, with the route's runtime.
+    tools: ToolSet | None = None
 
 
 class ChainStep(NamedTuple):
@@ -275,6 +283,8 @@ class Plan:
         if vars is not None or messages is not None:
             rendered = self.render(route, vars, messages=messages)
             est = r.templates.estimate_tokens(rendered, images)
+            if r.tools is not None:
+                est += r.tools.tokens  # the definitions are billed as prompt
         out = []
         for s in r.steps:
             cap = max_tokens or r.max_tokens
@@ -351,7 +361,7 @@ def resolve(loaded: Loaded) -> Plan:
         if name not in loaded.disabled
     }
     routes = {
-        name: _route(name, r, loaded.templates[name], providers, s)
+        name: _route(name, r, loaded.templates[name], providers, s, loaded.tools.get(name, ()))
         for name, r in config.routes.items()
     }
     tdir = Path(s.templates_dir)
@@ -388,6 +398,7 @@ def _provider(
             context_window=m.context_window,
             max_output_tokens=m.max_output_tokens,
             extra=_frozen(m.extra),
+            tools=m.tools,
         )
         for model, m in p.models.items()
     }
@@ -419,6 +430,7 @@ def _route(
     templates: RouteTemplates,
     providers: Mapping[str, ProviderPlan],
     s: Settings,
+    tools: tuple[Tool, ...] = (),
 ) -> RoutePlan:
     steps = []
     for step in r.fallback:
@@ -446,6 +458,7 @@ def _route(
                 window_room=None
                 if m.context_window is None
                 else m.context_window - p.input_overhead,
+                tools=m.tools,
             )
         )
     fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on
@@ -461,6 +474,7 @@ def _route(
         prompt_cache=r.prompt_cache,
         source=r,
         templates=templates,
+        tools=ToolSet(tools, r.tool_choice or "auto") if tools else None,
     )
 
 

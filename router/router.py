@@ -43,6 +43,7 @@ from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Obs
 from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
 from router.state import LocalState, State
 from router.streaming import RouteStream, StreamCall
+from router.tools import Tool, call_tools
 from router.types import Completion, HealthReport, KeyCheck, Message, ProviderState
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -334,11 +335,16 @@ class Router:
         temperature: float | None = None,
         params: Mapping[str, Any] | None = None,
         messages: Sequence[Message] | None = None,
+        tools: Sequence[Tool] | None = None,
+        tool_choice: str | None = None,
     ) -> Completion:
         """Run ``route`` with ``vars`` and return the first successful answer.
 
         ``messages`` is a conversation history, sent after the route's system
-        message and before its prompt (docs/conversations.md).
+        message and before its prompt (docs/conversations.md). ``tools`` replaces the
+        route's tools for this call (``[]``: none) and ``tool_choice`` its choice:
+        ``"auto"``, ``"none"``, ``"required"`` or a tool's name (docs/conversations.md,
+        "Tools").
 
         Raises:
             TemplateError: the variables do not fit the route (before any traffic).
@@ -365,7 +371,10 @@ class Router:
                 max_image_bytes=templates.max_image_bytes,
             )
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        call = CompleteCall(gen.rt, r, rendered, deadline, max_tokens, temperature, params)
+        offered = r.tools
+        if tools is not None or tool_choice is not None:
+            offered = call_tools(route, r.tools, tools, tool_choice)
+        call = CompleteCall(gen.rt, r, rendered, deadline, max_tokens, temperature, params, offered)
         gen.active += 1
         try:
             with self._inflight.track() as tracked:
@@ -394,9 +403,11 @@ class Router:
         temperature: float | None = None,
         params: Mapping[str, Any] | None = None,
         messages: Sequence[Message] | None = None,
+        tools: Sequence[Tool] | None = None,
+        tool_choice: str | None = None,
     ) -> RouteStream:
-        """Stream ``route``'s answer as text deltas (``messages``: a history, as for
-        :meth:`complete`).
+        """Stream ``route``'s answer as text deltas (``messages``: a history, ``tools``
+        and ``tool_choice``, as for :meth:`complete`).
 
         ::
 
@@ -411,7 +422,16 @@ class Router:
         Leaving the block early closes the response and settles what was billed.
         """
         scope = self._scope(
-            StreamCall, route, vars, deadline_s, max_tokens, temperature, params, messages
+            StreamCall,
+            route,
+            vars,
+            deadline_s,
+            max_tokens,
+            temperature,
+            params,
+            messages,
+            tools,
+            tool_choice,
         )
         return RouteStream(scope, self._inflight)
 
@@ -425,6 +445,8 @@ class Router:
         temperature: float | None,
         params: Mapping[str, Any] | None,
         history: Sequence[Message] | None = None,
+        tools: Sequence[Tool] | None = None,
+        tool_choice: str | None = None,
     ) -> _Scope[R]:
         """What complete() and stream() share before the call runs: the route on the
         current generation, its messages rendered (before any traffic), the deadline
@@ -442,7 +464,10 @@ class Router:
                 max_image_bytes=templates.max_image_bytes,
             )
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params)
+        offered = r.tools
+        if tools is not None or tool_choice is not None:
+            offered = call_tools(route, r.tools, tools, tool_choice)
+        call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params, offered)
         return _Scope(self, gen, call)
 
     def _release(self, gen: Generation) -> None:

@@ -29,6 +29,7 @@ from router.billing import estimated_output, final_usage
 from router.call import Call, Step, billed
 from router.conversation import streamed_calls
 from router.errors import (
+    InvalidOutputError,
     ProviderConnectionError,
     ProviderError,
     ProviderTimeoutError,
@@ -303,6 +304,20 @@ class LiveStream:
         await self.lease.settle(cost)
         return usage, cost
 
+    async def check_tool_calls(self) -> None:
+        """A stream that ended without text (its answer is tool calls, read whole while
+        walking the chain): check the calls as ``complete()`` does, so that invalid
+        ones fall back. Raises InvalidOutputError after billing the answer."""
+        calls = streamed_calls(self.details.get("tool_calls"))
+        if not calls:
+            return
+        call = self.call
+        try:
+            call.check_tool_calls(self.step, calls)
+        except InvalidOutputError:
+            call.billed_out = await self._settle()
+            raise
+
     async def finish(self, stopped_early: bool = False) -> Completion:
         """The stream ended (or the caller stopped reading): settle and record success."""
         usage, cost = await self._settle()
@@ -402,6 +417,8 @@ class StreamCall(Call[LiveStream]):
             conn.push_async_callback(events.aclose)
             live = LiveStream(self, step, t0, lease, conn, resp, events)
             live.first = await live.read_delta(until, None, f"no first token within {wait:.3g}s")
+            if live.first is None and self.tools is not None:
+                await live.check_tool_calls()
         except BaseException:
             await _close(conn)  # before the attempt records its failure and frees the lease
             raise

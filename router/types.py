@@ -37,6 +37,9 @@ class SkipKind(StrEnum):
     DEADLINE = "deadline"  # admission used the attempt's whole share of the deadline
     # the estimated input plus max_tokens is more than the model's context_window
     CONTEXT_WINDOW = "context_window"
+    # the call has tools and the step's model has ``tools: false`` (or the provider
+    # cannot honour the call's tool_choice)
+    TOOLS_UNSUPPORTED = "tools_unsupported"
 
 
 @dataclass(slots=True, frozen=True)

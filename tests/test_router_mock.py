@@ -330,10 +330,14 @@ async def test_a_call_that_overrides_nothing_uses_its_steps_params_made_at_load(
     real = router.call.request_params
 
     def counting(
-        plan: object, max_tokens: int, temperature: float | None, params: object
+        plan: object,
+        max_tokens: int,
+        temperature: float | None,
+        params: object,
+        tools: object = None,
     ) -> object:
         made.append((max_tokens, temperature))
-        return real(plan, max_tokens, temperature, params)  # type: ignore[arg-type]
+        return real(plan, max_tokens, temperature, params, tools)  # type: ignore[arg-type]
 
     config = make_config(
         tmp_path,

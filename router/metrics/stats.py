@@ -87,6 +87,7 @@ SKIP_LABELS: Mapping[SkipKind, str] = {
     SkipKind.LEDGER: "ledger",
     SkipKind.DEADLINE: "deadline",
     SkipKind.CONTEXT_WINDOW: "context_window",
+    SkipKind.TOOLS_UNSUPPORTED: "tools_unsupported",
 }
 # Every skip label, plus "other" for a skipped Attempt without a kind (built outside the router).
 SKIP_CLASSES: tuple[str, ...] = (*SKIP_LABELS.values(), "other")

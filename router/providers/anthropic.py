@@ -68,6 +68,7 @@ from router.providers.base import (
     wire_usage,
 )
 from router.providers.error_body import COMMON_RULES, ErrorBody, ErrorRules, classify, stream_error
+from router.tools import ToolSet
 from router.types import (
     Image,
     Message,
@@ -271,6 +272,25 @@ class AnthropicAdapter(AdapterBase):
     """Anthropic Messages (SSE streams)."""
 
     __slots__ = ()
+
+    def tool_fields(self, tools: ToolSet) -> dict[str, Any] | str:
+        """``tools`` as ``{name, description, input_schema}`` and ``tool_choice`` as
+        ``{"type": "auto" | "any" | "none"}`` or ``{"type": "tool", "name"}``. With
+        ``none`` the definitions are still sent: a history with ``tool_use`` blocks
+        needs them."""
+        choice: dict[str, Any]
+        if tools.choice in ("auto", "none"):
+            choice = {"type": tools.choice}
+        elif tools.choice == "required":
+            choice = {"type": "any"}
+        else:
+            choice = {"type": "tool", "name": tools.choice}
+        defs = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters}
+            for t in tools.tools
+        ]
+        return {"tools": defs, "tool_choice": choice}
+
     # Request paths start with /v1: the root is the host alone.
     api_root: ClassVar[str] = "https://api.anthropic.com"
 

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import ContentFilterError, InvalidResponseError, ProviderError
 from router.providers.error_body import Classifier, ErrorBody, embedded_error
+from router.tools import ToolSet
 from router.types import (
     Image,
     Message,
@@ -87,6 +88,12 @@ class Adapter(Protocol):
     ) -> WireRequest:
         """Build a chat request. ``params`` holds ``max_tokens``, ``temperature`` (both
         optional, in the router's names) and provider extras, already merged."""
+        ...
+
+    def tool_fields(self, tools: ToolSet) -> dict[str, Any] | str:
+        """The body fields that offer ``tools`` with their ``tool_choice`` (merged into
+        a request's params), or why this protocol cannot honour them (the step is
+        skipped: ``tools_unsupported``). Built once per route at load."""
         ...
 
     def parse_reply(self, model: str, body: bytes) -> Reply:
@@ -153,6 +160,15 @@ class AdapterBase:
     def missing_model_hint(self, model: str) -> str:
         """What to tell the operator when ``model`` is not in the provider's listing."""
         return "not listed by the provider"
+
+    def tool_fields(self, tools: ToolSet) -> dict[str, Any] | str:
+        """OpenAI's form (and every compatible API's): ``tools`` as functions and
+        ``tool_choice`` as ``"auto"``, ``"none"``, ``"required"`` or
+        ``{"type": "function", "function": {"name"}}``."""
+        choice: Any = tools.choice
+        if choice not in ("auto", "none", "required"):
+            choice = {"type": "function", "function": {"name": choice}}
+        return {"tools": function_tools(tools), "tool_choice": choice}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} provider={self.provider!r}>"
@@ -333,6 +349,17 @@ def image_url(image: Image) -> str:
     if image.url is not None:
         return image.url
     return f"data:{image.mime};base64,{image_base64(image)}"
+
+
+def function_tools(tools: ToolSet) -> list[dict[str, Any]]:
+    """Tool definitions in OpenAI's function form (also Ollama's)."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools.tools
+    ]
 
 
 def call_arguments_json(call: ToolCall) -> str:

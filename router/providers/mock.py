@@ -14,6 +14,11 @@ Behaviour, from the provider's ``mock:`` settings:
   the last user message, substituted literally) and a deterministic usage:
   prompt tokens = ceil(characters of all messages' text / 4), completion tokens =
   ceil(characters of the reply / 4);
+- with ``tool_calls`` set, a request that offers ``tools`` (and whose
+  ``tool_choice`` is not ``"none"``) and does not end with a tool result is
+  answered with those calls instead (ids ``call_<request>_<index>``, no text,
+  finish reason ``tool_calls``); a request ending with tool results gets ``reply``,
+  so a tool loop ends after one round;
 - ``stream: true`` gets an SSE body of word chunks, a finish chunk, a usage
   chunk when ``stream_options.include_usage`` asks for it (as OpenAI does), and
   ``[DONE]``;
@@ -67,6 +72,19 @@ class MockBehaviour(Protocol):
     @property
     def failures(self) -> Sequence[int]: ...
 
+    @property
+    def tool_calls(self) -> Sequence[MockCall]: ...
+
+
+class MockCall(Protocol):
+    """A tool call the mock answers with: a name and its arguments."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def arguments(self) -> dict[str, Any]: ...
+
 
 class MockAdapter(OpenAIAdapter):
     """The OpenAI wire format with no key."""
@@ -112,6 +130,8 @@ class _ChatRequest(Wire):
     messages: list[_Msg]
     stream: bool = False
     stream_options: _StreamOptions | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
 
 
 def _dumps(doc: Any) -> bytes:
@@ -174,7 +194,10 @@ class MockUpstream:
         prompt = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
         reply = self._settings.reply.replace("{model}", request.model).replace("{prompt}", prompt)
         prompt_tokens = math.ceil(sum(len(m.text) for m in request.messages) / 4)
-        completion_tokens = math.ceil(len(reply) / 4)
+        calls = self._calls(request, n)
+        if calls:
+            reply = ""
+        completion_tokens = math.ceil((len(reply) + (len(_dumps(calls)) if calls else 0)) / 4)
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -182,18 +205,42 @@ class MockUpstream:
         }
         head = {"id": f"mock-{n}", "created": 0, "model": request.model}
         if not request.stream:
+            answer: dict[str, Any] = {"role": "assistant", "content": reply}
+            if calls:
+                answer = {"role": "assistant", "content": None, "tool_calls": calls}
             choice = {
                 "index": 0,
-                "message": {"role": "assistant", "content": reply},
-                "finish_reason": "stop",
+                "message": answer,
+                "finish_reason": "tool_calls" if calls else "stop",
             }
             doc = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
             return self._send(200, _JSON, _dumps(doc))
         include_usage = request.stream_options is not None and request.stream_options.include_usage
-        return self._send(200, _SSE, _sse(head, reply, usage if include_usage else None))
+        return self._send(200, _SSE, _sse(head, reply, usage if include_usage else None, calls))
+
+    def _calls(self, request: _ChatRequest, n: int) -> list[dict[str, Any]]:
+        """The tool calls to answer ``request`` with (OpenAI's form), or none."""
+        configured = self._settings.tool_calls
+        if not configured or not request.tools or request.tool_choice == "none":
+            return []
+        if request.messages and request.messages[-1].role == "tool":
+            return []  # the results are in: answer with text
+        return [
+            {
+                "id": f"call_{n}_{i}",
+                "type": "function",
+                "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+            }
+            for i, c in enumerate(configured)
+        ]
 
 
-def _sse(head: dict[str, Any], reply: str, usage: dict[str, int] | None) -> bytes:
+def _sse(
+    head: dict[str, Any],
+    reply: str,
+    usage: dict[str, int] | None,
+    calls: list[dict[str, Any]] | None = None,
+) -> bytes:
     chunk = {**head, "object": "chat.completion.chunk"}
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -204,7 +251,9 @@ def _sse(head: dict[str, Any], reply: str, usage: dict[str, int] | None) -> byte
 
     parts = [event([delta({"role": "assistant", "content": ""})])]
     parts += [event([delta({"content": word})]) for word in _WORDS.findall(reply)]
-    parts.append(event([delta({}, "stop")]))
+    for i, call in enumerate(calls or ()):
+        parts.append(event([delta({"tool_calls": [{"index": i, **call}]})]))
+    parts.append(event([delta({}, "tool_calls" if calls else "stop")]))
     if usage is not None:
         parts.append(event([], usage=usage))
     parts.append(b"data: [DONE]\n\n")

@@ -45,6 +45,7 @@ from router.providers.base import (
     chat_body,
     compact_json,
     event_usage,
+    function_tools,
     image_base64,
     joined_text,
     malformed_usage,
@@ -55,6 +56,7 @@ from router.providers.base import (
     wire_usage,
 )
 from router.providers.error_body import COMMON_RULES, ErrorBody, classify, stream_error
+from router.tools import ToolSet
 from router.types import (
     Image,
     Message,
@@ -325,6 +327,19 @@ class OllamaAdapter(AdapterBase):
                     if name.endswith(_LATEST):
                         names.add(name.removesuffix(_LATEST))
         return names
+
+    def tool_fields(self, tools: ToolSet) -> dict[str, Any] | str:
+        """``tools`` in OpenAI's function form. Ollama's API has no ``tool_choice``:
+        ``auto`` sends the tools, ``none`` leaves them out, and ``required`` or a
+        tool's name cannot be enforced, so the step is skipped (tools_unsupported)."""
+        if tools.choice == "none":
+            return {}
+        if tools.choice != "auto":
+            return (
+                f"Ollama has no tool_choice: {tools.choice!r} cannot be enforced"
+                " (only auto and none)"
+            )
+        return {"tools": function_tools(tools)}
 
     def missing_model_hint(self, model: str) -> str:
         """Ollama serves only pulled models."""
