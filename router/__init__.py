@@ -34,8 +34,10 @@ from router.errors import (
     ContentFilterError,
     ContextLengthError,
     DeadlineExceededError,
+    EmptyResponseError,
     EndpointNotFoundError,
     GoneError,
+    InvalidOutputError,
     InvalidResponseError,
     LedgerError,
     ModelNotFoundError,
@@ -52,6 +54,7 @@ from router.errors import (
     UnknownRouteError,
 )
 from router.observe import CallRecord, Observer
+from router.output import OutputSpec
 from router.plan import (
     ChainStep,
     ModelPlan,
@@ -105,10 +108,12 @@ __all__ = [
     "ContextLengthError",
     "Cooldown",
     "DeadlineExceededError",
+    "EmptyResponseError",
     "EndpointNotFoundError",
     "GoneError",
     "HealthReport",
     "Image",
+    "InvalidOutputError",
     "InvalidResponseError",
     "KeyCheck",
     "LedgerError",
@@ -122,6 +127,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelPlan",
     "Observer",
+    "OutputSpec",
     "Plan",
     "Price",
     "PromptCache",

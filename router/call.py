@@ -33,6 +33,7 @@ from router.errors import (
     RouterError,
     sever_foreign,
 )
+from router.output import OutputRequest, OutputSpec, checked_answer
 from router.plan import ProviderPlan, StepPlan
 from router.policy import rule_for
 from router.providers.base import Adapter
@@ -119,6 +120,10 @@ class Route:
     max_cost_usd: Decimal | None
     # Error kinds that may fall back to the next step (None: all).
     fallback_on: frozenset[str] | None
+    # The answer's schema (route ``output:``); None: plain text.
+    output: OutputSpec | None = None
+    # Return an empty or cut-off answer as a success (route ``accept_truncated``).
+    accept_truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -161,10 +166,12 @@ class Call(Generic[R]):
 
     __slots__ = (
         "attempts",
+        "billed_failure",
         "deadline",
         "est_in",
         "max_tokens",
         "messages",
+        "output",
         "params",
         "refusal",
         "route",
@@ -181,6 +188,7 @@ class Call(Generic[R]):
         max_tokens: int | None,
         temperature: float | None,
         params: Mapping[str, Any] | None,
+        output: OutputSpec | None = None,
     ) -> None:
         self.rt = rt
         self.route = route
@@ -193,6 +201,11 @@ class Call(Generic[R]):
         self.attempts: list[Attempt] = []
         # The last budget refusal, for BudgetExceededError if nothing else ran.
         self.refusal: Refusal | None = None
+        # The answer's schema: the call's, else the route's (None: plain text).
+        self.output = output if output is not None else route.output
+        # The usage and cost of a failed attempt that was billed (an answer the
+        # router refused: router.output.checked_answer), for the attempt's record.
+        self.billed_failure: tuple[Usage, Decimal] | None = None
 
     # -- the exchange: what subclasses supply ----------------------------------------
 
@@ -334,9 +347,18 @@ class Call(Generic[R]):
                 self._skip(step, self._too_long(step, max_tokens), rt.clock())
                 continue
             worst = worst_case_usd(self.input_estimate(step), max_tokens, step.plan.price)
-            request = step.provider.adapter.chat_request(
-                step.plan.model, self.messages, params, stream=self.stream
-            )
+            if self.output is None:
+                request = step.provider.adapter.chat_request(
+                    step.plan.model, self.messages, params, stream=self.stream
+                )
+            else:
+                request = step.provider.adapter.chat_request(
+                    step.plan.model,
+                    self.messages,
+                    params,
+                    stream=self.stream,
+                    output=OutputRequest(self.output, step.plan.structured_output),
+                )
             tries = 0
             while True:
                 if rt.closed:
@@ -480,7 +502,12 @@ class Call(Generic[R]):
                 # No foreign exception travels on with it (kept as a redacted summary).
                 sever_foreign(err)
                 lease.free_slot()
-                self.failed(step, lease, err, t0)  # before the release: a probe's failure counts
+                spent = self.billed_failure
+                if spent is None:
+                    self.failed(step, lease, err, t0)  # before the release: a probe's counts
+                else:  # an answer refused after it was billed (checked_answer)
+                    self.billed_failure = None
+                    self.failed(step, lease, err, t0, spent[0], cost=spent[1])
                 return err
             kept = self.keeps_ticket
             return result
@@ -518,4 +545,22 @@ class CompleteCall(Call[Completion]):
         usage, cost = billed(step, lease, usage, reply.text, reply.details)
         if not lease.settle_now(cost):
             await lease.settle(cost)
-        return self.succeeded(step, lease, reply, raw.status, t0, cost, usage)
+        if self.output is None and (reply.text or reply.tool_calls):
+            return self.succeeded(step, lease, reply, raw.status, t0, cost, usage)
+        # Structured output, or an empty answer: checked after billing (it was billed
+        # whatever the router makes of it).
+        try:
+            output = checked_answer(
+                reply,
+                self.output,
+                step.plan.structured_output,
+                accept_truncated=self.route.accept_truncated,
+                provider=step.provider.name,
+                model=step.plan.model,
+            )
+        except ProviderError:
+            self.billed_failure = (usage, cost)
+            raise
+        done = self.succeeded(step, lease, reply, raw.status, t0, cost, usage)
+        done.output = output
+        return done

@@ -26,6 +26,8 @@
         │   ├── ContentFilterError   refused by the provider's content policy
         │   └── GoneError            410: the provider retired something the request uses
         ├── InvalidResponseError     a body that does not match the wire format
+        ├── InvalidOutputError       the answer did not parse or match the requested schema
+        ├── EmptyResponseError       an answer with no text, no tool call and no output
         └── StreamInterruptedError   a stream failed after text was delivered
 
 Every message passes through :func:`router.redact.redact`, so no error text,
@@ -58,8 +60,10 @@ __all__ = [
     "ContentFilterError",
     "ContextLengthError",
     "DeadlineExceededError",
+    "EmptyResponseError",
     "EndpointNotFoundError",
     "GoneError",
+    "InvalidOutputError",
     "InvalidResponseError",
     "LedgerError",
     "ModelNotFoundError",
@@ -437,6 +441,35 @@ class InvalidResponseError(ProviderError):
     retryable_default = True
 
 
+# Longest raw answer an InvalidOutputError keeps.
+RAW_OUTPUT_LIMIT = 2000
+
+
+class InvalidOutputError(ProviderError):
+    """The answer did not parse or did not match the requested schema (structured output or tool
+    arguments): retried once on the same step, then the next step."""
+
+    kind = "invalid_output"
+    retryable_default = True
+
+    def __init__(
+        self, message: str, *, raw: str = "", problems: Sequence[str] = (), **fields: Any
+    ) -> None:
+        self.raw = redact(raw)[
+            :RAW_OUTPUT_LIMIT
+        ]  # redacted first: a cut never leaves part of a key
+        self.problems = tuple(redact(p) for p in problems)
+        super().__init__(message, **fields)
+
+
+class EmptyResponseError(ProviderError):
+    """An answer with no text, no tool call and no output (e.g. a reasoning model that spent
+    max_tokens thinking): billed, then the next step."""
+
+    kind = "empty_response"
+    retryable_default = False
+
+
 class StreamInterruptedError(ProviderError):
     """A stream failed after text had been delivered; carries what arrived."""
 
@@ -519,6 +552,8 @@ ERROR_KINDS: dict[str, type[ProviderError]] = {
         ContentFilterError,
         GoneError,
         InvalidResponseError,
+        InvalidOutputError,
+        EmptyResponseError,
     )
 }
 

@@ -79,6 +79,8 @@ def compile_route(plan: RoutePlan, providers: dict[str, Provider]) -> Route:
         temperature=plan.temperature,
         max_cost_usd=plan.max_cost_usd,
         fallback_on=plan.fallback_on,
+        output=plan.output,
+        accept_truncated=plan.accept_truncated,
     )
 
 

@@ -55,6 +55,7 @@ from router.config import (
 )
 from router.conversation import compose
 from router.errors import UnknownRouteError
+from router.output import DEFAULT_MODES, Mode, OutputSpec
 from router.proxy import Proxy
 from router.templates import RouteTemplates
 from router.types import Message
@@ -82,6 +83,7 @@ class ModelPlan:
     context_window: int | None
     max_output_tokens: int | None
     extra: Mapping[str, Any]  # body fields sent with every request to this model
+    structured_output: Mode = "json_schema"  # its own, or its provider kind's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,8 @@ class StepPlan:
     # context_window less input_overhead: the most the messages' estimate plus the
     # output cap may be (None: no window, never checked). One comparison per step.
     window_room: int | None = None
+    # How structured output is asked of this model (router.output).
+    structured_output: Mode = "json_schema"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,10 @@ class RoutePlan:
     # template compares unequal even when everything resolved above is the same.
     source: RouteConfig
     templates: RouteTemplates = field(compare=False)
+    # The answer's schema (route ``output:``), checked at load; None: plain text.
+    output: OutputSpec | None = None
+    # Return an empty or cut-off answer as a success (route ``accept_truncated``).
+    accept_truncated: bool = False
 
 
 class ChainStep(NamedTuple):
@@ -339,7 +347,7 @@ def resolve(loaded: Loaded) -> Plan:
         if name not in loaded.disabled
     }
     routes = {
-        name: _route(name, r, loaded.templates[name], providers, s)
+        name: _route(name, r, loaded.templates[name], providers, s, loaded.outputs.get(name))
         for name, r in config.routes.items()
     }
     tdir = Path(s.templates_dir)
@@ -376,6 +384,7 @@ def _provider(
             context_window=m.context_window,
             max_output_tokens=m.max_output_tokens,
             extra=_frozen(m.extra),
+            structured_output=m.structured_output or DEFAULT_MODES[p.kind],
         )
         for model, m in p.models.items()
     }
@@ -407,6 +416,7 @@ def _route(
     templates: RouteTemplates,
     providers: Mapping[str, ProviderPlan],
     s: Settings,
+    output: OutputSpec | None = None,
 ) -> RoutePlan:
     steps = []
     for step in r.fallback:
@@ -434,6 +444,7 @@ def _route(
                 window_room=None
                 if m.context_window is None
                 else m.context_window - p.input_overhead,
+                structured_output=m.structured_output,
             )
         )
     fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on
@@ -449,6 +460,8 @@ def _route(
         prompt_cache=r.prompt_cache,
         source=r,
         templates=templates,
+        output=output,
+        accept_truncated=r.accept_truncated,
     )
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel
+
 from router.budget import BudgetStatus, LedgerStatus
 from router.call import Call, CompleteCall, Provider, Route, Runtime
 from router.config import Config
@@ -30,6 +32,7 @@ from router.deadline import Clock, Deadline
 from router.errors import (
     ConfigError,
     ConfigProblem,
+    RequestError,
     RouterError,
 )
 from router.generation import Generation, build_provider, compile_route
@@ -40,6 +43,7 @@ from router.logger import get_logger
 from router.logging import LogEvents
 from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
+from router.output import OutputSpec, call_output
 from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
 from router.state import LocalState, State
 from router.streaming import RouteStream, StreamCall
@@ -47,6 +51,8 @@ from router.types import Completion, HealthReport, KeyCheck, Message, ProviderSt
 
 Sleep = Callable[[float], Awaitable[None]]
 R = TypeVar("R")
+# A call's output=: a pydantic model class or a JSON Schema mapping (None: the route's).
+OutputArg = type[BaseModel] | Mapping[str, Any] | None
 
 _log = get_logger()
 _config_log = get_logger("router.config")
@@ -334,16 +340,22 @@ class Router:
         temperature: float | None = None,
         params: Mapping[str, Any] | None = None,
         messages: Sequence[Message] | None = None,
+        output: OutputArg = None,
     ) -> Completion:
         """Run ``route`` with ``vars`` and return the first successful answer.
 
         ``messages`` is a conversation history, sent after the route's system
         message and before its prompt (docs/conversations.md).
 
+        ``output`` asks for a structured answer (a pydantic model class, or a JSON
+        Schema mapping; it replaces the route's ``output:``): ``Completion.output``
+        is the checked answer (docs/conversations.md, "Structured output").
+
         Raises:
             TemplateError: the variables do not fit the route (before any traffic).
             RequestError: ``messages`` is malformed (before any traffic; names the
-                index), or a provider's format cannot carry it.
+                index), a provider's format cannot carry it, or ``output`` is not a
+                model class or a valid JSON Schema.
             DeadlineExceededError: the deadline was spent; carries the attempts.
             BudgetExceededError: no step fitted a budget.
             AllProvidersFailedError: every step failed; carries the attempts.
@@ -359,7 +371,8 @@ class Router:
         if messages is not None or not templates.has_prompt:
             rendered = compose(route, rendered, messages or (), has_prompt=templates.has_prompt)
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        call = CompleteCall(gen.rt, r, rendered, deadline, max_tokens, temperature, params)
+        spec = None if output is None else _call_output(route, output)
+        call = CompleteCall(gen.rt, r, rendered, deadline, max_tokens, temperature, params, spec)
         gen.active += 1
         try:
             with self._inflight.track() as tracked:
@@ -388,6 +401,7 @@ class Router:
         temperature: float | None = None,
         params: Mapping[str, Any] | None = None,
         messages: Sequence[Message] | None = None,
+        output: OutputArg = None,
     ) -> RouteStream:
         """Stream ``route``'s answer as text deltas (``messages``: a history, as for
         :meth:`complete`).
@@ -403,9 +417,11 @@ class Router:
         errors before that raise at ``async with`` (as for :meth:`complete`).
         A failure after it raises StreamInterruptedError with the partial text.
         Leaving the block early closes the response and settles what was billed.
+        With ``output`` (as for :meth:`complete`) the whole text is checked when the
+        stream ends: ``stream.completion.output``, or StreamInterruptedError.
         """
         scope = self._scope(
-            StreamCall, route, vars, deadline_s, max_tokens, temperature, params, messages
+            StreamCall, route, vars, deadline_s, max_tokens, temperature, params, messages, output
         )
         return RouteStream(scope, self._inflight)
 
@@ -419,6 +435,7 @@ class Router:
         temperature: float | None,
         params: Mapping[str, Any] | None,
         history: Sequence[Message] | None = None,
+        output: OutputArg = None,
     ) -> _Scope[R]:
         """What complete() and stream() share before the call runs: the route on the
         current generation, its messages rendered (before any traffic), the deadline
@@ -430,7 +447,8 @@ class Router:
         if history is not None or not templates.has_prompt:
             messages = compose(route, messages, history or (), has_prompt=templates.has_prompt)
         deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params)
+        spec = None if output is None else _call_output(route, output)
+        call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params, spec)
         return _Scope(self, gen, call)
 
     def _release(self, gen: Generation) -> None:
@@ -729,6 +747,14 @@ class Router:
     def reserved_usd(self) -> Decimal:
         """Money reserved by calls in flight (0 when idle)."""
         return self._state.reserved_usd
+
+
+def _call_output(route: str, output: type[BaseModel] | Mapping[str, Any]) -> OutputSpec:
+    """A call's ``output=`` as an OutputSpec, or RequestError (before any traffic)."""
+    try:
+        return call_output(output)
+    except ValueError as exc:
+        raise RequestError(f"route {route!r}: {exc}", route=route) from None
 
 
 class _Scope(Generic[R]):
