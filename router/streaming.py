@@ -311,21 +311,24 @@ class LiveStream:
         first: an answer that does not pass fails the stream (:meth:`fail`: settled,
         recorded, StreamInterruptedError carrying the text) — never a silent success.
         """
+        reply = Reply(
+            text="".join(self.parts),
+            finish_reason="stopped_by_caller"
+            if stopped_early and not self.done
+            else self.finish_reason,
+            usage=Usage(),  # set once settled
+            response_id=self.response_id,
+            details=self.details,
+            tool_calls=streamed_calls(self.details.get("tool_calls")),
+        )
         spec = self.call.output
         output = None
         if spec is not None and not stopped_early:
-            mode = self.step.plan.structured_output
-            reply = Reply(
-                "".join(self.parts),
-                self.finish_reason,
-                Usage(),
-                tool_calls=streamed_calls(self.details.get("tool_calls")),
-            )
-            try:
+            try:  # mode tool: the forced call's arguments become the text
                 output = checked_answer(
                     reply,
                     spec,
-                    mode,
+                    self.step.plan.structured_output,
                     accept_truncated=self.call.route.accept_truncated,
                     provider=self.step.provider.name,
                     model=self.step.plan.model,
@@ -333,16 +336,7 @@ class LiveStream:
             except ProviderError as err:
                 raise await self.fail(err) from None
         usage, cost = await self._settle()
-        reply = Reply(
-            text="".join(self.parts),
-            finish_reason="stopped_by_caller"
-            if stopped_early and not self.done
-            else self.finish_reason,
-            usage=usage,
-            response_id=self.response_id,
-            details=self.details,
-            tool_calls=streamed_calls(self.details.get("tool_calls")),
-        )
+        reply.usage = usage
         done = self.call.succeeded(
             self.step, self.lease, reply, self.status, self.t0, cost, usage, ttft_s=self.ttft_s
         )

@@ -417,6 +417,18 @@ async def test_a_stream_whose_text_breaks_the_schema_is_interrupted(tmp_path: Pa
     assert err.usage is not None and err.usage.output_tokens > 0
 
 
+async def test_a_tool_mode_stream_carries_the_forced_call_as_its_output(tmp_path: Path) -> None:
+    async with (
+        Router(make_config(tmp_path, mock_yaml(mode="tool"))) as router,
+        router.stream("r", {"ticker": "ACME"}) as stream,
+    ):
+        deltas = [d async for d in stream]
+    done = stream.completion
+    assert done is not None and "".join(deltas) == ""
+    assert done.output == {"signal": "BUY", "confidence": 0, "reasons": []}
+    assert json.loads(done.text) == done.output and done.tool_calls == []
+
+
 async def test_a_stream_with_valid_output_carries_it(tmp_path: Path) -> None:
     async with (
         Router(make_config(tmp_path, mock_yaml())) as router,

@@ -253,10 +253,17 @@ class MockUpstream:
             doc = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
             return self._send(200, _JSON, _dumps(doc))
         include_usage = request.stream_options is not None and request.stream_options.include_usage
-        return self._send(200, _SSE, _sse(head, reply, usage if include_usage else None))
+        return self._send(
+            200, _SSE, _sse(head, reply, usage if include_usage else None, tool_calls)
+        )
 
 
-def _sse(head: dict[str, Any], reply: str, usage: dict[str, int] | None) -> bytes:
+def _sse(
+    head: dict[str, Any],
+    reply: str,
+    usage: dict[str, int] | None,
+    tool_calls: list[dict[str, Any]] | None = None,
+) -> bytes:
     chunk = {**head, "object": "chat.completion.chunk"}
 
     def event(choices: list[dict[str, Any]], **extra: Any) -> bytes:
@@ -267,7 +274,10 @@ def _sse(head: dict[str, Any], reply: str, usage: dict[str, int] | None) -> byte
 
     parts = [event([delta({"role": "assistant", "content": ""})])]
     parts += [event([delta({"content": word})]) for word in _WORDS.findall(reply)]
-    parts.append(event([delta({}, "stop")]))
+    if tool_calls:
+        calls = [{"index": i, **call} for i, call in enumerate(tool_calls)]
+        parts.append(event([delta({"tool_calls": calls})]))
+    parts.append(event([delta({}, "tool_calls" if tool_calls else "stop")]))
     if usage is not None:
         parts.append(event([], usage=usage))
     parts.append(b"data: [DONE]\n\n")
