@@ -294,10 +294,7 @@ async def test_invalid_json_then_schema_break_then_fallback_to_a_valid_answer(
     each = Decimal("0.0001")
     assert [a.cost_usd for a in done.attempts] == [each, each, each]
     assert budget.spent_usd == 3 * each and budget.reserved_usd == 0
-    assert (
-        stats["routes"]["r"]["errors"] == {}
-        or "invalid_output" not in stats["routes"]["r"]["errors"]
-    )
+    assert stats["routes"]["r"]["errors"] == {}  # the call itself succeeded
     assert stats["providers"]["s1"]["errors"] == {"invalid_output": 2}
 
 
