@@ -54,6 +54,7 @@ from router.errors import (
     UnknownRouteError,
 )
 from router.observe import CallRecord, Observer
+from router.output import OutputSpec
 from router.plan import (
     ChainStep,
     ModelPlan,
@@ -127,6 +128,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelPlan",
     "Observer",
+    "OutputSpec",
     "Plan",
     "Price",
     "PromptCache",

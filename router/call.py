@@ -37,6 +37,7 @@ from router.errors import (
     sever_foreign,
 )
 from router.images import image_tokens
+from router.output import OutputRequest, OutputSpec, checked_answer
 from router.plan import ProviderPlan, StepPlan
 from router.policy import rule_for
 from router.providers.base import Adapter
@@ -157,6 +158,10 @@ class Route:
     fallback_on: frozenset[str] | None
     # The route's tools and tool_choice (None: none declared).
     tools: ToolSet | None = None
+    # The answer's schema (route ``output:``); None: plain text.
+    output: OutputSpec | None = None
+    # Return an empty or cut-off answer as a success (route ``accept_truncated``).
+    accept_truncated: bool = False
 
 
 @dataclass(slots=True)
@@ -205,6 +210,7 @@ class Call(Generic[R]):
         "images",
         "max_tokens",
         "messages",
+        "output",
         "params",
         "refusal",
         "route",
@@ -223,6 +229,7 @@ class Call(Generic[R]):
         temperature: float | None,
         params: Mapping[str, Any] | None,
         tools: ToolSet | None = None,
+        output: OutputSpec | None = None,
     ) -> None:
         self.rt = rt
         self.route = route
@@ -242,9 +249,11 @@ class Call(Generic[R]):
         self.tools = tools
         if tools is not None:
             self.est_in += tools.tokens  # the definitions are billed as prompt
-        # The usage and cost of an answer that was billed and then failed (an
-        # InvalidOutputError), for its attempt.
+        # The usage and cost of an answer that was billed and then refused (an
+        # InvalidOutputError or EmptyResponseError), for its attempt.
         self.billed_out: tuple[Usage, Decimal] | None = None
+        # The answer's schema: the call's, else the route's (None: plain text).
+        self.output = output if output is not None else route.output
 
     # -- the exchange: what subclasses supply ----------------------------------------
 
@@ -401,9 +410,18 @@ class Call(Generic[R]):
                 self._skip(step, self._too_long(step, max_tokens), rt.clock())
                 continue
             worst = worst_case_usd(self.input_estimate(step), max_tokens, step.plan.price)
-            request = step.provider.adapter.chat_request(
-                step.plan.model, self.messages, params, stream=self.stream
-            )
+            if self.output is None:
+                request = step.provider.adapter.chat_request(
+                    step.plan.model, self.messages, params, stream=self.stream
+                )
+            else:
+                request = step.provider.adapter.chat_request(
+                    step.plan.model,
+                    self.messages,
+                    params,
+                    stream=self.stream,
+                    output=OutputRequest(self.output, step.plan.structured_output),
+                )
             tries = 0
             while True:
                 if rt.closed:
@@ -625,4 +643,22 @@ class CompleteCall(Call[Completion]):
             self.billed_out = (usage, cost)
             self.check_tool_calls(step, reply.tool_calls)
             self.billed_out = None
-        return self.succeeded(step, lease, reply, raw.status, t0, cost, usage)
+        if self.output is None and (reply.text or reply.tool_calls):
+            return self.succeeded(step, lease, reply, raw.status, t0, cost, usage)
+        # Structured output, or an empty answer: checked after billing (it was billed
+        # whatever the router makes of it).
+        try:
+            output = checked_answer(
+                reply,
+                self.output,
+                step.plan.structured_output,
+                accept_truncated=self.route.accept_truncated,
+                provider=step.provider.name,
+                model=step.plan.model,
+            )
+        except ProviderError:
+            self.billed_out = (usage, cost)
+            raise
+        done = self.succeeded(step, lease, reply, raw.status, t0, cost, usage)
+        done.output = output
+        return done

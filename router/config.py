@@ -46,6 +46,7 @@ from router.errors import ConfigError, ConfigProblem
 from router.files import read_config_file, why_unwritable
 from router.images import DEFAULT_MAX_IMAGE_BYTES
 from router.logger import get_logger
+from router.output import OutputSpec, output_spec
 from router.proxy import Proxy, ProxyURLError, choose, is_loopback, parse_proxy
 from router.redact import register_secret
 from router.templates import RouteTemplates, compile_routes, parse_var_type
@@ -86,6 +87,7 @@ __all__ = [
 ]
 
 ProviderKind = Literal["openai", "anthropic", "ollama", "mock"]
+OutputMode = Literal["json_schema", "json_object", "tool", "none"]
 ErrorKind = Literal[
     "rate_limit",
     "server",
@@ -408,6 +410,17 @@ class ModelConfig(_Strict):
         ),
     ] = True
 
+    structured_output: Annotated[
+        OutputMode | None,
+        Field(
+            description="How structured output is asked of this model: json_schema (the"
+            " provider constrains the answer to the schema), json_object (JSON only, the schema"
+            " in the system prompt), tool (a forced tool whose input is the answer), none (the"
+            " schema in the system prompt only). null: the kind's default (openai, ollama,"
+            " mock: json_schema; anthropic: tool)."
+        ),
+    ] = None
+
 
 class ToolConfig(_Strict):
     """A tool the route's model may call."""
@@ -463,6 +476,13 @@ class MockSettings(_Strict):
             " end with tool results (then reply is the answer); empty: always reply."
         ),
     ] = []
+    output: Annotated[
+        Any,
+        Field(
+            description="The JSON answer to a request for structured output (sent as it is,"
+            " even if it breaks the schema); null: a minimal valid instance of the schema."
+        ),
+    ] = None
 
 
 # Headers that carry credentials: keys come from api_key_env, never from YAML.
@@ -764,6 +784,21 @@ class RouteConfig(_Strict):
             " name; null: auto. A call's tool_choice= overrides it."
         ),
     ] = None
+    output: Annotated[
+        dict[str, Any] | None,
+        Field(
+            description="The answer's JSON Schema: inline, or {file: name.json} (JSON or YAML)"
+            " under settings.templates_dir. The answer is checked against it"
+            " (Completion.output); null: plain text."
+        ),
+    ] = None
+    accept_truncated: Annotated[
+        bool,
+        Field(
+            description="Return an empty answer, or one cut off at max_tokens when output is"
+            " requested, as a success instead of an error (empty_response, invalid_output)."
+        ),
+    ] = False
     fallback: Annotated[
         list[StepConfig],
         Field(min_length=1, description="Ordered steps: 'provider/model' or a step mapping."),
@@ -861,12 +896,34 @@ class Loaded:
     disabled_because: Mapping[str, str]
     # The spend ledger to keep; None when there are no budgets (nothing is opened).
     ledger: LedgerPlan | None = None
+    # Each route's checked output schema (routes with ``output:`` only).
+    outputs: Mapping[str, OutputSpec] = field(default_factory=lambda: MappingProxyType({}))
     # Not problems, but worth saying: a ${VAR} without a default whose variable is
     # unset (require_env=False; its value was not checked), a declared template
     # variable that no template uses.
     warnings: tuple[ConfigProblem, ...] = ()
     # Each route's tools (parameters read from their files and checked), by route name.
     tools: Mapping[str, tuple[Tool, ...]] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# Largest output schema file read, bytes.
+MAX_SCHEMA_FILE_BYTES = 1024 * 1024
+
+
+def _schema_file(folder: Path, name: str) -> Any:
+    """A route's output schema file under the templates folder: JSON (``.json``) or YAML."""
+    base = folder.resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise ValueError("the file must be inside settings.templates_dir")
+    if path.stat().st_size > MAX_SCHEMA_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_SCHEMA_FILE_BYTES} bytes")
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def read_config(
@@ -940,6 +997,7 @@ class _Loader:
         self._check_routes(dropped)
         self._check_budgets()
         templates: dict[str, RouteTemplates] = {}
+        outputs: dict[str, OutputSpec] = {}
         template_warnings: list[ConfigProblem] = []
         if self.settings_ok:
             tdir = Path(self.settings.templates_dir)
@@ -952,6 +1010,7 @@ class _Loader:
                 self.settings.max_image_bytes,
             )
             self.problems += problems
+            outputs = self._outputs(self.source.parent / tdir)
         tools = self._tools()
         ledger = None if config is None else self._ledger(config.settings.ledger, config.budgets)
         self._register_header_values()
@@ -974,7 +1033,31 @@ class _Loader:
             ledger=ledger,
             warnings=tuple(warnings),
             tools=MappingProxyType(tools),
+            outputs=MappingProxyType(outputs),
         )
+
+    def _outputs(self, tdir: Path) -> dict[str, OutputSpec]:
+        """Each route's ``output`` schema, read (a ``{file: ...}`` under the templates
+        folder) and checked as a JSON Schema; a problem names the route's key."""
+        out: dict[str, OutputSpec] = {}
+        for name, route in self.routes.items():
+            raw = route.output
+            if raw is None:
+                continue
+            where: tuple[Any, ...] = ("routes", name, "output")
+            file = raw.get("file") if len(raw) == 1 else None
+            if isinstance(file, str):
+                where = (*where, "file")
+                try:
+                    raw = _schema_file(tdir, file)
+                except (OSError, ValueError, yaml.YAMLError) as exc:
+                    self._add(where, f"cannot read output schema {file!r}: {_one_line(exc)}")
+                    continue
+            try:
+                out[name] = output_spec(raw, name)
+            except ValueError as exc:
+                self._add(where, f"output: {exc}")
+        return out
 
     def _known(self, valid: bool) -> list[ConfigProblem]:
         """The problems, less those about values left unknown by an unset variable

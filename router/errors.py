@@ -26,8 +26,8 @@
         │   ├── ContentFilterError   refused by the provider's content policy
         │   └── GoneError            410: the provider retired something the request uses
         ├── InvalidResponseError     a body that does not match the wire format
-        ├── InvalidOutputError       an answer that does not match the requested schema
-        ├── EmptyResponseError       an answer with nothing in it (billed)
+        ├── InvalidOutputError       the answer did not parse or match the requested schema
+        ├── EmptyResponseError       an answer with no text, no tool call and no output
         └── StreamInterruptedError   a stream failed after text was delivered
 
 Every message passes through :func:`router.redact.redact`, so no error text,
@@ -441,6 +441,10 @@ class InvalidResponseError(ProviderError):
     retryable_default = True
 
 
+# Longest raw answer an InvalidOutputError keeps.
+RAW_OUTPUT_LIMIT = 2000
+
+
 class InvalidOutputError(ProviderError):
     """The answer did not parse or did not match the requested schema (structured output or tool
     arguments): retried once on the same step, then the next step."""
@@ -449,18 +453,14 @@ class InvalidOutputError(ProviderError):
     retryable_default = True
 
     def __init__(
-        self,
-        message: str,
-        *,
-        provider: str,
-        model: str,
-        raw: str = "",
-        problems: Sequence[str] = (),
-        status: int | None = 200,
+        self, message: str, *, raw: str = "", problems: Sequence[str] = (), **fields: Any
     ) -> None:
-        super().__init__(message, provider=provider, model=model, status=status)
-        self.raw = redact(raw)[:2000]
+        self.raw = redact(raw)[
+            :RAW_OUTPUT_LIMIT
+        ]  # redacted first: a cut never leaves part of a key
         self.problems = tuple(redact(p) for p in problems)
+        fields.setdefault("status", 200)  # the answer itself arrived
+        super().__init__(message, **fields)
 
 
 class EmptyResponseError(ProviderError):

@@ -83,6 +83,8 @@ def compile_route(plan: RoutePlan, providers: dict[str, Provider]) -> Route:
         max_cost_usd=plan.max_cost_usd,
         fallback_on=plan.fallback_on,
         tools=plan.tools,
+        output=plan.output,
+        accept_truncated=plan.accept_truncated,
     )
 
 

@@ -56,6 +56,7 @@ from router.config import (
 from router.conversation import compose
 from router.errors import UnknownRouteError
 from router.images import image_tokens
+from router.output import DEFAULT_MODES, Mode, OutputSpec
 from router.proxy import Proxy
 from router.templates import RouteTemplates
 from router.tools import Tool, ToolSet
@@ -85,6 +86,7 @@ class ModelPlan:
     max_output_tokens: int | None
     extra: Mapping[str, Any]  # body fields sent with every request to this model
     tools: bool = True  # whether the model takes tools (models.<m>.tools)
+    structured_output: Mode = "json_schema"  # its own, or its provider kind's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +140,8 @@ class StepPlan:
     # Whether the model takes tools (models.<m>.tools): a call with tools skips the
     # step when it does not (skip kind tools_unsupported).
     tools: bool = True
+    # How structured output is asked of this model (router.output).
+    structured_output: Mode = "json_schema"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +166,10 @@ class RoutePlan:
     # The route's tools and tool_choice (None: the route declares no tools). Each
     # adapter's wire form of them is built once, with the route's runtime.
     tools: ToolSet | None = None
+    # The answer's schema (route ``output:``), checked at load; None: plain text.
+    output: OutputSpec | None = None
+    # Return an empty or cut-off answer as a success (route ``accept_truncated``).
+    accept_truncated: bool = False
 
 
 class ChainStep(NamedTuple):
@@ -361,7 +369,15 @@ def resolve(loaded: Loaded) -> Plan:
         if name not in loaded.disabled
     }
     routes = {
-        name: _route(name, r, loaded.templates[name], providers, s, loaded.tools.get(name, ()))
+        name: _route(
+            name,
+            r,
+            loaded.templates[name],
+            providers,
+            s,
+            loaded.tools.get(name, ()),
+            loaded.outputs.get(name),
+        )
         for name, r in config.routes.items()
     }
     tdir = Path(s.templates_dir)
@@ -399,6 +415,7 @@ def _provider(
             max_output_tokens=m.max_output_tokens,
             extra=_frozen(m.extra),
             tools=m.tools,
+            structured_output=m.structured_output or DEFAULT_MODES[p.kind],
         )
         for model, m in p.models.items()
     }
@@ -431,6 +448,7 @@ def _route(
     providers: Mapping[str, ProviderPlan],
     s: Settings,
     tools: tuple[Tool, ...] = (),
+    output: OutputSpec | None = None,
 ) -> RoutePlan:
     steps = []
     for step in r.fallback:
@@ -459,6 +477,7 @@ def _route(
                 if m.context_window is None
                 else m.context_window - p.input_overhead,
                 tools=m.tools,
+                structured_output=m.structured_output,
             )
         )
     fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on
@@ -475,6 +494,8 @@ def _route(
         source=r,
         templates=templates,
         tools=ToolSet(tools, r.tool_choice or "auto") if tools else None,
+        output=output,
+        accept_truncated=r.accept_truncated,
     )
 
 

@@ -33,11 +33,11 @@ POLICY: dict[str, Rule] = {
     "connection": Rule(retry=True, max_retries=None, cooldown_now=False, counts_failure=True),
     # A malformed body: once more, then next provider.
     "invalid_response": Rule(retry=True, max_retries=1, cooldown_now=False, counts_failure=True),
-    # An answer that does not match the requested schema (tool arguments, structured
-    # output): billed; once more on the same step, then the next step. Not the
-    # provider's health.
+    # The answer did not parse or did not match the requested schema: once more on
+    # the same step, then the next step. The model's lapse says nothing about the
+    # provider's health: no cooldown.
     "invalid_output": Rule(retry=True, max_retries=1, cooldown_now=False, counts_failure=False),
-    # An answer with nothing in it: billed, then the next step.
+    # No text, no tool call, no output (billed): the next step, no retry, no blame.
     "empty_response": Rule(retry=False, max_retries=0, cooldown_now=False, counts_failure=False),
     # A bad key: never retried; the provider cools down at once.
     "auth": Rule(retry=False, max_retries=0, cooldown_now=True, counts_failure=False),

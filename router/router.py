@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel
+
 from router.budget import BudgetStatus, LedgerStatus
 from router.call import Call, CompleteCall, Provider, Route, Runtime
 from router.config import Config
@@ -30,6 +32,7 @@ from router.deadline import Clock, Deadline
 from router.errors import (
     ConfigError,
     ConfigProblem,
+    RequestError,
     RouterError,
 )
 from router.generation import Generation, build_provider, compile_route
@@ -40,6 +43,7 @@ from router.logger import get_logger
 from router.logging import LogEvents
 from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
+from router.output import OutputSpec, call_output
 from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
 from router.state import LocalState, State
 from router.streaming import RouteStream, StreamCall
@@ -48,6 +52,8 @@ from router.types import Completion, HealthReport, KeyCheck, Message, ProviderSt
 
 Sleep = Callable[[float], Awaitable[None]]
 R = TypeVar("R")
+# A call's output=: a pydantic model class or a JSON Schema mapping (None: the route's).
+OutputArg = type[BaseModel] | Mapping[str, Any] | None
 
 _log = get_logger()
 _config_log = get_logger("router.config")
@@ -337,6 +343,7 @@ class Router:
         messages: Sequence[Message] | None = None,
         tools: Sequence[Tool] | None = None,
         tool_choice: str | None = None,
+        output: OutputArg = None,
     ) -> Completion:
         """Run ``route`` with ``vars`` and return the first successful answer.
 
@@ -346,10 +353,15 @@ class Router:
         ``"auto"``, ``"none"``, ``"required"`` or a tool's name (docs/conversations.md,
         "Tools").
 
+        ``output`` asks for a structured answer (a pydantic model class, or a JSON
+        Schema mapping; it replaces the route's ``output:``): ``Completion.output``
+        is the checked answer (docs/conversations.md, "Structured output").
+
         Raises:
             TemplateError: the variables do not fit the route (before any traffic).
             RequestError: ``messages`` is malformed (before any traffic; names the
-                index), or a provider's format cannot carry it.
+                index), a provider's format cannot carry it, or ``output`` is not a
+                model class or a valid JSON Schema.
             DeadlineExceededError: the deadline was spent; carries the attempts.
             BudgetExceededError: no step fitted a budget.
             AllProvidersFailedError: every step failed; carries the attempts.
@@ -374,7 +386,10 @@ class Router:
         offered = r.tools
         if tools is not None or tool_choice is not None:
             offered = call_tools(route, r.tools, tools, tool_choice)
-        call = CompleteCall(gen.rt, r, rendered, deadline, max_tokens, temperature, params, offered)
+        spec = None if output is None else _call_output(route, output)
+        call = CompleteCall(
+            gen.rt, r, rendered, deadline, max_tokens, temperature, params, offered, spec
+        )
         gen.active += 1
         try:
             with self._inflight.track() as tracked:
@@ -405,6 +420,7 @@ class Router:
         messages: Sequence[Message] | None = None,
         tools: Sequence[Tool] | None = None,
         tool_choice: str | None = None,
+        output: OutputArg = None,
     ) -> RouteStream:
         """Stream ``route``'s answer as text deltas (``messages``: a history, ``tools``
         and ``tool_choice``, as for :meth:`complete`).
@@ -420,6 +436,8 @@ class Router:
         errors before that raise at ``async with`` (as for :meth:`complete`).
         A failure after it raises StreamInterruptedError with the partial text.
         Leaving the block early closes the response and settles what was billed.
+        With ``output`` (as for :meth:`complete`) the whole text is checked when the
+        stream ends: ``stream.completion.output``, or StreamInterruptedError.
         """
         scope = self._scope(
             StreamCall,
@@ -432,6 +450,7 @@ class Router:
             messages,
             tools,
             tool_choice,
+            output,
         )
         return RouteStream(scope, self._inflight)
 
@@ -447,6 +466,7 @@ class Router:
         history: Sequence[Message] | None = None,
         tools: Sequence[Tool] | None = None,
         tool_choice: str | None = None,
+        output: OutputArg = None,
     ) -> _Scope[R]:
         """What complete() and stream() share before the call runs: the route on the
         current generation, its messages rendered (before any traffic), the deadline
@@ -467,7 +487,8 @@ class Router:
         offered = r.tools
         if tools is not None or tool_choice is not None:
             offered = call_tools(route, r.tools, tools, tool_choice)
-        call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params, offered)
+        spec = None if output is None else _call_output(route, output)
+        call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params, offered, spec)
         return _Scope(self, gen, call)
 
     def _release(self, gen: Generation) -> None:
@@ -766,6 +787,14 @@ class Router:
     def reserved_usd(self) -> Decimal:
         """Money reserved by calls in flight (0 when idle)."""
         return self._state.reserved_usd
+
+
+def _call_output(route: str, output: type[BaseModel] | Mapping[str, Any]) -> OutputSpec:
+    """A call's ``output=`` as an OutputSpec, or RequestError (before any traffic)."""
+    try:
+        return call_output(output)
+    except ValueError as exc:
+        raise RequestError(f"route {route!r}: {exc}", route=route) from None
 
 
 class _Scope(Generic[R]):

@@ -38,6 +38,7 @@ from router.errors import (
     sever_foreign,
 )
 from router.inflight import InFlight
+from router.output import checked_answer
 from router.providers.base import Adapter
 from router.providers.error_body import error_from_response
 from router.state import Ticket
@@ -319,21 +320,43 @@ class LiveStream:
             raise
 
     async def finish(self, stopped_early: bool = False) -> Completion:
-        """The stream ended (or the caller stopped reading): settle and record success."""
-        usage, cost = await self._settle()
+        """The stream ended (or the caller stopped reading): settle and record success.
+
+        With output asked (and the stream read to its end), the whole text is checked
+        first: an answer that does not pass fails the stream (:meth:`fail`: settled,
+        recorded, StreamInterruptedError carrying the text) — never a silent success.
+        """
         reply = Reply(
             text="".join(self.parts),
             finish_reason="stopped_by_caller"
             if stopped_early and not self.done
             else self.finish_reason,
-            usage=usage,
+            usage=Usage(),  # set once settled
             response_id=self.response_id,
             details=self.details,
             tool_calls=streamed_calls(self.details.get("tool_calls")),
         )
-        return self.call.succeeded(
+        spec = self.call.output
+        output = None
+        if spec is not None and not stopped_early:
+            try:  # mode tool: the forced call's arguments become the text
+                output = checked_answer(
+                    reply,
+                    spec,
+                    self.step.plan.structured_output,
+                    accept_truncated=self.call.route.accept_truncated,
+                    provider=self.step.provider.name,
+                    model=self.step.plan.model,
+                )
+            except ProviderError as err:
+                raise await self.fail(err) from None
+        usage, cost = await self._settle()
+        reply.usage = usage
+        done = self.call.succeeded(
             self.step, self.lease, reply, self.status, self.t0, cost, usage, ttft_s=self.ttft_s
         )
+        done.output = output
+        return done
 
     async def fail(self, err: ProviderError) -> StreamInterruptedError:
         """A failure after text was delivered: settle what was generated, record, and wrap."""

@@ -256,6 +256,10 @@ class Completion:
     details: dict[str, Any] = field(default_factory=dict)
     # The tools the model asked for (empty when it asked for none).
     tool_calls: list[ToolCall] = field(default_factory=list)
+    # The checked structured answer (a call or route with ``output``): an instance of
+    # the pydantic model asked for, or the parsed JSON; None when no output was asked
+    # (or an accept_truncated route returned an answer that did not validate).
+    output: Any = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -82,6 +82,10 @@ SUCCESS: dict[str, Ok] = {
         prefix=True,
         detail_keys=("thinking",),
     ),
+    # Structured output (output_config.format json_schema): the JSON document as text.
+    "anthropic-messages-200-json-structured-output": Ok(
+        '{"name":"John","age":30}', "stop", U(181, 12)
+    ),
     "anthropic-messages-200-json-wire": Ok(
         "Hello! As an AI language model, I don't have feelings, but I'm functioning properly"
         " and ready to assist you. How can I help you today?",
@@ -212,6 +216,10 @@ SUCCESS: dict[str, Ok] = {
                 },
             ]
         },
+    ),
+    # response_format json_schema: the JSON document as the message content.
+    "openai-chat-200-json-json-schema": Ok(
+        '{"name":"John","age":30}', "stop", U(49, 213, reasoning=192)
     ),
     "openai-chat-200-json-wire": Ok(
         "Hello! I'm just a computer program, so I don't have feelings, but I'm here to help"

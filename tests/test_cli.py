@@ -38,7 +38,14 @@ ANALYSIS_VARS = (
     "--var",
     "horizon_days=5",
 )
-MOCK_TEXT = "HOLD (offline mock answer from mock-1; no market view was formed)"
+# The example's analysis route asks for structured output: the mock answers its
+# mock.output setting as compact JSON.
+MOCK_OUTPUT = {
+    "signal": "HOLD",
+    "confidence": 0,
+    "reasons": ["offline mock answer: no market view was formed"],
+}
+MOCK_TEXT = json.dumps(MOCK_OUTPUT, separators=(",", ":"))
 KEY_VARS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "XAI_API_KEY")
 EXIT_CODES = {"ok": 0, "failed": 1, "usage": 2, "config": 3, "request": 4}
 
@@ -336,6 +343,7 @@ def test_complete_runs_the_offline_fallback(example: Path) -> None:
     r = cli("complete", "analysis", "--config", str(example), "--no-env", *ANALYSIS_VARS, cwd=ROOT)
     assert r.code == 0, r.err
     assert r.out.startswith(MOCK_TEXT + "\n")
+    assert "output (checked against the route's schema):" in r.out
     assert "answered by mock/mock-1" in r.out
     assert "attempts:" in r.out and r.out.count("mock_flaky/mock-1") == 2
     assert "error:" not in r.out
@@ -356,7 +364,7 @@ def test_complete_json(example: Path, tmp_path: Path) -> None:
     )
     assert r.code == 0, r.err
     doc = r.json()
-    assert doc["text"] == MOCK_TEXT
+    assert doc["text"] == MOCK_TEXT and doc["output"] == MOCK_OUTPUT
     assert (doc["route"], doc["provider"], doc["model"]) == ("analysis", "mock", "mock-1")
     assert doc["finish_reason"] == "stop"
     usage = doc["usage"]
@@ -429,6 +437,7 @@ def test_stream_json_is_ndjson_deltas_then_done(example: Path) -> None:
     assert "".join(e["text"] for e in deltas) == MOCK_TEXT
     assert done["event"] == "done"
     assert done["text"] == MOCK_TEXT and done["provider"] == "mock"
+    assert done["output"] == MOCK_OUTPUT
     assert done["usage"]["output_tokens"] > 0
     assert Decimal(done["cost_usd"]) > 0
     assert [a["outcome"] for a in done["attempts"]] == ["error", "error", "ok"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import Any
 
@@ -122,5 +123,8 @@ def _print_completion(c: Completion, output: Output, verbose: bool) -> None:
         output.document(report.completion_dict(c))
         return
     output.text(c.text.rstrip("\n") + "\n\n")
+    if c.output is not None:
+        shown = json.dumps(report.output_json(c.output), indent=2, ensure_ascii=False)
+        output.text(f"output (checked against the route's schema):\n{shown}\n\n")
     output.text(report.summary(c) + "\nattempts:\n")
     output.text(report.trail(c.attempts, verbose))

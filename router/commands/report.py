@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from router.errors import (
     BudgetExceededError,
     ConfigError,
@@ -68,10 +70,16 @@ def attempt_dict(a: Attempt) -> dict[str, Any]:
     }
 
 
+def output_json(value: Any) -> Any:
+    """A completion's checked output as JSON data (a pydantic model is dumped)."""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
 def completion_dict(c: Completion) -> dict[str, Any]:
     """A completion as JSON (``complete --json``; ``stream --json``'s ``done`` event)."""
     return {
         "text": c.text,
+        "output": output_json(c.output),
         "route": c.route,
         "provider": c.provider,
         "model": c.model,

@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 
 from router.conversation import decoded_call
 from router.errors import AuthenticationError, ContextLengthError, ProviderError
+from router.output import TOOL_DESCRIPTION, TOOL_NAME, OutputRequest
 from router.providers.base import (
     AdapterBase,
     Count,
@@ -58,6 +59,7 @@ from router.providers.base import (
     event_usage,
     filtered,
     image_base64,
+    instructed,
     joined_text,
     listed_models,
     malformed_usage,
@@ -268,6 +270,22 @@ def _wire_messages(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return out
 
 
+def _ask_output(body: dict[str, Any], output: OutputRequest) -> None:
+    """Structured output in the request: a forced tool (``tool``), or the structured
+    outputs format (``json_schema``); json_object and none have only the instruction."""
+    spec = output.spec
+    if output.mode == "tool":
+        tool = {
+            "name": TOOL_NAME,
+            "description": TOOL_DESCRIPTION,
+            "input_schema": dict(spec.schema),
+        }
+        body["tools"] = [*body.get("tools", ()), tool]
+        body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+    elif output.mode == "json_schema":
+        body["output_config"] = {"format": {"type": "json_schema", "schema": dict(spec.schema)}}
+
+
 class AnthropicAdapter(AdapterBase):
     """Anthropic Messages (SSE streams)."""
 
@@ -301,10 +319,19 @@ class AnthropicAdapter(AdapterBase):
         return headers
 
     def chat_request(
-        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Params,
+        *,
+        stream: bool = False,
+        output: OutputRequest | None = None,
     ) -> WireRequest:
         """``POST /v1/messages``: system hoisted, max_tokens always set, extras passed."""
         body = chat_body(model, params, _RESERVED)
+        messages = instructed(messages, output)
+        if output is not None:
+            _ask_output(body, output)
         body["messages"] = _wire_messages(messages)
         # Empty system text is left out: Anthropic refuses an empty text block.
         system = [m for m in messages if m.role == "system" and m.content]

@@ -38,6 +38,7 @@ from typing import Annotated, Any, ClassVar, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router.errors import ContentFilterError, InvalidResponseError, ProviderError
+from router.output import OutputRequest, with_instruction
 from router.providers.error_body import Classifier, ErrorBody, embedded_error
 from router.tools import ToolSet
 from router.types import (
@@ -84,10 +85,17 @@ class Adapter(Protocol):
         ...
 
     def chat_request(
-        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Params,
+        *,
+        stream: bool = False,
+        output: OutputRequest | None = None,
     ) -> WireRequest:
         """Build a chat request. ``params`` holds ``max_tokens``, ``temperature`` (both
-        optional, in the router's names) and provider extras, already merged."""
+        optional, in the router's names) and provider extras, already merged;
+        ``output`` asks for structured output in its mode (router.output)."""
         ...
 
     def tool_fields(self, tools: ToolSet) -> dict[str, Any] | str:
@@ -366,6 +374,14 @@ def call_arguments_json(call: ToolCall) -> str:
     """A tool call's arguments as JSON text: the provider's raw text when it was not a
     JSON object (sent back as received), else the arguments compacted."""
     return call.arguments_raw if call.arguments_raw is not None else compact_json(call.arguments)
+
+
+def instructed(messages: Sequence[Message], output: OutputRequest | None) -> Sequence[Message]:
+    """``messages``, with the output instruction in the system message when ``output``
+    is asked for in a mode that has no schema field of its own (json_object, none)."""
+    if output is not None and output.mode in ("json_object", "none"):
+        return with_instruction(messages, output)
+    return messages
 
 
 def chat_body(model: str, params: Mapping[str, Any], reserved: frozenset[str]) -> dict[str, Any]:

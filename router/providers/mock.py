@@ -22,6 +22,13 @@ Behaviour, from the provider's ``mock:`` settings:
 - ``stream: true`` gets an SSE body of word chunks, a finish chunk, a usage
   chunk when ``stream_options.include_usage`` asks for it (as OpenAI does), and
   ``[DONE]``;
+- a request for structured output (``response_format`` of type ``json_schema``
+  or ``json_object``, or a forced ``tool_choice``) is answered with JSON: the
+  ``output`` setting when it is given (any JSON value, sent as it is, so that a
+  test can make the router see an answer that breaks the schema), else a
+  deterministic minimal instance of the schema (:func:`router.output.example_instance`;
+  for ``json_object``, the schema the system message carries, else ``{}``); a
+  forced tool gets it as the tool call's arguments;
 - ``GET .../models`` lists the model names given to the constructor (the
   provider's configured models; the mock serves any name it is asked for);
 - every response is delayed by ``latency_s`` (the handler sleeps, not this class).
@@ -38,6 +45,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import ValidationError
 
+from router.output import INSTRUCTION, example_instance
 from router.providers.base import Wire
 from router.providers.openai import OpenAIAdapter
 
@@ -130,8 +138,46 @@ class _ChatRequest(Wire):
     messages: list[_Msg]
     stream: bool = False
     stream_options: _StreamOptions | None = None
+    response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Any = None
+
+
+def _instructed_schema(messages: list[_Msg]) -> Any:
+    """The schema a json_object request carries in its system message (None: none)."""
+    for m in messages:
+        at = m.text.find(INSTRUCTION) if m.role == "system" else -1
+        if at >= 0:
+            try:
+                return json.loads(m.text[at + len(INSTRUCTION) :])
+            except ValueError:
+                return None
+    return None
+
+
+def _structured(request: _ChatRequest, settings: MockBehaviour) -> tuple[str, str | None] | None:
+    """The JSON answer of a structured-output request, and the forced tool's name when
+    it asked for one (None: a plain request)."""
+    configured = getattr(settings, "output", None)
+    fmt = request.response_format or {}
+    choice = request.tool_choice
+    forced = choice.get("function", {}).get("name") if isinstance(choice, dict) else None
+    if forced is not None:
+        tool = next(
+            (t for t in request.tools or () if t.get("function", {}).get("name") == forced), {}
+        )
+        schema: Any = tool.get("function", {}).get("parameters", {})
+    elif fmt.get("type") == "json_schema":
+        schema = fmt.get("json_schema", {}).get("schema", {})
+    elif fmt.get("type") == "json_object":
+        schema = _instructed_schema(request.messages)
+    else:
+        return None
+    if configured is not None:
+        value = configured
+    else:
+        value = {} if schema is None else example_instance(schema)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")), forced
 
 
 def _dumps(doc: Any) -> bytes:
@@ -193,10 +239,23 @@ class MockUpstream:
             return self._send(400, _JSON, _error_body(400, message))
         prompt = next((m.text for m in reversed(request.messages) if m.role == "user"), "")
         reply = self._settings.reply.replace("{model}", request.model).replace("{prompt}", prompt)
+        structured = (
+            None
+            if request.response_format is None and request.tool_choice is None
+            else _structured(request, self._settings)
+        )
+        calls: list[dict[str, Any]] = []
+        if structured is not None:
+            reply, forced = structured
+            if forced is not None:  # the answer is the forced tool's input
+                call = {"name": forced, "arguments": reply}
+                calls = [{"id": f"call_mock_{n}", "type": "function", "function": call}]
+                reply = ""
+        else:
+            calls = self._calls(request, n)
+            if calls:
+                reply = ""
         prompt_tokens = math.ceil(sum(len(m.text) for m in request.messages) / 4)
-        calls = self._calls(request, n)
-        if calls:
-            reply = ""
         completion_tokens = math.ceil((len(reply) + (len(_dumps(calls)) if calls else 0)) / 4)
         usage = {
             "prompt_tokens": prompt_tokens,

@@ -36,6 +36,7 @@ from typing import Any, ClassVar
 
 from router.conversation import decoded_call, url_shown
 from router.errors import BadRequestError, ProviderError, RequestError
+from router.output import OutputRequest, with_instruction
 from router.providers.base import (
     AdapterBase,
     Count,
@@ -240,7 +241,13 @@ class OllamaAdapter(AdapterBase):
     api_root: ClassVar[str] = "http://localhost:11434"
 
     def chat_request(
-        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Params,
+        *,
+        stream: bool = False,
+        output: OutputRequest | None = None,
     ) -> WireRequest:
         """``POST /api/chat``: router params into ``options``; extras passed through."""
         user_options = params.get("options")
@@ -256,6 +263,15 @@ class OllamaAdapter(AdapterBase):
         if params.get("temperature") is not None:
             options["temperature"] = params["temperature"]
         body = chat_body(model, params, _RESERVED)
+        if output is not None:
+            # Ollama constrains the answer to a schema, or to JSON; it cannot force a
+            # tool, so mode tool is asked as json_object (JSON plus the instruction).
+            if output.mode == "json_schema":
+                body["format"] = dict(output.spec.schema)
+            else:
+                messages = with_instruction(messages, output)
+                if output.mode != "none":
+                    body["format"] = "json"
         names: dict[str, str] = {}
         body["messages"] = [
             wire for m in messages for wire in _wire_message(self.provider, m, names)

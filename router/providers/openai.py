@@ -55,6 +55,7 @@ from router.errors import (
     ProviderError,
     RequestError,
 )
+from router.output import TOOL_DESCRIPTION, TOOL_NAME, OutputRequest
 from router.providers.base import (
     AdapterBase,
     Count,
@@ -65,6 +66,7 @@ from router.providers.base import (
     event_usage,
     filtered,
     image_url,
+    instructed,
     invalid,
     joined_text,
     listed_models,
@@ -331,17 +333,48 @@ def _reply_calls(calls: list[_ToolCall]) -> list[ToolCall]:
     ]
 
 
+def _ask_output(body: dict[str, Any], output: OutputRequest) -> None:
+    """Structured output in the request (docs/conversations.md, "Structured output")."""
+    spec = output.spec
+    if output.mode == "json_schema":
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": spec.name, "schema": dict(spec.schema), "strict": spec.strict},
+        }
+    elif output.mode == "json_object":
+        body["response_format"] = {"type": "json_object"}
+    elif output.mode == "tool":
+        tool = {
+            "type": "function",
+            "function": {
+                "name": TOOL_NAME,
+                "description": TOOL_DESCRIPTION,
+                "parameters": dict(spec.schema),
+            },
+        }
+        body["tools"] = [*body.get("tools", ()), tool]
+        body["tool_choice"] = {"type": "function", "function": {"name": TOOL_NAME}}
+
+
 class OpenAIAdapter(AdapterBase):
     """OpenAI Chat Completions and compatible APIs (SSE streams, a bearer key)."""
 
     __slots__ = ()
 
     def chat_request(
-        self, model: str, messages: Sequence[Message], params: Params, *, stream: bool = False
+        self,
+        model: str,
+        messages: Sequence[Message],
+        params: Params,
+        *,
+        stream: bool = False,
+        output: OutputRequest | None = None,
     ) -> WireRequest:
         """``POST /chat/completions``: extras pass through; see the module docstring."""
         body = chat_body(model, params, _RESERVED)
-        body["messages"] = _wire_messages(self.provider, messages)
+        body["messages"] = _wire_messages(self.provider, instructed(messages, output))
+        if output is not None:
+            _ask_output(body, output)
         reasoning = _is_reasoning(model)
         max_tokens = params.get("max_tokens")
         if max_tokens is not None:
