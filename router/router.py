@@ -52,6 +52,7 @@ from router.types import Completion, HealthReport, KeyCheck, Message, ProviderSt
 
 Sleep = Callable[[float], Awaitable[None]]
 R = TypeVar("R")
+C = TypeVar("C", bound="Call[Any]")
 # A call's output=: a pydantic model class or a JSON Schema mapping (None: the route's).
 OutputArg = type[BaseModel] | Mapping[str, Any] | None
 
@@ -371,24 +372,19 @@ class Router:
         # method calls per call less (nothing awaits between the loop check and the walk).
         self._check_loop()  # before any work
         gen = self._gen
-        r = self._route(gen, route)
-        templates = r.templates
-        rendered = templates.render(vars)
-        if messages is not None or not templates.has_prompt:
-            rendered = compose(
-                route,
-                rendered,
-                messages or (),
-                has_prompt=templates.has_prompt,
-                max_image_bytes=templates.max_image_bytes,
-            )
-        deadline = Deadline(deadline_s if deadline_s is not None else r.deadline_s, self._clock)
-        offered = r.tools
-        if tools is not None or tool_choice is not None:
-            offered = call_tools(route, r.tools, tools, tool_choice)
-        spec = None if output is None else _call_output(route, output)
-        call = CompleteCall(
-            gen.rt, r, rendered, deadline, max_tokens, temperature, params, offered, spec
+        call = self._build(
+            gen,
+            CompleteCall,
+            route,
+            vars,
+            deadline_s,
+            max_tokens,
+            temperature,
+            params,
+            messages,
+            tools,
+            tool_choice,
+            output,
         )
         gen.active += 1
         try:
@@ -472,6 +468,40 @@ class Router:
         current generation, its messages rendered (before any traffic), the deadline
         started, the call built, in its scope."""
         gen = self._gen
+        call = self._build(
+            gen,
+            kind,
+            route,
+            vars,
+            deadline_s,
+            max_tokens,
+            temperature,
+            params,
+            history,
+            tools,
+            tool_choice,
+            output,
+        )
+        return _Scope(self, gen, call)
+
+    def _build(
+        self,
+        gen: Generation,
+        kind: type[C],
+        route: str,
+        vars: Mapping[str, Any] | None,
+        deadline_s: float | None,
+        max_tokens: int | None,
+        temperature: float | None,
+        params: Mapping[str, Any] | None,
+        history: Sequence[Message] | None,
+        tools: Sequence[Tool] | None,
+        tool_choice: str | None,
+        output: OutputArg,
+    ) -> C:
+        """A call on ``gen`` before it runs: the route found, its messages rendered and
+        composed with the history (before any traffic), its tools and output schema
+        chosen, the deadline started."""
         r = self._route(gen, route)
         templates = r.templates
         messages = templates.render(vars)
@@ -488,8 +518,7 @@ class Router:
         if tools is not None or tool_choice is not None:
             offered = call_tools(route, r.tools, tools, tool_choice)
         spec = None if output is None else _call_output(route, output)
-        call = kind(gen.rt, r, messages, deadline, max_tokens, temperature, params, offered, spec)
-        return _Scope(self, gen, call)
+        return kind(gen.rt, r, messages, deadline, max_tokens, temperature, params, offered, spec)
 
     def _release(self, gen: Generation) -> None:
         gen.active -= 1
