@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from router.errors import RequestError
 from router.images import DEFAULT_MAX_IMAGE_BYTES, bytes_problem
@@ -240,6 +240,37 @@ def decoded_call(call_id: str, name: str, arguments: Any) -> ToolCall:
             return ToolCall(call_id, name, value)
         return ToolCall(call_id, name, {}, arguments)
     return ToolCall(call_id, name, {}, json.dumps(arguments, ensure_ascii=False))
+
+
+class WireFunction(Protocol):
+    """A function-call object as OpenAI-style wire formats decode it."""
+
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def arguments(self) -> Any: ...
+
+
+class WireToolCall(Protocol):
+    """A tool-call object as OpenAI-style wire formats (OpenAI, Ollama) decode it."""
+
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def function(self) -> WireFunction | None: ...
+
+
+def reply_calls(calls: Sequence[WireToolCall]) -> list[ToolCall]:
+    """The ToolCalls of an OpenAI-style reply, in order; a call without an id (Ollama
+    gives none) gets ``call_<index>``."""
+    return [
+        decoded_call(
+            tc.id or f"call_{i}",
+            (tc.function.name if tc.function else None) or "",
+            tc.function.arguments if tc.function else None,
+        )
+        for i, tc in enumerate(calls)
+    ]
 
 
 def streamed_calls(fragments: Sequence[Mapping[str, Any]] | None) -> list[ToolCall]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from router.conversation import decoded_call, url_shown
+from router.conversation import reply_calls, url_shown
 from router.errors import BadRequestError, ProviderError, RequestError
 from router.output import OutputRequest, with_instruction
 from router.providers.base import (
@@ -209,17 +209,6 @@ def _wire_message(provider: str, m: Message, names: dict[str, str]) -> list[dict
     return [wire]
 
 
-def _reply_calls(calls: list[_ToolCall]) -> list[ToolCall]:
-    return [
-        decoded_call(
-            tc.id or f"call_{i}",
-            (tc.function.name if tc.function else None) or "",
-            tc.function.arguments if tc.function else None,
-        )
-        for i, tc in enumerate(calls)
-    ]
-
-
 def _finish(raw: str | None, has_tools: bool, details: dict[str, Any]) -> str | None:
     finish = map_finish_reason(raw, _FINISH_REASON_MAP, details)
     if has_tools and finish == "stop":  # Ollama says "stop" after calling tools
@@ -293,7 +282,7 @@ class OllamaAdapter(AdapterBase):
             details["tool_calls"] = [
                 {k: v for k, v in tc.items() if k != "index"} for tc in _tool_calls(msg.tool_calls)
             ]
-            calls = _reply_calls(msg.tool_calls)
+            calls = reply_calls(msg.tool_calls)
         finish = _finish(resp.done_reason, bool(msg.tool_calls), details)
         usage = _usage(resp, details)
         return Reply(msg.content or "", finish, usage, None, details, calls)

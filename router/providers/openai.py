@@ -47,7 +47,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from router.conversation import decoded_call
+from router.conversation import reply_calls
 from router.errors import (
     AuthenticationError,
     BadRequestError,
@@ -322,17 +322,6 @@ def _wire_messages(provider: str, messages: Sequence[Message]) -> list[dict[str,
     return out
 
 
-def _reply_calls(calls: list[_ToolCall]) -> list[ToolCall]:
-    return [
-        decoded_call(
-            tc.id or f"call_{i}",
-            (tc.function.name if tc.function else None) or "",
-            tc.function.arguments if tc.function else None,
-        )
-        for i, tc in enumerate(calls)
-    ]
-
-
 def _ask_output(body: dict[str, Any], output: OutputRequest) -> None:
     """Structured output in the request (docs/conversations.md, "Structured output")."""
     spec = output.spec
@@ -404,7 +393,7 @@ class OpenAIAdapter(AdapterBase):
         calls: list[ToolCall] = []
         if msg.tool_calls:
             details["tool_calls"] = [_tool_call(tc) for tc in msg.tool_calls]
-            calls = _reply_calls(msg.tool_calls)
+            calls = reply_calls(msg.tool_calls)
         if msg.refusal:
             details["refusal"] = msg.refusal
         if resp.citations:
