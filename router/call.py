@@ -36,8 +36,8 @@ from router.errors import (
     RouterError,
     sever_foreign,
 )
-from router.images import image_tokens
-from router.output import OutputRequest, OutputSpec, checked_answer
+from router.images import images_tokens
+from router.output import TOOL_NAME, OutputRequest, OutputSpec, checked_answer
 from router.plan import ProviderPlan, StepPlan
 from router.policy import rule_for
 from router.providers.base import Adapter
@@ -283,7 +283,7 @@ class Call(Generic[R]):
         if not self.images:
             return self.est_in
         kind = step.provider.plan.kind
-        return self.est_in + sum(image_tokens(kind, image) for image in self.images)
+        return self.est_in + images_tokens(kind, self.images, step.plan.image_tokens)
 
     def sent(self, step: Step, request: WireRequest) -> Sent:
         """What ``request`` to ``step`` was, for its error's hints: the URL and the
@@ -446,7 +446,7 @@ class Call(Generic[R]):
                     self._give_up(outcome)
                     break
                 tries += 1
-                pause = self._pause(tries, outcome.retry_after)
+                pause = self._pause(tries, outcome.retry_after) if rule.backoff else 0.0
                 # A wait that would eat the time later steps need moves on at once.
                 if not deadline.can_wait(pause, steps_left, rt.floor_s):
                     self._give_up(outcome)
@@ -493,6 +493,16 @@ class Call(Generic[R]):
         the skip of a step that cannot take them."""
         tools = self.tools
         assert tools is not None
+        if (
+            self.output is not None
+            and step.plan.structured_output == "tool"
+            and TOOL_NAME in tools.names
+        ):
+            return Skip(
+                SkipKind.TOOLS_UNSUPPORTED,
+                f"tool name {TOOL_NAME!r} is taken by structured output on model"
+                f" {step.plan.model!r} (structured_output: tool); rename the tool",
+            )
         if tools is self.route.tools and step.tools is not None:
             return step.tools
         return step_tools(step.plan, step.provider.adapter, tools)
@@ -517,6 +527,9 @@ class Call(Generic[R]):
         tools = self.tools
         if tools is None or not calls:
             return
+        if self.output is not None and step.plan.structured_output == "tool":
+            # The forced answer call is the output's, checked against its schema.
+            calls = [c for c in calls if c.name != TOOL_NAME]
         problems = tools.problems(calls)
         if problems:
             raw = json.dumps(

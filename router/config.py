@@ -420,6 +420,15 @@ class ModelConfig(_Strict):
             " mock: json_schema; anthropic: tool)."
         ),
     ] = None
+    image_tokens: Annotated[
+        Tokens | None,
+        Field(
+            description="Input tokens each image is estimated at on this model (budget"
+            " reservation, tokens_per_minute, context_window), instead of its provider kind's"
+            " formula; for models that bill images differently (gpt-4o-mini: up to 48,169;"
+            " OpenAI's 32-px patch models). null: the kind's formula (docs/conversations.md)."
+        ),
+    ] = None
 
 
 class ToolConfig(_Strict):

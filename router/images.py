@@ -38,6 +38,7 @@ The formulas (checked against the providers' pages, December 2026):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from router.types import Image
 
@@ -51,6 +52,7 @@ __all__ = [
     "bytes_problem",
     "dimensions",
     "image_tokens",
+    "images_tokens",
     "sniff",
 ]
 
@@ -219,3 +221,12 @@ def image_tokens(kind: str, image: Image) -> int:
     if kind == "openai":
         return OPENAI_MAX_TOKENS if size is None else openai_tokens(*size)
     return ANTHROPIC_MAX_TOKENS if size is None else anthropic_tokens(*size)
+
+
+def images_tokens(kind: str, images: Sequence[Image], each: int | None = None) -> int:
+    """Input tokens ``images`` are estimated at on a model of a provider of ``kind``:
+    ``each`` per image when the model sets its own (``models.<m>.image_tokens``),
+    else the kind's formula per image."""
+    if each is not None:
+        return each * len(images)
+    return sum(image_tokens(kind, image) for image in images)

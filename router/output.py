@@ -309,12 +309,22 @@ def checked_answer(
 
     In mode ``tool`` the forced call becomes the answer: its arguments are the
     reply's text (when the reply has none) and it leaves ``reply.tool_calls``.
+
+    An answer that calls the call's own tools is a tool turn, not the final answer:
+    its output is None and nothing is checked (the app runs the tools and sends the
+    results; the answer after them carries the output).
     """
     text = reply.text
     if spec is not None and mode == "tool":
+        calls = len(reply.tool_calls)
         text = OutputRequest(spec, mode).answer(reply)
-        if not reply.text:
-            reply.text = text
+        if len(reply.tool_calls) < calls:  # the forced call was there: it is the answer
+            if not reply.text:
+                reply.text = text
+        elif reply.tool_calls:
+            return None
+    elif spec is not None and reply.tool_calls:
+        return None
     if not text and not reply.tool_calls:
         if accept_truncated:
             return None

@@ -55,7 +55,7 @@ from router.config import (
 )
 from router.conversation import compose
 from router.errors import UnknownRouteError
-from router.images import image_tokens
+from router.images import images_tokens
 from router.output import DEFAULT_MODES, Mode, OutputSpec
 from router.proxy import Proxy
 from router.templates import RouteTemplates
@@ -87,6 +87,7 @@ class ModelPlan:
     extra: Mapping[str, Any]  # body fields sent with every request to this model
     tools: bool = True  # whether the model takes tools (models.<m>.tools)
     structured_output: Mode = "json_schema"  # its own, or its provider kind's default
+    image_tokens: int | None = None  # per image; None: the provider kind's formula
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,9 @@ class StepPlan:
     tools: bool = True
     # How structured output is asked of this model (router.output).
     structured_output: Mode = "json_schema"
+    # Tokens each image is estimated at (models.<m>.image_tokens); None: the
+    # provider kind's formula (router.images).
+    image_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,7 +305,7 @@ class Plan:
             need = None
             if est is not None:
                 kind = self.providers[s.provider].kind
-                need = est + s.input_overhead + sum(image_tokens(kind, i) for i in images)
+                need = est + s.input_overhead + images_tokens(kind, images, s.image_tokens)
             window = s.context_window
             fits = None
             if window is None:
@@ -416,6 +420,7 @@ def _provider(
             extra=_frozen(m.extra),
             tools=m.tools,
             structured_output=m.structured_output or DEFAULT_MODES[p.kind],
+            image_tokens=m.image_tokens,
         )
         for model, m in p.models.items()
     }
@@ -478,6 +483,7 @@ def _route(
                 else m.context_window - p.input_overhead,
                 tools=m.tools,
                 structured_output=m.structured_output,
+                image_tokens=m.image_tokens,
             )
         )
     fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on

@@ -22,6 +22,9 @@ class Rule:
     cooldown_now: bool
     # Count towards the consecutive-failure cooldown threshold.
     counts_failure: bool
+    # Wait (Retry-After, else the jittered backoff) before the retry. False: retry at
+    # once, for a failure that says nothing about the provider's load.
+    backoff: bool = True
 
 
 POLICY: dict[str, Rule] = {
@@ -35,8 +38,10 @@ POLICY: dict[str, Rule] = {
     "invalid_response": Rule(retry=True, max_retries=1, cooldown_now=False, counts_failure=True),
     # The answer did not parse or did not match the requested schema: once more on
     # the same step, then the next step. The model's lapse says nothing about the
-    # provider's health: no cooldown.
-    "invalid_output": Rule(retry=True, max_retries=1, cooldown_now=False, counts_failure=False),
+    # provider's health: no cooldown, and no backoff before the retry.
+    "invalid_output": Rule(
+        retry=True, max_retries=1, cooldown_now=False, counts_failure=False, backoff=False
+    ),
     # No text, no tool call, no output (billed): the next step, no retry, no blame.
     "empty_response": Rule(retry=False, max_retries=0, cooldown_now=False, counts_failure=False),
     # A bad key: never retried; the provider cools down at once.

@@ -137,6 +137,11 @@ class ToolSet:
         return cls(tuple(tools), choice or "auto")
 
     @property
+    def names(self) -> frozenset[str]:
+        """The offered tools' names."""
+        return frozenset(self._validators)
+
+    @property
     def sent(self) -> bool:
         """Whether the tools go to the provider at all (not with tool_choice none)."""
         return bool(self.tools) and self.choice != "none"

@@ -118,6 +118,27 @@ SUCCESS: dict[str, Ok] = {
         },
     ),
     "anthropic-messages-200-sse-wire": Ok("1\n2\n3\n4\n5", "stop", U(15, 13)),
+    # The answer after a tool result (the request carried tool_use and tool_result blocks).
+    "anthropic-messages-200-json-after-tool-result": Ok(
+        "The weather in Berlin is currently:\n- **Temperature**: 15°C\n- **Wind**: 10 km/h\n\n"
+        "It's a relatively cool day with light winds. You might want to bring a light jacket if"
+        " you're heading out!",
+        "stop",
+        U(748, 55),
+    ),
+    "anthropic-messages-200-sse-after-tool-result": Ok(
+        "The weather in Berlin is currently:\n- **Temperature:** 15°C\n- **Wind:** 10 km/h\n\n"
+        "It's relatively mild with a light breeze. Perfect for a walk around the city!",
+        "stop",
+        U(748, 49),
+    ),
+    # An image input: its tokens are inside input_tokens (no separate field).
+    "anthropic-messages-200-json-image-input": Ok(
+        "# Image Description\n\nThis is a **3D rendered geometric icon**",
+        "stop",
+        U(43, 132),
+        prefix=True,
+    ),
     # -- DeepSeek: cached inside prompt_tokens, reasoning inside completion_tokens ----------
     "deepseek-chat-200-json-basic": Ok("4", "stop", U(12, 1)),
     "deepseek-chat-200-json-cache-hit": Ok(
@@ -220,6 +241,13 @@ SUCCESS: dict[str, Ok] = {
     # response_format json_schema: the JSON document as the message content.
     "openai-chat-200-json-json-schema": Ok(
         '{"name":"John","age":30}', "stop", U(49, 213, reasoning=192)
+    ),
+    # An image_url part: the image's tokens are inside prompt_tokens.
+    "openai-chat-200-json-image-input": Ok(
+        "A red gemstone or jewel. It looks like a stylized, faceted ruby (3D rendering)",
+        "stop",
+        U(39, 504, reasoning=448),
+        prefix=True,
     ),
     "openai-chat-200-json-wire": Ok(
         "Hello! I'm just a computer program, so I don't have feelings, but I'm here to help"

@@ -365,6 +365,7 @@ def test_complete_json(example: Path, tmp_path: Path) -> None:
     assert r.code == 0, r.err
     doc = r.json()
     assert doc["text"] == MOCK_TEXT and doc["output"] == MOCK_OUTPUT
+    assert doc["tool_calls"] == []
     assert (doc["route"], doc["provider"], doc["model"]) == ("analysis", "mock", "mock-1")
     assert doc["finish_reason"] == "stop"
     usage = doc["usage"]
@@ -1158,3 +1159,18 @@ def test_validate_config_script_accepts_the_example_offline() -> None:
         env=_env(None),
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_completion_json_lists_the_answers_tool_calls() -> None:
+    from decimal import Decimal
+
+    from router.commands.report import completion_dict
+    from router.types import Completion, ToolCall, Usage
+
+    done = Completion(
+        "", "r", "p", "m", Usage(1, 2), Decimal("0.1"), "tool_calls", 0.01, [],
+        tool_calls=[ToolCall("call_1", "quote", {"ticker": "AAPL"})],
+    )  # fmt: skip
+    doc = json.loads(json.dumps(completion_dict(done)))
+    assert doc["tool_calls"] == [{"id": "call_1", "name": "quote", "arguments": {"ticker": "AAPL"}}]
+    assert doc["output"] is None

@@ -407,3 +407,33 @@ def test_an_image_variable_in_a_template_file_is_reported_at_its_line(tmp_path: 
     (problem,) = info.value.problems
     assert (problem.file.endswith("p.j2"), problem.line) == (True, 2)
     assert "template p.j2 uses image variable 'chart' as text" in problem.message
+
+
+async def test_a_models_own_image_tokens_replace_the_formula(
+    tmp_path: Path, servers: tuple[Upstream, Upstream, Upstream]
+) -> None:
+    """gpt-4o-mini bills an image at up to 2,833 + 5,667 x 8 tokens: its
+    ``image_tokens`` is what the fit, the estimate and the reservation count."""
+    from router import BudgetExceededError
+
+    oa, an, ol = servers
+    body = three_providers_yaml(oa.url, an.url, ol.url).replace(
+        f"{{gpt-4o: {{price: {PRICE}}}}}",
+        f"{{gpt-4o: {{price: {PRICE}}}, gpt-4o-mini: {{price: {PRICE}, image_tokens: 48169}}}}",
+    ) + (
+        "  mini:\n    prompt: 'What does the chart show?'\n    vars: {chart: image}\n"
+        "    max_tokens: 50\n    fallback: [oa/gpt-4o-mini]\n"
+    )
+    plan = make_config(tmp_path, body, env={"IMG_KEY": "k"})
+    (formula,) = plan.fit("oa", {"chart": png(1, 1)})
+    (own,) = plan.fit("mini", {"chart": png(1, 1)})
+    assert own.input_tokens == formula.input_tokens - 255 + 48169
+    # At $10/M input the image alone reserves $0.48 on gpt-4o-mini: over a $0.40 budget,
+    # refused before any traffic; the formula's 255 tokens on gpt-4o fit.
+    priced = body.replace(PRICE, "{input_per_mtok: 10, output_per_mtok: 0}")
+    priced += "budgets:\n  all: {limit_usd: 0.4}\n"
+    async with Router.from_yaml(write_config(tmp_path, priced)) as router:
+        await router.complete("oa", {"chart": png(1, 1)}, deadline_s=5)
+        with pytest.raises(BudgetExceededError):
+            await router.complete("mini", {"chart": png(1, 1)}, deadline_s=5)
+    assert [r.json()["model"] for r in oa.requests] == ["gpt-4o"]

@@ -27,6 +27,7 @@ from router import (
     RequestError,
     Router,
     StreamInterruptedError,
+    ToolResult,
 )
 from router.output import OutputRequest, example_instance, output_spec, strict_compatible
 from router.policy import rule_for
@@ -509,3 +510,196 @@ def test_the_new_kinds_are_policy_config_and_metric_labels() -> None:
         assert kind in ERROR_TYPES and kind in ErrorKind.__args__
         assert rule_for(kind).counts_failure is False  # a model's lapse: no cooldown
     assert rule_for("empty_response").retry is False
+
+
+# ---------------------------------------------------------------- tools and output on one call
+
+QUOTE_TOOL = {
+    "name": "quote",
+    "description": "Last trade price.",
+    "parameters": {
+        "type": "object",
+        "properties": {"ticker": {"type": "string"}},
+        "required": ["ticker"],
+    },
+}
+
+
+def _tool_call_body(name: str, arguments: dict[str, Any], call_id: str) -> dict[str, Any]:
+    body = chat_body(None, "tool_calls")
+    body["choices"][0]["message"]["tool_calls"] = [
+        {
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments)},
+        }
+    ]
+    return body
+
+
+def _with_tools(adapter: Any, choice: str) -> dict[str, Any]:
+    from router.tools import Tool, ToolSet
+
+    tools = ToolSet((Tool(**QUOTE_TOOL),), choice)
+    params = adapter.tool_fields(tools)
+    body = adapter.chat_request("m", MESSAGES, params, output=_request("tool")).json
+    assert body is not None
+    return body
+
+
+def test_openai_tool_mode_with_the_calls_own_tools_requires_a_tool_call() -> None:
+    adapter = OpenAIAdapter("o", "k")
+    body = _with_tools(adapter, "auto")
+    assert [t["function"]["name"] for t in body["tools"]] == ["quote", "respond"]
+    assert body["tool_choice"] == "required"  # its own tools or the answer: a call either way
+    assert _with_tools(adapter, "required")["tool_choice"] == "required"
+    forced = {"type": "function", "function": {"name": "quote"}}
+    assert _with_tools(adapter, "quote")["tool_choice"] == forced  # a tool turn
+    answer = {"type": "function", "function": {"name": "respond"}}
+    assert _with_tools(adapter, "none")["tool_choice"] == answer
+
+
+def test_anthropic_tool_mode_with_the_calls_own_tools_asks_for_any_tool() -> None:
+    adapter = AnthropicAdapter("a", "k")
+    body = _with_tools(adapter, "auto")
+    assert [t["name"] for t in body["tools"]] == ["quote", "respond"]
+    assert body["tool_choice"] == {"type": "any"}
+    assert _with_tools(adapter, "required")["tool_choice"] == {"type": "any"}
+    assert _with_tools(adapter, "quote")["tool_choice"] == {"type": "tool", "name": "quote"}
+    assert _with_tools(adapter, "none")["tool_choice"] == {"type": "tool", "name": "respond"}
+
+
+def test_a_tool_turn_has_no_output_and_is_not_checked() -> None:
+    from router.output import checked_answer
+
+    call = ToolCall("c1", "quote", {"ticker": "ACME"})
+    for mode in ("tool", "json_schema"):
+        answer = Reply("", "tool_calls", Usage(1, 1), tool_calls=[call])
+        out = checked_answer(
+            answer,
+            output_spec(SIGNAL_SCHEMA),
+            mode,  # type: ignore[arg-type]
+            accept_truncated=False,
+            provider="p",
+            model="m",
+        )
+        assert out is None and answer.tool_calls == [call]
+
+
+def tools_and_output_yaml(url: str, tool: dict[str, Any], mode: str = "tool") -> str:
+    return (
+        "providers:\n"
+        f"  s1:\n    kind: openai\n    base_url: {url}/v1\n"
+        f"    models:\n      m: {{price: {PRICE}, structured_output: {mode}}}\n"
+        "settings: {backoff: {initial_s: 0.01, max_s: 0.02}}\n"
+        "routes:\n"
+        "  r:\n    prompt: 'Rate {{ ticker }}'\n    deadline_s: 5\n"
+        f"    tools: [{json.dumps(tool)}]\n"
+        f"    output: {json.dumps(SIGNAL_SCHEMA)}\n"
+        "    fallback: [s1/m]\n"
+    )
+
+
+def _tool_call_sse(name: str, arguments: dict[str, Any], call_id: str) -> bytes:
+    """The same answer as :func:`_tool_call_body`, streamed: id and name first, the
+    arguments in two fragments, then the usage chunk."""
+    text = json.dumps(arguments)
+
+    def event(delta: dict[str, Any] | None, finish: str | None = None, **extra: Any) -> bytes:
+        choices = [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+        chunk = {"id": "chatcmpl-s", "object": "chat.completion.chunk", "choices": choices}
+        return b"data: " + json.dumps({**chunk, **extra}).encode() + b"\n\n"
+
+    head = {"index": 0, "id": call_id, "type": "function"}
+    head["function"] = {"name": name, "arguments": text[:5]}
+    tail = {"index": 0, "function": {"arguments": text[5:]}}
+    usage = {"prompt_tokens": 20, "completion_tokens": 40, "total_tokens": 60}
+    return b"".join(
+        [
+            event({"role": "assistant", "content": None, "tool_calls": [head]}),
+            event({"tool_calls": [tail]}),
+            event({}, "tool_calls"),
+            event(None, usage=usage),
+            b"data: [DONE]\n\n",
+        ]
+    )
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_tool_loop_with_output_ends_in_the_checked_answer(
+    tmp_path: Path, upstream: Upstream, stream: bool
+) -> None:
+    """Turn 1 calls the route's own tool (a tool turn: no output, not invalid); turn 2,
+    after the result, is the forced answer call: checked, and not a tool call."""
+    valid = {"signal": "BUY", "confidence": 70, "reasons": ["cheap"]}
+    turns = [("quote", {"ticker": "ACME"}, "call_q"), ("respond", valid, "call_r")]
+    if stream:
+        sse = {"content-type": "text/event-stream"}
+        upstream.queue(*(reply(200, _tool_call_sse(*t), sse) for t in turns), path=CHAT)
+    else:
+        upstream.queue(*(reply(200, _tool_call_body(*t)) for t in turns), path=CHAT)
+    path = write_config(tmp_path, tools_and_output_yaml(upstream.url, QUOTE_TOOL))
+
+    async def ask(router: Router, history: list[Message] | None = None) -> Any:
+        if not stream:
+            return await router.complete("r", {"ticker": "ACME"}, messages=history)
+        async with router.stream("r", {"ticker": "ACME"}, messages=history) as s:
+            assert [d async for d in s] == []  # an answer of tool calls has no text deltas
+        return s.completion
+
+    async with Router.from_yaml(path) as router:
+        first = await ask(router)
+        assert first.output is None
+        assert [(c.name, c.arguments) for c in first.tool_calls] == [("quote", {"ticker": "ACME"})]
+        history = [
+            Message("user", "Rate ACME"),
+            Message("assistant", list(first.tool_calls)),
+            Message("tool", [ToolResult("call_q", "12.5")]),
+        ]
+        second = await ask(router, history)
+    assert second.output == valid and second.tool_calls == []
+    assert [(a.outcome, a.cost_usd) for a in first.attempts + second.attempts] == [
+        ("ok", Decimal("0.0001"))
+    ] * 2
+    sent = [r.json() for r in upstream.requests]
+    assert [[t["function"]["name"] for t in s["tools"]] for s in sent] == [["quote", "respond"]] * 2
+    assert [s["tool_choice"] for s in sent] == ["required", "required"]
+
+
+async def test_a_tool_named_like_the_answer_tool_skips_a_tool_mode_step(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """A call's own tool named ``respond`` would be taken for the answer: a step whose
+    model answers through that tool is skipped (nothing sent), with the reason."""
+    clash = {**QUOTE_TOOL, "name": "respond"}
+    path = write_config(tmp_path, tools_and_output_yaml(upstream.url, clash))
+    async with Router.from_yaml(path) as router:
+        with pytest.raises(AllProvidersFailedError) as caught:
+            await router.complete("r", {"ticker": "ACME"})
+    (attempt,) = caught.value.attempts
+    assert attempt.outcome == "skipped" and attempt.skip == "tools_unsupported"
+    assert "'respond' is taken by structured output" in (attempt.reason or "")
+    assert upstream.requests == []
+
+
+async def test_invalid_output_is_retried_at_once_without_backoff(
+    tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model's lapse says nothing about the provider's load: the retry is not
+    delayed by the backoff (here made a certain 3 s), so it costs no deadline."""
+    monkeypatch.setattr("router.call.random.uniform", lambda lo, hi: hi)
+    valid = {"signal": "HOLD", "confidence": 50, "reasons": []}
+    upstream.queue(
+        reply(200, chat_body("not JSON")), reply(200, chat_body(json.dumps(valid))), path=CHAT
+    )
+    yaml = chain_yaml([upstream.url], signal_route()).replace(
+        "initial_s: 0.01, max_s: 0.02", "initial_s: 3, max_s: 3"
+    )
+    async with Router.from_yaml(write_config(tmp_path, yaml)) as router:
+        t0 = time.monotonic()
+        done = await router.complete("r", {"ticker": "ACME"})
+        elapsed = time.monotonic() - t0
+    assert done.output == valid
+    assert [a.outcome for a in done.attempts] == ["error", "ok"]
+    assert elapsed < 1.0
+    assert rule_for("invalid_output").backoff is False and rule_for("server").backoff is True

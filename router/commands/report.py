@@ -80,6 +80,9 @@ def completion_dict(c: Completion) -> dict[str, Any]:
     return {
         "text": c.text,
         "output": output_json(c.output),
+        "tool_calls": [
+            {"id": t.id, "name": t.name, "arguments": t.arguments} for t in c.tool_calls
+        ],
         "route": c.route,
         "provider": c.provider,
         "model": c.model,

@@ -280,8 +280,14 @@ def _ask_output(body: dict[str, Any], output: OutputRequest) -> None:
             "description": TOOL_DESCRIPTION,
             "input_schema": dict(spec.schema),
         }
-        body["tools"] = [*body.get("tools", ()), tool]
-        body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
+        offered = body.get("tools")
+        body["tools"] = [*(offered or ()), tool]
+        kind = (body.get("tool_choice") or {}).get("type") if offered else None
+        if kind in ("auto", "any"):
+            # The call's own tools too: a tool call either way, theirs or the answer.
+            body["tool_choice"] = {"type": "any"}
+        elif kind != "tool":  # a call's own forced tool stays: this turn is a tool turn
+            body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
     elif output.mode == "json_schema":
         body["output_config"] = {"format": {"type": "json_schema", "schema": dict(spec.schema)}}
 
