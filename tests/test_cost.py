@@ -58,6 +58,7 @@ EXPECTED: dict[str, tuple[str, tuple[int, int, int, int], str]] = {
     "openai-chat-200-json-cached-tokens": ("openai", (1144, 1024, 0, 2), "0.000298"),
     "openai-chat-200-json-parallel-tool-calls": ("openai", (194, 0, 0, 191), "0.0021525"),
     "openai-chat-200-json-json-schema": ("openai", (49, 0, 0, 213), "0.00219125"),
+    "openai-chat-200-json-image-input": ("openai", (39, 0, 0, 504), "0.00508875"),
     "openai-chat-200-json-wire": ("openai", (13, 0, 0, 31), "0.00032625"),
     "openai-chat-200-sse-basic": ("openai", (13, 0, 0, 206), "0.00207625"),
     "openai-chat-200-sse-cached-tokens": ("openai", (1144, 1024, 0, 3), "0.000308"),
@@ -82,6 +83,9 @@ EXPECTED: dict[str, tuple[str, tuple[int, int, int, int], str]] = {
     ),
     # Anthropic: input_tokens EXCLUDES cache reads and cache writes; we add them.
     "anthropic-messages-200-json-basic": ("anthropic", (16, 0, 0, 13), "0.000081"),
+    "anthropic-messages-200-json-after-tool-result": ("anthropic", (748, 0, 0, 55), "0.001023"),
+    "anthropic-messages-200-sse-after-tool-result": ("anthropic", (748, 0, 0, 49), "0.000993"),
+    "anthropic-messages-200-json-image-input": ("anthropic", (43, 0, 0, 132), "0.000703"),
     "anthropic-messages-200-json-cache-read": ("anthropic", (7361, 7351, 0, 4), "0.0007651"),
     "anthropic-messages-200-json-cache-write": ("anthropic", (7361, 0, 7351, 4), "0.00921875"),
     "anthropic-messages-200-json-parallel-tool-use": ("anthropic", (701, 0, 0, 98), "0.001191"),
