@@ -36,6 +36,7 @@ from pydantic import SecretStr
 
 from router.config import (
     DEFAULT_INPUT_OVERHEAD_TOKENS,
+    DEFAULT_MAX_TOOL_CALLS,
     FREE,
     Backoff,
     BudgetConfig,
@@ -49,6 +50,7 @@ from router.config import (
     PromptCache,
     ProviderConfig,
     RouteConfig,
+    ServerTool,
     Settings,
     default_base_url,
     read_config,
@@ -87,6 +89,9 @@ class ModelPlan:
     extra: Mapping[str, Any]  # body fields sent with every request to this model
     tools: bool = True  # whether the model takes tools (models.<m>.tools)
     structured_output: Mode = "json_schema"  # its own, or its provider kind's default
+    # Server-side tools (kind openai_responses): the model's, else its provider's.
+    server_tools: tuple[ServerTool, ...] = ()
+    max_tool_calls: int | None = None  # the model's, else its provider's; None: unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,31 @@ class StepPlan:
     tools: bool = True
     # How structured output is asked of this model (router.output).
     structured_output: Mode = "json_schema"
+    # Server-side tools the step's requests carry (the route's, else the model's, else
+    # the provider's), by name; in ``params`` as ``server_tools`` (their wire form and
+    # the call cap).
+    server_tools: tuple[str, ...] = ()
+    # Most server-tool calls one response may make (sent as max_tool_calls); 0 when
+    # the step has no server tools.
+    max_tool_calls: int = 0
+    # What the reservation adds for them: max_tool_calls at the dearest per-call
+    # price among the step's server tools (docs/money.md).
+    tool_calls_reserve_usd: Decimal = Decimal(0)
+
+
+def server_tools_plan(
+    tools: Sequence[ServerTool], max_calls: int | None, price: Price
+) -> tuple[dict[str, Any], tuple[str, ...], int, Decimal]:
+    """A step's server tools: the param they add (``server_tools``: the tools in wire
+    form and ``max_tool_calls``, which the adapter sends and a call's params may only
+    lower), their names, the call cap and its worst-case cost."""
+    if not tools:
+        return {}, (), 0, Decimal(0)
+    names = tuple(dict.fromkeys(t.type for t in tools))
+    cap = max_calls if max_calls is not None else DEFAULT_MAX_TOOL_CALLS
+    dearest = max(price.per_call.get(n, Decimal(0)) for n in names)
+    params = {"server_tools": {"tools": [t.wire() for t in tools], "max_tool_calls": cap}}
+    return params, names, cap, cap * dearest
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,7 +381,7 @@ def load_config(
 
 def _first(*values: Any) -> Any:
     """The first value that is set (the most specific level wins)."""
-    return next(v for v in values if v is not None)
+    return next((v for v in values if v is not None), None)
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -416,6 +446,10 @@ def _provider(
             extra=_frozen(m.extra),
             tools=m.tools,
             structured_output=m.structured_output or DEFAULT_MODES[p.kind],
+            server_tools=tuple(
+                m.server_tools if m.server_tools is not None else p.server_tools or ()
+            ),
+            max_tool_calls=_first(m.max_tool_calls, p.max_tool_calls),
         )
         for model, m in p.models.items()
     }
@@ -456,11 +490,16 @@ def _route(
         if p is None:  # disabled: its key is not set
             continue
         m = p.models[step.model_name]
+        server, names, max_calls, reserve = server_tools_plan(
+            m.server_tools if r.server_tools is None else r.server_tools,
+            _first(r.max_tool_calls, m.max_tool_calls),
+            m.price,
+        )
         steps.append(
             StepPlan(
                 provider=p.name,
                 model=step.model_name,
-                params=_frozen({**p.extra, **m.extra, **step.params}),
+                params=_frozen({**p.extra, **m.extra, **step.params, **server}),
                 retries=_first(step.retries, r.retries, s.retries),
                 timeout_s=p.timeout_s
                 if step.timeout_s is None
@@ -478,6 +517,9 @@ def _route(
                 else m.context_window - p.input_overhead,
                 tools=m.tools,
                 structured_output=m.structured_output,
+                server_tools=names,
+                max_tool_calls=max_calls,
+                tool_calls_reserve_usd=reserve,
             )
         )
     fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on
