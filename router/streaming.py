@@ -73,6 +73,8 @@ def cut_usage(reported: Usage | None, est_in: int, text: str, details: dict[str,
     What was reported so far is a floor (Anthropic sends the input count first
     and the output count last; OpenAI sends everything at the end). The output
     is estimated from what arrived: the text, reasoning, and tool-call arguments.
+    Server-side tool calls (kind openai_responses) are the ones reported or seen
+    finished in the stream, whichever is more: the provider bills each one.
     """
     if reported is not None and reported.suspect is not None:
         return reported  # malformed: router.billing bills the whole estimate

@@ -605,6 +605,9 @@ def test_stream_error_events_raise_typed_errors() -> None:
     }
     with pytest.raises(ContextLengthError, match="context window"):
         ADAPTER.parse_stream_event("m", "error", json.dumps(error))
+    nested = {"type": "error", "error": {"type": "rate_limit_exceeded", "message": "later"}}
+    with pytest.raises(RateLimitError, match="later"):
+        ADAPTER.parse_stream_event("m", "error", json.dumps(nested))
 
 
 def test_stream_incomplete_ends_the_stream_with_length() -> None:
@@ -733,3 +736,95 @@ async def test_a_stream_cut_after_searches_still_bills_them(tmp_path: Path, key:
     assert usage.server_tool_calls == {"web_search": 2}
     price = load_config(path, env={"RESP_KEY": "k"}).route("r").steps[0].price
     assert everything.spent_usd == cost_usd(usage, price) > 2 * Decimal("0.01")
+
+
+async def test_a_failed_stream_before_any_text_falls_back(tmp_path: Path, key: str) -> None:
+    """response.failed (a server error) before the first text delta: the next step
+    answers, and the failed attempt costs nothing."""
+    failed = json.loads(_response(status="failed", error={"code": "server_error", "message": "x"}))
+    doc = f"""\
+providers:
+  a:
+    kind: openai_responses
+    base_url: {{url}}/v1
+    api_key_env: RESP_KEY
+    models: {{m: {{price: {PRICE}}}}}
+  b:
+    kind: openai_responses
+    base_url: {{url}}/v1
+    api_key_env: RESP_KEY
+    models: {{m: {{price: {PRICE}}}}}
+settings: {{retries: 0}}
+routes:
+  r: {{prompt: hi, fallback: [a/m, b/m]}}
+"""
+    async with Upstream() as up:
+        up.queue(stream([_sse("response.failed", {"response": failed})]))
+        up.queue(replay("openai-responses/openai-responses-200-sse-basic.meta.json"))
+        path = write_config(tmp_path, doc.replace("{url}", up.url))
+        async with Router.from_yaml(path) as router:
+            async with router.stream("r", deadline_s=5) as s:
+                got = "".join([d async for d in s])
+            done = s.completion
+    assert got == "1, 2, 3"
+    assert done is not None
+    assert done.provider == "b"
+    first = done.attempts[0]
+    assert (first.provider, first.outcome, first.cost_usd) == ("a", "error", 0)
+    assert isinstance(first.error, ServerError)
+
+
+async def test_structured_output_end_to_end(tmp_path: Path, key: str) -> None:
+    schema = (
+        "    output:\n"
+        "      type: object\n"
+        "      properties: {name: {type: string}, age: {type: integer}}\n"
+        "      required: [name, age]\n"
+        "      additionalProperties: false\n"
+    )
+    fixture = "openai-responses/openai-responses-200-json-json-schema.meta.json"
+    async with Upstream() as up:
+        up.route("/v1/responses", replay(fixture))
+        path = write_config(tmp_path, yaml_for(up.url, route_extra=schema))
+        async with Router.from_yaml(path) as router:
+            done = await router.complete("r", {"word": "hi"}, deadline_s=5)
+        body = up.requests[0].json()
+    assert done.output == {"name": "John", "age": 30}
+    fmt = body["text"]["format"]
+    assert (fmt["type"], fmt["strict"]) == ("json_schema", True)
+    assert fmt["schema"]["required"] == ["name", "age"]
+    assert done.usage == Usage(45, 752, reasoning_tokens=704)
+
+
+def test_structured_output_as_json_object_or_a_forced_tool() -> None:
+    from router.output import TOOL_NAME, output_spec
+
+    spec = output_spec({"type": "object"})
+    as_object = ADAPTER.chat_request(
+        "m", [Message("user", "hi")], {}, output=OutputRequest(spec, "json_object")
+    ).json
+    assert as_object is not None
+    assert as_object["text"] == {"format": {"type": "json_object"}}
+    assert "JSON" in as_object["instructions"]  # the schema instruction, as system text
+    as_tool = ADAPTER.chat_request(
+        "m", [Message("user", "hi")], {}, output=OutputRequest(spec, "tool")
+    ).json
+    assert as_tool is not None
+    assert as_tool["tool_choice"] == {"type": "function", "name": TOOL_NAME}
+    assert as_tool["tools"][-1]["name"] == TOOL_NAME
+    assert "text" not in as_tool
+
+
+def test_unknown_shapes_in_the_tool_counts_cost_no_usage() -> None:
+    """A count field of a new shape is skipped; the tokens are still the provider's."""
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 20,
+        "server_side_tool_usage_details": {
+            "x_search_calls": 3,
+            "web_search_calls": "2",  # not a count: not read
+            "future_calls": {"n": 1},
+        },
+    }
+    reply_ = ADAPTER.parse_reply("m", _response(usage=usage, tool_usage={"web_search": None}))
+    assert reply_.usage == Usage(10, 20, server_tool_calls={"x_search": 3})

@@ -54,6 +54,8 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pydantic import Field
+
 from router.conversation import decoded_call
 from router.errors import ProviderError
 from router.output import TOOL_DESCRIPTION, TOOL_NAME, OutputRequest
@@ -119,7 +121,9 @@ class _Usage(Wire):
     input_tokens_details: _InputDetails | None = None
     output_tokens_details: _OutputDetails | None = None
     # xAI: calls by tool (``web_search_calls``, ``x_search_calls``...), sources read.
-    server_side_tool_usage_details: dict[str, Count] | None = None
+    # Values are read only when they are counts: a new field of another shape must
+    # not make the whole usage unreadable.
+    server_side_tool_usage_details: dict[str, Any] | None = None
     num_sources_used: Count | None = None
 
 
@@ -159,14 +163,6 @@ class _Incomplete(Wire):
     reason: str | None = None
 
 
-class _WebSearchUsage(Wire):
-    num_requests: Count | None = None
-
-
-class _ToolUsage(Wire):
-    web_search: _WebSearchUsage | None = None
-
-
 class _Response(Wire):
     id: str | None = None
     status: str | None = None
@@ -174,7 +170,7 @@ class _Response(Wire):
     usage: Any = None  # read by _usage, so that a malformed one costs no reply
     incomplete_details: _Incomplete | None = None
     error: Any = None
-    tool_usage: _ToolUsage | None = None  # OpenAI: server-tool requests
+    tool_usage: Any = None  # OpenAI: server-tool requests (read by _reported_counts)
 
 
 class _TypedResponse(_Response):
@@ -183,15 +179,22 @@ class _TypedResponse(_Response):
     usage: _Usage | None = None
 
 
+class _EventResponse(_Response):
+    """The response an event carries (``response.created`` has no output yet)."""
+
+    output: list[_Item] = Field(default_factory=list)
+
+
 class _Event(Wire):
     type: str | None = None
     delta: str | None = None
     output_index: int | None = None
     item: _Item | None = None
-    response: _Response | None = None
-    # An ``error`` event carries its error at the top level.
+    response: _EventResponse | None = None
+    # An ``error`` event carries its error at the top level (some servers nest it).
     code: Any = None
     message: Any = None
+    error: Any = None
 
 
 # -- replies ------------------------------------------------------------------------
@@ -282,12 +285,19 @@ def _reported_counts(resp: _Response, u: _Usage | None) -> dict[str, int]:
     counts: dict[str, int] = {}
     if u is not None and u.server_side_tool_usage_details:
         for key, n in u.server_side_tool_usage_details.items():
-            if n and key.endswith("_calls"):
+            if _count(n) and key.endswith("_calls"):
                 counts[key.removesuffix("_calls")] = n
-    searches = resp.tool_usage.web_search if resp.tool_usage else None
-    if searches is not None and searches.num_requests:
-        counts["web_search"] = max(counts.get("web_search", 0), searches.num_requests)
+    tools = resp.tool_usage
+    searches = tools.get("web_search") if isinstance(tools, dict) else None
+    n = searches.get("num_requests") if isinstance(searches, dict) else None
+    if isinstance(n, int) and _count(n):
+        counts["web_search"] = max(counts.get("web_search", 0), n)
     return counts
+
+
+def _count(value: Any) -> bool:
+    """Whether ``value`` is a positive count (an int, not a bool)."""
+    return type(value) is int and value > 0
 
 
 def _usage(resp: _Response, decoded: _Decoded, details: dict[str, Any]) -> Usage:
@@ -532,7 +542,9 @@ class OpenAIResponsesAdapter(AdapterBase):
         if kind == "response.refusal.delta":
             return StreamEvent(details={"refusal": ev.delta}) if ev.delta else None
         if kind == "error":
-            error = {"code": ev.code, "message": ev.message}
+            error = ev.error if isinstance(ev.error, dict) else None
+            if error is None:
+                error = {"code": ev.code, "message": ev.message}
             raise stream_error(self, model, _wrapped_error(error))
         resp = ev.response
         if resp is None:
