@@ -23,6 +23,8 @@ from router.config import (
     PromptCache,
     RouteConfig,
     Settings,
+    WebSearchTool,
+    XSearchTool,
 )
 from router.errors import (
     AllProvidersFailedError,
@@ -73,6 +75,7 @@ from router.templates import RouteTemplates
 from router.tools import Tool, ToolSet
 from router.types import (
     Attempt,
+    Citation,
     Completion,
     HealthReport,
     Image,
@@ -99,6 +102,7 @@ __all__ = [
     "BudgetStatus",
     "CallRecord",
     "ChainStep",
+    "Citation",
     "Completion",
     # The schema of providers.yaml, under its one meaning: not an alias of Plan (what
     # load_config returns), so that isinstance() checks and type hints cannot lie.
@@ -168,5 +172,7 @@ __all__ = [
     "ToolSet",
     "UnknownRouteError",
     "Usage",
+    "WebSearchTool",
+    "XSearchTool",
     "load_config",
 ]

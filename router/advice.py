@@ -51,13 +51,21 @@ OPENAI_ROOTS: Mapping[str, str] = {
 }
 
 # What each kind appends to base_url for a chat request, and a base_url to copy.
-_CHAT_PATHS = {"openai": "/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat"}
+_CHAT_PATHS = {
+    "openai": "/chat/completions",
+    "openai_responses": "/responses",
+    "anthropic": "/v1/messages",
+    "ollama": "/api/chat",
+}
+# Kinds whose base_url is an OpenAI-style API root (``.../v1``).
+_OPENAI_STYLE = frozenset({"openai", "openai_responses"})
 
 # Request fields providers have retired: (host, field) -> why and what instead.
 _RETIRED_FIELDS: Mapping[tuple[str, str], str] = {
     ("api.x.ai", "search_parameters"): (
         "xAI retired Live Search: every request carrying search_parameters is refused"
-        " with 410 Gone. Remove it (xAI's search now lives in its Agent Tools API)"
+        " with 410 Gone. Remove it (xAI's search now lives in the server tools of its"
+        " Responses API: kind openai_responses, server_tools x_search / web_search)"
     ),
 }
 
@@ -93,7 +101,7 @@ def _base_url_advice(provider: ProviderConfig) -> Iterator[str]:
     expected = OPENAI_ROOTS.get((parts.hostname or "").lower())
     if suffix is not None:
         trimmed = path[: len(path) - len(suffix)]
-        suggestion = root + (expected if provider.kind == "openai" and expected else trimmed)
+        suggestion = root + (expected if provider.kind in _OPENAI_STYLE and expected else trimmed)
         yield (
             f"base_url ends in the endpoint path {suffix!r}, but the {provider.kind} adapter"
             f" appends {chat!r} itself (requests would go to"
@@ -101,7 +109,7 @@ def _base_url_advice(provider: ProviderConfig) -> Iterator[str]:
             f" {suggestion or default_base_url(provider.kind)}"
         )
         return
-    if provider.kind == "openai" and expected is not None and path != expected:
+    if provider.kind in _OPENAI_STYLE and expected is not None and path != expected:
         yield (
             f"{parts.hostname} serves its OpenAI-compatible API under {expected!r}: set"
             f" base_url to {root}{expected} (requests would go to {path + chat!r}"

@@ -39,7 +39,9 @@ __all__ = [
     "bill",
     "estimated_output",
     "final_usage",
+    "max_counts",
     "output_allowance",
+    "server_calls_seen",
 ]
 
 log = get_logger("router.money")
@@ -79,6 +81,27 @@ def estimated_output(text: str, details: Mapping[str, Any]) -> tuple[int, int]:
             if isinstance(call, dict) and isinstance(args := call.get("arguments"), str):
                 arguments += estimate_text_tokens(args)
     return estimate_text_tokens(text) + reasoning + arguments, reasoning
+
+
+def server_calls_seen(details: Mapping[str, Any]) -> dict[str, int]:
+    """Server-side tool calls by tool, from the call items a stream has delivered
+    (``details["server_tool_calls"]``, kind openai_responses)."""
+    counts: dict[str, int] = {}
+    items = details.get("server_tool_calls")
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and isinstance(name := item.get("type"), str):
+                counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def max_counts(known: Mapping[str, int], new: Mapping[str, int]) -> dict[str, int]:
+    """Per-tool call counts merged with max() (cumulative counts, like tokens)."""
+    if not new:
+        return dict(known)
+    if not known:
+        return dict(new)
+    return {k: max(known.get(k, 0), new.get(k, 0)) for k in known.keys() | new.keys()}
 
 
 def final_usage(usage: Usage | None, est_in: int, text: str) -> Usage:
@@ -152,6 +175,8 @@ def bill(
             reasoning_tokens=reasoning,
             estimated=True,
             suspect=problem,
+            # Calls the provider reported are billed even when its token counts are not.
+            server_tool_calls=usage.server_tool_calls,
         )
     allowed = output_allowance(max_tokens)
     if usage.output_tokens > allowed:

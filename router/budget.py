@@ -71,7 +71,8 @@ _PER_MTOK = -6
 
 
 def cost_usd(usage: Usage, price: Price) -> Decimal:
-    """The exact cost of one response, from the usage the provider reported.
+    """The exact cost of one response, from the usage the provider reported (tokens,
+    and server-side tool calls at the model's ``price.per_call``).
 
     ``usage.input_tokens`` counts every prompt token, cached or not (the adapters
     normalise every provider to that convention); the cached and cache-write
@@ -106,7 +107,22 @@ def cost_usd(usage: Usage, price: Price) -> Decimal:
         total += cached * cached_price
     if written:
         total += written * write_price
-    return total.scaleb(_PER_MTOK)
+    cost = total.scaleb(_PER_MTOK)
+    if usage.server_tool_calls:
+        cost += server_calls_usd(usage.server_tool_calls, price)
+    return cost
+
+
+def server_calls_usd(calls: Mapping[str, int], price: Price) -> Decimal:
+    """The cost of server-side tool calls: each at the model's ``price.per_call`` for
+    its tool (a tool without a per-call price costs nothing: the loader requires one
+    for every tool a model is given)."""
+    total = Decimal(0)
+    for name, count in calls.items():
+        if count < 0:
+            raise ValueError(f"inconsistent usage: {count} {name} calls")
+        total += count * price.per_call.get(name, _ZERO)  # type: ignore[call-overload]
+    return total
 
 
 def worst_case_usd(input_tokens: int, max_tokens: int, price: Price) -> Decimal:

@@ -383,6 +383,7 @@ class Call(Generic[R]):
             reply.response_id,
             reply.details,
             reply.tool_calls,
+            citations=reply.citations,
         )
 
     # -- the walk --------------------------------------------------------------------
@@ -410,6 +411,8 @@ class Call(Generic[R]):
                 self._skip(step, self._too_long(step, max_tokens), rt.clock())
                 continue
             worst = worst_case_usd(self.input_estimate(step), max_tokens, step.plan.price)
+            # Server tools: every call the step allows, at its dearest per-call price.
+            worst += step.plan.tool_calls_reserve_usd
             if self.output is None:
                 request = step.provider.adapter.chat_request(
                     step.plan.model, self.messages, params, stream=self.stream

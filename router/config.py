@@ -22,6 +22,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -40,6 +41,7 @@ from pydantic import (
     ValidationError,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from router.errors import ConfigError, ConfigProblem
@@ -86,7 +88,7 @@ __all__ = [
     "read_config",
 ]
 
-ProviderKind = Literal["openai", "anthropic", "ollama", "mock"]
+ProviderKind = Literal["openai", "openai_responses", "anthropic", "ollama", "mock"]
 OutputMode = Literal["json_schema", "json_object", "tool", "none"]
 ErrorKind = Literal[
     "rate_limit",
@@ -359,6 +361,10 @@ class Limits(_Strict):
     ] = None
 
 
+# Server-side tools (kind openai_responses): the provider runs them itself.
+ServerToolName = Literal["web_search", "x_search"]
+
+
 class Price(_Strict):
     """USD per million tokens. Cached input and cache writes default to the input price."""
 
@@ -374,6 +380,13 @@ class Price(_Strict):
         UsdPerMtok | None,
         Field(description="USD per million cache-write input tokens; null: input price."),
     ] = None
+    per_call: Annotated[
+        dict[ServerToolName, Usd],
+        Field(
+            description="USD per server-side tool call, by tool (web_search, x_search);"
+            " required for every server tool the model is given."
+        ),
+    ] = {}
 
 
 FREE = Price(input_per_mtok=Decimal(0), output_per_mtok=Decimal(0))
@@ -429,6 +442,21 @@ class ModelConfig(_Strict):
             " OpenAI's 32-px patch models). null: the kind's formula (docs/conversations.md)."
         ),
     ] = None
+    server_tools: Annotated[
+        list[ServerTool] | None,
+        Field(
+            description="Tools the provider runs itself (kind openai_responses): web_search,"
+            " x_search; null: the provider's. Each needs price.per_call."
+        ),
+    ] = None
+    max_tool_calls: Annotated[
+        MaxToolCalls | None,
+        Field(
+            description="Most server-tool calls one response may make (sent as max_tool_calls;"
+            " reserved in full before sending); null: the provider's, else"
+            f" {DEFAULT_MAX_TOOL_CALLS}."
+        ),
+    ] = None
 
 
 class ToolConfig(_Strict):
@@ -449,6 +477,154 @@ class ToolConfig(_Strict):
             " {file: name.json} (JSON or YAML) under templates_dir."
         ),
     ] = {"type": "object"}
+
+
+# Most server-tool calls one response may make (max_tool_calls).
+MAX_TOOL_CALLS = 1_000
+# The max_tool_calls sent (and reserved for) when a step with server tools sets none.
+DEFAULT_MAX_TOOL_CALLS = 5
+# Most domains or X handles in one filter (xAI's limit is 5 domains and 10 handles;
+# the provider refuses a longer list with a 400, checked here at load instead).
+MAX_DOMAINS = 100
+MAX_HANDLES = 10
+
+
+def _handle(value: str) -> str:
+    handle = value.removeprefix("@")
+    if not re.fullmatch(r"[A-Za-z0-9_]{1,15}", handle):
+        raise ValueError(f"{value!r} is not an X handle (1-15 letters, digits or '_')")
+    return handle
+
+
+def _domain(value: str) -> str:
+    if not re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", value):
+        raise ValueError(f"{value!r} is not a domain name (e.g. reuters.com; no scheme, no path)")
+    return value.lower()
+
+
+XHandle = Annotated[str, AfterValidator(_handle)]
+Domain = Annotated[str, AfterValidator(_domain)]
+
+
+class UserLocation(_Strict):
+    """Where the user is, to localise web search results (OpenAI)."""
+
+    country: Annotated[
+        str | None, Field(pattern=r"^[A-Z]{2}$", description="ISO 3166 two-letter code.")
+    ] = None
+    city: Annotated[str | None, Field(description="City name, free text.")] = None
+    region: Annotated[str | None, Field(description="Region or state, free text.")] = None
+    timezone: Annotated[str | None, Field(description="IANA time zone, e.g. America/New_York.")] = (
+        None
+    )
+
+
+class WebSearchTool(_Strict):
+    """The provider's own web search (OpenAI and xAI ``web_search``)."""
+
+    type: Literal["web_search"]
+    allowed_domains: Annotated[
+        list[Domain] | None,
+        Field(max_length=MAX_DOMAINS, description="Search only these domains; null: any."),
+    ] = None
+    excluded_domains: Annotated[
+        list[Domain] | None,
+        Field(max_length=MAX_DOMAINS, description="Never these domains (xAI); null: none."),
+    ] = None
+    search_context_size: Annotated[
+        Literal["low", "medium", "high"] | None,
+        Field(description="How much search context the model reads (OpenAI); null: medium."),
+    ] = None
+    user_location: Annotated[
+        UserLocation | None, Field(description="Localise results (OpenAI); null: none.")
+    ] = None
+    enable_image_understanding: Annotated[
+        bool | None, Field(description="Let the model look at images it finds (xAI).")
+    ] = None
+
+    @model_validator(mode="after")
+    def _one_filter(self) -> WebSearchTool:
+        if self.allowed_domains and self.excluded_domains:
+            raise ValueError("set allowed_domains or excluded_domains, not both")
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        """The ``tools`` entry sent."""
+        out: dict[str, Any] = {"type": "web_search"}
+        filters = {
+            k: v
+            for k, v in (
+                ("allowed_domains", self.allowed_domains),
+                ("excluded_domains", self.excluded_domains),
+            )
+            if v
+        }
+        if filters:
+            out["filters"] = filters
+        if self.search_context_size is not None:
+            out["search_context_size"] = self.search_context_size
+        if self.user_location is not None:
+            where = self.user_location.model_dump(exclude_none=True)
+            out["user_location"] = {"type": "approximate", **where}
+        if self.enable_image_understanding is not None:
+            out["enable_image_understanding"] = self.enable_image_understanding
+        return out
+
+
+class XSearchTool(_Strict):
+    """xAI's search of X posts (``x_search``)."""
+
+    type: Literal["x_search"]
+    allowed_x_handles: Annotated[
+        list[XHandle] | None,
+        Field(max_length=MAX_HANDLES, description="Only posts by these handles; null: any."),
+    ] = None
+    excluded_x_handles: Annotated[
+        list[XHandle] | None,
+        Field(max_length=MAX_HANDLES, description="Never posts by these handles; null: none."),
+    ] = None
+    from_date: Annotated[
+        date | None, Field(description="Only posts from this day on (YYYY-MM-DD); null: any.")
+    ] = None
+    to_date: Annotated[
+        date | None, Field(description="Only posts up to this day (YYYY-MM-DD); null: any.")
+    ] = None
+    enable_image_understanding: Annotated[
+        bool | None, Field(description="Let the model look at images in posts.")
+    ] = None
+    enable_video_understanding: Annotated[
+        bool | None, Field(description="Let the model watch videos in posts.")
+    ] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> XSearchTool:
+        if self.allowed_x_handles and self.excluded_x_handles:
+            raise ValueError("set allowed_x_handles or excluded_x_handles, not both")
+        if self.from_date and self.to_date and self.from_date > self.to_date:
+            raise ValueError(f"from_date {self.from_date} is after to_date {self.to_date}")
+        return self
+
+    def wire(self) -> dict[str, Any]:
+        """The ``tools`` entry sent."""
+        out: dict[str, Any] = {"type": "x_search"}
+        for key in (
+            "allowed_x_handles",
+            "excluded_x_handles",
+            "enable_image_understanding",
+            "enable_video_understanding",
+        ):
+            value = getattr(self, key)
+            if value is not None and value != []:
+                out[key] = value
+        for key in ("from_date", "to_date"):
+            day = getattr(self, key)
+            if day is not None:
+                out[key] = day.isoformat()
+        return out
+
+
+ServerTool = Annotated[WebSearchTool | XSearchTool, Field(discriminator="type")]
+MaxToolCalls = Annotated[int, Field(ge=1, le=MAX_TOOL_CALLS)]
 
 
 class MockToolCall(_Strict):
@@ -555,7 +731,10 @@ class ProviderConfig(_Strict):
 
     kind: Annotated[
         ProviderKind,
-        Field(description="Wire protocol: openai (and compatibles), anthropic, ollama, mock."),
+        Field(
+            description="Wire protocol: openai (Chat Completions, and compatibles),"
+            " openai_responses (the Responses API: OpenAI, xAI), anthropic, ollama, mock."
+        ),
     ]
     base_url: Annotated[
         str | None, Field(description="API root; defaults per kind (see docs/config.md).")
@@ -612,7 +791,25 @@ class ProviderConfig(_Strict):
         dict[ModelName, ModelConfig],
         Field(min_length=1, description="The models this provider serves, by API model name."),
     ]
+    server_tools: Annotated[
+        list[ServerTool] | None,
+        Field(
+            description="Tools the provider runs itself (kind openai_responses): web_search,"
+            " x_search; null: none. Each needs price.per_call."
+        ),
+    ] = None
+    max_tool_calls: Annotated[
+        MaxToolCalls | None,
+        Field(
+            description="Most server-tool calls one response may make (sent as max_tool_calls;"
+            f" reserved in full before sending); null: {DEFAULT_MAX_TOOL_CALLS}."
+        ),
+    ] = None
     mock: Annotated[MockSettings | None, Field(description="Only for kind: mock.")] = None
+
+
+# What may hold server_tools and max_tool_calls.
+ServerToolsAt = ProviderConfig | ModelConfig
 
 
 class BudgetConfig(_Strict):
@@ -808,6 +1005,21 @@ class RouteConfig(_Strict):
             " requested, as a success instead of an error (empty_response, invalid_output)."
         ),
     ] = False
+    server_tools: Annotated[
+        list[ServerTool] | None,
+        Field(
+            description="Tools the provider runs itself (kind openai_responses): web_search,"
+            " x_search; null: each step's model's (or provider's). Each needs price.per_call."
+        ),
+    ] = None
+    max_tool_calls: Annotated[
+        MaxToolCalls | None,
+        Field(
+            description="Most server-tool calls one response may make (sent as max_tool_calls;"
+            " reserved in full before sending); null: the model's, the provider's, else"
+            f" {DEFAULT_MAX_TOOL_CALLS}."
+        ),
+    ] = None
     fallback: Annotated[
         list[StepConfig],
         Field(min_length=1, description="Ordered steps: 'provider/model' or a step mapping."),
@@ -844,6 +1056,7 @@ class Config(_Strict):
 
 _DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
+    "openai_responses": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
     "ollama": "http://localhost:11434",
     "mock": "mock://local",
@@ -853,9 +1066,9 @@ _M = TypeVar("_M", bound=BaseModel)
 _FREE_KINDS = frozenset({"ollama", "mock"})
 # Kinds whose models are free when base_url is this machine (a local OpenAI-compatible
 # server: vLLM, llama.cpp, LM Studio), so a model there may omit its price.
-_FREE_WHEN_LOCAL = frozenset({"openai"})
+_FREE_WHEN_LOCAL = frozenset({"openai", "openai_responses"})
 # Kinds that always authenticate when talking to a remote host.
-_KEYED_KINDS = frozenset({"openai", "anthropic"})
+_KEYED_KINDS = frozenset({"openai", "openai_responses", "anthropic"})
 
 
 def default_base_url(kind: str) -> str:
@@ -1272,6 +1485,7 @@ class _Loader:
                     "a mock provider never uses the network: it has no proxy",
                     at_key=True,
                 )
+            self._check_server_tools(name, p)
             if p.kind in _FREE_KINDS or (local and p.kind in _FREE_WHEN_LOCAL):
                 continue
             for model, m in p.models.items():
@@ -1283,6 +1497,42 @@ class _Loader:
                         "ollama and mock models, and openai models on a loopback base_url)",
                         at_key=True,
                     )
+
+    def _check_server_tools(self, name: str, p: ProviderConfig) -> None:
+        """Server tools only on kind openai_responses, each with a per-call price."""
+        where = ("providers", name)
+        places: list[tuple[tuple[Any, ...], ServerToolsAt]] = [(where, p)]
+        places += [((*where, "models", model), m) for model, m in p.models.items()]
+        if p.kind != "openai_responses":
+            for at, holder in places:
+                for key in ("server_tools", "max_tool_calls"):
+                    if getattr(holder, key) is not None:
+                        self._add(
+                            (*at, key),
+                            f"{key} is only for kind openai_responses (the Responses API);"
+                            f" provider {name!r} is kind {p.kind}",
+                            at_key=True,
+                        )
+            return
+        for model, m in p.models.items():
+            tools = m.server_tools if m.server_tools is not None else p.server_tools
+            self._check_per_call(name, model, m, tools or [], "")
+
+    def _check_per_call(
+        self, provider: str, model: str, m: ModelConfig, tools: list[Any], via: str
+    ) -> None:
+        """A model given server tools has a per-call price for each (when it has a price)."""
+        if m.price is None:
+            return  # free (a loopback server); an unpriced remote model is reported already
+        for tool in tools:
+            if tool.type not in m.price.per_call:
+                self._add(
+                    ("providers", provider, "models", model, "price"),
+                    f"price.per_call.{tool.type} is required: the model is given the server"
+                    f" tool {tool.type}{via}, which the provider bills per call (USD per call,"
+                    f' e.g. per_call: {{{tool.type}: "0.01"}})',
+                    at_key=True,
+                )
 
     def _check_url(self, name: str, p: ProviderConfig) -> str | None:
         """Check base_url; return its host (None when it is not usable)."""
@@ -1445,6 +1695,8 @@ class _Loader:
                         + did_you_mean(step.model_name, p.models),
                     )
                     continue
+                if route.server_tools is not None or route.max_tool_calls is not None:
+                    self._check_route_step_tools(rname, route, where, p, step)
                 if prov not in dropped:
                     usable = True
             if route.prompt_cache.system and route.system is None:
@@ -1463,6 +1715,33 @@ class _Loader:
                     f"no usable step: every provider in the chain is disabled: {names}",
                     at_key=True,
                 )
+
+    def _check_route_step_tools(
+        self,
+        rname: str,
+        route: RouteConfig,
+        where: tuple[Any, ...],
+        p: ProviderConfig,
+        step: StepConfig,
+    ) -> None:
+        """A route's server tools reach every step: each must speak the Responses API
+        and price the tools' calls."""
+        if p.kind != "openai_responses":
+            key = "server_tools" if route.server_tools is not None else "max_tool_calls"
+            self._add(
+                where,
+                f"route {rname!r} sets {key}, but step {step.model!r} is kind {p.kind}, which"
+                " has no server tools (only openai_responses has); give the tools to that"
+                " model under providers instead",
+            )
+            return
+        self._check_per_call(
+            step.provider_name,
+            step.model_name,
+            p.models[step.model_name],
+            route.server_tools or [],
+            f" by route {rname!r}",
+        )
 
     def _check_budgets(self) -> None:
         for bname, b in self.budgets.items():

@@ -215,10 +215,10 @@ def image_tokens(kind: str, image: Image) -> int:
     docstring has the formulas and their sources)."""
     if kind == "ollama":
         return OLLAMA_IMAGE_TOKENS
-    if kind not in ("openai", "anthropic"):
+    if kind not in ("openai", "openai_responses", "anthropic"):
         return IMAGE_TOKENS
     size = dimensions(image.data) if image.data is not None else None
-    if kind == "openai":
+    if kind != "anthropic":  # OpenAI's count, for Chat Completions and Responses alike
         return OPENAI_MAX_TOKENS if size is None else openai_tokens(*size)
     return ANTHROPIC_MAX_TOKENS if size is None else anthropic_tokens(*size)
 

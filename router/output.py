@@ -49,6 +49,7 @@ MODES: tuple[Mode, ...] = ("json_schema", "json_object", "tool", "none")
 # The strongest form each provider kind's API takes, when a model declares none.
 DEFAULT_MODES: Mapping[str, Mode] = {
     "openai": "json_schema",
+    "openai_responses": "json_schema",
     "anthropic": "tool",
     "ollama": "json_schema",
     "mock": "json_schema",

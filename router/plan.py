@@ -36,6 +36,7 @@ from pydantic import SecretStr
 
 from router.config import (
     DEFAULT_INPUT_OVERHEAD_TOKENS,
+    DEFAULT_MAX_TOOL_CALLS,
     FREE,
     Backoff,
     BudgetConfig,
@@ -49,6 +50,7 @@ from router.config import (
     PromptCache,
     ProviderConfig,
     RouteConfig,
+    ServerTool,
     Settings,
     default_base_url,
     read_config,
@@ -88,6 +90,9 @@ class ModelPlan:
     tools: bool = True  # whether the model takes tools (models.<m>.tools)
     structured_output: Mode = "json_schema"  # its own, or its provider kind's default
     image_tokens: int | None = None  # per image; None: the provider kind's formula
+    # Server-side tools (kind openai_responses): the model's, else its provider's.
+    server_tools: tuple[ServerTool, ...] = ()
+    max_tool_calls: int | None = None  # the model's, else its provider's; None: unset
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,31 @@ class StepPlan:
     # Tokens each image is estimated at (models.<m>.image_tokens); None: the
     # provider kind's formula (router.images).
     image_tokens: int | None = None
+    # Server-side tools the step's requests carry (the route's, else the model's, else
+    # the provider's), by name; in ``params`` as ``server_tools`` (their wire form and
+    # the call cap).
+    server_tools: tuple[str, ...] = ()
+    # Most server-tool calls one response may make (sent as max_tool_calls); 0 when
+    # the step has no server tools.
+    max_tool_calls: int = 0
+    # What the reservation adds for them: max_tool_calls at the dearest per-call
+    # price among the step's server tools (docs/money.md).
+    tool_calls_reserve_usd: Decimal = Decimal(0)
+
+
+def server_tools_plan(
+    tools: Sequence[ServerTool], max_calls: int | None, price: Price
+) -> tuple[dict[str, Any], tuple[str, ...], int, Decimal]:
+    """A step's server tools: the param they add (``server_tools``: the tools in wire
+    form and ``max_tool_calls``, which the adapter sends and a call's params may only
+    lower), their names, the call cap and its worst-case cost."""
+    if not tools:
+        return {}, (), 0, Decimal(0)
+    names = tuple(dict.fromkeys(t.type for t in tools))
+    cap = max_calls if max_calls is not None else DEFAULT_MAX_TOOL_CALLS
+    dearest = max(price.per_call.get(n, Decimal(0)) for n in names)
+    params = {"server_tools": {"tools": [t.wire() for t in tools], "max_tool_calls": cap}}
+    return params, names, cap, cap * dearest
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +385,7 @@ def load_config(
 
 def _first(*values: Any) -> Any:
     """The first value that is set (the most specific level wins)."""
-    return next(v for v in values if v is not None)
+    return next((v for v in values if v is not None), None)
 
 
 def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -421,6 +451,10 @@ def _provider(
             tools=m.tools,
             structured_output=m.structured_output or DEFAULT_MODES[p.kind],
             image_tokens=m.image_tokens,
+            server_tools=tuple(
+                m.server_tools if m.server_tools is not None else p.server_tools or ()
+            ),
+            max_tool_calls=_first(m.max_tool_calls, p.max_tool_calls),
         )
         for model, m in p.models.items()
     }
@@ -461,11 +495,16 @@ def _route(
         if p is None:  # disabled: its key is not set
             continue
         m = p.models[step.model_name]
+        server, names, max_calls, reserve = server_tools_plan(
+            m.server_tools if r.server_tools is None else r.server_tools,
+            _first(r.max_tool_calls, m.max_tool_calls),
+            m.price,
+        )
         steps.append(
             StepPlan(
                 provider=p.name,
                 model=step.model_name,
-                params=_frozen({**p.extra, **m.extra, **step.params}),
+                params=_frozen({**p.extra, **m.extra, **step.params, **server}),
                 retries=_first(step.retries, r.retries, s.retries),
                 timeout_s=p.timeout_s
                 if step.timeout_s is None
@@ -484,6 +523,9 @@ def _route(
                 tools=m.tools,
                 structured_output=m.structured_output,
                 image_tokens=m.image_tokens,
+                server_tools=names,
+                max_tool_calls=max_calls,
+                tool_calls_reserve_usd=reserve,
             )
         )
     fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on

@@ -25,7 +25,7 @@ from decimal import Decimal
 from types import AsyncGeneratorType, TracebackType
 from typing import Any, Protocol, cast
 
-from router.billing import estimated_output, final_usage
+from router.billing import estimated_output, final_usage, max_counts, server_calls_seen
 from router.call import Call, Step, billed
 from router.conversation import streamed_calls
 from router.errors import (
@@ -43,7 +43,7 @@ from router.providers.base import Adapter
 from router.providers.error_body import error_from_response
 from router.state import Ticket
 from router.transport import StreamResponse
-from router.types import Completion, Reply, StreamEvent, Usage, WireRequest
+from router.types import Citation, Completion, Reply, StreamEvent, Usage, WireRequest
 
 # After the end-of-stream marker, how long to wait for the rest of the body (the
 # chunked-encoding terminator, normally in the same packet): a body read to its
@@ -63,6 +63,7 @@ def merge_usage(known: Usage | None, new: Usage) -> Usage:
         reasoning_tokens=max(known.reasoning_tokens, new.reasoning_tokens),
         estimated=known.estimated and new.estimated,
         suspect=known.suspect or new.suspect,  # one malformed event: bill the estimate
+        server_tool_calls=max_counts(known.server_tool_calls, new.server_tool_calls),
     )
 
 
@@ -72,16 +73,21 @@ def cut_usage(reported: Usage | None, est_in: int, text: str, details: dict[str,
     What was reported so far is a floor (Anthropic sends the input count first
     and the output count last; OpenAI sends everything at the end). The output
     is estimated from what arrived: the text, reasoning, and tool-call arguments.
+    Server-side tool calls (kind openai_responses) are the ones reported or seen
+    finished in the stream, whichever is more: the provider bills each one.
     """
     if reported is not None and reported.suspect is not None:
         return reported  # malformed: router.billing bills the whole estimate
     output, reasoning = estimated_output(text, details)
+    # Server-tool calls the provider finished before the cut: billed per call.
+    calls = max_counts(reported.server_tool_calls if reported else {}, server_calls_seen(details))
     if reported is None or not reported.input_tokens:
         return Usage(
             input_tokens=est_in,
             output_tokens=max(output, reported.output_tokens if reported else 0),
             reasoning_tokens=max(reasoning, reported.reasoning_tokens if reported else 0),
             estimated=True,
+            server_tool_calls=calls,
         )
     return Usage(
         input_tokens=reported.input_tokens,
@@ -90,6 +96,7 @@ def cut_usage(reported: Usage | None, est_in: int, text: str, details: dict[str,
         cache_write_tokens=reported.cache_write_tokens,
         reasoning_tokens=max(reasoning, reported.reasoning_tokens),
         estimated=True,
+        server_tool_calls=calls,
     )
 
 
@@ -137,6 +144,7 @@ class LiveStream:
 
     __slots__ = (
         "call",
+        "citations",
         "conn",
         "details",
         "done",
@@ -183,6 +191,7 @@ class LiveStream:
         self.finish_reason: str | None = None
         self.response_id: str | None = None
         self.details: dict[str, Any] = {}
+        self.citations: list[Citation] = []
         self.ttft_s: float | None = None
         self.done = False  # the provider's end-of-stream marker arrived
 
@@ -210,6 +219,8 @@ class LiveStream:
                     self.details.setdefault(key, []).extend(value)
                 else:
                     self.details[key] = value
+        if ev.citations:
+            self.citations.extend(ev.citations)
         if ev.done:
             self.done = True
 
@@ -335,6 +346,7 @@ class LiveStream:
             response_id=self.response_id,
             details=self.details,
             tool_calls=streamed_calls(self.details.get("tool_calls")),
+            citations=self.citations,
         )
         spec = self.call.output
         output = None

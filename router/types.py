@@ -162,6 +162,21 @@ class Message:
     cache: bool = False
 
 
+@dataclass(slots=True, frozen=True)
+class Citation:
+    """A source the answer cites (a provider's ``url_citation`` annotation).
+
+    ``start`` and ``end`` are character offsets of the cited span in the answer
+    text (``text[start:end]``), as the provider gave them; ``title`` is the
+    page title (xAI gives the citation's number, such as ``"1"``).
+    """
+
+    url: str
+    title: str | None = None
+    start: int | None = None
+    end: int | None = None
+
+
 @dataclass(slots=True)
 class Usage:
     """Token usage in one convention for every provider.
@@ -169,7 +184,9 @@ class Usage:
     ``input_tokens`` counts every prompt token processed, cached or not;
     ``cached_input_tokens`` and ``cache_write_tokens`` are parts of it.
     ``output_tokens`` includes reasoning; ``reasoning_tokens`` is the part of it
-    spent thinking. ``estimated`` is true when the counts are not the provider's
+    spent thinking. ``server_tool_calls`` counts the calls the provider made to its
+    own tools (``web_search``, ``x_search``...), each billed at the model's
+    ``price.per_call``. ``estimated`` is true when the counts are not the provider's
     report as it stands: it reported none, or reported what could not be billed
     as it was (then ``suspect`` says why, in one line: malformed or impossible
     counts, output above ``max_tokens``, a cost far above the reservation; see
@@ -183,6 +200,8 @@ class Usage:
     reasoning_tokens: int = 0
     estimated: bool = False
     suspect: str | None = None
+    # Server-side tool calls by tool name (web_search, x_search...); empty: none.
+    server_tool_calls: dict[str, int] = field(default_factory=dict)
 
     @property
     def total_tokens(self) -> int:
@@ -201,6 +220,8 @@ class Reply:
     details: dict[str, Any] = field(default_factory=dict)
     # The tools the model asked for, in the order it gave them.
     tool_calls: list[ToolCall] = field(default_factory=list)
+    # The sources the answer cites (server-side search), in the text's order.
+    citations: list[Citation] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -260,6 +281,8 @@ class Completion:
     # the pydantic model asked for, or the parsed JSON; None when no output was asked
     # (or an accept_truncated route returned an answer that did not validate).
     output: Any = None
+    # The sources the answer cites (server-side web or X search); empty: none.
+    citations: list[Citation] = field(default_factory=list)
 
 
 @dataclass(slots=True, frozen=True)
@@ -278,6 +301,8 @@ class StreamEvent:
     response_id: str | None = None
     done: bool = False
     details: dict[str, Any] | None = None
+    # Sources cited (known at the end of a Responses stream); None: none here.
+    citations: tuple[Citation, ...] | None = None
 
 
 @dataclass(slots=True, frozen=True)

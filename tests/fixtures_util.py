@@ -22,7 +22,12 @@ from router.types import Usage
 FIXTURES = Path(__file__).parent / "fixtures"
 
 # Adapter kind by fixture family; every other family speaks OpenAI's format.
-_KIND_BY_FAMILY = {"anthropic": "anthropic", "ollama": "ollama"}
+_KIND_BY_FAMILY = {
+    "anthropic": "anthropic",
+    "ollama": "ollama",
+    "openai-responses": "openai_responses",
+    "xai-responses": "openai_responses",
+}
 
 
 @dataclass(frozen=True, slots=True)

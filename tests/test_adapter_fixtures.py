@@ -22,19 +22,27 @@ from router.errors import (
     ServerError,
 )
 from router.providers.error_body import Sent, error_from_response
-from router.types import Usage
+from router.types import Citation, Usage
 from tests.fixtures_util import consume, fixture_ids, load, manifest, stream_events
 
 MODEL = "test-model"
 
 
-def U(inp: int, out: int, cached: int = 0, write: int = 0, reasoning: int = 0) -> Usage:
+def U(
+    inp: int,
+    out: int,
+    cached: int = 0,
+    write: int = 0,
+    reasoning: int = 0,
+    calls: dict[str, int] | None = None,
+) -> Usage:
     return Usage(
         input_tokens=inp,
         output_tokens=out,
         cached_input_tokens=cached,
         cache_write_tokens=write,
         reasoning_tokens=reasoning,
+        server_tool_calls=calls or {},
     )
 
 
@@ -48,6 +56,7 @@ class Ok:
     prefix: bool = False
     details: dict[str, Any] = field(default_factory=dict)  # exact values expected in details
     detail_keys: tuple[str, ...] = ()  # keys that must be present (long values)
+    citations: tuple[Citation, ...] = ()  # exact (none for most)
 
 
 SUCCESS: dict[str, Ok] = {
@@ -286,6 +295,112 @@ SUCCESS: dict[str, Ok] = {
     "xai-chat-200-sse-basic": Ok("1, 2, 3", "stop", U(137, 7 + 126, cached=128, reasoning=126)),
     # grok-2 repeats cumulative usage in every chunk; the max over them is the last.
     "xai-chat-200-sse-grok-2": Ok("Hello! How can I assist you today?", "stop", U(9, 10)),
+    # -- Responses API (kind openai_responses): cached inside input_tokens, reasoning
+    # inside output_tokens, as the router counts them; server-tool calls counted.
+    "openai-responses-200-json-basic": Ok("4", "stop", U(13, 157, reasoning=128)),
+    "openai-responses-200-json-cached-tokens": Ok("OK", "stop", U(4565, 5, cached=4352)),
+    "openai-responses-200-json-function-call": Ok(
+        "",
+        "tool_calls",
+        U(87, 211, reasoning=128),
+        details={
+            "tool_calls": [
+                {
+                    "id": "call_R1nRm6zHHaYdJmzUTyHeErE1",
+                    "name": "weather",
+                    "arguments": '{"latitude":"52.5200","longitude":"13.4050"}',
+                }
+            ]
+        },
+    ),
+    "openai-responses-200-json-after-function-call-output": Ok(
+        "Current weather in Berlin (52.5200, 13.4050): 15°C, wind 10 km/h. \n\nWant a full"
+        " forecast or humidity/precipitation details?",
+        "stop",
+        U(330, 259, reasoning=192),
+    ),
+    "openai-responses-200-json-web-search-url-citation": Ok(
+        "The latest stable Ruby (MRI/CRuby) version is **Ruby 4.0.6**. ([ruby-lang.org]"
+        "(https://www.ruby-lang.org/en/downloads/?utm_source=openai))",
+        "stop",
+        U(8614, 95, reasoning=48, calls={"web_search": 1}),
+        details={
+            "server_tool_calls": [
+                {
+                    "type": "web_search",
+                    "id": "ws_0a4b29f86cea8812016a85bef0ea8087d2a25ae52f20427c1d",
+                    "status": "completed",
+                    "action": {
+                        "type": "search",
+                        "queries": [
+                            "latest stable Ruby version",
+                            "Ruby releases stable version latest ruby-lang.org",
+                        ],
+                        "query": "latest stable Ruby version",
+                    },
+                }
+            ]
+        },
+        citations=(
+            Citation(
+                "https://www.ruby-lang.org/en/downloads/?utm_source=openai",
+                "Download Ruby | Ruby",
+                62,
+                138,
+            ),
+        ),
+    ),
+    "openai-responses-200-json-json-schema": Ok(
+        '{"name":"John","age":30}', "stop", U(45, 752, reasoning=704)
+    ),
+    "openai-responses-200-json-image-input": Ok(
+        "A glossy, red gemstone or jewel. It looks like a stylized, 3D-rendered gem with"
+        " triangular facets, a bright highlight, and a curved rim giving it depth. Not a photo"
+        " of a real object, but a digital icon.",
+        "stop",
+        U(38, 729, reasoning=640),
+    ),
+    "openai-responses-200-sse-basic": Ok("1, 2, 3", "stop", U(13, 284, reasoning=256)),
+    "openai-responses-200-sse-function-call": Ok(
+        "", "tool_calls", U(87, 339, reasoning=256), detail_keys=("tool_calls",)
+    ),
+    "xai-responses-200-json-basic": Ok(
+        "4",
+        "stop",
+        U(204, 80, cached=128, reasoning=79),
+        details={"reasoning": 'The question is: "What is 2 + 2? Just the number."\n'},
+    ),
+    "xai-responses-200-json-function-call": Ok(
+        "",
+        "tool_calls",
+        U(340, 127, cached=192, reasoning=105),
+        details={
+            "tool_calls": [
+                {
+                    "id": "call-cf08a1a3-d6a7-4fed-b17d-bf4860ffe04c-0",
+                    "name": "weather",
+                    "arguments": '{"latitude":"52.5200","longitude":"13.4050"}',
+                }
+            ]
+        },
+        detail_keys=("reasoning",),
+    ),
+    # Two web_search_call items; usage.server_side_tool_usage_details.web_search_calls=2.
+    "xai-responses-200-json-web-search-citations": Ok(
+        "**The latest stable Ruby version is 4.0.6** (released July 14, 2026).[[1]]"
+        "(https://www.ruby-lang.org/en/downloads/)",
+        "stop",
+        U(5913, 364, cached=2048, reasoning=263, calls={"web_search": 2}),
+        prefix=True,
+        detail_keys=("reasoning", "server_tool_calls"),
+        citations=(Citation("https://www.ruby-lang.org/en/downloads/", "1", 69, 115),),
+    ),
+    "xai-responses-200-sse-reasoning-summary": Ok(
+        "1, 2, 3.",
+        "stop",
+        U(199, 160, cached=128, reasoning=152),
+        details={"reasoning": 'The user said: "Count from 1 to 3"\n'},
+    ),
 }
 
 
@@ -426,6 +541,16 @@ ERRORS: dict[str, Err] = {
     "xai-chat-400-invalid-api-key": Err(
         AuthenticationError, "Incorrect API key provided: in***ey.", prefix=True
     ),
+    "openai-responses-401-invalid-api-key": Err(
+        AuthenticationError,
+        "Incorrect API key provided: invalid-key. You can find your API key at"
+        " https://platform.openai.com/account/api-keys.",
+    ),
+    # xAI's flat {"code", "error"} envelope, a bad key said with a 400.
+    "xai-responses-400-invalid-api-key": Err(
+        AuthenticationError,
+        "Incorrect API key provided. You can obtain an API key from https://console.x.ai.",
+    ),
     "xai-chat-503-model-at-capacity": Err(
         ServerError, "Service temporarily unavailable. The model is at capacity", prefix=True
     ),
@@ -480,6 +605,7 @@ def test_success_body_parses_to_text_and_exact_usage(fixture_id: str) -> None:
     _check_text(reply.text, ok)
     assert reply.finish_reason == ok.finish
     assert reply.usage == ok.usage
+    assert reply.citations == list(ok.citations)
     _check_details(reply.details, ok)
     # The visible text never carries the reasoning.
     for key in ("reasoning", "thinking"):
@@ -530,6 +656,9 @@ def test_stream_text_equals_the_recorded_deltas(fixture_id: str) -> None:
         elif fx.kind == "anthropic":
             if event == "content_block_delta" and doc["delta"]["type"] == "text_delta":
                 expected.append(doc["delta"]["text"])
+        elif fx.kind == "openai_responses":
+            if doc["type"] == "response.output_text.delta":
+                expected.append(doc["delta"])
         else:
             expected.extend(c["delta"].get("content") or "" for c in doc["choices"])
     assert consume(fx.adapter(), MODEL, stream_events(fx)).text == "".join(expected)

@@ -322,7 +322,7 @@ def test_schema_needs_no_config_and_is_the_published_schema(tmp_path: Path) -> N
 def test_validate_no_env_accepts_the_example_without_keys(example: Path) -> None:
     r = cli("validate", str(example), "--no-env", cwd=ROOT)
     assert r.code == 0, r.out + r.err
-    assert "valid: 7 providers, 2 routes" in r.out
+    assert "valid: 8 providers, 3 routes" in r.out
 
 
 def test_a_call_without_its_keys_is_a_config_error_on_stderr(example: Path) -> None:
@@ -832,6 +832,9 @@ def test_render_json(mock_only: Path) -> None:
         "context_window": None,
         "max_tokens": 1024,
         "fits": True,
+        "server_tools": [],
+        "max_tool_calls": 0,
+        "tool_calls_reserve_usd": "0",
     }
     assert doc["disabled"] == []
 

@@ -39,11 +39,19 @@ def test_example_loads_with_every_key_set() -> None:
         "anthropic",
         "deepseek",
         "xai",
+        "grok_news",
         "ollama",
         "mock",
         "mock_flaky",
     }
-    assert set(config.routes) == {"analysis", "summary"}
+    assert set(config.routes) == {"analysis", "news", "summary"}
+    # The news route: Grok over the Responses API, searching given X handles.
+    [grok, _] = config.routes["news"].steps
+    assert (grok.provider, grok.server_tools, grok.max_tool_calls) == (
+        "grok_news",
+        ("x_search",),
+        4,
+    )
     analysis = [f"{s.provider}/{s.model}" for s in config.chain("analysis")]
     assert analysis[-2:] == ["mock_flaky/mock-1", "mock/mock-1"]
     assert config.chain("summary")[-2][:2] == ("ollama", "llama3.2:latest")
@@ -89,9 +97,9 @@ def test_optional_providers_without_keys_are_disabled_with_a_warning() -> None:
     env = {k: v for k, v in FULL_ENV.items() if k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     with capture_logs() as logs:
         config = load_config(EXAMPLE, env=env)
-    assert config.disabled_providers == {"deepseek", "xai"}
+    assert config.disabled_providers == {"deepseek", "xai", "grok_news"}
     assert all(s.provider not in {"deepseek", "xai"} for s in config.chain("analysis"))
-    assert set(config.providers).isdisjoint({"deepseek", "xai"})
+    assert set(config.providers).isdisjoint({"deepseek", "xai", "grok_news"})
     # The route as written still lists every step; the plan's steps drop them.
     assert len(config.config.routes["analysis"].fallback) == len(config.chain("analysis")) + 2
     assert len(config.routes["analysis"].steps) == len(config.chain("analysis"))
@@ -99,6 +107,7 @@ def test_optional_providers_without_keys_are_disabled_with_a_warning() -> None:
     assert events == {
         ("provider_disabled", "deepseek", "DEEPSEEK_API_KEY"),
         ("provider_disabled", "xai", "XAI_API_KEY"),
+        ("provider_disabled", "grok_news", "XAI_API_KEY"),
     }
     assert all(e["log_level"] == "warning" for e in logs)
 
@@ -106,7 +115,7 @@ def test_optional_providers_without_keys_are_disabled_with_a_warning() -> None:
 def test_require_env_false_disables_every_provider_without_a_key() -> None:
     with capture_logs():
         config = load_config(EXAMPLE, env={}, require_env=False)
-    assert config.disabled_providers == {"openai", "anthropic", "deepseek", "xai"}
+    assert config.disabled_providers == {"openai", "anthropic", "deepseek", "xai", "grok_news"}
     assert [(s.provider, s.model) for s in config.chain("summary")] == [
         ("ollama", "llama3.2:latest"),
         ("mock", "mock-1"),
@@ -173,7 +182,7 @@ def test_what_a_loaded_plan_resolves() -> None:
     assert config.providers["mock"].models["mock-1"].price.output_per_mtok == Decimal("1.50")
     with pytest.raises(RouterError, match="did you mean 'analysis'"):
         config.chain("analysys")
-    assert set(config.routes) == {"analysis", "summary"}
+    assert set(config.routes) == {"analysis", "news", "summary"}
     # Frozen all the way down.
     with pytest.raises(TypeError):
         config.routes["x"] = config.routes["summary"]  # type: ignore[index]

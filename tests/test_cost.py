@@ -28,12 +28,19 @@ from router.types import Usage
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-def _p(i: str, o: str, cached: str | None = None, write: str | None = None) -> Price:
+def _p(
+    i: str,
+    o: str,
+    cached: str | None = None,
+    write: str | None = None,
+    per_call: dict[str, str] | None = None,
+) -> Price:
     return Price(
         input_per_mtok=Decimal(i),
         output_per_mtok=Decimal(o),
         cached_input_per_mtok=None if cached is None else Decimal(cached),
         cache_write_per_mtok=None if write is None else Decimal(write),
+        per_call={k: Decimal(v) for k, v in (per_call or {}).items()},
     )
 
 
@@ -44,6 +51,12 @@ PRICES = {
     "deepseek": _p("0.28", "0.42", cached="0.028"),
     "anthropic": _p("1", "5", cached="0.10", write="1.25"),
     "grok-4.3": _p("1.25", "2.50", cached="0.20"),
+    # Responses API: tokens as above, and server-tool calls per call (xAI: $5 per
+    # 1000 searches, what its cost_in_usd_ticks implies; OpenAI: $10 per 1000).
+    "openai-responses": _p("1.25", "10", cached="0.125", per_call={"web_search": "0.01"}),
+    "grok-4.3-responses": _p(
+        "1.25", "2.50", cached="0.20", per_call={"web_search": "0.005", "x_search": "0.005"}
+    ),
     "grok-4-1-fast-non-reasoning": _p("0.20", "0.50", cached="0.05"),
     "grok-2": _p("2", "10"),
     "openrouter": _p("0", "0"),  # a ':free' model; OpenRouter itself reports cost 0
@@ -107,6 +120,55 @@ EXPECTED: dict[str, tuple[str, tuple[int, int, int, int], str]] = {
     "xai-chat-200-json-reasoning-content": ("grok-4.3", (173, 128, 0, 2807), "0.00709935"),
     "xai-chat-200-sse-basic": ("grok-4.3", (137, 128, 0, 133), "0.00036935"),
     "xai-chat-200-sse-grok-2": ("grok-2", (9, 0, 0, 10), "0.000118"),
+    # Responses API (OpenAI and xAI alike): cached_tokens INSIDE input_tokens, reasoning
+    # INSIDE output_tokens; each server-tool call at its per-call price.
+    "openai-responses-200-json-basic": ("openai-responses", (13, 0, 0, 157), "0.00158625"),
+    "openai-responses-200-json-cached-tokens": (
+        "openai-responses",
+        (4565, 4352, 0, 5),
+        "0.00086025",
+    ),
+    "openai-responses-200-json-function-call": (
+        "openai-responses",
+        (87, 0, 0, 211),
+        "0.00221875",
+    ),
+    "openai-responses-200-json-after-function-call-output": (
+        "openai-responses",
+        (330, 0, 0, 259),
+        "0.0030025",
+    ),
+    # 10767.5 + 950 per M = $0.0117175, plus one web search at $0.01.
+    "openai-responses-200-json-web-search-url-citation": (
+        "openai-responses",
+        (8614, 0, 0, 95),
+        "0.0217175",
+    ),
+    "openai-responses-200-json-json-schema": ("openai-responses", (45, 0, 0, 752), "0.00757625"),
+    "openai-responses-200-json-image-input": ("openai-responses", (38, 0, 0, 729), "0.0073375"),
+    "openai-responses-200-sse-basic": ("openai-responses", (13, 0, 0, 284), "0.00285625"),
+    "openai-responses-200-sse-function-call": (
+        "openai-responses",
+        (87, 0, 0, 339),
+        "0.00349875",
+    ),
+    "xai-responses-200-json-basic": ("grok-4.3-responses", (204, 128, 0, 80), "0.0003206"),
+    "xai-responses-200-json-function-call": (
+        "grok-4.3-responses",
+        (340, 192, 0, 127),
+        "0.0005409",
+    ),
+    # 6150.85 per M = $0.00615085, plus two web searches at $0.005.
+    "xai-responses-200-json-web-search-citations": (
+        "grok-4.3-responses",
+        (5913, 2048, 0, 364),
+        "0.01615085",
+    ),
+    "xai-responses-200-sse-reasoning-summary": (
+        "grok-4.3-responses",
+        (199, 128, 0, 160),
+        "0.00051435",
+    ),
     "openrouter-chat-200-sse-processing-comment": ("openrouter", (586, 0, 0, 3), "0"),
     # Gemini (no adapter yet): thoughtsTokenCount is BESIDE candidatesTokenCount.
     "gemini-generatecontent-200-json": ("gemini", (10, 0, 0, 31), "0.0000805"),
@@ -170,6 +232,12 @@ def raw_usage(entry: dict[str, Any]) -> dict[str, Any] | None:
                 usage = {k: v for k, v in doc.items() if k in ("prompt_eval_count", "eval_count")}
         elif api.startswith("gemini"):
             usage = doc.get("usageMetadata") or usage
+        elif api.endswith("-responses"):
+            # A reply, or a stream's response.completed event (the whole response).
+            resp = doc.get("response", doc) if entry["streaming"] else doc
+            if resp.get("usage"):
+                # OpenAI counts its server-tool requests beside usage.
+                usage = {**resp["usage"], "tool_usage": resp.get("tool_usage") or {}}
         else:
             usage = doc.get("usage") or usage
     return usage or None
@@ -192,6 +260,22 @@ def normalise(api: str, u: dict[str, Any]) -> Usage:
             input_tokens=u["promptTokenCount"],
             cached_input_tokens=u.get("cachedContentTokenCount", 0),
             output_tokens=u["candidatesTokenCount"] + u.get("thoughtsTokenCount", 0),
+        )
+    if api.endswith("-responses"):
+        calls = {
+            k.removesuffix("_calls"): n
+            for k, n in (u.get("server_side_tool_usage_details") or {}).items()
+            if n
+        }
+        searches = (u["tool_usage"].get("web_search") or {}).get("num_requests", 0)
+        if searches:
+            calls["web_search"] = searches
+        return Usage(
+            input_tokens=u["input_tokens"],
+            cached_input_tokens=u["input_tokens_details"].get("cached_tokens", 0),
+            cache_write_tokens=u["input_tokens_details"].get("cache_write_tokens", 0),
+            output_tokens=u["output_tokens"],
+            server_tool_calls=calls,
         )
     # OpenAI Chat Completions and compatibles. total - prompt is the output that
     # was billed whether reasoning is inside completion_tokens (OpenAI, DeepSeek)
@@ -282,6 +366,20 @@ def test_xai_reasoning_is_beside_completion_and_billed_as_output() -> None:
         price = PRICES[EXPECTED[fid][0]]
         billed = Decimal(u["cost_in_usd_ticks"]).scaleb(-10)
         assert cost_usd(normalise(entry["api"], u), price) == billed
+
+
+def test_xai_responses_cost_with_searches_equals_the_billed_ticks() -> None:
+    """xAI's Responses API: reasoning inside output_tokens, web searches at $0.005 a
+    call; our cost equals cost_in_usd_ticks to the tick, searches included."""
+    for fid in (i for i in EXPECTED if i.startswith("xai-responses-")):
+        entry = _entry(fid)
+        u = raw_usage(entry)
+        assert u is not None
+        usage = normalise(entry["api"], u)
+        assert u["total_tokens"] == u["input_tokens"] + u["output_tokens"]
+        assert sum(usage.server_tool_calls.values()) == u["num_server_side_tools_used"]
+        billed = Decimal(u["cost_in_usd_ticks"]).scaleb(-10)
+        assert cost_usd(usage, PRICES["grok-4.3-responses"]) == billed, fid
 
 
 def test_openrouter_reported_cost_agrees() -> None:

@@ -47,7 +47,12 @@ from tests.upstream import (
 ROOT = Path(__file__).resolve().parents[1]
 # Where each kind sends its chat request, relative to the server root (openai-kind
 # base_urls carry /v1, as the real ones do).
-CHAT_PATH = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat"}
+CHAT_PATH = {
+    "openai": "/v1/chat/completions",
+    "openai_responses": "/v1/responses",
+    "anthropic": "/v1/messages",
+    "ollama": "/api/chat",
+}
 PRICE = "{input_per_mtok: 2, output_per_mtok: 8, cached_input_per_mtok: 0.5}"
 
 
@@ -56,7 +61,7 @@ def canary() -> str:
 
 
 def base_url(kind: str, url: str) -> str:
-    return url + "/v1" if kind == "openai" else url
+    return url + "/v1" if kind in ("openai", "openai_responses") else url
 
 
 def one_step_yaml(kind: str, url: str, *, key_env: str | None = "E2E_KEY") -> str:

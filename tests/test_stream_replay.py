@@ -46,8 +46,8 @@ PRICE = {
     "cache_write_per_mtok": "2.5",
 }
 PRICE_MODEL = Price.model_validate({k: Decimal(v) for k, v in PRICE.items()})
-# The adapter posts to <base_url>/chat/completions, /v1/messages or /api/chat.
-_BASE_PATH = {"openai": "/v1", "anthropic": "", "ollama": ""}
+# The adapter posts to <base_url>/chat/completions, /responses, /v1/messages or /api/chat.
+_BASE_PATH = {"openai": "/v1", "openai_responses": "/v1", "anthropic": "", "ollama": ""}
 
 
 def _config_yaml(kind: str, url: str) -> str:
@@ -84,6 +84,9 @@ def expected_text(fx: Fixture) -> str:
                 parts.append(doc["delta"]["text"])
             elif event == "content_block_start" and doc["content_block"]["type"] == "text":
                 parts.append(doc["content_block"].get("text") or "")
+        elif fx.kind == "openai_responses":
+            if doc["type"] == "response.output_text.delta":
+                parts.append(doc["delta"])
         else:
             for choice in doc.get("choices") or []:
                 parts.append((choice.get("delta") or {}).get("content") or "")
@@ -96,7 +99,9 @@ def expected_usage(fx: Fixture) -> Usage | None:
     OpenAI-compatible: output = total - prompt (xAI leaves reasoning out of
     completion_tokens but not out of total_tokens). Anthropic: input counts cache
     reads and writes; the last ``message_delta`` has the final output count.
-    Ollama: the ``done`` line's counts.
+    Ollama: the ``done`` line's counts. Responses API: ``response.completed``
+    carries the whole response, whose usage already counts cached input inside
+    input and reasoning inside output.
     """
     found: Usage | None = None
     for event, data in stream_events(fx):
@@ -119,6 +124,15 @@ def expected_usage(fx: Fixture) -> Usage | None:
                 cached_input_tokens=read,
                 cache_write_tokens=write,
             )
+        elif fx.kind == "openai_responses":
+            if doc["type"] == "response.completed":
+                u = doc["response"]["usage"]
+                found = Usage(
+                    input_tokens=u["input_tokens"],
+                    output_tokens=u["output_tokens"],
+                    cached_input_tokens=u["input_tokens_details"]["cached_tokens"],
+                    reasoning_tokens=u["output_tokens_details"]["reasoning_tokens"],
+                )
         elif doc.get("usage"):
             u = doc["usage"]
             details = u.get("prompt_tokens_details") or {}
@@ -136,17 +150,19 @@ def expected_usage(fx: Fixture) -> Usage | None:
 def test_every_stream_recording_is_replayed() -> None:
     """The corpus covers each stream wire format, and an SSE comment."""
     kinds = {load(i).kind for i in REPLAYS}
-    assert kinds == {"openai", "anthropic", "ollama"}
+    assert kinds == {"openai", "openai_responses", "anthropic", "ollama"}
     families = {load(i).family for i in REPLAYS}
     assert {"openai", "deepseek", "xai", "anthropic", "ollama", "openai-compatible"} <= families
+    assert {"openai-responses", "xai-responses"} <= families
     assert any(load(i).body.startswith(b":") for i in REPLAYS)  # OpenRouter's comment line
 
 
 def test_expected_values_are_not_trivial() -> None:
     """The independent reading finds text in most recordings and usage in all but one."""
     with_text = [i for i in REPLAYS if expected_text(load(i))]
-    # Tool-call-only answers, and one that spent every token on reasoning, have none.
-    assert len(with_text) == len(REPLAYS) - 4
+    # Tool-call-only answers (one of them a Responses stream), and one that spent every
+    # token on reasoning, have none.
+    assert len(with_text) == len(REPLAYS) - 5
     assert [i for i in REPLAYS if expected_usage(load(i)) is None] == [
         "ollama-local-openai-compat-200-sse"
     ]

@@ -44,7 +44,7 @@ def test_no_env_exits_0_and_names_the_disabled_providers(monkeypatch: pytest.Mon
     code, out = run(EXAMPLE, no_env=True)
     assert code == 0
     assert out.count("\n") == 1, "one summary line, no log noise"
-    assert "valid: 7 providers, 2 routes" in out
+    assert "valid: 8 providers, 3 routes" in out
     assert "openai (OPENAI_API_KEY not set)" in out
     assert "--no-env" in out
 
@@ -57,7 +57,7 @@ def test_all_keys_set_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
     code, out = run(EXAMPLE)
     assert code == 0
     disabled = "disabled: deepseek (DEEPSEEK_API_KEY not set)"
-    assert out == f"{EXAMPLE}: valid: 7 providers, 2 routes; {disabled}\n"
+    assert out == f"{EXAMPLE}: valid: 8 providers, 3 routes; {disabled}\n"
     assert CANARY not in out
 
 

@@ -59,6 +59,7 @@ def render(args: argparse.Namespace, output: Output) -> int:
     variables = parse_vars(args.var, route.vars, sys.stdin)
     messages = plan.render(args.route, variables)
     chain = plan.chain(args.route)
+    steps = route.steps  # the same steps as the chain, with their server tools
     fits = plan.fit(args.route, variables)
     disabled = [(p, m, why) for p, m, why in _steps(plan, args.route) if why is not None]
     if output.json:
@@ -83,8 +84,11 @@ def render(args: argparse.Namespace, output: Output) -> int:
                         "input_tokens_estimate": f.input_tokens,
                         "max_tokens": f.max_tokens,
                         "fits": f.fits,
+                        "server_tools": list(p.server_tools),
+                        "max_tool_calls": p.max_tool_calls,
+                        "tool_calls_reserve_usd": usd(p.tool_calls_reserve_usd),
                     }
-                    for s, f in zip(chain, fits, strict=True)
+                    for s, f, p in zip(chain, fits, steps, strict=True)
                 ],
                 "disabled": [{"provider": p, "model": m, "reason": why} for p, m, why in disabled],
             }
@@ -94,12 +98,17 @@ def render(args: argparse.Namespace, output: Output) -> int:
         mark = " (prompt cache breakpoint)" if m.cache else ""
         output.text(f"--- {m.role}{mark} ---\n{shown(m.content).rstrip()}\n")
     output.text("--- chain (dry run: nothing sent) ---\n")
-    for i, (s, f) in enumerate(zip(chain, fits, strict=True), 1):
+    for i, (s, f, p) in enumerate(zip(chain, fits, steps, strict=True), 1):
         output.text(
             f"  {i}. {s.provider}/{s.model}: ${usd(s.price.input_per_mtok)}/M in,"
             f" ${usd(s.price.output_per_mtok)}/M out, retries={s.retries}, {_window(f)},"
             f" attempt cap {s.attempt_cap_s:g}s\n"
         )
+        if p.server_tools:
+            output.text(
+                f"     server tools: {', '.join(p.server_tools)} (max_tool_calls"
+                f" {p.max_tool_calls}, reserved ${usd(p.tool_calls_reserve_usd)})\n"
+            )
     if not chain:
         output.text("  (no step is enabled in this environment)\n")
     if disabled:

@@ -45,6 +45,7 @@ def usage_dict(u: Usage) -> dict[str, Any]:
         "cache_write_tokens": u.cache_write_tokens,
         "reasoning_tokens": u.reasoning_tokens,
         "estimated": u.estimated,
+        "server_tool_calls": dict(u.server_tool_calls),
     }
 
 
@@ -89,6 +90,9 @@ def completion_dict(c: Completion) -> dict[str, Any]:
         "usage": usage_dict(c.usage),
         "cost_usd": usd(c.cost_usd),
         "finish_reason": c.finish_reason,
+        "citations": [
+            {"url": x.url, "title": x.title, "start": x.start, "end": x.end} for x in c.citations
+        ],
         "response_id": c.response_id,
         "latency_ms": _ms(c.latency_s),
         "attempts": [attempt_dict(a) for a in c.attempts],

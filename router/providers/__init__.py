@@ -1,7 +1,8 @@
 """Wire-protocol adapters: pure translation between the router's types and each API.
 
 One adapter per wire protocol, keyed by the ``kind`` a provider declares in
-providers.yaml; many providers share one (DeepSeek, xAI, Groq... are ``openai``).
+providers.yaml; many providers share one (DeepSeek, xAI, Groq... are ``openai``; OpenAI's and
+xAI's Responses API is ``openai_responses``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from router.providers.base import Adapter
 from router.providers.mock import MockAdapter
 from router.providers.ollama import OllamaAdapter
 from router.providers.openai import OpenAIAdapter
+from router.providers.openai_responses import OpenAIResponsesAdapter
 
 __all__ = ["ADAPTERS", "Adapter", "build_adapter"]
 
@@ -22,6 +24,7 @@ ADAPTERS: dict[str, type[Adapter]] = {
     "mock": MockAdapter,
     "ollama": OllamaAdapter,
     "openai": OpenAIAdapter,
+    "openai_responses": OpenAIResponsesAdapter,
 }
 
 

@@ -104,7 +104,7 @@ _REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5)", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=1024)
-def _is_reasoning(model: str) -> bool:
+def is_reasoning(model: str) -> bool:
     """Whether ``model`` takes max_completion_tokens and no temperature (per name, once)."""
     return _REASONING_MODEL.match(model) is not None
 
@@ -116,7 +116,7 @@ _OWNED = frozenset({"model", "messages", "stream", "stream_options"})
 # Params that do not pass into the body as provider extras.
 _RESERVED = _ROUTER_PARAMS | _OWNED
 
-_ERROR_RULES: ErrorRules = (
+ERROR_RULES: ErrorRules = (
     # A request larger than the tokens-per-minute limit comes back as a 429 but can
     # never fit this provider (the fixture: 2.5M tokens against a 2M TPM limit); it
     # is not retried and another provider may take it: ContextLengthError.
@@ -133,7 +133,7 @@ _ERROR_RULES: ErrorRules = (
 )
 
 # The status an error object inside a 2xx body or stream stands for, by code/type.
-_ERROR_STATUS = {
+ERROR_STATUS = {
     "invalid_request_error": 400,
     "invalid_api_key": 401,
     "authentication_error": 401,
@@ -370,7 +370,7 @@ class OpenAIAdapter(AdapterBase):
         body["messages"] = _wire_messages(self.provider, instructed(messages, output))
         if output is not None:
             _ask_output(body, output)
-        reasoning = _is_reasoning(model)
+        reasoning = is_reasoning(model)
         max_tokens = params.get("max_tokens")
         if max_tokens is not None:
             body["max_completion_tokens" if reasoning else "max_tokens"] = max_tokens
@@ -413,7 +413,7 @@ class OpenAIAdapter(AdapterBase):
 
     def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:
         """Status plus OpenAI codes/messages and those of compatible servers."""
-        return classify(status, body, _ERROR_RULES, _ERROR_STATUS)
+        return classify(status, body, ERROR_RULES, ERROR_STATUS)
 
     def parse_stream_event(self, model: str, event: str, data: str) -> StreamEvent | None:
         """One SSE event: a ``chat.completion.chunk``, ``[DONE]``, or an error object."""
