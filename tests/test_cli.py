@@ -831,6 +831,7 @@ def test_render_json(mock_only: Path) -> None:
         "context_window": None,
         "max_tokens": 1024,
         "fits": True,
+        "wire": None,  # only azure_openai steps show their request's target
     }
     assert doc["disabled"] == []
 

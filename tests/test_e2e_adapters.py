@@ -47,7 +47,13 @@ from tests.upstream import (
 ROOT = Path(__file__).resolve().parents[1]
 # Where each kind sends its chat request, relative to the server root (openai-kind
 # base_urls carry /v1, as the real ones do).
-CHAT_PATH = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat"}
+CHAT_PATH = {
+    "openai": "/v1/chat/completions",
+    "anthropic": "/v1/messages",
+    "ollama": "/api/chat",
+    # base_url is the resource endpoint; model m is deployed under its own name.
+    "azure_openai": "/openai/deployments/m/chat/completions",
+}
 PRICE = "{input_per_mtok: 2, output_per_mtok: 8, cached_input_per_mtok: 0.5}"
 
 

@@ -83,6 +83,7 @@ def render(args: argparse.Namespace, output: Output) -> int:
                         "input_tokens_estimate": f.input_tokens,
                         "max_tokens": f.max_tokens,
                         "fits": f.fits,
+                        "wire": plan.wire(s.provider, s.model),
                     }
                     for s, f in zip(chain, fits, strict=True)
                 ],
@@ -100,6 +101,9 @@ def render(args: argparse.Namespace, output: Output) -> int:
             f" ${usd(s.price.output_per_mtok)}/M out, retries={s.retries}, {_window(f)},"
             f" attempt cap {s.attempt_cap_s:g}s\n"
         )
+        wire = plan.wire(s.provider, s.model)
+        if wire is not None:
+            output.text(f"     {wire}\n")
     if not chain:
         output.text("  (no step is enabled in this environment)\n")
     if disabled:
