@@ -20,6 +20,7 @@ from router import (
     Completion,
     ContentFilterError,
     Router,
+    StreamInterruptedError,
     Usage,
 )
 from router.cli import main
@@ -200,6 +201,56 @@ async def test_a_content_filter_400_fails_the_step_once_naming_the_categories(
     assert err.detail.endswith("[filtered: hate (severity high)]")
     assert len(upstream.requests) == 1
     assert_no_key(info.value, err, json.dumps(events, default=str))
+
+
+def _sse(*docs: object) -> bytes:
+    return b"".join(b"data: " + json.dumps(d).encode() + b"\n\n" for d in docs) + (
+        b"data: [DONE]\n\n"
+    )
+
+
+async def test_a_stream_cut_by_the_content_filter_is_interrupted_with_the_categories(
+    tmp_path: Path, upstream: Upstream, key: str
+) -> None:
+    """Text already delivered, then a chunk that finishes with content_filter: the stream
+    ends in StreamInterruptedError whose cause names the filtered category (the body is
+    built here in Azure's shape: no such recording exists)."""
+    safe = {"hate": {"filtered": False, "severity": "safe"}}
+    chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk"}
+    body = _sse(
+        {"id": "", "choices": [], "prompt_filter_results": [{"content_filter_results": safe}]},
+        {
+            **chunk,
+            "choices": [{"delta": {"content": "Step one: "}, "content_filter_results": safe}],
+        },
+        {
+            **chunk,
+            "choices": [
+                {
+                    "delta": {},
+                    "finish_reason": "content_filter",
+                    "content_filter_results": {"violence": {"filtered": True, "severity": "high"}},
+                }
+            ],
+        },
+    )
+    upstream.route(CHAT, reply(200, body, {"content-type": "text/event-stream"}))
+    path = write_config(tmp_path, azure_yaml(upstream.url))
+
+    async def drain(router: Router) -> None:
+        async with router.stream("r", {"word": "hi"}) as stream:
+            async for _ in stream:
+                pass
+
+    async with Router.from_yaml(path) as router:
+        with pytest.raises(StreamInterruptedError) as info:
+            await drain(router)
+    err = info.value
+    assert err.partial_text == "Step one: "
+    assert isinstance(err.cause, ContentFilterError)
+    assert err.cause.detail == (
+        "Azure's content filter stopped the answer [filtered: violence (severity high)]"
+    )
 
 
 async def test_health_lists_deployments_and_names_a_missing_one(

@@ -97,6 +97,7 @@ _ERROR_STATUS = {
 # A category marked filtered anywhere in a body (Azure writes compact JSON; a model's
 # text quoting this has its quotes escaped, so it does not match).
 _FILTERED = re.compile(r'"filtered"\s*:\s*true')
+_FILTERED_BYTES = re.compile(rb'"filtered"\s*:\s*true')
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,11 +204,15 @@ class AzureOpenAIAdapter(OpenAIAdapter):
     def _raise_if_filtered(self, model: str, body: bytes | str) -> None:
         """Raise ContentFilterError naming the categories when a body's prompt or
         completion filter results mark one filtered; annotations alone pass."""
-        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-        if _FILTERED.search(text) is None:
+        # A scan first: nearly every body has annotations only, and is parsed once, below.
+        if isinstance(body, bytes):
+            found = _FILTERED_BYTES.search(body) is not None
+        else:
+            found = _FILTERED.search(body) is not None
+        if not found:
             return
         try:
-            doc = json.loads(text)
+            doc = json.loads(body)
         except ValueError:
             return  # not JSON: the OpenAI parser says what is wrong with it
         if not isinstance(doc, dict):
