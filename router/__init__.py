@@ -67,6 +67,7 @@ from router.plan import (
     StepPlan,
     load_config,
 )
+from router.providers.azure_openai import AzureSettings
 from router.proxy import Proxy
 from router.router import ReloadReport, Router
 from router.state import LocalState, ProviderHandle, State, Ticket
@@ -95,6 +96,7 @@ __all__ = [
     "AllProvidersFailedError",
     "Attempt",
     "AuthenticationError",
+    "AzureSettings",
     "Backoff",
     "BadRequestError",
     "BudgetConfig",

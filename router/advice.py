@@ -91,7 +91,8 @@ def _host(provider: ProviderConfig) -> str:
 
 
 def _base_url_advice(provider: ProviderConfig) -> Iterator[str]:
-    if provider.base_url is None or provider.kind == "mock":
+    # An azure_openai base_url's path is checked at load (config: an error, not advice).
+    if provider.base_url is None or provider.kind in ("mock", "azure_openai"):
         return
     parts = urlsplit(provider.base_url)
     path = parts.path.rstrip("/")

@@ -17,6 +17,7 @@ not this schema but the :class:`router.plan.Plan` resolved from it
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -33,6 +34,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -88,7 +90,49 @@ __all__ = [
     "read_config",
 ]
 
-ProviderKind = Literal["openai", "openai_responses", "anthropic", "ollama", "mock"]
+ProviderKind = Literal["openai", "openai_responses", "anthropic", "ollama", "mock", "azure_openai"]
+# kind azure_openai: how the key is sent (api-key header, or an Entra ID bearer token).
+AzureAuth = Literal["api_key_header", "bearer"]
+# An Azure api-version: a date, a dated preview, "preview" or "v1" (the version-less API).
+AZURE_API_VERSION = r"^(?:v1|preview|\d{4}-\d{2}-\d{2}(?:-preview)?)$"
+# An Azure deployment name: letters, digits, '.', '_' and '-' (it goes into a URL path).
+AZURE_DEPLOYMENT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def _date_as_text(value: Any) -> Any:
+    """YAML reads an unquoted 2024-10-21 as a date: take it as the text written."""
+    return value.isoformat() if isinstance(value, datetime.date) else value
+
+
+# (The values are not quoted in these errors: the YAML line shows them, and a value
+# pasted into the wrong key may be a credential.)
+def _azure_api_version(value: str) -> str:
+    if re.fullmatch(AZURE_API_VERSION, value) is None:
+        raise ValueError(
+            "not an Azure API version: write a date (2024-10-21), a dated preview"
+            " (2025-04-01-preview), preview, or v1 (the version-less v1 API)"
+        )
+    return value
+
+
+def _azure_deployment(value: str) -> str:
+    if re.fullmatch(AZURE_DEPLOYMENT, value) is None:
+        raise ValueError(
+            "not an Azure deployment name: 1-64 letters, digits, '.', '_' or '-',"
+            " starting with a letter or digit"
+        )
+    return value
+
+
+AzureApiVersion = Annotated[
+    str,
+    BeforeValidator(_date_as_text),
+    AfterValidator(_azure_api_version),
+    Field(json_schema_extra={"pattern": AZURE_API_VERSION}),
+]
+AzureDeployment = Annotated[
+    str, AfterValidator(_azure_deployment), Field(json_schema_extra={"pattern": AZURE_DEPLOYMENT})
+]
 OutputMode = Literal["json_schema", "json_object", "tool", "none"]
 ErrorKind = Literal[
     "rate_limit",
@@ -423,14 +467,22 @@ class ModelConfig(_Strict):
         ),
     ] = True
 
+    deployment: Annotated[
+        AzureDeployment | None,
+        Field(
+            description="kind azure_openai only: the deployment that serves this model;"
+            " null: the model's name.",
+        ),
+    ] = None
+
     structured_output: Annotated[
         OutputMode | None,
         Field(
             description="How structured output is asked of this model: json_schema (the"
             " provider constrains the answer to the schema), json_object (JSON only, the schema"
             " in the system prompt), tool (a forced tool whose input is the answer), none (the"
-            " schema in the system prompt only). null: the kind's default (openai, ollama,"
-            " mock: json_schema; anthropic: tool)."
+            " schema in the system prompt only). null: the kind's default (openai, azure_openai,"
+            " ollama, mock: json_schema; anthropic: tool)."
         ),
     ] = None
     image_tokens: Annotated[
@@ -733,7 +785,8 @@ class ProviderConfig(_Strict):
         ProviderKind,
         Field(
             description="Wire protocol: openai (Chat Completions, and compatibles),"
-            " openai_responses (the Responses API: OpenAI, xAI), anthropic, ollama, mock."
+            " openai_responses (the Responses API: OpenAI, xAI), anthropic, ollama, mock,"
+            " azure_openai."
         ),
     ]
     base_url: Annotated[
@@ -742,6 +795,22 @@ class ProviderConfig(_Strict):
     api_key_env: Annotated[
         EnvName | None,
         Field(description="NAME of the env var holding the key (never the key)."),
+    ] = None
+    api_version: Annotated[
+        AzureApiVersion | None,
+        Field(
+            description="kind azure_openai only: the api-version query parameter"
+            " (YYYY-MM-DD or YYYY-MM-DD-preview), or v1 for Azure's version-less v1 API;"
+            " null: 2024-10-21.",
+        ),
+    ] = None
+    auth: Annotated[
+        AzureAuth | None,
+        Field(
+            description="kind azure_openai only: api_key_header sends the key as the api-key"
+            " header; bearer sends it as Authorization: Bearer (an Entra ID token);"
+            " null: api_key_header."
+        ),
     ] = None
     optional: Annotated[
         bool, Field(description="If the key is missing: true disables the provider, false fails.")
@@ -1060,6 +1129,8 @@ _DEFAULT_BASE_URLS: dict[str, str] = {
     "anthropic": "https://api.anthropic.com",
     "ollama": "http://localhost:11434",
     "mock": "mock://local",
+    # No default: each Azure resource has its own endpoint (base_url is required).
+    "azure_openai": "https://YOUR-RESOURCE.openai.azure.com",
 }
 _M = TypeVar("_M", bound=BaseModel)
 # Kinds whose models cost nothing, so a model may omit its price.
@@ -1068,7 +1139,7 @@ _FREE_KINDS = frozenset({"ollama", "mock"})
 # server: vLLM, llama.cpp, LM Studio), so a model there may omit its price.
 _FREE_WHEN_LOCAL = frozenset({"openai", "openai_responses"})
 # Kinds that always authenticate when talking to a remote host.
-_KEYED_KINDS = frozenset({"openai", "openai_responses", "anthropic"})
+_KEYED_KINDS = frozenset({"openai", "openai_responses", "anthropic", "azure_openai"})
 
 
 def default_base_url(kind: str) -> str:
@@ -1472,6 +1543,7 @@ class _Loader:
                 )
             if p.mock is not None and p.kind != "mock":
                 self._add((*where, "mock"), "a mock: section is only for kind: mock", at_key=True)
+            self._check_azure_keys(name, p)
             if p.proxy is not None and p.proxy_url_env is not None:
                 self._add(
                     (*where, "proxy"),
@@ -1534,10 +1606,34 @@ class _Loader:
                     at_key=True,
                 )
 
+    def _check_azure_keys(self, name: str, p: ProviderConfig) -> None:
+        """api_version, auth and models' deployment: only for kind azure_openai."""
+        if p.kind == "azure_openai":
+            return
+        where = ("providers", name)
+        for key in ("api_version", "auth"):
+            if getattr(p, key) is not None:
+                self._add((*where, key), f"{key} is only for kind: azure_openai", at_key=True)
+        for model, m in p.models.items():
+            if m.deployment is not None:
+                self._add(
+                    (*where, "models", model, "deployment"),
+                    "deployment is only for kind: azure_openai",
+                    at_key=True,
+                )
+
     def _check_url(self, name: str, p: ProviderConfig) -> str | None:
         """Check base_url; return its host (None when it is not usable)."""
-        url = p.base_url or default_base_url(p.kind)
         where = ("providers", name, "base_url")
+        if p.kind == "azure_openai" and p.base_url is None:
+            self._add(
+                ("providers", name),
+                "kind azure_openai needs base_url: the resource endpoint,"
+                " e.g. https://YOUR-RESOURCE.openai.azure.com",
+                at_key=True,
+            )
+            return None
+        url = p.base_url or default_base_url(p.kind)
         try:
             parts = urlsplit(url)
             host = parts.hostname
@@ -1556,6 +1652,8 @@ class _Loader:
             self._add(where, "must not contain credentials; keys come from api_key_env")
         if parts.query or parts.fragment:
             self._add(where, "must not contain a query or fragment")
+        if p.kind == "azure_openai":
+            self._check_azure_path(where, parts.path)
         if parts.scheme == "http" and not is_loopback(host) and not p.allow_http:
             self._add(
                 where,
@@ -1563,6 +1661,19 @@ class _Loader:
                 "or set allow_http: true on this provider",
             )
         return host
+
+    def _check_azure_path(self, where: tuple[str, ...], path: str) -> None:
+        """An Azure base_url is the resource endpoint: the adapter appends /openai/..."""
+        lowered = path.lower().rstrip("/") + "/"
+        if "/openai/" in lowered:
+            root = path[: lowered.find("/openai/")]
+            self._add(
+                where,
+                f"base_url has an Azure API path ({path!r}), but the azure_openai adapter"
+                " appends /openai/deployments/<deployment>/chat/completions (or /openai/v1/...)"
+                f" itself; base_url is the resource endpoint{' with path ' + root if root else ''},"
+                " e.g. https://YOUR-RESOURCE.openai.azure.com",
+            )
 
     def _resolve_env(self) -> tuple[dict[str, SecretStr], set[str], set[str]]:
         """Read keys and proxies. Returns (keys, disabled providers, providers that

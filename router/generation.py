@@ -39,7 +39,7 @@ def _mock_handler(upstream: MockUpstream) -> Handler:
 def build_provider(plan: ProviderPlan, state: State) -> Provider:
     """A provider's runtime: adapter, (unstarted) transport and its handle in ``state``."""
     key = plan.key.get_secret_value() if plan.key is not None else None
-    adapter = build_adapter(plan.kind, plan.name, key, plan.headers)
+    adapter = build_adapter(plan.kind, plan.name, key, plan.headers, plan.azure)
     handler = None
     if plan.mock is not None:  # offline: an in-process upstream behind the same transport
         handler = _mock_handler(MockUpstream(plan.mock, plan.models))

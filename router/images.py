@@ -215,6 +215,8 @@ def image_tokens(kind: str, image: Image) -> int:
     docstring has the formulas and their sources)."""
     if kind == "ollama":
         return OLLAMA_IMAGE_TOKENS
+    if kind == "azure_openai":  # OpenAI's models, OpenAI's image tokens
+        kind = "openai"
     if kind not in ("openai", "openai_responses", "anthropic"):
         return IMAGE_TOKENS
     size = dimensions(image.data) if image.data is not None else None

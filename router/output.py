@@ -53,6 +53,7 @@ DEFAULT_MODES: Mapping[str, Mode] = {
     "anthropic": "tool",
     "ollama": "json_schema",
     "mock": "json_schema",
+    "azure_openai": "json_schema",
 }
 # The forced tool whose input is the answer (mode ``tool``).
 TOOL_NAME = "respond"

@@ -59,6 +59,7 @@ from router.conversation import compose
 from router.errors import UnknownRouteError
 from router.images import images_tokens
 from router.output import DEFAULT_MODES, Mode, OutputSpec
+from router.providers.azure_openai import DEFAULT_API_VERSION, AzureSettings
 from router.proxy import Proxy
 from router.templates import RouteTemplates
 from router.tools import Tool, ToolSet
@@ -123,6 +124,8 @@ class ProviderPlan:
     # The proxy its requests go through (router.proxy), None for a direct connection.
     # Part of the plan: a reload that changes it (or its credentials) rebuilds the pool.
     proxy: Proxy | None = None
+    # kind azure_openai only: api-version, auth and each model's deployment.
+    azure: AzureSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,6 +308,13 @@ class Plan:
             for s in r.steps
         ]
 
+    def wire(self, provider: str, model: str) -> str | None:
+        """What a dry run shows of the request a step sends, for provider kinds whose
+        settings decide where it goes (azure_openai: the URL path with the deployment
+        and api-version, and the auth header); None for the other kinds."""
+        azure = self.providers[provider].azure
+        return None if azure is None else azure.describe(model)
+
     def fit(
         self,
         route: str,
@@ -434,6 +444,17 @@ def resolve(loaded: Loaded) -> Plan:
     )
 
 
+def _azure(p: ProviderConfig) -> AzureSettings | None:
+    """A kind azure_openai provider's settings, defaults filled in (None for other kinds)."""
+    if p.kind != "azure_openai":
+        return None
+    return AzureSettings(
+        api_version=p.api_version or DEFAULT_API_VERSION,
+        auth=p.auth or "api_key_header",
+        deployments=MappingProxyType({m: c.deployment or m for m, c in p.models.items()}),
+    )
+
+
 def _provider(
     name: str, p: ProviderConfig, key: SecretStr | None, proxy: Proxy | None, s: Settings
 ) -> ProviderPlan:
@@ -477,6 +498,7 @@ def _provider(
         models=MappingProxyType(models),
         mock=(p.mock or MockSettings()) if p.kind == "mock" else None,
         proxy=proxy,
+        azure=_azure(p),
     )
 
 

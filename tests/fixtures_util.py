@@ -27,6 +27,7 @@ _KIND_BY_FAMILY = {
     "ollama": "ollama",
     "openai-responses": "openai_responses",
     "xai-responses": "openai_responses",
+    "azure-openai": "azure_openai",
 }
 
 

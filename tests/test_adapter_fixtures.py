@@ -60,6 +60,31 @@ class Ok:
 
 
 SUCCESS: dict[str, Ok] = {
+    # -- Azure OpenAI: OpenAI's usage; filter annotations (none filtered) leave no trace ----
+    "azure-chat-200-json-deployment-content-filter-results": Ok(
+        "I'm sorry, as an AI language model, I do not have real-time information. Please check",
+        "length",
+        U(18, 20),
+    ),
+    "azure-foundry-chat-200-json-content-filter-results": Ok(
+        "- The question to ask: “Will your answer to this question be ‘no’?”",
+        "stop",
+        U(50, 4600, reasoning=4416),
+        prefix=True,
+    ),
+    # The first chunk (choices: [], empty id) and a chunk with no delta carry nothing.
+    "azure-chat-200-sse-deployment-content-filter": Ok(
+        "I'm unable to provide real-time weather updates. To find the current weather in New"
+        " York City, I recommend checking a reliable weather website or app for the most"
+        " accurate and up-to-date information.",
+        "stop",
+        None,  # no usage chunk in this recording: the router estimates
+    ),
+    "azure-chat-200-sse-deployment-usage": Ok(
+        "Not much—here and ready to help. What do you want to talk about or work on?",
+        "stop",
+        U(12, 24),
+    ),
     # -- Anthropic: input = input_tokens + cache_read + cache_creation ---------------------
     "anthropic-messages-200-json-basic": Ok("2 + 2 = 4", "stop", U(16, 13)),
     "anthropic-messages-200-json-cache-read": Ok("OK", "stop", U(10 + 7351, 4, cached=7351)),
@@ -421,6 +446,22 @@ _OPENAI_RPM = (
 )
 
 ERRORS: dict[str, Err] = {
+    # Azure's envelope: {"error": {"code": "401" | "RateLimitReached", "message"}}.
+    "azure-foundry-chat-401-invalid-subscription-key": Err(
+        AuthenticationError,
+        "Access denied due to invalid subscription key or wrong API endpoint. Make sure to"
+        " provide a valid key for an active subscription and use a correct regional API"
+        " endpoint for your resource.",
+        request_id="5dbe34e9-da3c-4e3c-a7e7-6295264bde58",
+    ),
+    # Retry-After: 1 and Retry-After-Ms: 0 - the precise one (milliseconds) wins.
+    "azure-foundry-chat-429-rate-limit-reached": Err(
+        RateLimitError,
+        "Your requests to grok-4-1-fast-non-reasoning for grok-4-1-fast-non-reasoning in"
+        " westeurope have exceeded rate limit.",
+        retry_after=0.0,
+        request_id="d3be1dcd-5e15-488e-b48f-a3066967d205",
+    ),
     "anthropic-messages-400-invalid-request": Err(
         BadRequestError, "messages.0.content: Input should be a valid list"
     ),
@@ -660,7 +701,8 @@ def test_stream_text_equals_the_recorded_deltas(fixture_id: str) -> None:
             if doc["type"] == "response.output_text.delta":
                 expected.append(doc["delta"])
         else:
-            expected.extend(c["delta"].get("content") or "" for c in doc["choices"])
+            # (Azure sends a choice with no delta at all.)
+            expected.extend((c.get("delta") or {}).get("content") or "" for c in doc["choices"])
     assert consume(fx.adapter(), MODEL, stream_events(fx)).text == "".join(expected)
 
 

@@ -142,7 +142,14 @@ def test_model_listing_that_does_not_match_is_invalid(adapter: OpenAIAdapter) ->
 
 
 def test_registry_builds_every_kind() -> None:
-    assert set(ADAPTERS) == {"openai", "openai_responses", "anthropic", "ollama", "mock"}
+    assert set(ADAPTERS) == {
+        "openai",
+        "openai_responses",
+        "anthropic",
+        "ollama",
+        "mock",
+        "azure_openai",
+    }
     adapter = build_adapter("openai", "deepseek", KEY, None)
     assert isinstance(adapter, OpenAIAdapter)
     assert adapter.provider == "deepseek"

@@ -62,6 +62,7 @@ PRICES = {
     "openrouter": _p("0", "0"),  # a ':free' model; OpenRouter itself reports cost 0
     "gemini": _p("0.30", "2.50", cached="0.03"),
     "ollama": _p("0.10", "0.40"),  # as if a paid host served it; local Ollama is free
+    "azure": _p("0.15", "0.60", cached="0.075"),
 }
 
 # fixture id -> (price key, (input, cached, cache write, output) after normalising, cost)
@@ -181,6 +182,14 @@ EXPECTED: dict[str, tuple[str, tuple[int, int, int, int], str]] = {
     "ollama-chat-200-ndjson-stream-ruby": ("ollama", (31, 0, 0, 51), "0.0000235"),
     "ollama-chat-200-ndjson-stream-thinking": ("ollama", (21, 0, 0, 889), "0.0003577"),
     "ollama-chat-200-ndjson-stream-wire": ("ollama", (16, 0, 0, 22), "0.0000104"),
+    # Azure OpenAI: OpenAI's usage (reasoning inside completion_tokens: 4416 of 4600).
+    "azure-chat-200-json-deployment-content-filter-results": ("azure", (18, 0, 0, 20), "0.0000147"),
+    "azure-foundry-chat-200-json-content-filter-results": (
+        "azure",
+        (50, 0, 0, 4600),
+        "0.0027675",
+    ),
+    "azure-chat-200-sse-deployment-usage": ("azure", (12, 0, 0, 24), "0.0000162"),
 }
 
 # 200 responses that carry no usage, and why.
@@ -188,6 +197,8 @@ NO_USAGE = {
     "anthropic-messages-200-sse-error-overloaded": "error event before message_start",
     "groq-chat-200-sse-midstream-error-event": "stream ends in an error event",
     "ollama-local-openai-compat-200-sse": "request did not ask for include_usage",
+    # api-version 2023-07-01-preview predates stream_options (include_usage).
+    "azure-chat-200-sse-deployment-content-filter": "api-version without include_usage",
     "ollama-tags-200-json": "a model listing, not a completion",
 }
 

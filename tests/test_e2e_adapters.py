@@ -52,6 +52,8 @@ CHAT_PATH = {
     "openai_responses": "/v1/responses",
     "anthropic": "/v1/messages",
     "ollama": "/api/chat",
+    # base_url is the resource endpoint; model m is deployed under its own name.
+    "azure_openai": "/openai/deployments/m/chat/completions",
 }
 PRICE = "{input_per_mtok: 2, output_per_mtok: 8, cached_input_per_mtok: 0.5}"
 

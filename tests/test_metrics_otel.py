@@ -263,6 +263,8 @@ async def test_keys_never_reach_spans_even_with_content_capture(
         ("openai", "http://10.0.0.5:8000/v1", "openai"),  # a self-hosted compatible server
         ("ollama", "http://localhost:11434", "ollama"),
         ("mock", "mock://local", "mock"),
+        ("azure_openai", "https://myres.openai.azure.com", "azure.ai.openai"),
+        ("azure_openai", "https://gateway.example.com/aoai", "azure.ai.openai"),  # behind APIM
     ],
 )
 def test_vendor_names_follow_the_conventions(kind: str, url: str, vendor: str) -> None:

@@ -46,8 +46,15 @@ PRICE = {
     "cache_write_per_mtok": "2.5",
 }
 PRICE_MODEL = Price.model_validate({k: Decimal(v) for k, v in PRICE.items()})
-# The adapter posts to <base_url>/chat/completions, /responses, /v1/messages or /api/chat.
-_BASE_PATH = {"openai": "/v1", "openai_responses": "/v1", "anthropic": "", "ollama": ""}
+# The adapter posts to <base_url>/chat/completions, /responses, /v1/messages, /api/chat
+# or (Azure) /openai/deployments/m/chat/completions?api-version=...
+_BASE_PATH = {
+    "openai": "/v1",
+    "openai_responses": "/v1",
+    "anthropic": "",
+    "ollama": "",
+    "azure_openai": "",
+}
 
 
 def _config_yaml(kind: str, url: str) -> str:
@@ -150,21 +157,23 @@ def expected_usage(fx: Fixture) -> Usage | None:
 def test_every_stream_recording_is_replayed() -> None:
     """The corpus covers each stream wire format, and an SSE comment."""
     kinds = {load(i).kind for i in REPLAYS}
-    assert kinds == {"openai", "openai_responses", "anthropic", "ollama"}
+    assert kinds == {"openai", "openai_responses", "anthropic", "ollama", "azure_openai"}
     families = {load(i).family for i in REPLAYS}
     assert {"openai", "deepseek", "xai", "anthropic", "ollama", "openai-compatible"} <= families
-    assert {"openai-responses", "xai-responses"} <= families
+    assert {"openai-responses", "xai-responses", "azure-openai"} <= families
     assert any(load(i).body.startswith(b":") for i in REPLAYS)  # OpenRouter's comment line
 
 
 def test_expected_values_are_not_trivial() -> None:
-    """The independent reading finds text in most recordings and usage in all but one."""
+    """The independent reading finds text in most recordings and usage in all but two
+    (their requests asked for none)."""
     with_text = [i for i in REPLAYS if expected_text(load(i))]
     # Tool-call-only answers (one of them a Responses stream), and one that spent every
     # token on reasoning, have none.
     assert len(with_text) == len(REPLAYS) - 5
     assert [i for i in REPLAYS if expected_usage(load(i)) is None] == [
-        "ollama-local-openai-compat-200-sse"
+        "azure-chat-200-sse-deployment-content-filter",
+        "ollama-local-openai-compat-200-sse",
     ]
 
 

@@ -87,6 +87,7 @@ def render(args: argparse.Namespace, output: Output) -> int:
                         "server_tools": list(p.server_tools),
                         "max_tool_calls": p.max_tool_calls,
                         "tool_calls_reserve_usd": usd(p.tool_calls_reserve_usd),
+                        "wire": plan.wire(s.provider, s.model),
                     }
                     for s, f, p in zip(chain, fits, steps, strict=True)
                 ],
@@ -109,6 +110,9 @@ def render(args: argparse.Namespace, output: Output) -> int:
                 f"     server tools: {', '.join(p.server_tools)} (max_tool_calls"
                 f" {p.max_tool_calls}, reserved ${usd(p.tool_calls_reserve_usd)})\n"
             )
+        wire = plan.wire(s.provider, s.model)
+        if wire is not None:
+            output.text(f"     {wire}\n")
     if not chain:
         output.text("  (no step is enabled in this environment)\n")
     if disabled:

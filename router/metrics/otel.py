@@ -81,7 +81,7 @@ def vendor_for(kind: str, base_url: str) -> str:
     A known vendor host gives its well-known value (``api.x.ai`` → ``x_ai``);
     otherwise the wire protocol's name (``openai`` for any OpenAI-compatible
     server, as OpenAI's own client instrumentation reports), ``ollama`` or
-    ``mock``.
+    ``mock``; ``azure.ai.openai`` for ``azure_openai`` on any host.
     """
     host = (urlsplit(base_url).hostname or "").lower()
     while host:
@@ -89,7 +89,8 @@ def vendor_for(kind: str, base_url: str) -> str:
         if vendor is not None:
             return vendor
         _, _, host = host.partition(".")
-    return kind
+    # Azure OpenAI behind a gateway host is still Azure OpenAI.
+    return "azure.ai.openai" if kind == "azure_openai" else kind
 
 
 def _usage_attrs(attrs: Attributes, usage: Usage) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from router.providers.anthropic import AnthropicAdapter
+from router.providers.azure_openai import AzureOpenAIAdapter, AzureSettings
 from router.providers.base import Adapter
 from router.providers.mock import MockAdapter
 from router.providers.ollama import OllamaAdapter
@@ -21,6 +22,7 @@ __all__ = ["ADAPTERS", "Adapter", "build_adapter"]
 # Adapter class by provider kind (config.ProviderKind).
 ADAPTERS: dict[str, type[Adapter]] = {
     "anthropic": AnthropicAdapter,
+    "azure_openai": AzureOpenAIAdapter,
     "mock": MockAdapter,
     "ollama": OllamaAdapter,
     "openai": OpenAIAdapter,
@@ -29,9 +31,16 @@ ADAPTERS: dict[str, type[Adapter]] = {
 
 
 def build_adapter(
-    kind: str, provider: str, api_key: str | None, headers: Mapping[str, str] | None = None
+    kind: str,
+    provider: str,
+    api_key: str | None,
+    headers: Mapping[str, str] | None = None,
+    azure: AzureSettings | None = None,
 ) -> Adapter:
-    """The adapter for a provider of ``kind`` (a key of :data:`ADAPTERS`)."""
+    """The adapter for a provider of ``kind`` (a key of :data:`ADAPTERS`); ``azure``
+    holds a ``kind: azure_openai`` provider's settings (its defaults when None)."""
+    if kind == "azure_openai":
+        return AzureOpenAIAdapter(provider, api_key, headers, azure)
     try:
         cls = ADAPTERS[kind]
     except KeyError:

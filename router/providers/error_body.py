@@ -39,6 +39,7 @@ from router.errors import (
     ServerError,
     status_error,
 )
+from router.providers.content_filter import error_filter_summary
 from router.redact import redact
 
 # How much of a non-JSON error body is kept as the message.
@@ -182,6 +183,11 @@ def decode_error_body(body: bytes) -> ErrorBody:
         return ErrorBody(message=_text_message(text) or "(blank body)")
     message, code, err_type, param = _json_message(data)
     message = _one_line(message, ERROR_MESSAGE_LIMIT) if message else _text_message(text)
+    # Azure names the content-filter categories that refused the request apart from
+    # its message: say which, so that the error is actionable on its own.
+    filtered = error_filter_summary(data)
+    if filtered is not None:
+        message = f"{message} [{_one_line(filtered, ERROR_TEXT_LIMIT)}]"
     if param is not None:
         param = _one_line(param, ERROR_TEXT_LIMIT)
     return ErrorBody(
@@ -303,7 +309,14 @@ def classify(
     return _by_rules(text, rules) or status_error(status)
 
 
-REQUEST_ID_HEADERS = ("x-request-id", "request-id", "x-amzn-requestid", "cf-ray")
+# (apim-request-id: Azure's, the id its support asks for.)
+REQUEST_ID_HEADERS = (
+    "x-request-id",
+    "request-id",
+    "apim-request-id",
+    "x-amzn-requestid",
+    "cf-ray",
+)
 
 
 # The hint of an EndpointNotFoundError: the URL that does not exist is base_url's fault.
