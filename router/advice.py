@@ -51,7 +51,12 @@ OPENAI_ROOTS: Mapping[str, str] = {
 }
 
 # What each kind appends to base_url for a chat request, and a base_url to copy.
-_CHAT_PATHS = {"openai": "/chat/completions", "anthropic": "/v1/messages", "ollama": "/api/chat"}
+_CHAT_PATHS = {
+    "openai": "/chat/completions",
+    "anthropic": "/v1/messages",
+    "gemini": "/models/<model>:generateContent",
+    "ollama": "/api/chat",
+}
 
 # Request fields providers have retired: (host, field) -> why and what instead.
 _RETIRED_FIELDS: Mapping[tuple[str, str], str] = {
@@ -106,6 +111,12 @@ def _base_url_advice(provider: ProviderConfig) -> Iterator[str]:
             f"{parts.hostname} serves its OpenAI-compatible API under {expected!r}: set"
             f" base_url to {root}{expected} (requests would go to {path + chat!r}"
             " and fail with 404)"
+        )
+    elif provider.kind == "gemini" and path.lower().endswith("/models"):
+        yield (
+            f"base_url ends in '/models', but the gemini adapter appends {chat!r} itself"
+            f" (requests would go to {path + chat!r} and fail with 404); base_url is the"
+            f" API root: {root}{path[: -len('/models')]}"
         )
     elif provider.kind in ("anthropic", "ollama") and path.lower().endswith(("/v1", "/api")):
         tail = path[path.rfind("/") :]

@@ -86,7 +86,7 @@ __all__ = [
     "read_config",
 ]
 
-ProviderKind = Literal["openai", "anthropic", "ollama", "mock"]
+ProviderKind = Literal["openai", "anthropic", "gemini", "ollama", "mock"]
 OutputMode = Literal["json_schema", "json_object", "tool", "none"]
 ErrorKind = Literal[
     "rate_limit",
@@ -417,7 +417,7 @@ class ModelConfig(_Strict):
             " provider constrains the answer to the schema), json_object (JSON only, the schema"
             " in the system prompt), tool (a forced tool whose input is the answer), none (the"
             " schema in the system prompt only). null: the kind's default (openai, ollama,"
-            " mock: json_schema; anthropic: tool)."
+            " gemini, mock: json_schema; anthropic: tool)."
         ),
     ] = None
 
@@ -546,7 +546,10 @@ class ProviderConfig(_Strict):
 
     kind: Annotated[
         ProviderKind,
-        Field(description="Wire protocol: openai (and compatibles), anthropic, ollama, mock."),
+        Field(
+            description="Wire protocol: openai (and compatibles), anthropic, gemini"
+            " (Google's native Gemini API), ollama, mock."
+        ),
     ]
     base_url: Annotated[
         str | None, Field(description="API root; defaults per kind (see docs/config.md).")
@@ -836,6 +839,7 @@ class Config(_Strict):
 _DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
     "ollama": "http://localhost:11434",
     "mock": "mock://local",
 }
@@ -846,7 +850,7 @@ _FREE_KINDS = frozenset({"ollama", "mock"})
 # server: vLLM, llama.cpp, LM Studio), so a model there may omit its price.
 _FREE_WHEN_LOCAL = frozenset({"openai"})
 # Kinds that always authenticate when talking to a remote host.
-_KEYED_KINDS = frozenset({"openai", "anthropic"})
+_KEYED_KINDS = frozenset({"openai", "anthropic", "gemini"})
 
 
 def default_base_url(kind: str) -> str:

@@ -50,6 +50,7 @@ MODES: tuple[Mode, ...] = ("json_schema", "json_object", "tool", "none")
 DEFAULT_MODES: Mapping[str, Mode] = {
     "openai": "json_schema",
     "anthropic": "tool",
+    "gemini": "json_schema",
     "ollama": "json_schema",
     "mock": "json_schema",
 }

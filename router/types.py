@@ -117,6 +117,9 @@ class ToolCall:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
     arguments_raw: str | None = None
+    # An opaque token the provider gave with the call and wants back with it in the
+    # history (Gemini's ``thoughtSignature``); None for the other providers.
+    signature: str | None = field(default=None, repr=False)
 
     @property
     def invalid_arguments(self) -> bool:

@@ -22,7 +22,7 @@ from router.types import Usage
 FIXTURES = Path(__file__).parent / "fixtures"
 
 # Adapter kind by fixture family; every other family speaks OpenAI's format.
-_KIND_BY_FAMILY = {"anthropic": "anthropic", "ollama": "ollama"}
+_KIND_BY_FAMILY = {"anthropic": "anthropic", "gemini": "gemini", "ollama": "ollama"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,12 +142,12 @@ def test_model_listing_that_does_not_match_is_invalid(adapter: OpenAIAdapter) ->
 
 
 def test_registry_builds_every_kind() -> None:
-    assert set(ADAPTERS) == {"openai", "anthropic", "ollama", "mock"}
+    assert set(ADAPTERS) == {"openai", "anthropic", "gemini", "ollama", "mock"}
     adapter = build_adapter("openai", "deepseek", KEY, None)
     assert isinstance(adapter, OpenAIAdapter)
     assert adapter.provider == "deepseek"
     with pytest.raises(ValueError, match="unknown provider kind"):
-        build_adapter("gemini", "g", None, None)
+        build_adapter("vertex", "g", None, None)
 
 
 @pytest.mark.parametrize("kind", sorted(ADAPTERS))

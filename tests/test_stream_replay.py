@@ -31,12 +31,8 @@ _ERROR_STREAMS = {
     "anthropic-messages-200-sse-error-overloaded",
     "groq-chat-200-sse-midstream-error-event",
 }
-# Every recorded stream of a protocol the router speaks (there is no Gemini adapter).
-REPLAYS = sorted(
-    i
-    for i in fixture_ids(streaming=True)
-    if i not in _ERROR_STREAMS and not i.startswith("gemini-")
-)
+# Every recorded stream of a protocol the router speaks.
+REPLAYS = sorted(i for i in fixture_ids(streaming=True) if i not in _ERROR_STREAMS)
 
 PROMPT = "Say something."
 PRICE = {
@@ -46,8 +42,9 @@ PRICE = {
     "cache_write_per_mtok": "2.5",
 }
 PRICE_MODEL = Price.model_validate({k: Decimal(v) for k, v in PRICE.items()})
-# The adapter posts to <base_url>/chat/completions, /v1/messages or /api/chat.
-_BASE_PATH = {"openai": "/v1", "anthropic": "", "ollama": ""}
+# The adapter posts to <base_url>/chat/completions, /v1/messages, /api/chat or
+# /models/m:streamGenerateContent.
+_BASE_PATH = {"openai": "/v1", "anthropic": "", "gemini": "/v1beta", "ollama": ""}
 
 
 def _config_yaml(kind: str, url: str) -> str:
@@ -84,6 +81,10 @@ def expected_text(fx: Fixture) -> str:
                 parts.append(doc["delta"]["text"])
             elif event == "content_block_start" and doc["content_block"]["type"] == "text":
                 parts.append(doc["content_block"].get("text") or "")
+        elif fx.kind == "gemini":
+            for c in doc.get("candidates") or []:
+                for p in (c.get("content") or {}).get("parts") or []:
+                    parts.append("" if p.get("thought") else p.get("text") or "")
         else:
             for choice in doc.get("choices") or []:
                 parts.append((choice.get("delta") or {}).get("content") or "")
@@ -119,6 +120,16 @@ def expected_usage(fx: Fixture) -> Usage | None:
                 cached_input_tokens=read,
                 cache_write_tokens=write,
             )
+        elif fx.kind == "gemini":
+            u = doc.get("usageMetadata") or {}
+            if "promptTokenCount" in u:  # cumulative: the last chunk's counts are final
+                thoughts = u.get("thoughtsTokenCount", 0)
+                found = Usage(
+                    input_tokens=u["promptTokenCount"],
+                    output_tokens=u.get("candidatesTokenCount", 0) + thoughts,
+                    cached_input_tokens=u.get("cachedContentTokenCount", 0),
+                    reasoning_tokens=thoughts,
+                )
         elif doc.get("usage"):
             u = doc["usage"]
             details = u.get("prompt_tokens_details") or {}
@@ -136,9 +147,10 @@ def expected_usage(fx: Fixture) -> Usage | None:
 def test_every_stream_recording_is_replayed() -> None:
     """The corpus covers each stream wire format, and an SSE comment."""
     kinds = {load(i).kind for i in REPLAYS}
-    assert kinds == {"openai", "anthropic", "ollama"}
+    assert kinds == {"openai", "anthropic", "gemini", "ollama"}
     families = {load(i).family for i in REPLAYS}
-    assert {"openai", "deepseek", "xai", "anthropic", "ollama", "openai-compatible"} <= families
+    assert {"openai", "deepseek", "xai", "anthropic", "gemini", "ollama"} <= families
+    assert "openai-compatible" in families
     assert any(load(i).body.startswith(b":") for i in REPLAYS)  # OpenRouter's comment line
 
 

@@ -24,7 +24,13 @@ def run(path: str, **kw: object) -> tuple[int, str]:
 
 
 def clear_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "XAI_API_KEY"):
+    for var in (
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "DEEPSEEK_API_KEY",
+        "XAI_API_KEY",
+        "GEMINI_API_KEY",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -44,7 +50,7 @@ def test_no_env_exits_0_and_names_the_disabled_providers(monkeypatch: pytest.Mon
     code, out = run(EXAMPLE, no_env=True)
     assert code == 0
     assert out.count("\n") == 1, "one summary line, no log noise"
-    assert "valid: 7 providers, 2 routes" in out
+    assert "valid: 8 providers, 2 routes" in out
     assert "openai (OPENAI_API_KEY not set)" in out
     assert "--no-env" in out
 
@@ -54,10 +60,11 @@ def test_all_keys_set_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(var, CANARY)
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     monkeypatch.setenv("XAI_API_KEY", "xai-somekey-1234567890")
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-somekey-1234567890")
     code, out = run(EXAMPLE)
     assert code == 0
     disabled = "disabled: deepseek (DEEPSEEK_API_KEY not set)"
-    assert out == f"{EXAMPLE}: valid: 7 providers, 2 routes; {disabled}\n"
+    assert out == f"{EXAMPLE}: valid: 8 providers, 2 routes; {disabled}\n"
     assert CANARY not in out
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from router.providers.anthropic import AnthropicAdapter
 from router.providers.base import Adapter
+from router.providers.gemini import GeminiAdapter
 from router.providers.mock import MockAdapter
 from router.providers.ollama import OllamaAdapter
 from router.providers.openai import OpenAIAdapter
@@ -19,6 +20,7 @@ __all__ = ["ADAPTERS", "Adapter", "build_adapter"]
 # Adapter class by provider kind (config.ProviderKind).
 ADAPTERS: dict[str, type[Adapter]] = {
     "anthropic": AnthropicAdapter,
+    "gemini": GeminiAdapter,
     "mock": MockAdapter,
     "ollama": OllamaAdapter,
     "openai": OpenAIAdapter,
