@@ -50,6 +50,9 @@ OPENAI_ROOTS: Mapping[str, str] = {
     "api.fireworks.ai": "/inference/v1",
 }
 
+# The Gemini API's host: its native API is under /v1beta (or /v1).
+GEMINI_HOST = "generativelanguage.googleapis.com"
+
 # What each kind appends to base_url for a chat request, and a base_url to copy.
 _CHAT_PATHS = {
     "openai": "/chat/completions",
@@ -112,11 +115,16 @@ def _base_url_advice(provider: ProviderConfig) -> Iterator[str]:
             f" base_url to {root}{expected} (requests would go to {path + chat!r}"
             " and fail with 404)"
         )
-    elif provider.kind == "gemini" and path.lower().endswith("/models"):
+    elif (
+        provider.kind == "gemini"
+        and (parts.hostname or "").lower() == GEMINI_HOST
+        and path not in ("/v1beta", "/v1")
+    ):
+        hint = "; its OpenAI-compatible API is kind: openai" if path.endswith("/openai") else ""
         yield (
-            f"base_url ends in '/models', but the gemini adapter appends {chat!r} itself"
-            f" (requests would go to {path + chat!r} and fail with 404); base_url is the"
-            f" API root: {root}{path[: -len('/models')]}"
+            f"{GEMINI_HOST} serves the native Gemini API under '/v1beta' (or '/v1'): set"
+            f" base_url to {root}/v1beta (requests would go to {path + chat!r} and fail"
+            f" with 404){hint}"
         )
     elif provider.kind in ("anthropic", "ollama") and path.lower().endswith(("/v1", "/api")):
         tail = path[path.rfind("/") :]

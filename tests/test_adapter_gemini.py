@@ -16,6 +16,7 @@ import pytest
 from router.conversation import streamed_calls
 from router.errors import (
     AuthenticationError,
+    BadRequestError,
     ContentFilterError,
     ContextLengthError,
     ModelNotFoundError,
@@ -123,6 +124,13 @@ def test_system_contents_and_generation_config(adapter: GeminiAdapter) -> None:
             "temperature": 0.2,
         },
     }
+
+
+def test_a_generation_config_that_is_not_a_mapping_is_a_bad_request(
+    adapter: GeminiAdapter,
+) -> None:
+    with pytest.raises(BadRequestError, match="generationConfig must be a mapping, not list"):
+        adapter.chat_request(MODEL, [Message("user", "x")], {"generationConfig": [1]})
 
 
 def test_no_system_and_no_config_leave_the_fields_out(adapter: GeminiAdapter) -> None:

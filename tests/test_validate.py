@@ -224,6 +224,30 @@ P = "    api_key_env: W_KEY\n    models: {m: {price: {input_per_mtok: 1, output_
             " https://api.groq.com/openai/v1 (requests would go to '/v1/chat/completions' and"
             " fail with 404)",
         ),
+        (
+            "gemini",
+            "https://generativelanguage.googleapis.com/v1beta/models",
+            "base_url ends in the endpoint path '/models', but the gemini adapter appends"
+            " '/models/<model>:generateContent' itself (requests would go to"
+            " '/v1beta/models/models/<model>:generateContent' and fail with 404); base_url is"
+            " the API root: https://generativelanguage.googleapis.com/v1beta",
+        ),
+        # The Gemini API's host without its version, or with its OpenAI-compatible path.
+        (
+            "gemini",
+            "https://generativelanguage.googleapis.com",
+            "generativelanguage.googleapis.com serves the native Gemini API under '/v1beta'"
+            " (or '/v1'): set base_url to https://generativelanguage.googleapis.com/v1beta"
+            " (requests would go to '/models/<model>:generateContent' and fail with 404)",
+        ),
+        (
+            "gemini",
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            "generativelanguage.googleapis.com serves the native Gemini API under '/v1beta'"
+            " (or '/v1'): set base_url to https://generativelanguage.googleapis.com/v1beta"
+            " (requests would go to '/v1beta/openai/models/<model>:generateContent' and fail"
+            " with 404); its OpenAI-compatible API is kind: openai",
+        ),
         # /v1 on kinds whose adapter adds it (or speaks another API).
         (
             "anthropic",
@@ -266,6 +290,8 @@ def test_a_base_url_that_would_404_is_a_warning_at_its_line(
         ("openai", "https://api.deepseek.com"),
         ("openai", "http://localhost:8000/v1"),
         ("anthropic", "https://api.anthropic.com"),
+        ("gemini", "https://generativelanguage.googleapis.com/v1beta"),
+        ("gemini", "https://generativelanguage.googleapis.com/v1/"),
         ("ollama", "http://localhost:11434"),
     ],
 )

@@ -79,6 +79,7 @@ from typing import Any, ClassVar
 
 from router.conversation import decoded_call, url_shown
 from router.errors import (
+    BadRequestError,
     ContentFilterError,
     ContextLengthError,
     ModelNotFoundError,
@@ -390,10 +391,17 @@ def _system_text(m: Message) -> str:
     return m.content if isinstance(m.content, str) else joined_text(m.content)
 
 
-def _generation_config(params: Params) -> dict[str, Any]:
+def _generation_config(provider: str, model: str, params: Params) -> dict[str, Any]:
     """``generationConfig``: its own mapping, the params named like its fields, the
     router's ``stop``, ``temperature`` and ``max_tokens`` (the router's values win)."""
-    config = dict(params.get("generationConfig") or {})
+    given = params.get("generationConfig")
+    if given is not None and not isinstance(given, Mapping):
+        raise BadRequestError(
+            f"params.generationConfig must be a mapping, not {type(given).__name__}",
+            provider=provider,
+            model=model,
+        )
+    config = dict(given or {})
     config.update({k: v for k, v in params.items() if k in GENERATION_FIELDS})
     stop = params.get("stop")
     if stop is not None:
@@ -462,20 +470,33 @@ def _ratings(ratings: list[_Rating] | None) -> str:
     return ", ".join(f"{r.category} {r.probability or '?'}" for r in shown)
 
 
-def _blocked_prompt(feedback: _Feedback) -> str:
-    why = f"the provider blocked the prompt (blockReason: {feedback.blockReason}"
-    if feedback.blockReasonMessage:
-        why += f": {feedback.blockReasonMessage}"
-    ratings = _ratings(feedback.safetyRatings)
+def _verdict(what: str, field: str, reason: str | None, message: str | None, ratings: str) -> str:
+    """One line for a filter's verdict: what was blocked, the reason field and value,
+    the provider's message, and the safety ratings behind it."""
+    why = f"the provider {what} ({field}: {reason}"
+    if message:
+        why += f": {message}"
     return why + (f"; safety ratings: {ratings})" if ratings else ")")
+
+
+def _blocked_prompt(f: _Feedback) -> str:
+    return _verdict(
+        "blocked the prompt",
+        "blockReason",
+        f.blockReason,
+        f.blockReasonMessage,
+        _ratings(f.safetyRatings),
+    )
 
 
 def _filtered_answer(c: _Candidate) -> str:
-    why = f"the provider withheld the answer (finishReason: {c.finishReason}"
-    if c.finishMessage:
-        why += f": {c.finishMessage}"
-    ratings = _ratings(c.safetyRatings)
-    return why + (f"; safety ratings: {ratings})" if ratings else ")")
+    return _verdict(
+        "withheld the answer",
+        "finishReason",
+        c.finishReason,
+        c.finishMessage,
+        _ratings(c.safetyRatings),
+    )
 
 
 class _Decoded:
@@ -538,7 +559,7 @@ class GeminiAdapter(AdapterBase):
     ) -> WireRequest:
         """``POST models/{model}:generateContent`` (``:streamGenerateContent?alt=sse``)."""
         body: dict[str, Any] = {k: v for k, v in params.items() if k not in _RESERVED}
-        config = _generation_config(params)
+        config = _generation_config(self.provider, model, params)
         messages = instructed(messages, output)
         if output is not None:
             _ask_output(body, config, output)
