@@ -299,6 +299,8 @@ class HealthReport:
     url: str | None = None
     # The proxy the check went through, credentials redacted; None: a direct connection.
     proxy: str | None = None
+    # The error's kind (``auth``, ``rate_limit``...; ProviderError.kind), None when ok.
+    error_kind: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
