@@ -49,6 +49,7 @@ def test_example_loads_with_every_key_set() -> None:
     analysis = [f"{s.provider}/{s.model}" for s in config.chain("analysis")]
     assert analysis[-2:] == ["mock_flaky/mock-1", "mock/mock-1"]
     assert config.chain("summary")[-2][:2] == ("ollama", "llama3.2:latest")
+    assert config.chain("summary")[2][:2] == ("gemini", "gemini-2.5-flash")
     assert config.routes["analysis"].vars == {
         "ticker": "str",
         "prices": "list[float]",

@@ -24,7 +24,7 @@ from router import (
 )
 from router.types import Message, ToolResult
 from tests.routerkit import write_config
-from tests.upstream import Upstream, replay, reply
+from tests.upstream import Upstream, replay, reply, stream
 
 MODEL = "gemini-2.5-flash"
 CHAT = f"/v1beta/models/{MODEL}:generateContent"
@@ -196,6 +196,45 @@ async def test_a_tool_call_round_trips_through_the_router(
     assert contents[2]["parts"][0] == {
         "functionResponse": {"name": "weather", "response": {"output": '{"temp_c": 15}'}}
     }
+    no_key_in_urls(upstream, key)
+
+
+async def test_a_streamed_tool_call_keeps_its_signature(
+    tmp_path: Path, upstream: Upstream, key: str
+) -> None:
+    """A stream whose answer is a function call (sent whole in one chunk) ends with the
+    call on the completion, its thoughtSignature kept. (Chunks built here: the recorded
+    corpus has no streamed Gemini function call.)"""
+    call = {
+        "functionCall": {"name": "weather", "args": {"latitude": "1", "longitude": "2"}},
+        "thoughtSignature": "c2lnbmF0dXJl",
+    }
+    chunks = [
+        {"candidates": [{"content": {"parts": [{"text": "Checking."}], "role": "model"}}]},
+        {
+            "candidates": [{"content": {"parts": [call], "role": "model"}, "finishReason": "STOP"}],
+            "usageMetadata": {
+                "promptTokenCount": 50,
+                "candidatesTokenCount": 12,
+                "thoughtsTokenCount": 30,
+            },
+        },
+    ]
+    body = "".join(f"data: {json.dumps(c)}\r\n\r\n" for c in chunks)
+    upstream.route(STREAM, stream([body[:40], body[40:]]))
+    async with Router.from_yaml(config(tmp_path, upstream.url)) as router:
+        async with router.stream("r", {"word": "hi"}, tools=[WEATHER], deadline_s=5) as s:
+            text = "".join([d async for d in s])
+        done = s.completion
+    assert done is not None and text == "Checking."
+    (tool_call,) = done.tool_calls
+    assert (tool_call.id, tool_call.name, tool_call.signature) == (
+        "call_0",
+        "weather",
+        "c2lnbmF0dXJl",
+    )
+    assert done.finish_reason == "tool_calls"
+    assert done.usage == Usage(50, 42, reasoning_tokens=30)
     no_key_in_urls(upstream, key)
 
 
