@@ -50,11 +50,15 @@ OPENAI_ROOTS: Mapping[str, str] = {
     "api.fireworks.ai": "/inference/v1",
 }
 
+# The Gemini API's host: its native API is under /v1beta (or /v1).
+GEMINI_HOST = "generativelanguage.googleapis.com"
+
 # What each kind appends to base_url for a chat request, and a base_url to copy.
 _CHAT_PATHS = {
     "openai": "/chat/completions",
     "openai_responses": "/responses",
     "anthropic": "/v1/messages",
+    "gemini": "/models/<model>:generateContent",
     "ollama": "/api/chat",
 }
 # Kinds whose base_url is an OpenAI-style API root (``.../v1``).
@@ -115,6 +119,17 @@ def _base_url_advice(provider: ProviderConfig) -> Iterator[str]:
             f"{parts.hostname} serves its OpenAI-compatible API under {expected!r}: set"
             f" base_url to {root}{expected} (requests would go to {path + chat!r}"
             " and fail with 404)"
+        )
+    elif (
+        provider.kind == "gemini"
+        and (parts.hostname or "").lower() == GEMINI_HOST
+        and path not in ("/v1beta", "/v1")
+    ):
+        hint = "; its OpenAI-compatible API is kind: openai" if path.endswith("/openai") else ""
+        yield (
+            f"{GEMINI_HOST} serves the native Gemini API under '/v1beta' (or '/v1'): set"
+            f" base_url to {root}/v1beta (requests would go to {path + chat!r} and fail"
+            f" with 404){hint}"
         )
     elif provider.kind in ("anthropic", "ollama") and path.lower().endswith(("/v1", "/api")):
         tail = path[path.rfind("/") :]

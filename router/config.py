@@ -90,7 +90,9 @@ __all__ = [
     "read_config",
 ]
 
-ProviderKind = Literal["openai", "openai_responses", "anthropic", "ollama", "mock", "azure_openai"]
+ProviderKind = Literal[
+    "openai", "openai_responses", "anthropic", "gemini", "ollama", "mock", "azure_openai"
+]
 # kind azure_openai: how the key is sent (api-key header, or an Entra ID bearer token).
 AzureAuth = Literal["api_key_header", "bearer"]
 # An Azure api-version: a date, a dated preview, "preview" or "v1" (the version-less API).
@@ -482,7 +484,7 @@ class ModelConfig(_Strict):
             " provider constrains the answer to the schema), json_object (JSON only, the schema"
             " in the system prompt), tool (a forced tool whose input is the answer), none (the"
             " schema in the system prompt only). null: the kind's default (openai, azure_openai,"
-            " ollama, mock: json_schema; anthropic: tool)."
+            " gemini, ollama, mock: json_schema; anthropic: tool)."
         ),
     ] = None
     image_tokens: Annotated[
@@ -785,8 +787,8 @@ class ProviderConfig(_Strict):
         ProviderKind,
         Field(
             description="Wire protocol: openai (Chat Completions, and compatibles),"
-            " openai_responses (the Responses API: OpenAI, xAI), anthropic, ollama, mock,"
-            " azure_openai."
+            " openai_responses (the Responses API: OpenAI, xAI), anthropic, gemini (Google's"
+            " native Gemini API), ollama, mock, azure_openai."
         ),
     ]
     base_url: Annotated[
@@ -1127,6 +1129,7 @@ _DEFAULT_BASE_URLS: dict[str, str] = {
     "openai": "https://api.openai.com/v1",
     "openai_responses": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
     "ollama": "http://localhost:11434",
     "mock": "mock://local",
     # No default: each Azure resource has its own endpoint (base_url is required).
@@ -1139,7 +1142,7 @@ _FREE_KINDS = frozenset({"ollama", "mock"})
 # server: vLLM, llama.cpp, LM Studio), so a model there may omit its price.
 _FREE_WHEN_LOCAL = frozenset({"openai", "openai_responses"})
 # Kinds that always authenticate when talking to a remote host.
-_KEYED_KINDS = frozenset({"openai", "openai_responses", "anthropic", "azure_openai"})
+_KEYED_KINDS = frozenset({"openai", "openai_responses", "anthropic", "gemini", "azure_openai"})
 
 
 def default_base_url(kind: str) -> str:

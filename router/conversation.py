@@ -223,23 +223,24 @@ def compose(
     return [*system, *history, *rest]
 
 
-def decoded_call(call_id: str, name: str, arguments: Any) -> ToolCall:
-    """A ToolCall from a reply: ``arguments`` is a JSON object (Anthropic, Ollama) or
-    JSON text (OpenAI). Anything that is not an object is kept as text in
-    ``arguments_raw`` with ``arguments`` empty; an empty or missing text is ``{}``."""
+def decoded_call(call_id: str, name: str, arguments: Any, signature: str | None = None) -> ToolCall:
+    """A ToolCall from a reply: ``arguments`` is a JSON object (Anthropic, Ollama,
+    Gemini) or JSON text (OpenAI). Anything that is not an object is kept as text in
+    ``arguments_raw`` with ``arguments`` empty; an empty or missing text is ``{}``.
+    ``signature`` is the provider's token to send back with the call (Gemini)."""
     if isinstance(arguments, dict):
-        return ToolCall(call_id, name, arguments)
+        return ToolCall(call_id, name, arguments, None, signature)
     if arguments is None or arguments == "":
-        return ToolCall(call_id, name, {})
+        return ToolCall(call_id, name, {}, None, signature)
     if isinstance(arguments, str):
         try:
             value = json.loads(arguments)
         except ValueError:
             value = None
         if isinstance(value, dict):
-            return ToolCall(call_id, name, value)
-        return ToolCall(call_id, name, {}, arguments)
-    return ToolCall(call_id, name, {}, json.dumps(arguments, ensure_ascii=False))
+            return ToolCall(call_id, name, value, None, signature)
+        return ToolCall(call_id, name, {}, arguments, signature)
+    return ToolCall(call_id, name, {}, json.dumps(arguments, ensure_ascii=False), signature)
 
 
 class WireFunction(Protocol):
@@ -283,12 +284,17 @@ def streamed_calls(fragments: Sequence[Mapping[str, Any]] | None) -> list[ToolCa
     for position, f in enumerate(fragments):
         key = f.get("index")
         call = calls.setdefault(position if key is None else key, {"args": []})
-        for field in ("id", "name"):
+        for field in ("id", "name", "signature"):
             if f.get(field) and not call.get(field):
                 call[field] = f[field]
         call["args"].append(f.get("arguments") or "")
     return [
-        decoded_call(c.get("id") or f"call_{i}", c.get("name") or "", "".join(c["args"]))
+        decoded_call(
+            c.get("id") or f"call_{i}",
+            c.get("name") or "",
+            "".join(c["args"]),
+            c.get("signature"),
+        )
         for i, c in enumerate(calls.values())
     ]
 

@@ -25,7 +25,8 @@ __all__ = ["KEY_CHECK_TIMEOUT_S", "check_provider", "verify_keys"]
 
 # How long the key check at start waits for each provider (they run concurrently).
 KEY_CHECK_TIMEOUT_S: Final = 5.0
-# Statuses that mean the key itself was refused.
+# Statuses that mean the key itself was refused (so does any status whose body says
+# so: Gemini answers a bad key with 400 "API key not valid", an AuthenticationError).
 _REJECTED: Final = frozenset({401, 403})
 
 _log = get_logger()
@@ -48,7 +49,15 @@ async def check_provider(p: Provider, timeout_s: float, clock: Clock) -> HealthR
         if not 200 <= raw.status < 300:
             err = error_from_response(p.adapter, "-", raw.status, raw.headers, raw.body, sent=sent)
             return HealthReport(
-                p.name, False, True, raw.status, latency, error=err.detail, url=url, proxy=proxy
+                p.name,
+                False,
+                True,
+                raw.status,
+                latency,
+                error=err.detail,
+                url=url,
+                proxy=proxy,
+                error_kind=err.kind,
             )
         listed = p.adapter.parse_models(raw.body)
     except ProviderError as exc:
@@ -62,6 +71,7 @@ async def check_provider(p: Provider, timeout_s: float, clock: Clock) -> HealthR
             error=exc.detail,
             url=url,
             proxy=proxy,
+            error_kind=exc.kind,
         )
     missing = [f"{m} ({p.adapter.missing_model_hint(m)})" for m in p.plan.models if m not in listed]
     return HealthReport(
@@ -82,7 +92,8 @@ async def verify_keys(
     (``key_check_unverified``) and listed in ``KeyCheck.unverified``.
 
     Raises:
-        ConfigError: one problem per provider that answered 401 or 403, at its
+        ConfigError: one problem per provider that answered 401 or 403 (or whose
+            answer says the key is bad: an AuthenticationError), at its
             ``api_key_env`` (naming the provider and the variable, never the key).
     """
     keyed = [p for p in providers if p.plan.key is not None and p.plan.mock is None]
@@ -94,7 +105,7 @@ async def verify_keys(
     for p, report in zip(keyed, reports, strict=True):
         if report.status is not None and 200 <= report.status < 300:
             verified.append(p.name)
-        elif report.status in _REJECTED:
+        elif report.status in _REJECTED or report.error_kind == "auth":
             problems.append(_rejected(p, report, source))
         else:
             unverified.append(report)

@@ -51,6 +51,7 @@ DEFAULT_MODES: Mapping[str, Mode] = {
     "openai": "json_schema",
     "openai_responses": "json_schema",
     "anthropic": "tool",
+    "gemini": "json_schema",
     "ollama": "json_schema",
     "mock": "json_schema",
     "azure_openai": "json_schema",

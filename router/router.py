@@ -746,7 +746,8 @@ class Router:
         """Check every provider's key with one free model-listing request, concurrently.
 
         Providers without a key (keyless, ``kind: mock``) are skipped. A 401 or 403
-        raises ConfigError naming each provider and its key's environment variable
+        (or a status whose body says the key is bad, such as Gemini's 400) raises
+        ConfigError naming each provider and its key's environment variable
         (never the key). A provider that cannot be checked (connection refused, no
         answer within ``timeout_s``, a 5xx or any other status) is logged as a
         warning (``key_check_unverified``) and listed in ``KeyCheck.unverified``;

@@ -117,6 +117,9 @@ class ToolCall:
     name: str
     arguments: dict[str, Any] = field(default_factory=dict)
     arguments_raw: str | None = None
+    # An opaque token the provider gave with the call and wants back with it in the
+    # history (Gemini's ``thoughtSignature``); None for the other providers.
+    signature: str | None = field(default=None, repr=False)
 
     @property
     def invalid_arguments(self) -> bool:
@@ -321,6 +324,8 @@ class HealthReport:
     url: str | None = None
     # The proxy the check went through, credentials redacted; None: a direct connection.
     proxy: str | None = None
+    # The error's kind (``auth``, ``rate_limit``...; ProviderError.kind), None when ok.
+    error_kind: str | None = None
 
 
 @dataclass(slots=True, frozen=True)

@@ -24,6 +24,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 # Adapter kind by fixture family; every other family speaks OpenAI's format.
 _KIND_BY_FAMILY = {
     "anthropic": "anthropic",
+    "gemini": "gemini",
     "ollama": "ollama",
     "openai-responses": "openai_responses",
     "xai-responses": "openai_responses",

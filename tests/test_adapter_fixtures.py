@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from router.errors import (
     AuthenticationError,
     BadRequestError,
+    ContentFilterError,
     ContextLengthError,
     EndpointNotFoundError,
     ModelNotFoundError,
@@ -203,6 +204,63 @@ SUCCESS: dict[str, Ok] = {
     ),
     "deepseek-chat-200-sse-tool-calls-cache-hit": Ok(
         "", "tool_calls", U(496, 31, cached=384), detail_keys=("tool_calls",)
+    ),
+    # -- Gemini: thoughtsTokenCount BESIDE candidatesTokenCount (output = their sum);
+    # cachedContentTokenCount inside promptTokenCount ------------------------------------
+    "gemini-generatecontent-200-json": Ok("2 + 2 = **4**", "stop", U(10, 8 + 23, reasoning=23)),
+    "gemini-generatecontent-200-json-cached-content": Ok(
+        "The RubyLLM release engineering handbook describes the essential checks every change"
+        " must pass before release, including cassette hygiene, provider wire format drift,"
+        " backwards compatibility, and documentation accuracy reviews.",
+        "stop",
+        U(9622, 35 + 136, cached=9609, reasoning=136),
+    ),
+    # Gemini 2.5 gives the call no id: it gets call_0, its position.
+    "gemini-generatecontent-200-json-function-call": Ok(
+        "",
+        "tool_calls",
+        U(103, 30 + 106, reasoning=106),
+        details={
+            "finish_reason": "STOP",
+            "tool_calls": [
+                {
+                    "id": "call_0",
+                    "name": "weather",
+                    "arguments": '{"latitude":"52.5200","longitude":"13.4050"}',
+                }
+            ],
+        },
+    ),
+    # Gemini 3 gives the call an id; the thought summary goes to details, not the text.
+    "gemini-generatecontent-200-json-thought-parts-function-call": Ok(
+        "",
+        "tool_calls",
+        U(120, 32 + 132, reasoning=132),
+        details={
+            "tool_calls": [
+                {
+                    "id": "call_883098",
+                    "name": "weather",
+                    "arguments": '{"latitude":"52.5200","longitude":"13.4050"}',
+                }
+            ],
+        },
+        detail_keys=("thinking",),
+    ),
+    "gemini-generatecontent-200-json-thoughts-token-count": Ok(
+        "Let's think step by step:\n\n1.  You have the number 2.\n2.  You are adding another 2"
+        " to it.\n3.  Counting forward 2 steps from 2 gives you 3, then 4.\n\nSo, 2 + 2 = **4**.",
+        "stop",
+        U(13, 65 + 110, reasoning=110),
+    ),
+    "gemini-streamgeneratecontent-200-sse": Ok("1, 2, 3", "stop", U(8, 7 + 20, reasoning=20)),
+    # Every chunk repeats the cumulative counts; the max over them is the last.
+    "gemini-streamgeneratecontent-200-sse-thoughts-token-count": Ok(
+        "Let's think step-by-step:\n\n1.  You have the number 2.\n2.  You are adding another"
+        " 2 to it.\n3.  If you count two items, and then count two more items, you will have a"
+        " total of four items.\n\nSo, 2 + 2 = 4.",
+        "stop",
+        U(13, 71 + 137, reasoning=137),
     ),
     # -- Ollama: prompt_eval_count / eval_count ---------------------------------------------
     "ollama-chat-200-json-basic": Ok(
@@ -501,6 +559,27 @@ ERRORS: dict[str, Err] = {
         "Failed to deserialize the JSON body into the target type: messages[0]: data did not"
         " match any variant of untagged enum ChatCompletionRequestContent at line 1 column 96",
     ),
+    "gemini-generatecontent-400-invalid-key": Err(
+        AuthenticationError, "API key not valid. Please pass a valid API key."
+    ),
+    "gemini-generatecontent-403-wire": Err(
+        AuthenticationError,
+        "Method doesn't allow unregistered callers (callers without established identity)."
+        " Please use API Key or other form of API consumer identity to call this API.",
+    ),
+    "gemini-generatecontent-404-model-not-found": Err(
+        ModelNotFoundError,
+        "models/gemini-1.5-flash is not found for API version v1beta, or is not supported for"
+        " generateContent. Call ListModels to see the list of available models and their"
+        " supported methods.",
+    ),
+    # No Retry-After header: the delay is the body's google.rpc.RetryInfo (48s).
+    "gemini-generatecontent-429-quota": Err(
+        RateLimitError,
+        "You exceeded your current quota, please check your plan and billing details.",
+        retry_after=48.0,
+        prefix=True,
+    ),
     "ollama-chat-404-model-not-found": Err(
         ModelNotFoundError, "model 'nonexistent-model:latest' not found"
     ),
@@ -608,12 +687,37 @@ STREAM_ERRORS: dict[str, Err] = {
 # The listing endpoint's fixture (health checks).
 MODEL_LISTS = {"ollama-tags-200-json"}
 
+# 200 bodies whose answer (or prompt) the provider blocked: a ContentFilterError.
+FILTERED: dict[str, Err] = {
+    "gemini-generatecontent-200-json-safety-blocked-candidate": Err(
+        ContentFilterError,
+        "the provider withheld the answer (finishReason: SAFETY; safety ratings:"
+        " HARM_CATEGORY_HATE_SPEECH LOW)",
+    ),
+    # Vertex AI's answer to a prompt Model Armor blocked: no candidate at all.
+    "vertex-generatecontent-200-json-prompt-blocked-model-armor": Err(
+        ContentFilterError,
+        "the provider blocked the prompt (blockReason: MODEL_ARMOR: The prompt violated"
+        " Prompt Injection and Jailbreak filters.)",
+    ),
+}
+
 
 def test_every_fixture_has_an_expectation() -> None:
     """No recorded exchange is left untested, and no expectation names a missing one."""
-    expected = set(SUCCESS) | set(ERRORS) | set(STREAM_ERRORS) | MODEL_LISTS
-    # There is no Gemini adapter: its recordings serve the cost and estimate tests only.
-    assert expected == {m["id"] for m in manifest() if m["family"] != "gemini"}
+    expected = set(SUCCESS) | set(ERRORS) | set(STREAM_ERRORS) | set(FILTERED) | MODEL_LISTS
+    assert expected == {m["id"] for m in manifest()}
+
+
+@pytest.mark.parametrize("fixture_id", sorted(FILTERED))
+def test_blocked_answer_or_prompt_is_a_content_filter_error(fixture_id: str) -> None:
+    """A 200 whose answer or prompt was blocked raises ContentFilterError naming the
+    reason and the ratings that blocked, never an empty success."""
+    fx = load(fixture_id)
+    exp = FILTERED[fixture_id]
+    with pytest.raises(ProviderError) as info:
+        fx.adapter().parse_reply(MODEL, fx.body)
+    _check_error(info.value, fx.provider, exp, 200)
 
 
 @pytest.mark.parametrize("fixture_id", [m["id"] for m in manifest()])
@@ -700,6 +804,9 @@ def test_stream_text_equals_the_recorded_deltas(fixture_id: str) -> None:
         elif fx.kind == "openai_responses":
             if doc["type"] == "response.output_text.delta":
                 expected.append(doc["delta"])
+        elif fx.kind == "gemini":
+            for c in doc["candidates"]:
+                expected.extend(p["text"] for p in c["content"]["parts"] if not p.get("thought"))
         else:
             # (Azure sends a choice with no delta at all.)
             expected.extend((c.get("delta") or {}).get("content") or "" for c in doc["choices"])

@@ -146,6 +146,7 @@ def test_registry_builds_every_kind() -> None:
         "openai",
         "openai_responses",
         "anthropic",
+        "gemini",
         "ollama",
         "mock",
         "azure_openai",
@@ -154,7 +155,7 @@ def test_registry_builds_every_kind() -> None:
     assert isinstance(adapter, OpenAIAdapter)
     assert adapter.provider == "deepseek"
     with pytest.raises(ValueError, match="unknown provider kind"):
-        build_adapter("gemini", "g", None, None)
+        build_adapter("vertex", "g", None, None)
 
 
 @pytest.mark.parametrize("kind", sorted(ADAPTERS))

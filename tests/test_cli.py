@@ -322,7 +322,7 @@ def test_schema_needs_no_config_and_is_the_published_schema(tmp_path: Path) -> N
 def test_validate_no_env_accepts_the_example_without_keys(example: Path) -> None:
     r = cli("validate", str(example), "--no-env", cwd=ROOT)
     assert r.code == 0, r.out + r.err
-    assert "valid: 8 providers, 3 routes" in r.out
+    assert "valid: 9 providers, 3 routes" in r.out
 
 
 def test_a_call_without_its_keys_is_a_config_error_on_stderr(example: Path) -> None:
@@ -836,8 +836,57 @@ def test_render_json(mock_only: Path) -> None:
         "max_tool_calls": 0,
         "tool_calls_reserve_usd": "0",
         "wire": None,  # only azure_openai steps show their request's target
+        "request": {
+            "key_env": None,
+            "key_header": None,
+            "method": "POST",
+            "url": "mock://local/chat/completions",
+            "settings": {"max_tokens": 1024},
+        },
     }
     assert doc["disabled"] == []
+
+
+GEMINI_ONLY = """\
+providers:
+  g:
+    kind: gemini
+    api_key_env: G_KEY
+    extra:
+      safetySettings: [{category: HARM_CATEGORY_HATE_SPEECH, threshold: BLOCK_ONLY_HIGH}]
+    models:
+      models/gemini-2.5-flash:
+        price: {input_per_mtok: 0.3, output_per_mtok: 2.5}
+        extra: {thinkingConfig: {thinkingBudget: 0}}
+routes:
+  r: {system: Be terse., prompt: hi, max_tokens: 300, fallback: [g/models/gemini-2.5-flash]}
+"""
+
+
+def test_render_shows_what_a_gemini_step_would_send(tmp_path: Path) -> None:
+    """The dry run shows each step's request as its kind builds it: the URL (the key is
+    never in it), the header that would carry the key, and the kind's own settings
+    (Gemini: generationConfig with the thinking budget, safetySettings)."""
+    path = write_config(tmp_path, GEMINI_ONLY)
+    key = "AIza-render-0123456789abcdef"
+    r = cli("render", "r", "--config", str(path), cwd=tmp_path, env={"G_KEY": key})
+    assert r.code == 0, r.err
+    assert key not in r.out + r.err
+    section = r.out.split("--- requests (dry run: what each step would send) ---\n", 1)[1]
+    line = section.splitlines()[0]
+    assert line == (
+        "  1. g/models/gemini-2.5-flash: POST https://generativelanguage.googleapis.com/v1beta"
+        "/models/gemini-2.5-flash:generateContent, key in header x-goog-api-key (from G_KEY);"
+        ' safetySettings=[{"category": "HARM_CATEGORY_HATE_SPEECH", "threshold":'
+        ' "BLOCK_ONLY_HIGH"}], generationConfig={"maxOutputTokens": 300, "thinkingConfig":'
+        ' {"thinkingBudget": 0}}'
+    )
+    r = cli("render", "r", "--json", "--config", str(path), cwd=tmp_path, env={"G_KEY": key})
+    (step,) = r.json()["chain"]
+    assert step["request"]["settings"]["generationConfig"] == {
+        "maxOutputTokens": 300,
+        "thinkingConfig": {"thinkingBudget": 0},
+    }
 
 
 def test_routes_lists_vars_with_types_and_chains(example: Path) -> None:

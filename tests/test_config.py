@@ -28,6 +28,7 @@ FULL_ENV = {
     "ANTHROPIC_API_KEY": "sk-ant-test-4c3b2a1908f7e6d5",
     "DEEPSEEK_API_KEY": "sk-deepseek-test-11223344",
     "XAI_API_KEY": "xai-test-5566778899aabbcc",
+    "GEMINI_API_KEY": "AIza-test-99887766554433221100",
 }
 
 
@@ -40,6 +41,7 @@ def test_example_loads_with_every_key_set() -> None:
         "deepseek",
         "xai",
         "grok_news",
+        "gemini",
         "ollama",
         "mock",
         "mock_flaky",
@@ -55,6 +57,7 @@ def test_example_loads_with_every_key_set() -> None:
     analysis = [f"{s.provider}/{s.model}" for s in config.chain("analysis")]
     assert analysis[-2:] == ["mock_flaky/mock-1", "mock/mock-1"]
     assert config.chain("summary")[-2][:2] == ("ollama", "llama3.2:latest")
+    assert config.chain("summary")[2][:2] == ("gemini", "gemini-2.5-flash")
     assert config.routes["analysis"].vars == {
         "ticker": "str",
         "prices": "list[float]",
@@ -65,6 +68,18 @@ def test_example_loads_with_every_key_set() -> None:
     # xAI refuses search_parameters (Live Search) with 410 Gone: the example sends none.
     assert dict(config.providers["xai"].extra) == {}
     assert "options" in config.providers["ollama"].extra
+    gemini = config.providers["gemini"]
+    assert (gemini.kind, gemini.base_url, gemini.key_env) == (
+        "gemini",
+        "https://generativelanguage.googleapis.com/v1beta",
+        "GEMINI_API_KEY",
+    )
+    flash = gemini.models["gemini-2.5-flash"]
+    assert (flash.price.input_per_mtok, flash.price.output_per_mtok) == (
+        Decimal("0.30"),
+        Decimal("2.50"),
+    )
+    assert flash.structured_output == "json_schema"
     # The validated document stays readable beside the plan.
     assert config.config.providers["mock_flaky"].kind == "mock"
 
@@ -91,15 +106,16 @@ def test_example_without_keys_lists_both_required_variables() -> None:
     # Optional providers are not errors, only disabled.
     assert "DEEPSEEK_API_KEY" not in text
     assert "XAI_API_KEY" not in text
+    assert "GEMINI_API_KEY" not in text
 
 
 def test_optional_providers_without_keys_are_disabled_with_a_warning() -> None:
     env = {k: v for k, v in FULL_ENV.items() if k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     with capture_logs() as logs:
         config = load_config(EXAMPLE, env=env)
-    assert config.disabled_providers == {"deepseek", "xai", "grok_news"}
+    assert config.disabled_providers == {"deepseek", "xai", "grok_news", "gemini"}
     assert all(s.provider not in {"deepseek", "xai"} for s in config.chain("analysis"))
-    assert set(config.providers).isdisjoint({"deepseek", "xai", "grok_news"})
+    assert set(config.providers).isdisjoint({"deepseek", "xai", "grok_news", "gemini"})
     # The route as written still lists every step; the plan's steps drop them.
     assert len(config.config.routes["analysis"].fallback) == len(config.chain("analysis")) + 2
     assert len(config.routes["analysis"].steps) == len(config.chain("analysis"))
@@ -108,6 +124,7 @@ def test_optional_providers_without_keys_are_disabled_with_a_warning() -> None:
         ("provider_disabled", "deepseek", "DEEPSEEK_API_KEY"),
         ("provider_disabled", "xai", "XAI_API_KEY"),
         ("provider_disabled", "grok_news", "XAI_API_KEY"),
+        ("provider_disabled", "gemini", "GEMINI_API_KEY"),
     }
     assert all(e["log_level"] == "warning" for e in logs)
 
@@ -115,7 +132,14 @@ def test_optional_providers_without_keys_are_disabled_with_a_warning() -> None:
 def test_require_env_false_disables_every_provider_without_a_key() -> None:
     with capture_logs():
         config = load_config(EXAMPLE, env={}, require_env=False)
-    assert config.disabled_providers == {"openai", "anthropic", "deepseek", "xai", "grok_news"}
+    assert config.disabled_providers == {
+        "openai",
+        "anthropic",
+        "deepseek",
+        "xai",
+        "grok_news",
+        "gemini",
+    }
     assert [(s.provider, s.model) for s in config.chain("summary")] == [
         ("ollama", "llama3.2:latest"),
         ("mock", "mock-1"),

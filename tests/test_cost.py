@@ -171,9 +171,37 @@ EXPECTED: dict[str, tuple[str, tuple[int, int, int, int], str]] = {
         "0.00051435",
     ),
     "openrouter-chat-200-sse-processing-comment": ("openrouter", (586, 0, 0, 3), "0"),
-    # Gemini (no adapter yet): thoughtsTokenCount is BESIDE candidatesTokenCount.
+    # Gemini: thoughtsTokenCount is BESIDE candidatesTokenCount (output = their sum);
+    # cachedContentTokenCount is INSIDE promptTokenCount.
     "gemini-generatecontent-200-json": ("gemini", (10, 0, 0, 31), "0.0000805"),
+    "gemini-generatecontent-200-json-cached-content": (
+        "gemini",
+        (9622, 9609, 0, 171),
+        "0.00071967",
+    ),
+    "gemini-generatecontent-200-json-function-call": ("gemini", (103, 0, 0, 136), "0.0003709"),
+    "gemini-generatecontent-200-json-thought-parts-function-call": (
+        "gemini",
+        (120, 0, 0, 164),
+        "0.000446",
+    ),
+    "gemini-generatecontent-200-json-thoughts-token-count": (
+        "gemini",
+        (13, 0, 0, 175),
+        "0.0004414",
+    ),
+    # Blocked by its safety settings: the prompt was still counted, no output.
+    "gemini-generatecontent-200-json-safety-blocked-candidate": (
+        "gemini",
+        (14, 0, 0, 0),
+        "0.0000042",
+    ),
     "gemini-streamgeneratecontent-200-sse": ("gemini", (8, 0, 0, 27), "0.0000699"),
+    "gemini-streamgeneratecontent-200-sse-thoughts-token-count": (
+        "gemini",
+        (13, 0, 0, 208),
+        "0.0005239",
+    ),
     # Ollama: prompt_eval_count / eval_count; prompt_eval_count is omitted when the
     # whole prompt came from Ollama's KV cache (nothing evaluated).
     "ollama-chat-200-json-basic": ("ollama", (31, 0, 0, 46), "0.0000215"),
@@ -200,6 +228,9 @@ NO_USAGE = {
     # api-version 2023-07-01-preview predates stream_options (include_usage).
     "azure-chat-200-sse-deployment-content-filter": "api-version without include_usage",
     "ollama-tags-200-json": "a model listing, not a completion",
+    "vertex-generatecontent-200-json-prompt-blocked-model-armor": (
+        "prompt blocked: usageMetadata has no count (only trafficType)"
+    ),
 }
 
 
@@ -242,7 +273,8 @@ def raw_usage(entry: dict[str, Any]) -> dict[str, Any] | None:
             if doc.get("done"):
                 usage = {k: v for k, v in doc.items() if k in ("prompt_eval_count", "eval_count")}
         elif api.startswith("gemini"):
-            usage = doc.get("usageMetadata") or usage
+            counts = doc.get("usageMetadata") or {}
+            usage = {k: v for k, v in counts.items() if k.endswith("Count")} or usage
         elif api.endswith("-responses"):
             # A reply, or a stream's response.completed event (the whole response).
             resp = doc.get("response", doc) if entry["streaming"] else doc
@@ -270,7 +302,7 @@ def normalise(api: str, u: dict[str, Any]) -> Usage:
         return Usage(
             input_tokens=u["promptTokenCount"],
             cached_input_tokens=u.get("cachedContentTokenCount", 0),
-            output_tokens=u["candidatesTokenCount"] + u.get("thoughtsTokenCount", 0),
+            output_tokens=u.get("candidatesTokenCount", 0) + u.get("thoughtsTokenCount", 0),
         )
     if api.endswith("-responses"):
         calls = {
@@ -347,6 +379,23 @@ def test_deepseek_hit_plus_miss_is_prompt_tokens() -> None:
         assert u is not None
         assert u["prompt_cache_hit_tokens"] + u["prompt_cache_miss_tokens"] == u["prompt_tokens"]
         assert u["prompt_tokens_details"]["cached_tokens"] == u["prompt_cache_hit_tokens"]
+
+
+def test_gemini_thoughts_are_beside_candidates_and_cache_inside_prompt() -> None:
+    """Gemini: total = prompt + candidates + thoughts in every recording with counts,
+    and the cached count is a part of the prompt count."""
+    checked = 0
+    for e in _manifest():
+        if e["family"] != "gemini" or e["status"] != 200:
+            continue
+        u = raw_usage(e)
+        if u is None:
+            continue
+        parts = u["promptTokenCount"] + u.get("candidatesTokenCount", 0)
+        assert u["totalTokenCount"] == parts + u.get("thoughtsTokenCount", 0), e["id"]
+        assert u.get("cachedContentTokenCount", 0) <= u["promptTokenCount"]
+        checked += 1
+    assert checked == 8
 
 
 def test_anthropic_input_tokens_exclude_cache() -> None:

@@ -51,6 +51,7 @@ CHAT_PATH = {
     "openai": "/v1/chat/completions",
     "openai_responses": "/v1/responses",
     "anthropic": "/v1/messages",
+    "gemini": "/models/m:generateContent",
     "ollama": "/api/chat",
     # base_url is the resource endpoint; model m is deployed under its own name.
     "azure_openai": "/openai/deployments/m/chat/completions",
@@ -149,6 +150,17 @@ SUCCESS_CASES = [
         "OK",
         U(10 + 7351, 4, cached=7351),
     ),
+    # Gemini: thoughtsTokenCount (23) is beside candidatesTokenCount (8).
+    ("gemini", "gemini/gemini-generatecontent-200-json", "2 + 2 = **4**", U(10, 31, reasoning=23)),
+    # Gemini: cachedContentTokenCount (9609) is inside promptTokenCount (9622).
+    (
+        "gemini",
+        "gemini/gemini-generatecontent-200-json-cached-content",
+        "The RubyLLM release engineering handbook describes the essential checks every change"
+        " must pass before release, including cassette hygiene, provider wire format drift,"
+        " backwards compatibility, and documentation accuracy reviews.",
+        U(9622, 35 + 136, cached=9609, reasoning=136),
+    ),
     (
         "ollama",
         "ollama/ollama-chat-200-json-basic",
@@ -187,6 +199,15 @@ async def test_recorded_success_gives_exact_text_and_usage(
     (request,) = upstream.requests
     assert (request.method, request.path) == ("POST", CHAT_PATH[kind])
     body = request.json()
+    if kind == "gemini":
+        # The key rides in its header, never in the URL (Gemini also accepts ?key=).
+        assert request.headers["x-goog-api-key"] == key
+        assert key not in request.target and "key=" not in request.target
+        assert "authorization" not in request.headers
+        assert body["systemInstruction"] == {"parts": [{"text": "You are terse."}]}
+        assert body["contents"] == [{"role": "user", "parts": [{"text": "Say hi"}]}]
+        assert body["generationConfig"]["maxOutputTokens"] == 8192
+        return
     assert body["model"] == "m"
     if kind == "openai":
         assert request.headers["authorization"] == f"Bearer {key}"

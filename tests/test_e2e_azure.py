@@ -286,6 +286,11 @@ def test_the_dry_run_shows_the_deployment_url_version_and_auth(tmp_path: Path, k
     main(["--config", str(path), "--json", "render", "r", "--var", "word=hi"], out=out)
     (step,) = json.loads(out.getvalue())["chain"]
     assert step["wire"].startswith("POST /openai/deployments/prod-mini/chat/completions")
+    # The request section shows the same target, built by the step's own adapter.
+    assert step["request"]["url"] == (
+        "https://myres.openai.azure.com/openai/deployments/prod-mini/chat/completions"
+    )
+    assert step["request"]["key_header"] == "api-key"
     assert KEY not in out.getvalue()
 
 

@@ -92,6 +92,8 @@ ENV = {"GOOD_KEY": GOOD, "OTHER_KEY": BAD}
     [
         ("openai", "/v1/models", 401),
         ("anthropic", "/v1/models", 403),
+        # Gemini refuses a bad key with a 400 whose body says so (AuthenticationError).
+        ("gemini", "/v1/models", 400),
     ],
 )
 async def test_a_rejected_key_fails_the_start_naming_provider_and_variable(

@@ -31,12 +31,8 @@ _ERROR_STREAMS = {
     "anthropic-messages-200-sse-error-overloaded",
     "groq-chat-200-sse-midstream-error-event",
 }
-# Every recorded stream of a protocol the router speaks (there is no Gemini adapter).
-REPLAYS = sorted(
-    i
-    for i in fixture_ids(streaming=True)
-    if i not in _ERROR_STREAMS and not i.startswith("gemini-")
-)
+# Every recorded stream of a protocol the router speaks.
+REPLAYS = sorted(i for i in fixture_ids(streaming=True) if i not in _ERROR_STREAMS)
 
 PROMPT = "Say something."
 PRICE = {
@@ -46,12 +42,13 @@ PRICE = {
     "cache_write_per_mtok": "2.5",
 }
 PRICE_MODEL = Price.model_validate({k: Decimal(v) for k, v in PRICE.items()})
-# The adapter posts to <base_url>/chat/completions, /responses, /v1/messages, /api/chat
-# or (Azure) /openai/deployments/m/chat/completions?api-version=...
+# The adapter posts to <base_url>/chat/completions, /responses, /v1/messages, /api/chat,
+# /models/m:streamGenerateContent or (Azure) /openai/deployments/m/chat/completions?...
 _BASE_PATH = {
     "openai": "/v1",
     "openai_responses": "/v1",
     "anthropic": "",
+    "gemini": "/v1beta",
     "ollama": "",
     "azure_openai": "",
 }
@@ -94,6 +91,10 @@ def expected_text(fx: Fixture) -> str:
         elif fx.kind == "openai_responses":
             if doc["type"] == "response.output_text.delta":
                 parts.append(doc["delta"])
+        elif fx.kind == "gemini":
+            for c in doc.get("candidates") or []:
+                for p in (c.get("content") or {}).get("parts") or []:
+                    parts.append("" if p.get("thought") else p.get("text") or "")
         else:
             for choice in doc.get("choices") or []:
                 parts.append((choice.get("delta") or {}).get("content") or "")
@@ -140,6 +141,16 @@ def expected_usage(fx: Fixture) -> Usage | None:
                     cached_input_tokens=u["input_tokens_details"]["cached_tokens"],
                     reasoning_tokens=u["output_tokens_details"]["reasoning_tokens"],
                 )
+        elif fx.kind == "gemini":
+            u = doc.get("usageMetadata") or {}
+            if "promptTokenCount" in u:  # cumulative: the last chunk's counts are final
+                thoughts = u.get("thoughtsTokenCount", 0)
+                found = Usage(
+                    input_tokens=u["promptTokenCount"],
+                    output_tokens=u.get("candidatesTokenCount", 0) + thoughts,
+                    cached_input_tokens=u.get("cachedContentTokenCount", 0),
+                    reasoning_tokens=thoughts,
+                )
         elif doc.get("usage"):
             u = doc["usage"]
             details = u.get("prompt_tokens_details") or {}
@@ -157,10 +168,10 @@ def expected_usage(fx: Fixture) -> Usage | None:
 def test_every_stream_recording_is_replayed() -> None:
     """The corpus covers each stream wire format, and an SSE comment."""
     kinds = {load(i).kind for i in REPLAYS}
-    assert kinds == {"openai", "openai_responses", "anthropic", "ollama", "azure_openai"}
+    assert kinds == {"openai", "openai_responses", "anthropic", "gemini", "ollama", "azure_openai"}
     families = {load(i).family for i in REPLAYS}
     assert {"openai", "deepseek", "xai", "anthropic", "ollama", "openai-compatible"} <= families
-    assert {"openai-responses", "xai-responses", "azure-openai"} <= families
+    assert {"openai-responses", "xai-responses", "azure-openai", "gemini"} <= families
     assert any(load(i).body.startswith(b":") for i in REPLAYS)  # OpenRouter's comment line
 
 

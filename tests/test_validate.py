@@ -24,7 +24,13 @@ def run(path: str, **kw: object) -> tuple[int, str]:
 
 
 def clear_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "DEEPSEEK_API_KEY", "XAI_API_KEY"):
+    for var in (
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "DEEPSEEK_API_KEY",
+        "XAI_API_KEY",
+        "GEMINI_API_KEY",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -44,7 +50,7 @@ def test_no_env_exits_0_and_names_the_disabled_providers(monkeypatch: pytest.Mon
     code, out = run(EXAMPLE, no_env=True)
     assert code == 0
     assert out.count("\n") == 1, "one summary line, no log noise"
-    assert "valid: 8 providers, 3 routes" in out
+    assert "valid: 9 providers, 3 routes" in out
     assert "openai (OPENAI_API_KEY not set)" in out
     assert "--no-env" in out
 
@@ -54,10 +60,11 @@ def test_all_keys_set_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(var, CANARY)
     monkeypatch.delenv("DEEPSEEK_API_KEY", raising=False)
     monkeypatch.setenv("XAI_API_KEY", "xai-somekey-1234567890")
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-somekey-1234567890")
     code, out = run(EXAMPLE)
     assert code == 0
     disabled = "disabled: deepseek (DEEPSEEK_API_KEY not set)"
-    assert out == f"{EXAMPLE}: valid: 8 providers, 3 routes; {disabled}\n"
+    assert out == f"{EXAMPLE}: valid: 9 providers, 3 routes; {disabled}\n"
     assert CANARY not in out
 
 
@@ -217,6 +224,30 @@ P = "    api_key_env: W_KEY\n    models: {m: {price: {input_per_mtok: 1, output_
             " https://api.groq.com/openai/v1 (requests would go to '/v1/chat/completions' and"
             " fail with 404)",
         ),
+        (
+            "gemini",
+            "https://generativelanguage.googleapis.com/v1beta/models",
+            "base_url ends in the endpoint path '/models', but the gemini adapter appends"
+            " '/models/<model>:generateContent' itself (requests would go to"
+            " '/v1beta/models/models/<model>:generateContent' and fail with 404); base_url is"
+            " the API root: https://generativelanguage.googleapis.com/v1beta",
+        ),
+        # The Gemini API's host without its version, or with its OpenAI-compatible path.
+        (
+            "gemini",
+            "https://generativelanguage.googleapis.com",
+            "generativelanguage.googleapis.com serves the native Gemini API under '/v1beta'"
+            " (or '/v1'): set base_url to https://generativelanguage.googleapis.com/v1beta"
+            " (requests would go to '/models/<model>:generateContent' and fail with 404)",
+        ),
+        (
+            "gemini",
+            "https://generativelanguage.googleapis.com/v1beta/openai",
+            "generativelanguage.googleapis.com serves the native Gemini API under '/v1beta'"
+            " (or '/v1'): set base_url to https://generativelanguage.googleapis.com/v1beta"
+            " (requests would go to '/v1beta/openai/models/<model>:generateContent' and fail"
+            " with 404); its OpenAI-compatible API is kind: openai",
+        ),
         # /v1 on kinds whose adapter adds it (or speaks another API).
         (
             "anthropic",
@@ -259,6 +290,8 @@ def test_a_base_url_that_would_404_is_a_warning_at_its_line(
         ("openai", "https://api.deepseek.com"),
         ("openai", "http://localhost:8000/v1"),
         ("anthropic", "https://api.anthropic.com"),
+        ("gemini", "https://generativelanguage.googleapis.com/v1beta"),
+        ("gemini", "https://generativelanguage.googleapis.com/v1/"),
         ("ollama", "http://localhost:11434"),
     ],
 )

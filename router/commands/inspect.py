@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from typing import Any
 
+from router.call import request_params
 from router.conversation import shown
+from router.errors import RouterError
 from router.money import dollars, usd
 from router.plan import Plan, StepFit
+from router.providers import build_adapter
+from router.types import Message
 
 from .common import Exit, Output, config_path, load_plan, positive_float
 from .vars import add_var_argument, parse_vars
@@ -62,6 +67,7 @@ def render(args: argparse.Namespace, output: Output) -> int:
     steps = route.steps  # the same steps as the chain, with their server tools
     fits = plan.fit(args.route, variables)
     disabled = [(p, m, why) for p, m, why in _steps(plan, args.route) if why is not None]
+    requests = _requests(plan, args.route, messages)
     if output.json:
         output.document(
             {
@@ -88,8 +94,9 @@ def render(args: argparse.Namespace, output: Output) -> int:
                         "max_tool_calls": p.max_tool_calls,
                         "tool_calls_reserve_usd": usd(p.tool_calls_reserve_usd),
                         "wire": plan.wire(s.provider, s.model),
+                        "request": request,
                     }
-                    for s, f, p in zip(chain, fits, steps, strict=True)
+                    for s, f, p, request in zip(chain, fits, steps, requests, strict=True)
                 ],
                 "disabled": [{"provider": p, "model": m, "reason": why} for p, m, why in disabled],
             }
@@ -98,6 +105,10 @@ def render(args: argparse.Namespace, output: Output) -> int:
     for m in messages:
         mark = " (prompt cache breakpoint)" if m.cache else ""
         output.text(f"--- {m.role}{mark} ---\n{shown(m.content).rstrip()}\n")
+    if requests:
+        output.text("--- requests (dry run: what each step would send) ---\n")
+        for i, (s, request) in enumerate(zip(chain, requests, strict=True), 1):
+            output.text(f"  {i}. {s.provider}/{s.model}: {_request_text(request)}\n")
     output.text("--- chain (dry run: nothing sent) ---\n")
     for i, (s, f, p) in enumerate(zip(chain, fits, steps, strict=True), 1):
         output.text(
@@ -120,6 +131,54 @@ def render(args: argparse.Namespace, output: Output) -> int:
         for provider, model, why in disabled:
             output.text(f"  {provider}/{model}: {why}\n")
     return Exit.OK
+
+
+# Body fields that carry the conversation (or the model), not a setting.
+_CONVERSATION = frozenset(
+    {"model", "messages", "system", "contents", "systemInstruction", "input", "instructions"}
+)
+# Stands for the key while the request is built (no key is read or shown).
+_KEY = "<key>"
+
+
+def _requests(plan: Plan, route: str, messages: list[Message]) -> list[dict[str, Any]]:
+    """What each enabled step of ``route`` would send: method and URL (never a query
+    string), the header that carries the key, and the body's settings (every field
+    but the conversation), as the step's adapter builds them."""
+    r = plan.route(route)
+    out = []
+    for step in r.steps:
+        p = plan.providers[step.provider]
+        keyed = p.key is not None or p.key_env is not None
+        adapter = build_adapter(p.kind, p.name, _KEY if keyed else None, p.headers, p.azure)
+        params, _ = request_params(step, r.max_tokens, r.temperature, None)
+        key_header = next((h for h, v in adapter.auth_headers().items() if _KEY in v), None)
+        doc: dict[str, Any] = {"key_header": key_header, "key_env": p.key_env}
+        try:
+            req = adapter.chat_request(step.model, messages, params)
+        except RouterError as exc:
+            out.append({**doc, "error": str(exc)})
+            continue
+        path = req.path.lstrip("/").partition("?")[0]
+        settings = {k: v for k, v in (req.json or {}).items() if k not in _CONVERSATION}
+        out.append(
+            {**doc, "method": req.method, "url": f"{p.base_url}/{path}", "settings": settings}
+        )
+    return out
+
+
+def _request_text(request: dict[str, Any]) -> str:
+    if "error" in request:
+        return f"cannot be built: {request['error']}"
+    line = f"{request['method']} {request['url']}"
+    if request["key_header"]:
+        line += f", key in header {request['key_header']} (from {request['key_env']})"
+    settings = request["settings"]
+    if settings:
+        line += "; " + ", ".join(
+            f"{k}={json.dumps(v, sort_keys=True)}" for k, v in settings.items()
+        )
+    return line
 
 
 def _window(f: StepFit) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from router.providers.anthropic import AnthropicAdapter
 from router.providers.azure_openai import AzureOpenAIAdapter, AzureSettings
 from router.providers.base import Adapter
+from router.providers.gemini import GeminiAdapter
 from router.providers.mock import MockAdapter
 from router.providers.ollama import OllamaAdapter
 from router.providers.openai import OpenAIAdapter
@@ -23,6 +24,7 @@ __all__ = ["ADAPTERS", "Adapter", "build_adapter"]
 ADAPTERS: dict[str, type[Adapter]] = {
     "anthropic": AnthropicAdapter,
     "azure_openai": AzureOpenAIAdapter,
+    "gemini": GeminiAdapter,
     "mock": MockAdapter,
     "ollama": OllamaAdapter,
     "openai": OpenAIAdapter,

@@ -10,10 +10,11 @@ type a status and decoded body mean):
 - :func:`classify` is the shared decision order behind every adapter's
   ``classify_error``; :func:`~router.errors.status_error` is its fallback;
 - :func:`error_from_response` builds the typed
-  :class:`~router.errors.ProviderError` for a non-2xx response (Retry-After and
-  request id included; with what was sent, a :class:`Sent`, a 404 names the URL
-  and a 410 the extra fields), and :func:`embedded_error` / :func:`stream_error`
-  the one for an error object inside a 2xx body or a stream.
+  :class:`~router.errors.ProviderError` for a non-2xx response (Retry-After, or
+  the body's ``RetryInfo`` delay, and request id included; with what was sent, a
+  :class:`Sent`, a 404 names the URL and a 410 the extra fields), and
+  :func:`embedded_error` / :func:`stream_error` the one for an error object
+  inside a 2xx body or a stream.
 
 Like the adapters, this module does no I/O and reads no clock.
 """
@@ -318,6 +319,27 @@ REQUEST_ID_HEADERS = (
     "cf-ray",
 )
 
+# google.rpc.RetryInfo's delay: a protobuf Duration in JSON ("48s", "48.939935699s").
+_RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
+_DURATION = re.compile(r"(\d{1,9}(?:\.\d{1,9})?)s")
+
+
+def body_retry_after(data: Any, max_s: float = math.inf) -> float | None:
+    """Seconds to wait that an error body states: the ``retryDelay`` of a
+    ``google.rpc.RetryInfo`` entry in ``error.details`` (Google's APIs say it there,
+    not in a Retry-After header), at most ``max_s``; None when it states none."""
+    if isinstance(data, list) and data:  # Gemini streams errors as a list
+        data = data[0]
+    err = data.get("error") if isinstance(data, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    for item in details if isinstance(details, list) else ():
+        if isinstance(item, dict) and item.get("@type") == _RETRY_INFO:
+            delay = item.get("retryDelay")
+            match = _DURATION.fullmatch(delay) if isinstance(delay, str) else None
+            if match:
+                return min(float(match.group(1)), max_s)
+    return None
+
 
 # The hint of an EndpointNotFoundError: the URL that does not exist is base_url's fault.
 BASE_URL_HINT = "check base_url: it should end at the API root"
@@ -367,6 +389,8 @@ def error_from_response(
     request_id = next((headers[h] for h in REQUEST_ID_HEADERS if h in headers), None)
     message = _described(cls, decoded, sent)
     retry_after = parse_retry_after(headers, now_epoch, max_s=retry_after_max_s)
+    if retry_after is None:
+        retry_after = body_retry_after(decoded.data, retry_after_max_s)
     if cls is EndpointNotFoundError:
         return EndpointNotFoundError(
             message,
