@@ -28,6 +28,7 @@ from router.deadline import Clock, Deadline
 from router.errors import (
     AllProvidersFailedError,
     BudgetExceededError,
+    ContentFilterError,
     DeadlineExceededError,
     InvalidOutputError,
     LedgerError,
@@ -650,7 +651,15 @@ class CompleteCall(Call[Completion]):
                 self.rt.retry_after_max_s,
                 self.sent(step, request),
             )
-        reply = provider.adapter.parse_reply(step.plan.model, raw.body)
+        try:
+            reply = provider.adapter.parse_reply(step.plan.model, raw.body)
+        except ContentFilterError as err:
+            # A blocked answer is billed: the counts it reported, else the prompt's estimate.
+            usage, cost = billed(step, lease, final_usage(err.usage, lease.est_in, ""), "", {})
+            if not lease.settle_now(cost):
+                await lease.settle(cost)
+            self.billed_out = (usage, cost)
+            raise
         usage = final_usage(reply.usage, lease.est_in, reply.text)
         usage, cost = billed(step, lease, usage, reply.text, reply.details)
         if not lease.settle_now(cost):

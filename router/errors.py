@@ -420,9 +420,14 @@ class ContextLengthError(BadRequestError):
 
 
 class ContentFilterError(BadRequestError):
-    """The provider refused the prompt or the answer under its content policy."""
+    """The provider refused the prompt or the answer under its content policy.
+
+    ``usage`` is what the provider reported on a blocked 200 answer (it bills the
+    prompt, and the answer it generated before withholding it); None when the
+    refusal came without counts (an HTTP error, or a body without usage)."""
 
     kind = "content_filter"
+    usage: Usage | None = None
 
 
 class GoneError(BadRequestError):

@@ -24,7 +24,7 @@ from router.providers.azure_openai import (
 )
 from router.providers.error_body import error_from_response
 from router.tools import Tool, ToolSet
-from router.types import Image, Message, Text
+from router.types import Image, Message, Text, Usage
 from tests.fixtures_util import consume, load, stream_events
 
 KEY = "sk-azure-canary-0123456789abcdef0123456789"
@@ -198,6 +198,7 @@ def test_a_filtered_completion_is_a_content_filter_error_even_with_partial_text(
         " [filtered: hate (severity high), violence (severity medium)]"
     )
     assert info.value.status == 200
+    assert info.value.usage == Usage(10, 3)  # Azure bills a filtered answer: so does the router
 
 
 def test_a_content_filter_finish_without_categories_is_still_an_error() -> None:
@@ -208,8 +209,11 @@ def test_a_content_filter_finish_without_categories_is_still_an_error() -> None:
 def test_a_filtered_prompt_result_in_a_200_is_an_error() -> None:
     doc = json.loads(_reply("stop", "ok", _results()))
     doc["prompt_filter_results"][0]["content_filter_results"] = _results(self_harm="low")
-    with pytest.raises(ContentFilterError, match=r"stopped the prompt \[filtered: self_harm"):
+    with pytest.raises(
+        ContentFilterError, match=r"stopped the prompt \[filtered: self_harm"
+    ) as info:
         adapter().parse_reply("gpt-4o", json.dumps(doc).encode())
+    assert info.value.usage == Usage(10, 3)
 
 
 def test_unfiltered_annotations_are_ignored() -> None:

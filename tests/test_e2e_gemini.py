@@ -63,6 +63,8 @@ providers:
     models:
       {model}: {{price: {PRICE}}}
 settings: {{retries: 0}}
+budgets:
+  all: {{limit_usd: 10}}
 routes:
   r:
     system: "You are terse."
@@ -247,10 +249,16 @@ async def test_a_safety_block_is_a_content_filter_error_on_the_attempt(
     async with Router.from_yaml(config(tmp_path, upstream.url)) as router:
         with pytest.raises(AllProvidersFailedError) as info:
             await router.complete("r", {"word": "hi"}, deadline_s=5)
-    err = info.value.attempts[0].error
+        (budget,) = router.spend()
+    (attempt,) = info.value.attempts
+    err = attempt.error
     assert isinstance(err, ContentFilterError)
     assert "finishReason: SAFETY" in str(err) and "HARM_CATEGORY_HATE_SPEECH LOW" in str(err)
     assert key not in str(err) and key not in repr(info.value)
+    # The blocked answer's 14 prompt tokens are billed, as Google bills them.
+    assert attempt.usage == Usage(14, 0) and err.usage == Usage(14, 0)
+    assert attempt.cost_usd == cost(Usage(14, 0)) == budget.spent_usd > 0
+    assert budget.reserved_usd == 0
 
 
 async def test_health_lists_models_by_key_header_with_the_prefix_normalized(

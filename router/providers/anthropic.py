@@ -379,9 +379,10 @@ class AnthropicAdapter(AdapterBase):
         if tool_calls:
             details["tool_calls"] = tool_calls
         finish = map_finish_reason(resp.stop_reason, _FINISH_REASON_MAP, details)
-        if finish == "content_filter" and not text and not tool_calls:
-            raise filtered(self, model, "the model refused to answer (stop_reason: refusal)")
         usage = _usage(resp.usage, details) if resp.usage is not None else Usage(estimated=True)
+        if finish == "content_filter" and not text and not tool_calls:
+            why = "the model refused to answer (stop_reason: refusal)"
+            raise filtered(self, model, why, usage)
         return Reply(text, finish, usage, resp.id, details, calls)
 
     def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:

@@ -42,14 +42,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from router.errors import BadRequestError, ModelNotFoundError, ProviderError
+from router.errors import BadRequestError, ContentFilterError, ModelNotFoundError, ProviderError
 from router.output import OutputRequest
 from router.providers.base import Params, filtered, listed_models
 from router.providers.content_filter import filter_summary
 from router.providers.error_body import COMMON_RULES, ErrorBody, ErrorRules, classify
 from router.providers.openai import ERROR_STATUS as OPENAI_ERROR_STATUS
 from router.providers.openai import OpenAIAdapter
-from router.types import Message, Reply, StreamEvent, WireRequest
+from router.types import Message, Reply, StreamEvent, Usage, WireRequest
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -181,12 +181,26 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         return dataclasses.replace(request, path=self._settings.chat_path(model), json=body)
 
     def parse_reply(self, model: str, body: bytes) -> Reply:
-        """An OpenAI ``chat.completion``; a filtered prompt or completion raises."""
-        self._raise_if_filtered(model, body)
+        """An OpenAI ``chat.completion``; a filtered prompt or completion raises (with
+        the usage the body reported: Azure bills a filtered answer)."""
+        try:
+            self._raise_if_filtered(model, body)
+        except ContentFilterError as err:
+            err.usage = self._usage_of(model, body)
+            raise
         reply = super().parse_reply(model, body)
         if reply.finish_reason == "content_filter":
-            raise filtered(self, model, _CUT)
+            raise filtered(self, model, _CUT, reply.usage)
         return reply
+
+    def _usage_of(self, model: str, body: bytes) -> Usage | None:
+        """The usage a filtered body reports, or None when it has none to read."""
+        try:
+            return super().parse_reply(model, body).usage
+        except ContentFilterError as err:
+            return err.usage
+        except ProviderError:
+            return None
 
     def parse_stream_event(self, model: str, event: str, data: str) -> StreamEvent | None:
         """An OpenAI chunk; Azure's first chunk (empty ``choices``, the prompt's filter

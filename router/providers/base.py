@@ -324,9 +324,14 @@ def event_usage(usage: Usage) -> Usage | None:
     return None if usage.estimated and usage.suspect is None else usage
 
 
-def filtered(adapter: Adapter, model: str, why: str) -> ContentFilterError:
-    """A 200 reply whose only content the provider withheld."""
-    return ContentFilterError(why, provider=adapter.provider, model=model, status=200)
+def filtered(
+    adapter: Adapter, model: str, why: str, usage: Usage | None = None
+) -> ContentFilterError:
+    """A 200 reply whose only content the provider withheld; ``usage``: what the
+    reply reported (the router bills it)."""
+    err = ContentFilterError(why, provider=adapter.provider, model=model, status=200)
+    err.usage = usage
+    return err
 
 
 def compact_json(value: Any) -> str:

@@ -599,16 +599,20 @@ class GeminiAdapter(AdapterBase):
     def parse_reply(self, model: str, body: bytes) -> Reply:
         """The first candidate: text, thoughts to details, function calls as tool calls."""
         resp = parse_wire_once(self, model, _TypedResponse, _Response, body)
-        candidate = self._check_blocked(model, resp)
-        decoded = _Decoded(candidate.content)
-        ids = [fc.id or f"call_{i}" for i, (fc, _) in enumerate(decoded.calls)]
-        details = decoded.details(ids)
-        calls = [
-            decoded_call(call_id, fc.name or "", fc.args, signature)
-            for (fc, signature), call_id in zip(decoded.calls, ids, strict=True)
-        ]
-        finish = self._finish(model, candidate, bool(calls), details)
         raw = resp.usageMetadata
+        try:
+            candidate = self._check_blocked(model, resp)
+            decoded = _Decoded(candidate.content)
+            ids = [fc.id or f"call_{i}" for i, (fc, _) in enumerate(decoded.calls)]
+            details = decoded.details(ids)
+            calls = [
+                decoded_call(call_id, fc.name or "", fc.args, signature)
+                for (fc, signature), call_id in zip(decoded.calls, ids, strict=True)
+            ]
+            finish = self._finish(model, candidate, bool(calls), details)
+        except ContentFilterError as err:
+            err.usage = _usage(raw, {}) if raw is not None else None  # billed all the same
+            raise
         usage = _usage(raw, details) if raw is not None else Usage(estimated=True)
         return Reply("".join(decoded.text), finish, usage, resp.responseId, details, calls)
 

@@ -405,10 +405,10 @@ class OpenAIAdapter(AdapterBase):
         if resp.citations:
             details["citations"] = resp.citations
         finish = map_finish_reason(choice.finish_reason, _FINISH_REASON_MAP, details)
+        usage = _usage(resp.usage, details) if resp.usage is not None else Usage(estimated=True)
         if finish == "content_filter" and not text and not msg.tool_calls:
             why = msg.refusal or "the reply was withheld by the provider's content filter"
-            raise filtered(self, model, why)
-        usage = _usage(resp.usage, details) if resp.usage is not None else Usage(estimated=True)
+            raise filtered(self, model, why, usage)
         return Reply(text, finish, usage, resp.id, details, calls)
 
     def classify_error(self, status: int, body: ErrorBody) -> type[ProviderError]:

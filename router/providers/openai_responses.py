@@ -498,7 +498,7 @@ class OpenAIResponsesAdapter(AdapterBase):
         decoded, details = self._reply(model, resp)
         finish = _finish(resp, decoded, details)
         if decoded.refusal and not decoded.text and not decoded.calls:
-            raise filtered(self, model, decoded.refusal)
+            raise filtered(self, model, decoded.refusal, _usage(resp, decoded, details))
         if decoded.calls:
             details["tool_calls"] = [
                 {"id": c.id, "name": c.name, "arguments": call_arguments_json(c)}
