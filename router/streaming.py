@@ -29,6 +29,7 @@ from router.billing import estimated_output, final_usage, max_counts, server_cal
 from router.call import Call, Step, billed
 from router.conversation import streamed_calls
 from router.errors import (
+    ContentFilterError,
     InvalidOutputError,
     ProviderConnectionError,
     ProviderError,
@@ -451,7 +452,14 @@ class StreamCall(Call[LiveStream]):
             events = _events(provider.adapter, step.plan.model, resp)
             conn.push_async_callback(events.aclose)
             live = LiveStream(self, step, t0, lease, conn, resp, events)
-            live.first = await live.read_delta(until, None, f"no first token within {wait:.3g}s")
+            try:
+                live.first = await live.read_delta(
+                    until, None, f"no first token within {wait:.3g}s"
+                )
+            except ContentFilterError:
+                # Blocked before any text: the provider bills the prompt, so does the router.
+                self.billed_out = await live._settle()
+                raise
             if live.first is None and self.tools is not None:
                 await live.check_tool_calls()
         except BaseException:

@@ -325,3 +325,42 @@ async def test_structured_output_asks_for_the_schema_and_checks_the_answer(
         "responseMimeType": "application/json",
         "responseJsonSchema": schema,
     }
+
+
+async def test_a_stream_blocked_before_its_first_text_is_billed(
+    tmp_path: Path, upstream: Upstream, key: str
+) -> None:
+    """A SAFETY chunk first: the stream fails over (content_filter) and the attempt is
+    billed the prompt (an estimate: the stream never reached its final count)."""
+    chunk = {
+        "candidates": [
+            {
+                "finishReason": "SAFETY",
+                "safetyRatings": [
+                    {
+                        "category": "HARM_CATEGORY_HATE_SPEECH",
+                        "probability": "HIGH",
+                        "blocked": True,
+                    }
+                ],
+            }
+        ],
+        "usageMetadata": {"promptTokenCount": 14, "totalTokenCount": 14},
+    }
+    sse = {"content-type": "text/event-stream"}
+    upstream.route(STREAM, reply(200, b"data: " + json.dumps(chunk).encode() + b"\r\n\r\n", sse))
+
+    async def read_all(router: Router) -> None:
+        async with router.stream("r", {"word": "hi"}, deadline_s=5) as live:
+            async for _ in live:
+                pass
+
+    async with Router.from_yaml(config(tmp_path, upstream.url)) as router:
+        with pytest.raises(AllProvidersFailedError) as info:
+            await read_all(router)
+        (budget,) = router.spend()
+    (attempt,) = info.value.attempts
+    assert isinstance(attempt.error, ContentFilterError)
+    assert attempt.usage is not None and attempt.usage.input_tokens > 0
+    assert attempt.cost_usd > 0 and budget.spent_usd == attempt.cost_usd
+    assert budget.reserved_usd == 0
