@@ -23,6 +23,7 @@ from router.config import (
     PromptCache,
     RouteConfig,
     Settings,
+    StateSettings,
 )
 from router.errors import (
     AllProvidersFailedError,
@@ -49,6 +50,7 @@ from router.errors import (
     RouterClosedError,
     RouterError,
     ServerError,
+    StateUnavailableError,
     StreamInterruptedError,
     TemplateError,
     UnknownRouteError,
@@ -61,6 +63,7 @@ from router.plan import (
     Plan,
     ProviderPlan,
     RoutePlan,
+    StatePlan,
     StepFit,
     StepPlan,
     load_config,
@@ -155,6 +158,9 @@ __all__ = [
     "Skip",
     "SkipKind",
     "State",
+    "StatePlan",
+    "StateSettings",
+    "StateUnavailableError",
     "StepFit",
     "StepPlan",
     "StreamEvent",

@@ -45,7 +45,7 @@ from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
 from router.output import OutputSpec, call_output
 from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
-from router.state import LocalState, State
+from router.state import State, open_state
 from router.streaming import RouteStream, StreamCall
 from router.tools import Tool, call_tools
 from router.types import Completion, HealthReport, KeyCheck, Message, ProviderState
@@ -78,7 +78,8 @@ class Router:
             (see router.observe).
         clock, sleep: the monotonic clock and sleep every wait uses (tests drive them).
         state: where admission and money are decided (router.state); default a
-            :class:`~router.state.LocalState` for ``plan`` (in this process).
+            :class:`~router.state.LocalState` for ``plan`` (in this process), or the
+            shared Redis state when ``settings.state.backend`` is redis.
         verify_keys: check every key when the router starts (``async with``, or
             :meth:`start`): a key its provider refuses fails the start
             (:meth:`verify_keys`).
@@ -110,7 +111,7 @@ class Router:
         self._sleep = sleep
         # Everything that decides admission or money: budgets, the ledger, and per
         # provider rate, tokens, concurrency, cooldown and Retry-After.
-        self._state = state if state is not None else LocalState(plan, clock=clock, sleep=sleep)
+        self._state = state if state is not None else open_state(plan, clock=clock, sleep=sleep)
         providers = {name: build_provider(p, self._state) for name, p in plan.providers.items()}
         self._gen = self._generation(plan, providers)
         # Generations replaced by reloads that still have calls running.
