@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -120,6 +121,10 @@ def _period_id(period: str, wall: float) -> str:
         return "total"
     start = datetime.fromtimestamp(period_bounds(period, wall)[0], UTC)
     return start.strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
+
+
+# One queued script call: its name, keys, arguments and the future of its reply.
+_Op = tuple[str, Sequence[str], Sequence[Any], "asyncio.Future[Any]"]
 
 
 class _Down(Exception):
@@ -312,9 +317,14 @@ class RedisState(State):
         self._wall = wall
         self._budgets: dict[str, BudgetConfig] = dict(plan.budgets)
         self._matching: dict[tuple[str, str], tuple[str, ...]] = {}
+        # Per budget period: the current one's bounds (epoch seconds) and its key part.
+        self._periods: dict[str, tuple[float, float, str]] = {}
         self._handles: dict[str, RedisHandle] = {}
         self._client: Any = None
-        self._scripts: dict[str, Any] = {}
+        self._scripts: dict[str, tuple[str, str]] = {}  # name -> (sha1, text)
+        # Script calls queued this turn of the loop (one pipeline), and pipelines in flight.
+        self._batch: list[_Op] = []
+        self._io: set[asyncio.Task[None]] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._syncer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -373,12 +383,15 @@ class RedisState(State):
         )
         self._client = Redis.from_pool(pool)  # owns the pool: aclose() closes it
         for name, text in (("admit", ADMIT), ("finish", FINISH), ("sync", SYNC)):
-            self._scripts[name] = self._client.register_script(text)
+            self._scripts[name] = (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324
 
     async def _warm(self) -> None:
         """Load every script now (not on a call's first use)."""
-        for script in self._scripts.values():
-            await self._guard(self._client.script_load(script.script), self._timeout_s)
+        await self._guard(self._load_scripts(), self._timeout_s)
+
+    async def _load_scripts(self) -> None:
+        for _, text in self._scripts.values():
+            await self._client.script_load(text)
 
     async def aclose(self) -> None:
         if self._closed:
@@ -390,10 +403,10 @@ class RedisState(State):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self.flush()
-        for t in list(self._tasks):
+        for t in [*self._tasks, *self._io]:
             t.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks or self._io:
+            await asyncio.gather(*self._tasks, *self._io, return_exceptions=True)
         if self._pending:
             _log.error(
                 "state_close_unsynced",
@@ -469,7 +482,12 @@ class RedisState(State):
         return RedisTicket(self, h, route, budgets, amount, est_in, max_tokens)
 
     def _spent_key(self, name: str, wall: float) -> str:
-        return f"{self._prefix}:spent:{name}:{_period_id(self._budgets[name].period, wall)}"
+        period = self._budgets[name].period
+        known = self._periods.get(period)
+        if known is None or not known[0] <= wall < known[1]:
+            start, end = period_bounds(period, wall)
+            known = self._periods[period] = (start, end, _period_id(period, wall))
+        return f"{self._prefix}:spent:{name}:{known[2]}"
 
     async def admit(self, t: RedisTicket, tokens: int, wait_s: float) -> Skip | Refusal | None:
         """:meth:`RedisTicket.admit`: one ADMIT round trip, then the wait it names."""
@@ -744,7 +762,56 @@ class RedisState(State):
     ) -> Any:
         """One script under ``timeout_s``; _Down (recorded) when Redis does not answer."""
 
-        return await self._guard(self._scripts[script](keys=list(keys), args=list(args)), timeout_s)
+        return await self._guard(self._submit(script, keys, args), timeout_s)
+
+    def _submit(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
+        """Queue one script call; every call queued in the same turn of the event loop
+        goes to Redis in one pipeline (one connection, one write, one read)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._batch.append((script, keys, args, fut))
+        if len(self._batch) == 1:
+            loop.call_soon(self._send_batch)
+        return fut
+
+    def _send_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        task = asyncio.get_running_loop().create_task(self._pipeline(batch))
+        self._io.add(task)
+        task.add_done_callback(self._io.discard)
+
+    async def _pipeline(self, batch: list[_Op]) -> None:
+        from redis.exceptions import NoScriptError, RedisError
+
+        ops = [op for op in batch if not op[3].done()]  # a caller that gave up is not sent
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                results = await self._execute(ops)
+                if any(isinstance(r, NoScriptError) for r in results):
+                    await self._load_scripts()  # Redis restarted (or failed over)
+                    again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+                    for i, r in zip(
+                        again, await self._execute([ops[i] for i in again]), strict=True
+                    ):
+                        results[i] = r
+        except (RedisError, OSError, TimeoutError) as exc:
+            for op in ops:
+                if not op[3].done():
+                    op[3].set_exception(exc)
+            return
+        for op, result in zip(ops, results, strict=True):
+            if not op[3].done():
+                if isinstance(result, BaseException):
+                    op[3].set_exception(result)
+                else:
+                    op[3].set_result(result)
+
+    async def _execute(self, ops: list[_Op]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for script, keys, args, _ in ops:
+            pipe.evalsha(self._scripts[script][0], len(keys), *keys, *args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        return results
 
     async def _guard(self, op: Awaitable[Any], timeout_s: float) -> Any:
         from redis.exceptions import RedisError

@@ -166,7 +166,9 @@ async def test_a_killed_process_releases_its_reservations_within_the_lease(
     await upstream.wait_until(lambda: len(upstream.requests) >= 60, timeout=30)
     victim.send_signal(signal.SIGKILL)
     killed_at = time.monotonic()
-    victim.wait(10)
+    victim.communicate(timeout=10)  # reaped, its pipes closed
+    held_at_kill = int(redis_env.command("HGET", "{t}:reserved", "all"))
+    assert held_at_kill > 0  # calls were in flight: the victim held reservations
     results = [await finish(p) for p in procs[1:]]
     survivors_ok = sum(r["outcomes"].get("ok", 0) for r in results)
     # Within the lease (and one sync) everything the victim held is back.
