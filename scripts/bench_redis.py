@@ -64,11 +64,9 @@ def _start_redis(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
     if binary is None:
         raise SystemExit("redis-server is not installed (scripts/_server.sh installs it)")
     port = _free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-        + ["--appendonly", "no", "--dir", str(folder)],
-        stdout=subprocess.DEVNULL,
-    )
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += ["--appendonly", "no", "--dir", str(folder)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL)
     for _ in range(200):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
