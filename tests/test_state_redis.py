@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 
-from router import Refusal, Router, Skip, SkipKind, StateUnavailableError
+from router import (
+    BudgetExceededError,
+    Refusal,
+    Router,
+    Skip,
+    SkipKind,
+    StateUnavailableError,
+)
 from router.ledger import SqliteLedger
 from router.plan import load_config
 from router.state_redis import RedisState
@@ -469,3 +476,52 @@ def test_spend_import_sqlite_adds_a_ledger_once(tmp_path: Path, redis_env: Redis
     assert shown.returncode == 0, shown.stderr
     [row] = json.loads(shown.stdout)
     assert Decimal(row["spent_usd"]) == 3 * COST
+
+
+# ------------------------------------------------------------------ leases, rates, extra
+
+
+async def test_a_long_call_keeps_its_reservation_past_the_lease(
+    tmp_path: Path, redis_env: RedisServer, upstream: Upstream
+) -> None:
+    """The lease is renewed while the call runs: a call longer than lease_s still holds
+    its money, so another process cannot take it meanwhile."""
+    upstream.handler = lambda request: answer(2.5)
+    config = write_config(
+        tmp_path, upstream.url, limit_usd=COST, state=", timeout_ms: 3000, lease_s: 1"
+    )
+    async with Router.from_yaml(config) as a, Router.from_yaml(config) as b:
+        first = asyncio.create_task(a.complete("paid_only"))
+        await upstream.wait_until(lambda: len(upstream.requests) == 1, timeout=5)
+        await asyncio.sleep(1.6)  # past the lease: renewed, not expired
+        with pytest.raises(BudgetExceededError):
+            await b.complete("paid_only")
+        assert (await first).cost_usd == COST
+    assert len(upstream.requests) == 1
+
+
+async def test_a_shared_rate_wait_past_the_share_is_skipped_at_once(
+    tmp_path: Path, redis_env: RedisServer, upstream: Upstream
+) -> None:
+    upstream.handler = lambda request: answer()
+    config = write_config(tmp_path, upstream.url, limits="{requests_per_minute: 1}", deadline_s=2)
+    async with Router.from_yaml(config) as a, Router.from_yaml(config) as b:
+        await a.complete("paid_only")
+        t0 = time.monotonic()
+        done = await b.complete("with_free")
+        took = time.monotonic() - t0
+    assert done.provider == "free"
+    skip = done.attempts[0]
+    assert skip.skip is SkipKind.RATE
+    assert "would need 60" in skip.reason  # the exact wait: one request per minute
+    assert took < 0.5
+
+
+def test_backend_redis_without_the_extra_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)  # as if not installed
+    config = write_config(tmp_path, "http://127.0.0.1:1")
+    plan = load_config(config, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    with pytest.raises(StateUnavailableError, match=r"yaml-llm-router\[redis\]"):
+        asyncio.run(RedisState(plan).start())
