@@ -38,7 +38,7 @@ import hashlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, Decimal
 from pathlib import Path
@@ -125,6 +125,10 @@ def _period_id(period: str, wall: float) -> str:
 
 # One queued script call: its name, keys, arguments and the future of its reply.
 _Op = tuple[str, Sequence[str], Sequence[Any], "asyncio.Future[Any]"]
+
+
+class _Late(Exception):
+    """An operation outlived the attempt's own allowance (shorter than timeout_ms)."""
 
 
 class _Down(Exception):
@@ -251,7 +255,7 @@ class RedisTicket(Ticket):
         if not self.done:
             self.done = True
             self.state.released(self)
-        elif self.mode == _LOCAL and self.probe and self.handle.gate.probing:
+        if self.mode == _LOCAL and self.probe and self.handle.gate.probing:
             self.handle.gate.probing = False  # the probe ended without a verdict
 
     def succeeded(self) -> None:
@@ -271,9 +275,9 @@ class RedisTicket(Ticket):
             return
         self.verdict = "fail"
         self.err = err
-        if err.retry_after:
+        if err.retry_after:  # known here at once; the others learn it from Redis
             gate = self.handle.gate
-            gate.not_before = max(gate.not_before, gate._clock() + err.retry_after)
+            gate.not_before = max(gate.not_before, self.state.clock() + err.retry_after)
         self.state.send(self)
 
 
@@ -440,8 +444,6 @@ class RedisState(State):
         assert isinstance(handle, RedisHandle)
         state = handle.gate.state()
         if self.down is None and handle.probing != state.probing:
-            from dataclasses import replace
-
             state = replace(state, probing=handle.probing)
         return state
 
@@ -481,6 +483,10 @@ class RedisState(State):
             self._matching[(route, h.name)] = budgets
         return RedisTicket(self, h, route, budgets, amount, est_in, max_tokens)
 
+    def clock(self) -> float:
+        """The monotonic clock of waits (the one the router was given)."""
+        return self._clock()
+
     def _spent_key(self, name: str, wall: float) -> str:
         period = self._budgets[name].period
         known = self._periods.get(period)
@@ -500,6 +506,11 @@ class RedisState(State):
             except _Down as exc:
                 down = exc.error
                 break
+            except _Late:
+                return Skip(
+                    SkipKind.DEADLINE,
+                    f"the shared state did not answer within this attempt's {left:.3f}s",
+                )
             if int(reply[0]) == 6 and left > poll:
                 # max_concurrency is full in some process: no queue spans processes,
                 # so look again shortly (nothing is held meanwhile).
@@ -535,7 +546,7 @@ class RedisState(State):
         t.mode = _SHARED
         try:
             reply: list[Any] = await self._run("admit", keys, args, min(self._timeout_s, wait_s))
-        except _Down:
+        except (_Down, _Late):
             t.mode = _NEW
             self._live.pop(t.id, None)  # what a lost reply reserved expires with its lease
             raise
@@ -819,7 +830,11 @@ class RedisState(State):
         try:
             async with asyncio.timeout(max(timeout_s, 0.0)):
                 result = await op
-        except (RedisError, OSError, TimeoutError) as exc:
+        except TimeoutError:
+            if timeout_s < self._timeout_s:
+                raise _Late from None  # the caller's allowance ran out, not Redis's time
+            raise _Down(self._unavailable(TimeoutError())) from None
+        except (RedisError, OSError) as exc:
             raise _Down(self._unavailable(exc)) from None
         self._last_ok = self._clock()
         return result

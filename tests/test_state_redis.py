@@ -25,6 +25,7 @@ from router import (
     BudgetExceededError,
     Refusal,
     Router,
+    RouterError,
     Skip,
     SkipKind,
     StateUnavailableError,
@@ -525,3 +526,27 @@ def test_backend_redis_without_the_extra_names_it(
     plan = load_config(config, env={"REDIS_URL": "redis://127.0.0.1:1/0"})
     with pytest.raises(StateUnavailableError, match=r"yaml-llm-router\[redis\]"):
         asyncio.run(RedisState(plan).start())
+
+
+async def test_an_attempt_share_shorter_than_timeout_ms_is_not_an_outage(
+    tmp_path: Path, redis_env: RedisServer, upstream: Upstream
+) -> None:
+    """Redis slower than an attempt's share (but within timeout_ms): the attempt is
+    skipped (deadline), the call ends in time, and Redis is not marked unavailable."""
+    upstream.handler = lambda request: answer()
+    config = write_config(tmp_path, upstream.url, deadline_s=0.3, state=", timeout_ms: 5000")
+    async with Router.from_yaml(config) as router:
+        await router.complete("paid_only")
+        assert redis_env.proc is not None
+        redis_env.proc.send_signal(signal.SIGSTOP)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(RouterError) as caught:
+                await router.complete("paid_only")
+            took = time.monotonic() - t0
+        finally:
+            redis_env.proc.send_signal(signal.SIGCONT)
+        assert router.state.ledger_status().error is None
+    assert not isinstance(caught.value, StateUnavailableError)
+    assert caught.value.attempts[0].skip is SkipKind.DEADLINE  # type: ignore[attr-defined]
+    assert took < 0.5
