@@ -550,3 +550,29 @@ async def test_an_attempt_share_shorter_than_timeout_ms_is_not_an_outage(
     assert not isinstance(caught.value, StateUnavailableError)
     assert caught.value.attempts[0].skip is SkipKind.DEADLINE  # type: ignore[attr-defined]
     assert took < 0.5
+
+
+async def test_a_stream_holds_its_reservation_until_it_is_billed(
+    tmp_path: Path, redis_env: RedisServer, upstream: Upstream
+) -> None:
+    """A priced mock model streamed through the shared state: reserved while it runs,
+    billed once in Redis after, nothing left reserved."""
+    config = write_config(tmp_path, upstream.url)
+    text = config.read_text().replace(
+        "free: {kind: mock, models: {local: {}}}",
+        "free: {kind: mock, mock: {reply: 'a b c d'},"
+        " models: {local: {price: {input_per_mtok: 0, output_per_mtok: 1}}}}",
+    )
+    config.write_text(text.replace("fallback: [paid/m, free/local]", "fallback: [free/local]"))
+    async with Router.from_yaml(config) as router:
+        async with router.stream("with_free") as stream:
+            held = router.reserved_usd
+            chunks = [delta async for delta in stream]
+        assert "".join(chunks)
+        assert held > 0
+        await router.state.flush()
+        cost = stream.completion.cost_usd
+        assert cost > 0
+        assert router.reserved_usd == 0
+    spent, reserved = await read_spend(config)
+    assert spent == cost and reserved == 0
