@@ -123,6 +123,7 @@ class Router:
         # The spend ledger the state opened at start (None: no budgets, none opened);
         # a reload cannot change it.
         self._ledger = plan.ledger
+        self._state_settings = plan.settings.state
         self._load_kwargs: dict[str, Any] = {}
         self._watch_interval_s: float | None = None
         self._watch_settle_s = 0.25
@@ -588,6 +589,7 @@ class Router:
             # takes seconds to parse, and calls in flight must not wait for it.
             plan = await asyncio.to_thread(load_config, source, **self._load_kwargs)
             self._check_ledger(source, plan)
+            self._check_state(source, plan)
         except ConfigError as exc:
             _config_log.error(
                 "reload_failed", path=str(source), problems=[str(p) for p in exc.problems]
@@ -663,6 +665,22 @@ class Router:
             where = "settings.ledger"
             msg = "the spend ledger cannot change while running; restart to apply"
         raise ConfigError([ConfigProblem(source.name, None, None, where, msg)])
+
+    def _check_state(self, source: Path, plan: Plan) -> None:
+        """A reload keeps the state opened at start (in this process, or a Redis
+        connection): a plan whose settings.state differs is refused."""
+        if plan.settings.state != self._state_settings:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        source.name,
+                        None,
+                        None,
+                        "settings.state",
+                        "where the state lives cannot change while running; restart to apply",
+                    )
+                ]
+            )
 
     def _drain(self, gen: Generation) -> None:
         """A retired generation has no calls left: close the providers nobody uses now."""

@@ -862,6 +862,9 @@ class RedisState(State):
             redis=self.where,
             error=str(self.down),
             on_unavailable=self.settings.on_unavailable,
+            degraded="paid steps refused, free steps on this process's limits"
+            if self.settings.on_unavailable == "closed"
+            else "every step on this process's limits and budget account",
         )
         self._wake.set()
         return error

@@ -576,3 +576,16 @@ async def test_a_stream_holds_its_reservation_until_it_is_billed(
         assert router.reserved_usd == 0
     spent, reserved = await read_spend(config)
     assert spent == cost and reserved == 0
+
+
+async def test_a_reload_cannot_move_the_state(
+    tmp_path: Path, redis_env: RedisServer, upstream: Upstream
+) -> None:
+    from router.errors import ConfigError
+
+    config = write_config(tmp_path, upstream.url)
+    async with Router.from_yaml(config) as router:
+        config.write_text(config.read_text().replace("key_prefix: t", "key_prefix: other"))
+        with pytest.raises(ConfigError, match="settings.state.*restart to apply"):
+            await router.reload()
+        assert router.state.settings.key_prefix == "t"  # type: ignore[attr-defined]
