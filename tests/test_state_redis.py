@@ -586,6 +586,6 @@ async def test_a_reload_cannot_move_the_state(
     config = write_config(tmp_path, upstream.url)
     async with Router.from_yaml(config) as router:
         config.write_text(config.read_text().replace("key_prefix: t", "key_prefix: other"))
-        with pytest.raises(ConfigError, match="settings.state.*restart to apply"):
+        with pytest.raises(ConfigError, match=r"settings\.state.*restart to apply"):
             await router.reload()
         assert router.state.settings.key_prefix == "t"  # type: ignore[attr-defined]
