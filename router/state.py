@@ -15,7 +15,10 @@ everything back (:meth:`Ticket.free_slot`, :meth:`Ticket.settle`,
 :class:`~router.limits.ProviderGate` per provider and one
 :class:`~router.budget.BudgetBook` over the configured ledger (memory or
 SQLite). A shared backend implements the same two classes; nothing in the
-chain walk changes. See docs/operations.md, "State backends".
+chain walk changes: :class:`~router.state_redis.RedisState` keeps all of it in
+Redis for several processes (``settings.state.backend: redis``; chosen by
+:func:`open_state`). See docs/operations.md, "State backends", and
+docs/scale-out.md.
 """
 
 from __future__ import annotations
