@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -62,7 +61,8 @@ from router.logger import get_logger
 from router.money import dollars, usd
 from router.plan import Plan, ProviderPlan
 from router.policy import rule_for
-from router.redact import redact, redact_foreign
+from router.redact import redact
+from router.redis_link import Down, Late, RedisLink
 from router.state import ProviderHandle, State, Ticket, record_failure
 from router.state_scripts import ADMIT, FINISH, IMPORT, SYNC
 from router.types import ProviderState, Skip, SkipKind
@@ -87,9 +87,6 @@ RETRY_S = 0.25
 # A full max_concurrency is looked at again after this long, doubling up to the max.
 CONCURRENCY_POLL_S = 0.005
 CONCURRENCY_POLL_MAX_S = 0.05
-# Connections to Redis per process; more operations at once wait for one (within
-# their timeout). Each is busy for one round trip.
-MAX_CONNECTIONS = 64
 
 # Ticket modes.
 _NEW, _SHARED, _LOCAL = 0, 1, 2
@@ -121,21 +118,6 @@ def _period_id(period: str, wall: float) -> str:
         return "total"
     start = datetime.fromtimestamp(period_bounds(period, wall)[0], UTC)
     return start.strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
-
-
-# One queued script call: its name, keys, arguments and the future of its reply.
-_Op = tuple[str, Sequence[str], Sequence[Any], "asyncio.Future[Any]"]
-
-
-class _Late(Exception):
-    """An operation outlived the attempt's own allowance (shorter than timeout_ms)."""
-
-
-class _Down(Exception):
-    """Redis did not answer this operation (recorded on the state)."""
-
-    def __init__(self, error: StateUnavailableError) -> None:
-        self.error = error
 
 
 class RedisHandle:
@@ -324,18 +306,19 @@ class RedisState(State):
         # Per budget period: the current one's bounds (epoch seconds) and its key part.
         self._periods: dict[str, tuple[float, float, str]] = {}
         self._handles: dict[str, RedisHandle] = {}
-        self._client: Any = None
-        self._scripts: dict[str, tuple[str, str]] = {}  # name -> (sha1, text)
-        # Script calls queued this turn of the loop (one pipeline), and pipelines in flight.
-        self._batch: list[_Op] = []
-        self._io: set[asyncio.Task[None]] = set()
+        self.link = RedisLink(
+            self._url,
+            self.where,
+            settings,
+            {"admit": ADMIT, "finish": FINISH, "sync": SYNC},
+            clock,
+            self._wake_syncer,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
         self._syncer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         # Tickets holding something in Redis whose lease this process renews.
         self._live: dict[str, RedisTicket] = {}
-        # Why Redis is unavailable; None while it answers.
-        self.down: StateUnavailableError | None = None
         # Costs settled that Redis has not confirmed, oldest first.
         self._pending: list[_Cost] = []
         # Per budget, in nano-dollars: settled spend and reservations as Redis last
@@ -345,9 +328,7 @@ class RedisState(State):
         self._unsynced: dict[str, int] = {}
         self._local_held: dict[str, int] = {}
         self._reserved_total = 0  # this process's reservations (nano-dollars)
-        self.write_failures = 0
         self._closed = False
-        self._last_ok = float("-inf")  # the last time an operation succeeded
         self._reconciling = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -360,42 +341,15 @@ class RedisState(State):
         """Connect and read the current spend. Redis not answering does not fail the
         start: the state starts unavailable (logged) and reconnects on its own."""
         await self.connect()
-        with contextlib.suppress(_Down):
-            await self._sync()  # loads the scripts too (EVALSHA, then EVAL once)
-            await self._warm()
+        with contextlib.suppress(Down):
+            await self.link.warm()
+            await self._sync()
         self._syncer = asyncio.create_task(self._sync_loop())
 
     async def connect(self) -> None:
-        """Create the client (no round trip yet)."""
-        try:
-            from redis.asyncio import BlockingConnectionPool, Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-        except ImportError:
-            raise StateUnavailableError(
-                "settings.state.backend is redis but the redis package is not installed:"
-                " install the extra, pip install 'yaml-llm-router[redis]'"
-            ) from None
-        timeout = max(self._timeout_s, 0.05)
-        pool = BlockingConnectionPool.from_url(
-            self._url.get_secret_value(),
-            max_connections=MAX_CONNECTIONS,
-            timeout=timeout,  # waiting for a free connection
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._client = Redis.from_pool(pool)  # owns the pool: aclose() closes it
-        for name, text in (("admit", ADMIT), ("finish", FINISH), ("sync", SYNC)):
-            self._scripts[name] = (hashlib.sha1(text.encode()).hexdigest(), text)  # noqa: S324
-
-    async def _warm(self) -> None:
-        """Load every script now (not on a call's first use)."""
-        await self._guard(self._load_scripts(), self._timeout_s)
-
-    async def _load_scripts(self) -> None:
-        for _, text in self._scripts.values():
-            await self._client.script_load(text)
+        """Create the client (no round trip yet); raises StateUnavailableError naming
+        the ``[redis]`` extra when it is not installed."""
+        self.link.connect()
 
     async def aclose(self) -> None:
         if self._closed:
@@ -407,10 +361,10 @@ class RedisState(State):
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self.flush()
-        for t in [*self._tasks, *self._io]:
+        for t in self._tasks:
             t.cancel()
-        if self._tasks or self._io:
-            await asyncio.gather(*self._tasks, *self._io, return_exceptions=True)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._pending:
             _log.error(
                 "state_close_unsynced",
@@ -419,9 +373,7 @@ class RedisState(State):
                 cost_usd=usd(from_nano(sum(c.nano for c in self._pending))),
                 error=str(self.down) if self.down is not None else None,
             )
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
+        await self.link.aclose()
 
     async def flush(self) -> None:
         """Wait until every settle sent so far has its answer, and the costs held while
@@ -429,7 +381,7 @@ class RedisState(State):
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self._pending and self.down is None:
-            with contextlib.suppress(_Down):
+            with contextlib.suppress(Down):
                 await self._reconcile()
 
     # -- providers -------------------------------------------------------------------
@@ -483,6 +435,14 @@ class RedisState(State):
             self._matching[(route, h.name)] = budgets
         return RedisTicket(self, h, route, budgets, amount, est_in, max_tokens)
 
+    @property
+    def down(self) -> StateUnavailableError | None:
+        """Why Redis is unavailable; None while it answers."""
+        return self.link.down
+
+    def _wake_syncer(self) -> None:
+        self._wake.set()
+
     def clock(self) -> float:
         """The monotonic clock of waits (the one the router was given)."""
         return self._clock()
@@ -503,10 +463,10 @@ class RedisState(State):
             left = wait_s - (self._clock() - start)
             try:
                 reply = await self._admit_shared(t, tokens, left)
-            except _Down as exc:
+            except Down as exc:
                 down = exc.error
                 break
-            except _Late:
+            except Late:
                 return Skip(
                     SkipKind.DEADLINE,
                     f"the shared state did not answer within this attempt's {left:.3f}s",
@@ -546,7 +506,7 @@ class RedisState(State):
         t.mode = _SHARED
         try:
             reply: list[Any] = await self._run("admit", keys, args, min(self._timeout_s, wait_s))
-        except (_Down, _Late):
+        except (Down, Late):
             t.mode = _NEW
             self._live.pop(t.id, None)  # what a lost reply reserved expires with its lease
             raise
@@ -726,7 +686,7 @@ class RedisState(State):
         keys = [self._res, self._leases, self._reserved, h.key, h.conc_key, *spent_keys]
         try:
             reply = await self._run("finish", keys, args, self._timeout_s)
-        except _Down:
+        except Down:
             if bill > 0:
                 self._queue_cost(t, bill, tuple(spent_keys))
             return
@@ -771,103 +731,7 @@ class RedisState(State):
     async def _run(
         self, script: str, keys: Sequence[str], args: Sequence[Any], timeout_s: float
     ) -> Any:
-        """One script under ``timeout_s``; _Down (recorded) when Redis does not answer."""
-
-        return await self._guard(self._submit(script, keys, args), timeout_s)
-
-    def _submit(self, script: str, keys: Sequence[str], args: Sequence[Any]) -> Awaitable[Any]:
-        """Queue one script call; every call queued in the same turn of the event loop
-        goes to Redis in one pipeline (one connection, one write, one read)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Any] = loop.create_future()
-        self._batch.append((script, keys, args, fut))
-        if len(self._batch) == 1:
-            loop.call_soon(self._send_batch)
-        return fut
-
-    def _send_batch(self) -> None:
-        batch, self._batch = self._batch, []
-        task = asyncio.get_running_loop().create_task(self._pipeline(batch))
-        self._io.add(task)
-        task.add_done_callback(self._io.discard)
-
-    async def _pipeline(self, batch: list[_Op]) -> None:
-        from redis.exceptions import NoScriptError, RedisError
-
-        ops = [op for op in batch if not op[3].done()]  # a caller that gave up is not sent
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                results = await self._execute(ops)
-                if any(isinstance(r, NoScriptError) for r in results):
-                    await self._load_scripts()  # Redis restarted (or failed over)
-                    again = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-                    for i, r in zip(
-                        again, await self._execute([ops[i] for i in again]), strict=True
-                    ):
-                        results[i] = r
-        except (RedisError, OSError, TimeoutError) as exc:
-            for op in ops:
-                if not op[3].done():
-                    op[3].set_exception(exc)
-            return
-        for op, result in zip(ops, results, strict=True):
-            if not op[3].done():
-                if isinstance(result, BaseException):
-                    op[3].set_exception(result)
-                else:
-                    op[3].set_result(result)
-
-    async def _execute(self, ops: list[_Op]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for script, keys, args, _ in ops:
-            pipe.evalsha(self._scripts[script][0], len(keys), *keys, *args)
-        results: list[Any] = await pipe.execute(raise_on_error=False)
-        return results
-
-    async def _guard(self, op: Awaitable[Any], timeout_s: float) -> Any:
-        from redis.exceptions import RedisError
-
-        try:
-            async with asyncio.timeout(max(timeout_s, 0.0)):
-                result = await op
-        except TimeoutError:
-            if timeout_s < self._timeout_s:
-                raise _Late from None  # the caller's allowance ran out, not Redis's time
-            raise _Down(self._unavailable(TimeoutError())) from None
-        except (RedisError, OSError) as exc:
-            raise _Down(self._unavailable(exc)) from None
-        self._last_ok = self._clock()
-        return result
-
-    def _unavailable(self, exc: BaseException) -> StateUnavailableError:
-        """The error of an operation Redis did not answer. Redis is marked unavailable
-        (fail fast until a background check succeeds) on a connection error, or on a
-        timeout when nothing has succeeded for a whole timeout: a timeout while other
-        operations succeed is this process's own queue, and fails only that one."""
-        self.write_failures += 1
-        if isinstance(exc, TimeoutError):
-            why = f"no answer within {self.settings.timeout_ms} ms"
-        else:
-            why = redact_foreign(str(exc) or type(exc).__name__, [self._url.get_secret_value()])
-        error = StateUnavailableError(
-            f"shared state at {self.where} is unavailable: {type(exc).__name__}: {why}"
-        )
-        if self.down is not None:
-            return self.down
-        if isinstance(exc, TimeoutError) and self._clock() - self._last_ok < self._timeout_s:
-            return error
-        self.down = error
-        _log.error(
-            "state_unavailable",
-            redis=self.where,
-            error=str(self.down),
-            on_unavailable=self.settings.on_unavailable,
-            degraded="paid steps refused, free steps on this process's limits"
-            if self.settings.on_unavailable == "closed"
-            else "every step on this process's limits and budget account",
-        )
-        self._wake.set()
-        return error
+        return await self.link.run(script, keys, args, timeout_s)
 
     async def _sync_loop(self) -> None:
         while True:
@@ -876,7 +740,7 @@ class RedisState(State):
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
-            with contextlib.suppress(_Down):
+            with contextlib.suppress(Down):
                 await self._sync()
 
     async def _sync(self) -> None:
@@ -902,10 +766,8 @@ class RedisState(State):
             *(self._spent_key(n, wall) for n in names),
         ]
         args = [self._lease_ms, len(handles), len(ids), *ids, len(slots) // 2, *slots, *names]
-        was_down = self.down
         reply = await self._run("sync", keys, args, self._timeout_s)
-        if was_down is not None:
-            self.down = None
+        if self.link.recovered():
             _log.warning("state_recovered", redis=self.where, pending=len(self._pending))
         budgets, providers = reply
         for name, (spent, held) in zip(names, budgets, strict=True):
@@ -983,14 +845,14 @@ class RedisState(State):
         """
         try:
             await self._sync()
-        except _Down as exc:
+        except Down as exc:
             raise exc.error from None
         return self.spend()
 
     def ledger_status(self) -> LedgerStatus:
         return LedgerStatus(
             pending=len(self._pending) + len(self._tasks),
-            write_failures=self.write_failures,
+            write_failures=self.link.failures,
             error=str(self.down) if self.down is not None else None,
         )
 
@@ -1022,12 +884,9 @@ class RedisState(State):
         marker = f"{self._prefix}:imported:{path}"
         keys = [marker, *(self._spent_key(n, wall) for n in amounts)]
         record = ",".join(f"{n}={usd(a)}" for n, a in amounts.items())
-        script = self._client.register_script(IMPORT)
+        args = [record, *(to_nano(a) for a in amounts.values())]
         try:
-            async with asyncio.timeout(max(self._timeout_s, 5.0)):
-                done = await script(
-                    keys=keys, args=[record, *(to_nano(a) for a in amounts.values())]
-                )
-        except Exception as exc:
-            raise self._unavailable(exc) from None
+            done = await self.link.eval_once(IMPORT, keys, args, max(self._timeout_s, 5.0))
+        except Down as exc:
+            raise exc.error from None
         return amounts if int(done) else None
