@@ -590,3 +590,20 @@ async def test_a_reload_cannot_move_the_state(
         with pytest.raises(ConfigError, match=r"settings\.state.*restart to apply"):
             await router.reload()
         assert router.state.settings.key_prefix == "t"  # type: ignore[attr-defined]
+
+
+async def test_a_retry_after_seen_by_one_process_holds_back_the_others(
+    tmp_path: Path, redis_env: RedisServer, upstream: Upstream
+) -> None:
+    upstream.handler = lambda request: reply(
+        429, {"error": {"message": "slow down"}}, headers={"retry-after": "30"}
+    )
+    config = write_config(tmp_path, upstream.url, deadline_s=2)
+    async with Router.from_yaml(config) as a, Router.from_yaml(config) as b:
+        first = await a.complete("with_free")
+        assert first.attempts[0].provider == "paid" and first.attempts[0].skip is None
+        await a.state.flush()
+        second = await b.complete("with_free")
+    assert second.provider == "free"
+    assert second.attempts[0].skip is SkipKind.RETRY_AFTER
+    assert len(upstream.requests) == 1  # b never called it
