@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from router.config import BudgetConfig, Price
-from router.errors import LedgerError
+from router.errors import LedgerError, StateUnavailableError
 from router.ledger import Ledger, MemoryLedger, NoLedger
 from router.logger import get_logger
 from router.money import dollars, usd
@@ -237,12 +237,16 @@ class Refusal:
     ledger_error: LedgerError | None = None
     # The route's own max_cost_usd refused it (not a budget).
     max_cost: bool = False
+    # Set when the shared state (Redis) cannot be reached and paid steps are refused.
+    state_error: StateUnavailableError | None = None
 
     @property
     def kind(self) -> SkipKind:
         """The skip kind the router records for this refusal."""
         if self.ledger_error is not None:
             return SkipKind.LEDGER
+        if self.state_error is not None:
+            return SkipKind.STATE
         return SkipKind.MAX_COST if self.max_cost else SkipKind.BUDGET
 
     @property
@@ -253,6 +257,8 @@ class Refusal:
                 f"budget ledger cannot record spend, paid steps are refused until it"
                 f" writes again ({self.ledger_error})"
             )
+        if self.state_error is not None:
+            return f"shared state unavailable, paid steps are refused ({self.state_error})"
         left = max(self.limit_usd - self.spent_usd - self.reserved_usd, _ZERO)
         return (
             f"budget {self.budget!r}: needs {dollars(self.requested_usd)}, {dollars(left)} left"

@@ -35,6 +35,7 @@ from router.errors import (
     ProviderError,
     RouterClosedError,
     RouterError,
+    StateUnavailableError,
     sever_foreign,
 )
 from router.images import images_tokens
@@ -482,6 +483,8 @@ class Call(Generic[R]):
             r = self.refusal
             if r.ledger_error is not None:
                 return LedgerError(f"route {route!r}: {r.reason}", path=r.ledger_error.path)
+            if r.state_error is not None:
+                return StateUnavailableError(f"route {route!r}: {r.reason}", attempts=self.attempts)
             return BudgetExceededError(
                 f"route {route!r}: no step fits the budget: {r.reason}",
                 budget=r.budget,
@@ -602,6 +605,9 @@ class Call(Generic[R]):
             else:  # a coroutine, and maybe a wait
                 skip = await lease.admit(est_in + max_tokens, cap)
                 if skip is not None:
+                    if isinstance(skip, Refusal):  # a State that reserves at admission
+                        self.refusal = skip
+                        skip = Skip(skip.kind, skip.reason)
                     self._skip(step, skip, t0)
                     return None
                 left = cap - (rt.clock() - t0)

@@ -88,8 +88,9 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "spend",
-        "per-budget spend for the current period, from the ledger; needs no key",
+        "per-budget spend for the current period, from the ledger (or Redis); needs no key",
         inspect.spend,
+        inspect.add_spend_arguments,
     ),
 )
 

@@ -297,6 +297,61 @@ class LedgerSettings(_Strict):
     ] = None
 
 
+class StateSettings(_Strict):
+    """Where budgets, rate limits, concurrency caps and cooldowns live: this process
+    (``local``, the default) or a Redis server that several processes share."""
+
+    backend: Annotated[
+        Literal["local", "redis"],
+        Field(
+            description="local: in this process (and the ledger file); redis: shared by every"
+            " process that points at the same Redis and key_prefix."
+        ),
+    ] = "local"
+    url_env: Annotated[
+        EnvName,
+        Field(
+            description="NAME of the env var holding the Redis URL (redis://, rediss:// or"
+            " unix://; it may carry a password, redacted everywhere like a key)."
+        ),
+    ] = "REDIS_URL"
+    key_prefix: Annotated[
+        str,
+        Field(
+            pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+            description="Prefix of every key the router writes; processes share state only"
+            " when they use the same one.",
+        ),
+    ] = "router"
+    timeout_ms: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=60_000,
+            description="Longest wait for one Redis operation, milliseconds (never past the"
+            " call's deadline).",
+        ),
+    ] = 250
+    on_unavailable: Annotated[
+        Literal["closed", "local"],
+        Field(
+            description="Redis down or slow: closed refuses paid steps (StateUnavailableError)"
+            " and runs free ones; local falls back to per-process limits and reconciles spend"
+            " when Redis returns.",
+        ),
+    ] = "closed"
+    lease_s: Annotated[
+        float,
+        Field(
+            ge=1,
+            le=3600,
+            allow_inf_nan=False,
+            description="Lease of a reservation, concurrency slot or probe, seconds; renewed"
+            " while the call runs, so a killed process frees what it held within it.",
+        ),
+    ] = 15.0
+
+
 class LogSettings(_Strict):
     """How the CLI, and apps that call ``router.logging.configure(plan.settings.log)``,
     show the router's log lines (the library alone prints nothing)."""
@@ -388,6 +443,7 @@ class Settings(_Strict):
         ),
     ] = True
     ledger: LedgerSettings = LedgerSettings()
+    state: StateSettings = StateSettings()
     log: LogSettings = LogSettings()
 
 
@@ -1200,6 +1256,10 @@ class Loaded:
     warnings: tuple[ConfigProblem, ...] = ()
     # Each route's tools (parameters read from their files and checked), by route name.
     tools: Mapping[str, tuple[Tool, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    # settings.state.backend redis: the URL read from settings.state.url_env (registered
+    # for redaction); None for the local backend, or when the variable is unset and
+    # require_env=False.
+    state_url: SecretStr | None = None
 
 
 # Largest output schema file read, bytes.
@@ -1257,7 +1317,7 @@ def _kept_as_written(path: KeyPath) -> bool:
         return True
     if len(path) >= 4 and path[0] == "routes" and path[2] == "tools":
         return True  # a tool's description and JSON Schema, as written
-    return bool(path) and path[-1] in ("api_key_env", "path_env")
+    return bool(path) and path[-1] in ("api_key_env", "path_env", "url_env")
 
 
 class _Loader:
@@ -1309,6 +1369,7 @@ class _Loader:
             outputs = self._outputs(self.source.parent / tdir)
         tools = self._tools()
         ledger = None if config is None else self._ledger(config.settings.ledger, config.budgets)
+        state_url = None if config is None else self._state_url(config.settings.state)
         self._register_header_values()
         problems = self._known(config is not None)
         warnings = [*self.doc.warnings, *template_warnings]
@@ -1330,6 +1391,7 @@ class _Loader:
             warnings=tuple(warnings),
             tools=MappingProxyType(tools),
             outputs=MappingProxyType(outputs),
+            state_url=state_url,
         )
 
     def _outputs(self, tdir: Path) -> dict[str, OutputSpec]:
@@ -1388,6 +1450,38 @@ class _Loader:
                     value = value.get(key) if isinstance(value, dict) else None
                 if isinstance(value, str):
                     register_secret(value)
+
+    def _state_url(self, s: StateSettings) -> SecretStr | None:
+        """The shared state's URL (backend redis), read from its variable and registered
+        for redaction; an unset variable or a URL that is not Redis's is a problem."""
+        if s.backend != "redis":
+            return None
+        where: tuple[str, ...] = ("settings", "state", "url_env")
+        if self.doc.value_mark(where) is None:
+            where = ("settings", "state")
+        value = (self.env.get(s.url_env) or "").strip()
+        if not value:
+            if self.require_env:
+                self._add(
+                    where,
+                    f"environment variable {s.url_env} is not set (settings.state.backend is"
+                    f" redis: set {s.url_env} to the Redis URL, e.g. redis://host:6379/0, or"
+                    " remove settings.state to keep state in this process)",
+                )
+            return None
+        parts = urlsplit(value)
+        if parts.password or parts.username:
+            # Credentials: the URL and its password are redacted like a key everywhere.
+            register_secret(value)
+            register_secret(parts.password or parts.username or "")
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            self._add(
+                where,
+                f"environment variable {s.url_env} must hold a redis://, rediss:// or unix://"
+                f" URL, not one with scheme {parts.scheme or '(none)'!r}",
+            )
+            return None
+        return SecretStr(value)
 
     def _ledger(self, s: LedgerSettings, budgets: Mapping[str, BudgetConfig]) -> LedgerPlan | None:
         """The ledger to keep (None without budgets); with check_paths, report a file

@@ -75,6 +75,7 @@ __all__ = [
     "RouterClosedError",
     "RouterError",
     "ServerError",
+    "StateUnavailableError",
     "StreamInterruptedError",
     "TemplateError",
     "UnknownRouteError",
@@ -225,6 +226,20 @@ class LedgerError(RouterError):
 
     def __init__(self, message: str, *, path: str | None = None) -> None:
         self.path = path
+        super().__init__(message)
+
+
+class StateUnavailableError(RouterError):
+    """The shared state (settings.state, backend redis) cannot be reached in time, and
+    ``on_unavailable: closed`` refuses paid steps until it answers again; free steps
+    still run. Its attempts name the skip (kind ``state``).
+
+    Attributes:
+        attempts: every attempt of the call, the refused ones skipped with kind ``state``.
+    """
+
+    def __init__(self, message: str, *, attempts: Sequence[Attempt] = ()) -> None:
+        self.attempts = list(attempts)
         super().__init__(message)
 
 

@@ -52,6 +52,7 @@ from router.config import (
     RouteConfig,
     ServerTool,
     Settings,
+    StateSettings,
     default_base_url,
     read_config,
 )
@@ -241,6 +242,20 @@ class StepFit(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class StatePlan:
+    """settings.state with backend redis: where the shared state lives."""
+
+    # The URL from settings.state.url_env (None: the variable was unset and the config
+    # was loaded with require_env=False; opening the state then fails, naming it).
+    url: SecretStr | None
+    settings: StateSettings
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"<StatePlan redis {s.url_env} prefix={s.key_prefix!r}>"
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """A providers.yaml resolved into what the router runs from. Build it with
     :func:`load_config`."""
@@ -264,6 +279,8 @@ class Plan:
     settings: Settings  # the settings section as written
     # The validated document this plan was resolved from (read-only schema objects).
     config: Config = field(compare=False, repr=False)
+    # settings.state with backend redis, resolved; None: state stays in this process.
+    state: StatePlan | None = None
 
     def route(self, name: str) -> RoutePlan:
         """The route called ``name``.
@@ -440,6 +457,7 @@ def resolve(loaded: Loaded) -> Plan:
         retry_after_max_s=s.retry_after_max_s,
         health_ttl_s=s.health_ttl_s,
         settings=s,
+        state=StatePlan(loaded.state_url, s.state) if s.state.backend == "redis" else None,
         config=config,
     )
 

@@ -45,7 +45,7 @@ from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
 from router.output import OutputSpec, call_output
 from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
-from router.state import LocalState, State
+from router.state import State, open_state
 from router.streaming import RouteStream, StreamCall
 from router.tools import Tool, call_tools
 from router.types import Completion, HealthReport, KeyCheck, Message, ProviderState
@@ -78,7 +78,8 @@ class Router:
             (see router.observe).
         clock, sleep: the monotonic clock and sleep every wait uses (tests drive them).
         state: where admission and money are decided (router.state); default a
-            :class:`~router.state.LocalState` for ``plan`` (in this process).
+            :class:`~router.state.LocalState` for ``plan`` (in this process), or the
+            shared Redis state when ``settings.state.backend`` is redis.
         verify_keys: check every key when the router starts (``async with``, or
             :meth:`start`): a key its provider refuses fails the start
             (:meth:`verify_keys`).
@@ -110,7 +111,7 @@ class Router:
         self._sleep = sleep
         # Everything that decides admission or money: budgets, the ledger, and per
         # provider rate, tokens, concurrency, cooldown and Retry-After.
-        self._state = state if state is not None else LocalState(plan, clock=clock, sleep=sleep)
+        self._state = state if state is not None else open_state(plan, clock=clock, sleep=sleep)
         providers = {name: build_provider(p, self._state) for name, p in plan.providers.items()}
         self._gen = self._generation(plan, providers)
         # Generations replaced by reloads that still have calls running.
@@ -122,6 +123,7 @@ class Router:
         # The spend ledger the state opened at start (None: no budgets, none opened);
         # a reload cannot change it.
         self._ledger = plan.ledger
+        self._state_settings = plan.settings.state
         self._load_kwargs: dict[str, Any] = {}
         self._watch_interval_s: float | None = None
         self._watch_settle_s = 0.25
@@ -587,6 +589,7 @@ class Router:
             # takes seconds to parse, and calls in flight must not wait for it.
             plan = await asyncio.to_thread(load_config, source, **self._load_kwargs)
             self._check_ledger(source, plan)
+            self._check_state(source, plan)
         except ConfigError as exc:
             _config_log.error(
                 "reload_failed", path=str(source), problems=[str(p) for p in exc.problems]
@@ -662,6 +665,22 @@ class Router:
             where = "settings.ledger"
             msg = "the spend ledger cannot change while running; restart to apply"
         raise ConfigError([ConfigProblem(source.name, None, None, where, msg)])
+
+    def _check_state(self, source: Path, plan: Plan) -> None:
+        """A reload keeps the state opened at start (in this process, or a Redis
+        connection): a plan whose settings.state differs is refused."""
+        if plan.settings.state != self._state_settings:
+            raise ConfigError(
+                [
+                    ConfigProblem(
+                        source.name,
+                        None,
+                        None,
+                        "settings.state",
+                        "where the state lives cannot change while running; restart to apply",
+                    )
+                ]
+            )
 
     def _drain(self, gen: Generation) -> None:
         """A retired generation has no calls left: close the providers nobody uses now."""

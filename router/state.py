@@ -15,7 +15,10 @@ everything back (:meth:`Ticket.free_slot`, :meth:`Ticket.settle`,
 :class:`~router.limits.ProviderGate` per provider and one
 :class:`~router.budget.BudgetBook` over the configured ledger (memory or
 SQLite). A shared backend implements the same two classes; nothing in the
-chain walk changes. See docs/operations.md, "State backends".
+chain walk changes: :class:`~router.state_redis.RedisState` keeps all of it in
+Redis for several processes (``settings.state.backend: redis``; chosen by
+:func:`open_state`). See docs/operations.md, "State backends", and
+docs/scale-out.md.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ __all__ = [
     "Refusal",
     "State",
     "Ticket",
+    "open_state",
+    "record_failure",
     "worst_case_usd",
 ]
 
@@ -83,9 +88,11 @@ class Ticket(ABC):
         self.reserved = reserved  # the worst-case amount reserved
 
     @abstractmethod
-    def admit(self, tokens: int, wait_s: float) -> Awaitable[Skip | None]:
+    def admit(self, tokens: int, wait_s: float) -> Awaitable[Skip | Refusal | None]:
         """Take the provider slot for ``tokens``, waiting at most ``wait_s``: None when
-        admitted, else why the attempt is skipped (nothing is held for it then)."""
+        admitted, else why the attempt is skipped (nothing is held for it then). A
+        State whose reservation needs a round trip (a shared one) may reserve here
+        rather than in :meth:`State.begin`, and refuse with a Refusal."""
 
     def admit_now(self) -> bool:
         """Take the provider slot at once when nothing needs waiting for or accounting:
@@ -266,15 +273,20 @@ class LocalTicket(Ticket):
         self.gate.succeeded()
 
     def failed(self, err: ProviderError) -> None:
-        gate = self.gate
-        rule = rule_for(err.kind)
-        retry_after = err.retry_after
-        if rule.counts_failure or rule.cooldown_now:
-            gate.failed(rule, retry_after, err)
-        else:
-            if retry_after:
-                gate.failed(rule, retry_after)
-            gate.reset_probe()  # the outcome said nothing about the provider's health
+        record_failure(self.gate, err)
+
+
+def record_failure(gate: ProviderGate, err: ProviderError) -> None:
+    """Count ``err`` on ``gate`` as the outcome policy says for its kind, and honour
+    its Retry-After."""
+    rule = rule_for(err.kind)
+    retry_after = err.retry_after
+    if rule.counts_failure or rule.cooldown_now:
+        gate.failed(rule, retry_after, err)
+    else:
+        if retry_after:
+            gate.failed(rule, retry_after)
+        gate.reset_probe()  # the outcome said nothing about the provider's health
 
 
 class LocalState(State):
@@ -356,3 +368,13 @@ class LocalState(State):
     @property
     def reserved_usd(self) -> Decimal:
         return self.book.reserved_total
+
+
+def open_state(plan: Plan, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> State:
+    """The State ``plan`` asks for: :class:`LocalState`, or the shared Redis state
+    when ``settings.state.backend`` is redis (router.state_redis, imported only then)."""
+    if plan.state is None:
+        return LocalState(plan, clock=clock, sleep=sleep)
+    from router.state_redis import RedisState
+
+    return RedisState(plan, clock=clock, sleep=sleep)

@@ -34,6 +34,7 @@ class SkipKind(StrEnum):
     BUDGET = "budget"  # a budget cannot take the worst-case cost
     MAX_COST = "max_cost"  # the route's max_cost_usd is below the worst-case cost
     LEDGER = "ledger"  # the spend ledger cannot write: paid steps are refused
+    STATE = "state"  # the shared state (Redis) is unavailable: paid steps are refused
     DEADLINE = "deadline"  # admission used the attempt's whole share of the deadline
     # the estimated input plus max_tokens is more than the model's context_window
     CONTEXT_WINDOW = "context_window"

@@ -5,6 +5,7 @@ Run from the repository root (not a test; takes a few minutes)::
     .venv/bin/python scripts/bench.py            # the full grid, C = 1, 32, 256
     .venv/bin/python scripts/bench.py --quick    # a smaller, faster run
     .venv/bin/python scripts/bench.py --profile  # also profile router.complete at C=32
+    .venv/bin/python scripts/bench.py --redis    # only the shared-state (Redis) section
 
 What it does (details and results: docs/performance.md):
 
@@ -378,7 +379,21 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile router.complete, C=32")
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--no-venv", action="store_true", help="run in this interpreter")
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        help="only the Redis state section (scripts/bench_redis.py), in this interpreter",
+    )
+    parser.add_argument("--redis-c", type=int, default=32, help="its concurrency (default 32)")
     args = parser.parse_args()
+    if args.redis:
+        sys.path[:0] = [str(ROOT), str(SCRIPTS)]  # this checkout's router, then the section
+        from bench_redis import run as run_redis
+
+        RESULTS.mkdir(exist_ok=True)
+        figures = run_redis(args.n or 3000, args.redis_c)
+        (RESULTS / "redis-latest.json").write_text(json.dumps(figures, indent=2))
+        return
     if not args.no_venv:
         ensure_venv(sys.argv[1:])
     n = args.n or (1000 if args.quick else 3000)

@@ -17,7 +17,7 @@ from router.plan import Plan, StepFit
 from router.providers import build_adapter
 from router.types import Message
 
-from .common import Exit, Output, config_path, load_plan, positive_float
+from .common import CommandError, Exit, Output, config_path, load_plan, positive_float
 from .vars import add_var_argument, parse_vars
 
 __all__ = [
@@ -250,10 +250,23 @@ def _route_text(doc: dict[str, Any]) -> str:
 # ------------------------------------------------------------------ spend
 
 
+def add_spend_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--import-sqlite",
+        metavar="PATH",
+        help="settings.state is redis: add this SQLite ledger's current-period totals to"
+        " Redis, once per file (the move from one process to several)",
+    )
+
+
 def spend(args: argparse.Namespace, output: Output) -> int:
     """Per-budget spend for the current period, from the ledger (read-only: works
-    beside a running router, which holds the ledger for writing). Needs no key."""
+    beside a running router, which holds the ledger for writing) or, with
+    settings.state in Redis, from Redis. Needs no key."""
     plan = load_plan(args, keys=False)
+    source = getattr(args, "import_sqlite", None)
+    if source is not None:
+        return _import_sqlite(plan, source, output)
     if plan.ledger is None:
         # No budgets: no ledger is kept, so nothing is opened (or created).
         if output.json:
@@ -303,9 +316,57 @@ def spend(args: argparse.Namespace, output: Output) -> int:
     return Exit.OK
 
 
+def _import_sqlite(plan: Plan, source: str, output: Output) -> int:
+    """``spend --import-sqlite PATH``: add the file's period totals to Redis, once."""
+    from pathlib import Path
+
+    if plan.state is None:
+        raise CommandError(
+            "--import-sqlite adds a SQLite ledger to the shared state: set"
+            " settings.state.backend: redis first"
+        )
+    path = Path(source).expanduser().resolve()
+    if not path.is_file():
+        raise CommandError(f"--import-sqlite: no such file {path}")
+    amounts = asyncio.run(_import(plan, path))
+    if amounts is None:
+        raise CommandError(
+            f"{path} was already imported into this Redis (key_prefix"
+            f" {plan.state.settings.key_prefix!r}); nothing was added"
+        )
+    if output.json:
+        output.document({"imported": str(path), "budgets": {n: usd(a) for n, a in amounts.items()}})
+    else:
+        output.text(f"imported {path}:\n")
+        for name, amount in amounts.items():
+            output.text(f"  {name}: {dollars(amount)}\n")
+    return Exit.OK
+
+
+async def _import(plan: Plan, path: Any) -> Any:
+    from router.state_redis import RedisState
+
+    state = RedisState(plan)
+    await state.connect()
+    try:
+        return await state.import_sqlite(path)
+    finally:
+        await state.aclose()
+
+
 async def _spend_rows(plan: Plan) -> list[Any]:
     from router.budget import BudgetBook
     from router.ledger import open_ledger
+
+    if plan.state is not None:
+        from router.state_redis import RedisState
+
+        state = RedisState(plan)
+        await state.connect()
+        try:
+            return await state.read_spend()
+        finally:
+            await state.aclose()
 
     book = BudgetBook(plan.budgets, open_ledger(plan.ledger, read_only=True))
     await book.start()

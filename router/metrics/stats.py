@@ -38,6 +38,7 @@ from router.errors import (
     DeadlineExceededError,
     ProviderError,
     RouterError,
+    StateUnavailableError,
     StreamInterruptedError,
 )
 from router.money import usd
@@ -70,6 +71,7 @@ CALL_ERROR_TYPES: tuple[str, ...] = (
     "all_providers_failed",
     "deadline_exceeded",
     "budget_exceeded",
+    "state_unavailable",
     *ERROR_TYPES,
 )
 _KNOWN_ERRORS = frozenset(CALL_ERROR_TYPES)
@@ -85,6 +87,7 @@ SKIP_LABELS: Mapping[SkipKind, str] = {
     SkipKind.BUDGET: "budget",
     SkipKind.MAX_COST: "max_cost",
     SkipKind.LEDGER: "ledger",
+    SkipKind.STATE: "state",
     SkipKind.DEADLINE: "deadline",
     SkipKind.CONTEXT_WINDOW: "context_window",
     SkipKind.TOOLS_UNSUPPORTED: "tools_unsupported",
@@ -106,6 +109,8 @@ def error_type(error: RouterError | None) -> str:
         return "deadline_exceeded"
     if isinstance(error, BudgetExceededError):
         return "budget_exceeded"
+    if isinstance(error, StateUnavailableError):
+        return "state_unavailable"
     return "other"
 
 
