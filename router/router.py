@@ -45,6 +45,7 @@ from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
 from router.output import OutputSpec, call_output
 from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
+from router.pool import PoolPicker
 from router.state import LocalState, State
 from router.streaming import RouteStream, StreamCall
 from router.tools import Tool, call_tools
@@ -183,7 +184,8 @@ class Router:
             retry_after_max_s=plan.retry_after_max_s,
             on_attempt=self._events.attempt,  # straight to the channel (hot path)
         )
-        routes = {name: compile_route(r, providers) for name, r in plan.routes.items()}
+        pickers: dict[str, PoolPicker] = {}
+        routes = {name: compile_route(r, providers, pickers) for name, r in plan.routes.items()}
         return Generation(plan, providers, routes, rt)
 
     @property

@@ -35,8 +35,10 @@ from router.budget import (
     Reservation,
     worst_case_usd,
 )
+from router.config import HedgeBudget
 from router.deadline import Clock
 from router.errors import ProviderError
+from router.latency import LatencyBook, Observed
 from router.ledger import open_ledger
 from router.limits import ProviderGate
 from router.plan import Plan, ProviderPlan
@@ -196,6 +198,34 @@ class State(ABC):
     def reserved_usd(self) -> Decimal:
         """Money reserved by attempts in flight (0 when idle)."""
 
+    # -- hedging and pools (router.hedge, router.pool) -----------------------------------
+    # Concrete, in-process by default: a shared backend may override these three to
+    # share latencies, pool health and hedge budgets across processes.
+
+    _latency: LatencyBook | None = None
+
+    def observed(self, handle: ProviderHandle) -> Observed:
+        """What calls that hedge or use a pool have seen of the provider lately: recent
+        latencies and failures, attempts in flight (router.latency)."""
+        book = self._latency
+        if book is None:
+            book = self._latency = LatencyBook(time.monotonic)
+        return book.get(handle.name)
+
+    def note_attempt(self, handle: ProviderHandle, budget: HedgeBudget) -> None:
+        """An attempt of a hedging call was sent to the provider: the base its
+        ``hedge_budget`` ratio is counted against."""
+        self.observed(handle).note_attempt(self._hedge_now(), budget)
+
+    def take_hedge(self, handle: ProviderHandle, budget: HedgeBudget) -> bool:
+        """Whether a slow attempt on the provider may start a hedge now, within its
+        ``hedge_budget``; True counts the hedge."""
+        return self.observed(handle).take_hedge(self._hedge_now(), budget)
+
+    def _hedge_now(self) -> float:
+        book = self._latency
+        return book.clock() if book is not None else time.monotonic()
+
 
 class LocalTicket(Ticket):
     """:class:`LocalState`'s ticket: a gate slot and a BudgetBook reservation."""
@@ -293,6 +323,7 @@ class LocalState(State):
         self, plan: Plan, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
     ) -> None:
         self.book = BudgetBook(plan.budgets, open_ledger(plan.ledger))
+        self._latency = LatencyBook(clock)
         self._clock = clock
         self._sleep = sleep
 
