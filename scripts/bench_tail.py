@@ -163,7 +163,7 @@ async def run_tail(
         path.write_text(tail_yaml([u.url for u in ups], after_s, deadline_s))
         latencies: list[float] = []
         errors = 0
-        hedges = wins = cancelled = 0
+        hedges = wins = cancelled = timed_out = 0
         settled = Decimal(0)
         async with Router.from_yaml(path) as router:
             plan = router.plan
@@ -174,7 +174,7 @@ async def run_tail(
             sem = asyncio.Semaphore(concurrency)
 
             async def one(i: int) -> None:
-                nonlocal errors, hedges, wins, cancelled, settled
+                nonlocal errors, hedges, wins, cancelled, timed_out, settled
                 async with sem:
                     t0 = time.monotonic()
                     try:
@@ -188,6 +188,7 @@ async def run_tail(
                         hedges += a.hedged
                         wins += bool(a.hedged and a.won)
                         cancelled += a.outcome == "cancelled"
+                        timed_out += a.outcome == "error"  # cut at its deadline share
 
             t_start = time.monotonic()
             await asyncio.gather(*(one(i) for i in range(n)))
@@ -217,6 +218,7 @@ async def run_tail(
         "hedges": hedges,
         "hedge_wins": wins,
         "cancelled": cancelled,
+        "timed_out": timed_out,
         "abandoned_upstream": abandoned,
         "ledger_usd": str(spent),
         "attempts_usd": str(settled),
