@@ -60,13 +60,27 @@ class PoolPicker:
         current[best] -= total
         return best
 
+    def _by_turn(self, first: int) -> list[int]:
+        n = len(self.weights)
+        rest = sorted((i for i in range(n) if i != first), key=lambda i: (-self.weights[i], i))
+        return [first, *rest]
+
+    def preview(self) -> list[int]:
+        """The order the next call would get by the pool's own cursor, without taking
+        its turn (latency-aware strategies: as declared; the live numbers decide)."""
+        if self.strategy not in ("weighted", "round_robin"):
+            return list(range(len(self.weights)))
+        saved = (list(self.current), self.turn)
+        try:
+            return self._by_turn(self.first())
+        finally:
+            self.current, self.turn = saved
+
     def order(self, members: Sequence[Any], state: State, stream: bool) -> list[int]:
         """The members' indexes in the order a call tries them (see the module doc)."""
         n = len(members)
         if self.strategy in ("weighted", "round_robin"):
-            first = self.first()
-            rest = sorted((i for i in range(n) if i != first), key=lambda i: (-self.weights[i], i))
-            order = [first, *rest]
+            order = self._by_turn(self.first())
         elif self.strategy == "least_busy":
             seen = [state.observed(m.provider.gate) for m in members]
             order = sorted(range(n), key=lambda i: (seen[i].in_flight, seen[i].score(stream), i))

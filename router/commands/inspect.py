@@ -8,9 +8,11 @@ import asyncio
 import sys
 from typing import Any
 
+from router.config import HedgeConfig
 from router.conversation import shown
 from router.money import dollars, usd
 from router.plan import Plan, StepFit
+from router.pool import PoolPicker
 
 from .common import Exit, Output, config_path, load_plan, positive_float
 from .vars import add_var_argument, parse_vars
@@ -36,11 +38,52 @@ def disabled_reason(plan: Plan, provider: str) -> str | None:
 
 
 def _steps(plan: Plan, route: str) -> list[tuple[str, str, str | None]]:
-    """Every step of ``route`` as written: provider, model, why it is disabled (or None)."""
-    return [
-        (s.provider_name, s.model_name, disabled_reason(plan, s.provider_name))
-        for s in plan.config.routes[route].fallback
-    ]
+    """Every step of ``route`` as written (a pool's members each): provider, model, why
+    it is disabled (or None)."""
+    out = []
+    for s in plan.config.routes[route].fallback:
+        uses = [s.model] if s.pool is None else [m.use for m in plan.config.pools[s.pool].members]
+        for use in uses:
+            provider, _, model = use.partition("/")
+            out.append((provider, model, disabled_reason(plan, provider)))
+    return out
+
+
+def pool_doc(plan: Plan, route: str) -> list[dict[str, Any] | None]:
+    """Per enabled step of ``route``: None, or its pool (name, strategy, members with
+    their weights, and the order a freshly started router's next call tries them)."""
+    docs: list[dict[str, Any] | None] = []
+    for s in plan.route(route).steps:
+        if s.pool is None:
+            docs.append(None)
+            continue
+        picker = PoolPicker(s.pool, s.strategy, [m.weight for m in s.members])
+        docs.append(
+            {
+                "pool": s.pool,
+                "strategy": s.strategy,
+                "members": [
+                    {"provider": m.provider, "model": m.model, "weight": m.weight}
+                    for m in s.members
+                ],
+                "order": [
+                    f"{s.members[i].provider}/{s.members[i].model}" for i in picker.preview()
+                ],
+            }
+        )
+    return docs
+
+
+def _pool_text(pool: dict[str, Any] | None, indent: str) -> str:
+    if pool is None:
+        return ""
+    members = ", ".join(
+        f"{m['provider']}/{m['model']} (weight {m['weight']})" for m in pool["members"]
+    )
+    return (
+        f"{indent}pool {pool['pool']} ({pool['strategy']}): {members}\n"
+        f"{indent}order now: {' > '.join(pool['order'])}\n"
+    )
 
 
 # ------------------------------------------------------------------ render
@@ -60,6 +103,8 @@ def render(args: argparse.Namespace, output: Output) -> int:
     messages = plan.render(args.route, variables)
     chain = plan.chain(args.route)
     fits = plan.fit(args.route, variables)
+    pools = pool_doc(plan, args.route)
+    hedges = [_hedge(s.hedge) for s in route.steps]
     disabled = [(p, m, why) for p, m, why in _steps(plan, args.route) if why is not None]
     if output.json:
         output.document(
@@ -83,8 +128,10 @@ def render(args: argparse.Namespace, output: Output) -> int:
                         "input_tokens_estimate": f.input_tokens,
                         "max_tokens": f.max_tokens,
                         "fits": f.fits,
+                        "pool": pool,
+                        "hedge": hedge,
                     }
-                    for s, f in zip(chain, fits, strict=True)
+                    for s, f, pool, hedge in zip(chain, fits, pools, hedges, strict=True)
                 ],
                 "disabled": [{"provider": p, "model": m, "reason": why} for p, m, why in disabled],
             }
@@ -94,12 +141,15 @@ def render(args: argparse.Namespace, output: Output) -> int:
         mark = " (prompt cache breakpoint)" if m.cache else ""
         output.text(f"--- {m.role}{mark} ---\n{shown(m.content).rstrip()}\n")
     output.text("--- chain (dry run: nothing sent) ---\n")
-    for i, (s, f) in enumerate(zip(chain, fits, strict=True), 1):
+    for i, (s, f, pool, hedge) in enumerate(zip(chain, fits, pools, hedges, strict=True), 1):
         output.text(
             f"  {i}. {s.provider}/{s.model}: ${usd(s.price.input_per_mtok)}/M in,"
             f" ${usd(s.price.output_per_mtok)}/M out, retries={s.retries}, {_window(f)},"
             f" attempt cap {s.attempt_cap_s:g}s\n"
         )
+        output.text(_pool_text(pool, "     "))
+        if hedge is not None:
+            output.text(f"     hedge: {_hedge_text(hedge)}\n")
     if not chain:
         output.text("  (no step is enabled in this environment)\n")
     if disabled:
@@ -117,6 +167,19 @@ def _window(f: StepFit) -> str:
     if f.fits:
         return f"{need} fit its context window of {f.context_window}"
     return f"{need} do NOT fit its context window of {f.context_window}: a call skips this step"
+
+
+def _hedge(h: HedgeConfig | None) -> dict[str, Any] | None:
+    return None if h is None else h.model_dump()
+
+
+def _hedge_text(h: dict[str, Any]) -> str:
+    after = (
+        f"after {h['after_s']:g}s"
+        if h["after_s"] is not None
+        else f"after {h['after']} of its latency ({h['min_s']:g}s-{h['max_s']:g}s)"
+    )
+    return f"{after}, at most {h['max_hedges']} per call"
 
 
 # ------------------------------------------------------------------ routes
@@ -142,6 +205,8 @@ def routes(args: argparse.Namespace, output: Output) -> int:
                     {"provider": p, "model": m, "enabled": why is None, "disabled": why}
                     for p, m, why in _steps(plan, name)
                 ],
+                "pools": [p for p in pool_doc(plan, name) if p is not None],
+                "hedge": _hedge(r.source.hedge),
             }
         )
     if output.json:
@@ -172,6 +237,10 @@ def _route_text(doc: dict[str, Any]) -> str:
         if step["disabled"] is not None:
             line += f"  [disabled: {step['disabled']}]"
         lines.append(line)
+    for pool in doc["pools"]:
+        lines.append(_pool_text(pool, "  ").rstrip("\n"))
+    if doc["hedge"] is not None:
+        lines.append(f"  hedge:  {_hedge_text(doc['hedge'])}")
     return "\n".join(lines) + "\n"
 
 
