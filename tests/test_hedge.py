@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from router import DeadlineExceededError, Router
 from router.config import HedgeBudget
 from router.latency import MIN_SAMPLES, Observed
+from router.metrics.prometheus import register
 from tests.routerkit import write_config
 from tests.upstream import Behaviour, Exchange, Upstream, hang_before_headers, reply, stream
 
@@ -342,12 +344,19 @@ async def test_stats_and_prometheus_count_hedges_wins_and_waste(
 ) -> None:
     ups = await servers(upstream_factory, late(1.0, "slow"), late(0.0, "fast"))
     path = write_config(tmp_path, chain([u.url for u in ups], "{after_s: 0.05}"))
+    registry = CollectorRegistry()
     async with Router.from_yaml(path) as router:
+        register(router, registry)
         done = await router.complete("r", {"ticker": "X"})
         snap = router.stats()
+        text = generate_latest(registry).decode()
     route = snap["routes"]["r"]
     assert route["hedges"] == 1
     assert route["hedge_wins"] == 1
     wasted = sum(a.cost_usd for a in done.attempts if a.won is False)
     assert wasted > 0
     assert Decimal(route["hedge_wasted_usd"]) == wasted
+    assert 'llm_hedges_total{model="m",provider="s2",route="r"} 1.0' in text
+    assert 'llm_hedge_wins_total{model="m",provider="s2",route="r"} 1.0' in text
+    assert f'llm_hedge_wasted_usd_total{{model="m",provider="s1",route="r"}} {float(wasted)}' in text
+    assert 'outcome="cancelled"' in text
