@@ -15,6 +15,8 @@ from router.config import (
     BudgetConfig,
     Config,
     Cooldown,
+    HedgeBudget,
+    HedgeConfig,
     LedgerPlan,
     LedgerSettings,
     Limits,
@@ -53,6 +55,7 @@ from router.errors import (
     TemplateError,
     UnknownRouteError,
 )
+from router.latency import Observed
 from router.observe import CallRecord, Observer
 from router.output import OutputSpec
 from router.plan import (
@@ -100,8 +103,6 @@ __all__ = [
     "CallRecord",
     "ChainStep",
     "Completion",
-    # The schema of providers.yaml, under its one meaning: not an alias of Plan (what
-    # load_config returns), so that isinstance() checks and type hints cannot lie.
     "Config",
     "ConfigError",
     "ConfigProblem",
@@ -113,6 +114,8 @@ __all__ = [
     "EndpointNotFoundError",
     "GoneError",
     "HealthReport",
+    "HedgeBudget",
+    "HedgeConfig",
     "Image",
     "InvalidOutputError",
     "InvalidResponseError",
@@ -127,6 +130,7 @@ __all__ = [
     "MockSettings",
     "ModelNotFoundError",
     "ModelPlan",
+    "Observed",
     "Observer",
     "OutputSpec",
     "Plan",

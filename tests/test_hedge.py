@@ -176,6 +176,19 @@ async def test_the_loser_is_cancelled_at_once_and_billed_its_input(
         await ups[0].wait_until(lambda: ups[0].disconnects == 1)
 
 
+async def test_log_lines_show_the_race(
+    tmp_path: Path, upstream_factory: Factory, caplog: pytest.LogCaptureFixture
+) -> None:
+    ups = await servers(upstream_factory, late(1.0, "slow"), late(0.0, "fast"))
+    path = write_config(tmp_path, chain([u.url for u in ups], "{after_s: 0.05}"))
+    caplog.set_level("INFO", logger="router.calls")
+    async with Router.from_yaml(path) as router:
+        await router.complete("r", {"ticker": "X"})
+    lines = [r.getMessage() for r in caplog.records if "llm_attempt" in r.getMessage()]
+    assert any("provider=s2" in x and "hedged=True" in x and "won=True" in x for x in lines)
+    assert any("provider=s1" in x and "outcome=cancelled" in x and "won=False" in x for x in lines)
+
+
 async def test_no_hedge_before_the_delay(tmp_path: Path, upstream_factory: Factory) -> None:
     ups = await servers(upstream_factory, late(0.05, "first"), late(0.0, "second"))
     path = write_config(tmp_path, chain([u.url for u in ups], "{after_s: 0.5}"))
@@ -358,5 +371,7 @@ async def test_stats_and_prometheus_count_hedges_wins_and_waste(
     assert Decimal(route["hedge_wasted_usd"]) == wasted
     assert 'llm_hedges_total{model="m",provider="s2",route="r"} 1.0' in text
     assert 'llm_hedge_wins_total{model="m",provider="s2",route="r"} 1.0' in text
-    assert f'llm_hedge_wasted_usd_total{{model="m",provider="s1",route="r"}} {float(wasted)}' in text
+    assert (
+        f'llm_hedge_wasted_usd_total{{model="m",provider="s1",route="r"}} {float(wasted)}' in text
+    )
     assert 'outcome="cancelled"' in text
