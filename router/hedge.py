@@ -37,7 +37,7 @@ __all__ = ["hedged_walk"]
 class _Cursor:
     """Where the walk is in its chain: the step, its members' order and its tries."""
 
-    __slots__ = ("call", "index", "order", "pending", "pos", "prepared", "tries")
+    __slots__ = ("call", "index", "order", "pos", "prepared", "tries")
 
     def __init__(self, call: Call[Any]) -> None:
         self.call = call
@@ -46,7 +46,6 @@ class _Cursor:
         self.prepared: dict[int, Any] = {}  # what each member is sent (by id)
         self.pos = 0  # the next member to try
         self.tries = 0  # retries of the step so far
-        self.pending: Step | None = None  # handed back: taken again next
 
     def _next_step(self) -> bool:
         call = self.call
@@ -76,21 +75,18 @@ class _Cursor:
 
     def take(self) -> Step | None:
         """The next attempt's target: the step's next member, else the next step's first."""
-        if self.pending is not None:
-            step, self.pending = self.pending, None
-            return step
         if self.pos >= len(self.order) and not self._next_step():
             return None
         step = self.order[self.pos]
         self.pos += 1
         return step
 
-    def give_back(self, step: Step) -> None:
-        self.pending = step
+    def may_have_next(self) -> bool:
+        """Whether :meth:`take` may give a target (a later step may still be skipped)."""
+        return self.pos < len(self.order) or self.index + 1 < len(self.call.route.steps)
 
     def done_with_step(self) -> None:
         self.pos = len(self.order)
-        self.pending = None
 
 
 def _hedge_delay(call: Call[Any], step: Step) -> float | None:
@@ -161,16 +157,16 @@ async def hedged_walk(call: Call[Any]) -> Any:
         plan = slow.step.plan.hedge
         if plan is None or len(running) > plan.max_hedges:
             return
-        if rt.clock() >= deadline.end:
+        if rt.clock() >= deadline.end or not cursor.may_have_next():
             return
-        step = cursor.take()
-        if step is None:
-            return
+        # The budget first: a refused hedge must not move the walk on to the next step
+        # (the slow attempt's own step keeps its retries).
         provider = slow.step.provider
         if not rt.state.take_hedge(provider.gate, provider.plan.hedge_budget):
-            cursor.give_back(step)
             return
-        start(step, hedged=True)
+        step = cursor.take()
+        if step is not None:
+            start(step, hedged=True)
 
     try:
         while True:

@@ -832,6 +832,8 @@ def test_render_json(mock_only: Path) -> None:
         "context_window": None,
         "max_tokens": 1024,
         "fits": True,
+        "pool": None,  # a pool:NAME step: its members and order (docs/latency.md)
+        "hedge": None,
     }
     assert doc["disabled"] == []
 

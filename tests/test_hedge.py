@@ -255,6 +255,35 @@ async def test_hedge_budget_caps_hedges_during_a_slow_outage(
     assert 2 <= len(ups[1].requests) <= 2 + 0.1 * calls
 
 
+async def test_a_refused_hedge_leaves_the_slow_steps_retries(
+    tmp_path: Path, upstream_factory: Factory
+) -> None:
+    first, second = await upstream_factory(), await upstream_factory()
+    failing = reply(500, {"error": {"message": "boom"}})
+
+    async def slow_then_500(ex: Exchange) -> bool:
+        return await ex.pause(0.2) and await failing.run(ex)
+
+    first.queue(Behaviour("slow 500", slow_then_500), path=CHAT)
+    first.route(CHAT, late(0.0, "retried"))
+    second.route(CHAT, late(0.0, "second"))
+    extra = "    hedge_budget: {ratio: 0, min_hedges: 0}\n"
+    path = write_config(
+        tmp_path,
+        chain(
+            [first.url, second.url],
+            "{after_s: 0.05}",
+            provider_extra=extra,
+            settings="retries: 1, backoff: {initial_s: 0.01, max_s: 0.01}",
+        ),
+    )
+    async with Router.from_yaml(path) as router:
+        done = await router.complete("r", {"ticker": "X"})
+    assert done.text == "retried"  # the step's retry, not the next step
+    assert len(second.requests) == 0
+    assert not any(a.hedged for a in done.attempts)
+
+
 def _sse(*texts: str) -> list[str]:
     chunks = [
         "data: "
