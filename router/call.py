@@ -640,12 +640,17 @@ class Call(Generic[R]):
                 sever_foreign(err)
                 lease.free_slot()
                 billed_out, self.billed_out = self.billed_out, None
-                if (
-                    billed_out is None
-                    and isinstance(err, ProviderTimeoutError)
-                    and CURRENT_LANE.get() is not None
-                ):  # a hedging call bills a request it gave up on as sent (docs/latency.md)
-                    billed_out = await self._settle_input(step, lease)
+                timed_out = isinstance(err, ProviderTimeoutError)
+                if billed_out is None and (timed_out or err.status is None):
+                    lane = CURRENT_LANE.get()
+                    if lane is not None and lane.lost:
+                        # Lost the race, and the cancel surfaced as a transport error
+                        # (it raced a timeout): billed and recorded as a loser.
+                        await self._settle_lost(step, lease, t0)
+                        return None
+                    if lane is not None and timed_out:
+                        # A hedging call bills a request it gave up on as sent (docs/latency.md).
+                        billed_out = await self._settle_input(step, lease)
                 if billed_out is None:  # before the release: a probe's failure counts
                     self.failed(step, lease, err, t0)
                 else:  # billed, then failed (InvalidOutputError): the attempt shows its cost

@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from router import DeadlineExceededError, Router
+from router import DeadlineExceededError, ProviderConnectionError, Router
 from router.config import HedgeBudget
 from router.latency import MIN_SAMPLES, Observed
 from router.metrics.prometheus import register
+from router.transport import Transport
 from tests.routerkit import write_config
 from tests.upstream import Behaviour, Exchange, Upstream, hang_before_headers, reply, stream
 
@@ -187,6 +188,36 @@ async def test_log_lines_show_the_race(
     lines = [r.getMessage() for r in caplog.records if "llm_attempt" in r.getMessage()]
     assert any("provider=s2" in x and "hedged=True" in x and "won=True" in x for x in lines)
     assert any("provider=s1" in x and "outcome=cancelled" in x and "won=False" in x for x in lines)
+
+
+async def test_a_loser_whose_cancel_surfaces_as_an_error_is_billed_as_a_loser(
+    tmp_path: Path, upstream_factory: Factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A transport that turns the cancel into a connection error (as a cancel racing a
+    # timeout can): the loser is still billed its input and recorded as cancelled.
+    ups = await servers(upstream_factory, late(5.0, "never"), late(0.0, "fast"))
+    path = write_config(tmp_path, chain([u.url for u in ups], "{after_s: 0.05}"))
+    real_send = Transport.send
+
+    async def send(self: Transport, *args: Any, **kwargs: Any) -> Any:
+        if self.name != "s1":
+            return await real_send(self, *args, **kwargs)
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            raise ProviderConnectionError("reset", provider="s1", model="m") from None
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(Transport, "send", send)
+    async with Router.from_yaml(path) as router:
+        done = await router.complete("r", {"ticker": "X"})
+        assert done.text == "fast"
+        lost = [a for a in done.attempts if a.provider == "s1"]
+        assert [(a.outcome, a.won) for a in lost] == [("cancelled", False)]
+        assert lost[0].cost_usd > 0
+        assert router.provider_states()["s1"].failures == 0  # no blame for a lost race
+        await router.state.flush()
+        assert sum(b.spent_usd for b in router.spend()) == sum(a.cost_usd for a in done.attempts)
 
 
 async def test_no_hedge_before_the_delay(tmp_path: Path, upstream_factory: Factory) -> None:
