@@ -76,11 +76,14 @@ class PoolPicker:
         finally:
             self.current, self.turn = saved
 
-    def order(self, members: Sequence[Any], state: State, stream: bool) -> list[int]:
-        """The members' indexes in the order a call tries them (see the module doc)."""
+    def order(
+        self, members: Sequence[Any], state: State, stream: bool, advance: bool = True
+    ) -> list[int]:
+        """The members' indexes in the order a call tries them (see the module doc);
+        ``advance=False`` only looks (the weighted and round-robin turn is not taken)."""
         n = len(members)
         if self.strategy in ("weighted", "round_robin"):
-            order = self._by_turn(self.first())
+            order = self._by_turn(self.first()) if advance else self.preview()
         elif self.strategy == "least_busy":
             seen = [state.observed(m.provider.gate) for m in members]
             order = sorted(range(n), key=lambda i: (seen[i].in_flight, seen[i].score(stream), i))

@@ -319,6 +319,23 @@ class Router:
         """
         return self._gen.plan.chain(route)
 
+    def pool_order(self, route: str) -> list[list[str] | None]:
+        """Per step of ``route``: None, or for a pool step (``pool:NAME``) its members as
+        ``provider/model`` in the order the next call would try them now — by the
+        pool's strategy on the live latencies, load and health (docs/latency.md). Only
+        looks: the weighted and round-robin turn is not taken."""
+        r = self._route(self._gen, route)
+        out: list[list[str] | None] = []
+        for step in r.steps:
+            if step.picker is None:
+                out.append(None)
+                continue
+            idx = step.picker.order(step.members, self._state, stream=False, advance=False)
+            out.append(
+                [f"{m.provider.name}/{m.plan.model}" for m in (step.members[i] for i in idx)]
+            )
+        return out
+
     def fit(
         self,
         route: str,

@@ -73,7 +73,11 @@ async def test_weighted_holds_its_weights_over_3000_calls(tmp_path: Path) -> Non
 async def test_round_robin_takes_turns(tmp_path: Path) -> None:
     path = write_config(tmp_path, mock_pool("round_robin", [1, 1, 1]))
     async with Router.from_yaml(path) as router:
-        order = [(await router.complete("r")).provider for _ in range(6)]
+        order = [(await router.complete("r")).provider for _ in range(4)]
+        # Looking at the order does not take a turn.
+        assert router.pool_order("r") == [["m1/x", "m0/x", "m2/x"]]
+        assert router.pool_order("r") == [["m1/x", "m0/x", "m2/x"]]
+        order += [(await router.complete("r")).provider for _ in range(2)]
     assert order == ["m0", "m1", "m2", "m0", "m1", "m2"]
 
 
@@ -92,6 +96,9 @@ async def test_least_latency_finds_the_healthy_fast_member(
             answers.append(done.text)
             # A 503 never reaches the caller: the pool's next member answers.
             assert done.text in ("slow", "fast")
+        # The live order: the fast member first, the failing one last.
+        (order,) = router.pool_order("r")
+        assert order is not None and order[0] == "u2/m" and order[-1] == "u0/m"
     # Within a few calls every call goes to the fast one, first.
     assert answers[3:] == ["fast"] * 17
     assert len(broken.requests) <= 3
