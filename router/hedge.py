@@ -26,7 +26,6 @@ from typing import Any
 
 from router.call import Call, Step, retry_limit
 from router.errors import DeadlineExceededError, ProviderError
-from router.latency import Observed
 from router.policy import rule_for
 from router.race import CURRENT_LANE, Lane, Race
 from router.types import Skip
@@ -109,13 +108,13 @@ async def _lane(call: Call[Any], lane: Lane, prepared: Any, steps_left: int) -> 
     CURRENT_LANE.set(lane)  # this task's own context
     step = lane.step
     state = call.rt.state
-    seen = state.observed(step.provider.gate)
     request, max_tokens, worst = prepared
     outcome = await call._attempt(step, steps_left, request, max_tokens, worst, lane.t0)
     if isinstance(outcome, ProviderError):
-        seen.add(call.rt.clock() - lane.t0, None, ok=False)
+        state.observe(step.provider.gate, call.rt.clock() - lane.t0, None, ok=False)
     elif outcome is not None:
-        seen.add(call.rt.clock() - lane.t0, getattr(outcome, "ttft_s", None), ok=True)
+        ttft = getattr(outcome, "ttft_s", None)  # a stream's first text delta
+        state.observe(step.provider.gate, call.rt.clock() - lane.t0, ttft, ok=True)
     return outcome
 
 
@@ -141,9 +140,9 @@ async def hedged_walk(call: Call[Any]) -> Any:
         task = asyncio.create_task(_lane(call, lane, cursor.prepared[id(step)], n - cursor.index))
         running[task] = lane
         # In flight from now (least_busy orders the next call by it), until the task ends.
-        seen = rt.state.observed(step.provider.gate)
-        seen.in_flight += 1
-        task.add_done_callback(lambda _: _ended(seen))
+        gate = step.provider.gate
+        rt.state.started(gate)
+        task.add_done_callback(lambda _: rt.state.ended(gate))
         newest = lane
         delay = _hedge_delay(call, step)
         hedge_at = None if delay is None else t0 + delay
@@ -216,10 +215,6 @@ async def hedged_walk(call: Call[Any]) -> Any:
         # Leaving on an error or the caller's cancellation: the lanes still running
         # are released as a cancelled plain attempt is (docs/money.md).
         await _cancel(call, running, lost=False)
-
-
-def _ended(seen: Observed) -> None:
-    seen.in_flight -= 1
 
 
 def _after_failure(

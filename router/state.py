@@ -199,18 +199,35 @@ class State(ABC):
         """Money reserved by attempts in flight (0 when idle)."""
 
     # -- hedging and pools (router.hedge, router.pool) -----------------------------------
-    # Concrete, in-process by default: a shared backend may override these three to
-    # share latencies, pool health and hedge budgets across processes.
+    # Concrete, in-process by default. The walk only writes through observe(),
+    # started(), ended(), note_attempt() and take_hedge(), and reads observed(): a
+    # shared backend overrides these to share latencies, pool health, load and hedge
+    # budgets across processes (observed() then returns its merged view).
 
     _latency: LatencyBook | None = None
 
     def observed(self, handle: ProviderHandle) -> Observed:
         """What calls that hedge or use a pool have seen of the provider lately: recent
-        latencies and failures, attempts in flight (router.latency)."""
+        latencies and failures, attempts in flight (router.latency). Read it only."""
         book = self._latency
         if book is None:
             book = self._latency = LatencyBook(time.monotonic)
         return book.get(handle.name)
+
+    def observe(
+        self, handle: ProviderHandle, latency_s: float, ttft_s: float | None, ok: bool
+    ) -> None:
+        """An attempt of a call that hedges or uses a pool ended with a verdict: its
+        latency (and time to first token) and whether it succeeded."""
+        self.observed(handle).add(latency_s, ttft_s, ok)
+
+    def started(self, handle: ProviderHandle) -> None:
+        """An attempt of a call that hedges or uses a pool is in flight (least_busy)."""
+        self.observed(handle).in_flight += 1
+
+    def ended(self, handle: ProviderHandle) -> None:
+        """That attempt is over, however it ended."""
+        self.observed(handle).in_flight -= 1
 
     def note_attempt(self, handle: ProviderHandle, budget: HedgeBudget) -> None:
         """An attempt of a hedging call was sent to the provider: the base its
