@@ -196,8 +196,12 @@ def test_dry_run_shows_pools_and_their_order(
     path = write_config(tmp_path, mock_pool("weighted", [1, 3], "    hedge: {after: p90}\n"))
     assert main(["routes", "--config", str(path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    (pool,) = doc[0]["pools"]
-    assert pool["strategy"] == "weighted"
+    (pool,) = doc[0]["steps"]
+    assert pool["pool"] == "p" and pool["strategy"] == "weighted"
+    assert [(m["provider"], m["weight"], m["enabled"]) for m in pool["members"]] == [
+        ("m0", 1, True),
+        ("m1", 3, True),
+    ]
     assert pool["order"] == ["m1/x", "m0/x"]  # the heavier member first
     assert doc[0]["hedge"]["after"] == "p90"
     assert main(["render", "r", "--config", str(path)]) == 0

@@ -49,6 +49,48 @@ def _steps(plan: Plan, route: str) -> list[tuple[str, str, str | None]]:
     return out
 
 
+def _route_steps(plan: Plan, route: str) -> list[dict[str, Any]]:
+    """The steps of ``route`` as written, for ``router routes``: provider/model steps,
+    and pool steps with their members (each enabled or why not) and current order."""
+    out: list[dict[str, Any]] = []
+    enabled_pools = {s.pool: s for s in plan.route(route).steps if s.pool is not None}
+    for s in plan.config.routes[route].fallback:
+        if s.pool is None:
+            why = disabled_reason(plan, s.provider_name)
+            out.append(
+                {
+                    "provider": s.provider_name,
+                    "model": s.model_name,
+                    "enabled": why is None,
+                    "disabled": why,
+                }
+            )
+            continue
+        pool = plan.config.pools[s.pool]
+        members = []
+        for m in pool.members:
+            provider, _, model = m.use.partition("/")
+            why = disabled_reason(plan, provider)
+            members.append(
+                {
+                    "provider": provider,
+                    "model": model,
+                    "weight": m.weight,
+                    "enabled": why is None,
+                    "disabled": why,
+                }
+            )
+        live = enabled_pools.get(s.pool)
+        order: list[str] = []
+        if live is not None:
+            picker = PoolPicker(s.pool, live.strategy, [m.weight for m in live.members])
+            order = [
+                f"{live.members[i].provider}/{live.members[i].model}" for i in picker.preview()
+            ]
+        out.append({"pool": s.pool, "strategy": pool.strategy, "members": members, "order": order})
+    return out
+
+
 def pool_doc(plan: Plan, route: str) -> list[dict[str, Any] | None]:
     """Per enabled step of ``route``: None, or its pool (name, strategy, members with
     their weights, and the order a freshly started router's next call tries them)."""
@@ -201,11 +243,7 @@ def routes(args: argparse.Namespace, output: Output) -> int:
                 "max_tokens": r.max_tokens,
                 "temperature": r.temperature,
                 "max_cost_usd": usd(r.max_cost_usd) if r.max_cost_usd is not None else None,
-                "steps": [
-                    {"provider": p, "model": m, "enabled": why is None, "disabled": why}
-                    for p, m, why in _steps(plan, name)
-                ],
-                "pools": [p for p in pool_doc(plan, name) if p is not None],
+                "steps": _route_steps(plan, name),
                 "hedge": _hedge(r.source.hedge),
             }
         )
@@ -233,12 +271,20 @@ def _route_text(doc: dict[str, Any]) -> str:
     lines.append(f"  limits: {limits}")
     lines.append("  chain:")
     for i, step in enumerate(doc["steps"], 1):
+        if "pool" in step:
+            lines.append(f"    {i}. pool {step['pool']} ({step['strategy']})")
+            for m in step["members"]:
+                line = f"         {m['provider']}/{m['model']} (weight {m['weight']})"
+                if m["disabled"] is not None:
+                    line += f"  [disabled: {m['disabled']}]"
+                lines.append(line)
+            if step["order"]:
+                lines.append(f"         order now: {' > '.join(step['order'])}")
+            continue
         line = f"    {i}. {step['provider']}/{step['model']}"
         if step["disabled"] is not None:
             line += f"  [disabled: {step['disabled']}]"
         lines.append(line)
-    for pool in doc["pools"]:
-        lines.append(_pool_text(pool, "  ").rstrip("\n"))
     if doc["hedge"] is not None:
         lines.append(f"  hedge:  {_hedge_text(doc['hedge'])}")
     return "\n".join(lines) + "\n"
