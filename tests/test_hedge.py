@@ -398,6 +398,15 @@ def test_after_percentile_is_clamped_and_waits_for_samples() -> None:
         seen.add(0.1 + i / 1000, None, ok=True)
     q = seen.quantile(0.5)
     assert q is not None and 0.1 <= q <= 0.12
+    # Streams hedge on the time to first token, not the whole latency.
+    assert seen.quantile(0.5, stream=True) is None
+    for _ in range(MIN_SAMPLES):
+        seen.add(5.0, 0.03, ok=True)
+    assert seen.quantile(0.9, stream=True) == 0.03
+    # A failure is no latency sample, but it raises the pool score.
+    before = seen.score()
+    seen.add(0.001, None, ok=False)
+    assert seen.score() > before
 
 
 def test_hedge_budget_window() -> None:
