@@ -15,6 +15,8 @@ from router.config import (
     BudgetConfig,
     Config,
     Cooldown,
+    HedgeBudget,
+    HedgeConfig,
     LedgerPlan,
     LedgerSettings,
     Limits,
@@ -57,6 +59,7 @@ from router.errors import (
     TemplateError,
     UnknownRouteError,
 )
+from router.latency import Observed
 from router.observe import CallRecord, Observer
 from router.output import OutputSpec
 from router.plan import (
@@ -109,8 +112,6 @@ __all__ = [
     "ChainStep",
     "Citation",
     "Completion",
-    # The schema of providers.yaml, under its one meaning: not an alias of Plan (what
-    # load_config returns), so that isinstance() checks and type hints cannot lie.
     "Config",
     "ConfigError",
     "ConfigProblem",
@@ -122,6 +123,8 @@ __all__ = [
     "EndpointNotFoundError",
     "GoneError",
     "HealthReport",
+    "HedgeBudget",
+    "HedgeConfig",
     "Image",
     "InvalidOutputError",
     "InvalidResponseError",
@@ -136,6 +139,7 @@ __all__ = [
     "MockSettings",
     "ModelNotFoundError",
     "ModelPlan",
+    "Observed",
     "Observer",
     "OutputSpec",
     "Plan",

@@ -155,7 +155,9 @@ def _extra_fields(
         yield from _keys(("providers", name, "models", model, "extra"), m.extra)
     for route_name, route in config.routes.items():
         for i, step in enumerate(route.fallback):
-            if step.provider_name == name:
+            pool = config.pools.get(step.pool) if step.pool is not None else None
+            uses = [m.use for m in pool.members] if pool is not None else [step.model]
+            if any(use.partition("/")[0] == name for use in uses):
                 path: KeyPath = ("routes", route_name, "fallback", i, "params")
                 yield from _keys(path, step.params)
 

@@ -12,6 +12,7 @@ takes it over in its own exit stack once it returns.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import random
@@ -33,6 +34,7 @@ from router.errors import (
     InvalidOutputError,
     LedgerError,
     ProviderError,
+    ProviderTimeoutError,
     RouterClosedError,
     RouterError,
     StateUnavailableError,
@@ -41,9 +43,11 @@ from router.errors import (
 from router.images import images_tokens
 from router.output import TOOL_NAME, OutputRequest, OutputSpec, checked_answer
 from router.plan import ProviderPlan, StepPlan
-from router.policy import rule_for
+from router.policy import Rule, rule_for
+from router.pool import PoolPicker
 from router.providers.base import Adapter
 from router.providers.error_body import Sent, error_from_response
+from router.race import CURRENT_LANE, Race
 from router.state import ProviderHandle, Refusal, State, Ticket, worst_case_usd
 from router.templates import RouteTemplates
 from router.tools import ToolSet
@@ -106,6 +110,10 @@ class Step:
     # The route's tools in this step's wire form (already in ``defaults``), or the
     # skip of a step that cannot take them; None: the route declares no tools.
     tools: Mapping[str, Any] | Skip | None = None
+    # A pool step (``pool:NAME``): its members, each a Step of its own, and the
+    # pool's choice state (router.pool); empty for a provider/model step.
+    members: tuple[Step, ...] = ()
+    picker: PoolPicker | None = None
 
 
 def step_tools(plan: StepPlan, adapter: Adapter, tools: ToolSet) -> Mapping[str, Any] | Skip:
@@ -164,6 +172,9 @@ class Route:
     output: OutputSpec | None = None
     # Return an empty or cut-off answer as a success (route ``accept_truncated``).
     accept_truncated: bool = False
+    # The walk of a route that hedges or has a pool step (router.hedge); None: the
+    # plain walk (Call.run), which does no work for either.
+    walker: Callable[[Call[Any]], Awaitable[Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -181,6 +192,12 @@ class Runtime:
     on_attempt: Callable[[str, Attempt], None]
     # Set by Router.aclose(): calls still running stop before their next try.
     closed: bool = False
+
+
+def retry_limit(rule: Rule, retries: int) -> int:
+    """How many times a step retries a failure of ``rule``'s kind: its ``retries``,
+    at most the kind's own limit (router.policy)."""
+    return retries if rule.max_retries is None else min(retries, rule.max_retries)
 
 
 def billed(
@@ -214,6 +231,7 @@ class Call(Generic[R]):
         "messages",
         "output",
         "params",
+        "race",
         "refusal",
         "route",
         "rt",
@@ -256,6 +274,8 @@ class Call(Generic[R]):
         self.billed_out: tuple[Usage, Decimal] | None = None
         # The answer's schema: the call's, else the route's (None: plain text).
         self.output = output if output is not None else route.output
+        # The attempts running at once of a call that hedges (router.race); None: one at a time.
+        self.race: Race | None = None
 
     # -- the exchange: what subclasses supply ----------------------------------------
 
@@ -295,6 +315,8 @@ class Call(Generic[R]):
 
     def record(self, attempt: Attempt, now: float | None = None) -> None:
         attempt.deadline_left_s = self.deadline.remaining(now)
+        if self.race is not None:
+            self.race.mark(attempt)
         self.attempts.append(attempt)
         self.rt.on_attempt(self.route.name, attempt)
 
@@ -394,39 +416,21 @@ class Call(Generic[R]):
         """Walk the chain: each step with its retries, until one gives a result."""
         # One frame for the whole walk (no coroutine per step): awaiting a coroutine
         # costs a frame per call on the hot path.
+        walker = self.route.walker
+        if walker is not None:
+            result: R = await walker(self)
+            return result
         deadline = self.deadline
         rt = self.rt
         steps = self.route.steps
         n = len(steps)
         for i, step in enumerate(steps):
             steps_left = n - i
-            tools = None
-            if self.tools is not None:
-                offer = self._tool_fields(step)
-                if isinstance(offer, Skip):
-                    self._skip(step, offer, rt.clock())
-                    continue
-                tools = offer
-            params, max_tokens = self._request_params(step, tools)
-            room = step.plan.window_room
-            if room is not None and self.messages_estimate(step) + max_tokens > room:
-                self._skip(step, self._too_long(step, max_tokens), rt.clock())
+            prepared = self.prepare(step)
+            if isinstance(prepared, Skip):
+                self._skip(step, prepared, rt.clock())
                 continue
-            worst = worst_case_usd(self.input_estimate(step), max_tokens, step.plan.price)
-            # Server tools: every call the step allows, at its dearest per-call price.
-            worst += step.plan.tool_calls_reserve_usd
-            if self.output is None:
-                request = step.provider.adapter.chat_request(
-                    step.plan.model, self.messages, params, stream=self.stream
-                )
-            else:
-                request = step.provider.adapter.chat_request(
-                    step.plan.model,
-                    self.messages,
-                    params,
-                    stream=self.stream,
-                    output=OutputRequest(self.output, step.plan.structured_output),
-                )
+            request, max_tokens, worst = prepared
             tries = 0
             while True:
                 if rt.closed:
@@ -442,12 +446,7 @@ class Call(Generic[R]):
                 # Retries follow the policy table; fallback_on only decides what
                 # happens once the step gives up: the next step, or the end of the call.
                 rule = rule_for(outcome.kind)
-                limit = (
-                    step.plan.retries
-                    if rule.max_retries is None
-                    else min(step.plan.retries, rule.max_retries)
-                )
-                if not rule.retry or tries >= limit:
+                if not rule.retry or tries >= retry_limit(rule, step.plan.retries):
                     self._give_up(outcome)
                     break
                 tries += 1
@@ -459,6 +458,36 @@ class Call(Generic[R]):
                 if pause > 0:
                     await rt.sleep(pause)
         raise self._failure()
+
+    def prepare(self, step: Step) -> tuple[WireRequest, int, Decimal] | Skip:
+        """What this call sends to ``step`` (its request, output cap and worst-case
+        cost), or the skip of a step that cannot take the call (tools, context window)."""
+        tools = None
+        if self.tools is not None:
+            offer = self._tool_fields(step)
+            if isinstance(offer, Skip):
+                return offer
+            tools = offer
+        params, max_tokens = self._request_params(step, tools)
+        room = step.plan.window_room
+        if room is not None and self.messages_estimate(step) + max_tokens > room:
+            return self._too_long(step, max_tokens)
+        worst = worst_case_usd(self.input_estimate(step), max_tokens, step.plan.price)
+        # Server tools: every call the step allows, at its dearest per-call price.
+        worst += step.plan.tool_calls_reserve_usd
+        if self.output is None:
+            request = step.provider.adapter.chat_request(
+                step.plan.model, self.messages, params, stream=self.stream
+            )
+        else:
+            request = step.provider.adapter.chat_request(
+                step.plan.model,
+                self.messages,
+                params,
+                stream=self.stream,
+                output=OutputRequest(self.output, step.plan.structured_output),
+            )
+        return request, max_tokens, worst
 
     def _too_long(self, step: Step, max_tokens: int) -> Skip:
         """The skip of a step whose model cannot hold this call's input and output."""
@@ -621,16 +650,72 @@ class Call(Generic[R]):
                 sever_foreign(err)
                 lease.free_slot()
                 billed_out, self.billed_out = self.billed_out, None
+                timed_out = isinstance(err, ProviderTimeoutError)
+                if billed_out is None and (timed_out or err.status is None):
+                    lane = CURRENT_LANE.get()
+                    if lane is not None and lane.lost:
+                        # Lost the race, and the cancel surfaced as a transport error
+                        # (it raced a timeout): billed and recorded as a loser.
+                        await self._settle_lost(step, lease, t0)
+                        return None
+                    if lane is not None and timed_out:
+                        # A hedging call bills a request it gave up on as sent (docs/latency.md).
+                        billed_out = await self._settle_input(step, lease)
                 if billed_out is None:  # before the release: a probe's failure counts
                     self.failed(step, lease, err, t0)
                 else:  # billed, then failed (InvalidOutputError): the attempt shows its cost
                     self.failed(step, lease, err, t0, billed_out[0], cost=billed_out[1])
                 return err
+            except asyncio.CancelledError:
+                # Sent, then cancelled: a hedge that lost the race is billed as sent.
+                lane = CURRENT_LANE.get()
+                if lane is not None and lane.lost:
+                    await self._settle_lost(step, lease, t0)
+                raise
             kept = self.keeps_ticket
             return result
         finally:
             if not kept:
                 lease.release()
+
+    async def _settle_lost(self, step: Step, lease: Ticket, t0: float) -> None:
+        """A sent attempt cancelled because another won the race: its connection is
+        closed; it is billed its input estimate (the provider processed the prompt and
+        reports nothing) and recorded as ``cancelled``."""
+        usage, cost = await self._settle_input(step, lease)
+        self.record_lost(step, t0, usage, cost)
+
+    async def _settle_input(self, step: Step, lease: Ticket) -> tuple[Usage, Decimal]:
+        """Settle a sent request that was not answered at its input estimate (the
+        provider read the prompt and reports nothing): the documented estimate."""
+        lease.free_slot()
+        usage, cost = billed(step, lease, Usage(lease.est_in, estimated=True), "", {})
+        if not lease.settle_now(cost):
+            await lease.settle(cost)
+        return usage, cost
+
+    def record_lost(
+        self, step: Step, t0: float, usage: Usage, cost: Decimal, ttft_s: float | None = None
+    ) -> None:
+        """Record an attempt that lost a hedge race (settled at ``cost``)."""
+        self.record(
+            Attempt(
+                step.provider.name,
+                step.plan.model,
+                "cancelled",
+                reason="another attempt answered first (hedge)",
+                latency_s=self.rt.clock() - t0,
+                start_s=t0 - self.deadline.started_at,
+                cost_usd=cost,
+                usage=usage,
+                ttft_s=ttft_s,
+            )
+        )
+
+    async def discard(self, result: R) -> None:
+        """A result that lost the race after it was made (it came in with the winner's):
+        a complete answer is settled and recorded already; a stream is closed and
+        settled (StreamCall)."""
 
 
 class CompleteCall(Call[Completion]):

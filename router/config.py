@@ -836,6 +836,63 @@ ProviderName = Annotated[str, AfterValidator(_provider_name)]
 ModelName = Annotated[str, AfterValidator(_model_name)]
 
 
+class HedgeConfig(_Strict):
+    """Hedged requests: start the next attempt in parallel when the current one is slow."""
+
+    after_s: Annotated[
+        PositiveSeconds | None,
+        Field(description="Start a hedge after this many seconds without an answer."),
+    ] = None
+    after: Annotated[
+        str | None,
+        Field(
+            pattern=r"^p([1-9]|[1-9][0-9])$",
+            description="Start a hedge after the provider's observed latency percentile"
+            " (p50..p99, streams: time to first token) over its recent attempts.",
+        ),
+    ] = None
+    min_s: Annotated[
+        PositiveSeconds, Field(description="Floor of the delay chosen by after: pNN.")
+    ] = 0.05
+    max_s: Annotated[
+        PositiveSeconds,
+        Field(
+            description="Cap of the delay chosen by after: pNN (and the delay until it has data)."
+        ),
+    ] = 2.0
+    max_hedges: Annotated[
+        int, Field(ge=1, le=4, description="Most hedges per call (parallel attempts - 1).")
+    ] = 1
+
+    @model_validator(mode="after")
+    def _one_delay(self) -> HedgeConfig:
+        if (self.after_s is None) == (self.after is None):
+            raise ValueError("set exactly one of after_s (seconds) and after (a percentile: p90)")
+        if self.min_s > self.max_s:
+            raise ValueError(f"min_s ({self.min_s:g}) is more than max_s ({self.max_s:g})")
+        return self
+
+    @property
+    def quantile(self) -> float | None:
+        """The percentile of ``after`` as a fraction (p90: 0.9); None with ``after_s``."""
+        return None if self.after is None else int(self.after[1:]) / 100
+
+
+class HedgeBudget(_Strict):
+    """How many hedges a slow provider may trigger: a share of its attempts over a window."""
+
+    ratio: Annotated[
+        float,
+        Field(ge=0, le=1, description="Hedges per attempt sent to this provider (0.1: 10%)."),
+    ] = 0.1
+    window_s: Annotated[
+        PositiveSeconds, Field(description="The sliding window the ratio is counted over.")
+    ] = 30.0
+    min_hedges: Annotated[
+        int, Field(ge=0, le=1_000_000, description="Hedges always allowed per window.")
+    ] = 5
+
+
 class ProviderConfig(_Strict):
     """One provider endpoint."""
 
@@ -933,6 +990,10 @@ class ProviderConfig(_Strict):
         ),
     ] = None
     mock: Annotated[MockSettings | None, Field(description="Only for kind: mock.")] = None
+    hedge_budget: Annotated[
+        HedgeBudget,
+        Field(description="How many hedges a slow attempt on this provider may start."),
+    ] = HedgeBudget()
 
 
 # What may hold server_tools and max_tool_calls.
@@ -1000,6 +1061,40 @@ class PromptCache(_Strict):
     ] = False
 
 
+POOL_PREFIX = "pool:"
+PoolStrategy = Literal["least_latency", "weighted", "round_robin", "least_busy"]
+
+
+class PoolMember(_Strict):
+    """One deployment of a pool: a provider/model and its weight."""
+
+    use: Annotated[str, Field(description="provider/model; split at the first '/'.")]
+    weight: Annotated[
+        int, Field(ge=1, le=1000, description="Share of calls under strategy weighted.")
+    ] = 1
+
+    @field_validator("use")
+    @classmethod
+    def _has_slash(cls, v: str) -> str:
+        provider, sep, model = v.partition("/")
+        if not sep or not provider or not model:
+            raise ValueError(f"{v!r} must be 'provider/model'")
+        return v
+
+
+class PoolConfig(_Strict):
+    """Deployments of one model that share a chain step's load (``pool:NAME``)."""
+
+    strategy: Annotated[
+        PoolStrategy,
+        Field(
+            description="How a call picks its first member: least_latency, weighted,"
+            " round_robin or least_busy."
+        ),
+    ] = "least_latency"
+    members: Annotated[list[PoolMember], Field(min_length=1, description="The deployments.")]
+
+
 class StepConfig(_Strict):
     """One step of a fallback chain: ``provider/model`` plus overrides."""
 
@@ -1012,14 +1107,26 @@ class StepConfig(_Strict):
         PositiveSeconds | None, Field(description="Cap on each attempt of this step.")
     ] = None
     params: Annotated[dict[str, Any], Field(description="Body fields for this step only.")] = {}
+    hedge: Annotated[
+        HedgeConfig | None, Field(description="Hedging for this step; null: the route's.")
+    ] = None
 
     @field_validator("model")
     @classmethod
     def _has_slash(cls, v: str) -> str:
+        if v.startswith(POOL_PREFIX):
+            if not v[len(POOL_PREFIX) :]:
+                raise ValueError(f"{v!r} must be 'pool:NAME'")
+            return v
         provider, sep, model = v.partition("/")
         if not sep or not provider or not model:
             raise ValueError(f"{v!r} must be 'provider/model'")
         return v
+
+    @property
+    def pool(self) -> str | None:
+        """The pool a ``pool:NAME`` step names; None for a ``provider/model`` step."""
+        return self.model[len(POOL_PREFIX) :] if self.model.startswith(POOL_PREFIX) else None
 
     @property
     def provider_name(self) -> str:
@@ -1147,9 +1254,16 @@ class RouteConfig(_Strict):
             f" {DEFAULT_MAX_TOOL_CALLS}."
         ),
     ] = None
+    hedge: Annotated[
+        HedgeConfig | None,
+        Field(description="Hedged requests for every step (a step's own wins); null: none."),
+    ] = None
     fallback: Annotated[
         list[StepConfig],
-        Field(min_length=1, description="Ordered steps: 'provider/model' or a step mapping."),
+        Field(
+            min_length=1,
+            description="Ordered steps: 'provider/model', 'pool:NAME' or a step mapping.",
+        ),
     ]
 
     @field_validator("fallback", mode="before")
@@ -1175,6 +1289,9 @@ class Config(_Strict):
         Field(min_length=1, description="Providers by name; steps refer to them."),
     ]
     budgets: Annotated[dict[str, BudgetConfig], Field(description="Spending limits by name.")] = {}
+    pools: Annotated[
+        dict[str, PoolConfig], Field(description="Pools of deployments by name (pool:NAME).")
+    ] = {}
     routes: Annotated[dict[str, RouteConfig], Field(min_length=1, description="Routes by name.")]
 
 
@@ -1337,6 +1454,7 @@ class _Loader:
         self.providers: dict[str, ProviderConfig] = {}
         self.routes: dict[str, RouteConfig] = {}
         self.budgets: dict[str, BudgetConfig] = {}
+        self.pools: dict[str, PoolConfig] = {}
         # Every name declared, valid or not: a bad provider is not also an unknown one.
         self.provider_names: set[str] = set()
         self.route_names: set[str] = set()
@@ -1539,6 +1657,7 @@ class _Loader:
             self.providers = dict(config.providers)
             self.routes = dict(config.routes)
             self.budgets = dict(config.budgets)
+            self.pools = dict(config.pools)
             return config
         settings = _part(Settings, data.get("settings") or {})
         self.settings_ok = settings is not None
@@ -1547,6 +1666,7 @@ class _Loader:
         self.providers = _parts(ProviderConfig, raw_providers)
         self.routes = _parts(RouteConfig, raw_routes)
         self.budgets = _parts(BudgetConfig, data.get("budgets"))
+        self.pools = _parts(PoolConfig, data.get("pools"))
         return None
 
     def _tools(self) -> dict[str, tuple[Tool, ...]]:
@@ -1873,7 +1993,43 @@ class _Loader:
             ):
                 self._missing_env(name, "api_key_env", var)
 
+    def _check_target(self, where: tuple[Any, ...], prov: str, model: str) -> bool:
+        """Report a ``provider/model`` naming an unknown provider or model; True when known."""
+        if prov not in self.provider_names:
+            self._add(where, f"unknown provider {prov!r}" + did_you_mean(prov, self.provider_names))
+            return False
+        p = self.providers.get(prov)
+        if p is None:  # declared but invalid: reported already
+            return False
+        if model not in p.models:
+            self._add(
+                where,
+                f"model {model!r} is not declared under "
+                f"{format_path(('providers', prov, 'models'))}" + did_you_mean(model, p.models),
+            )
+            return False
+        return True
+
+    def _check_pools(self, dropped: set[str]) -> dict[str, bool | None]:
+        """Every pool member names a declared provider and model, at most once. Per
+        pool: None when a member is wrong, else whether some member's provider is enabled."""
+        usable: dict[str, bool | None] = {}
+        for pname, pool in self.pools.items():
+            seen: set[str] = set()
+            ok = True
+            for i, member in enumerate(pool.members):
+                where = ("pools", pname, "members", i, "use")
+                if member.use in seen:
+                    self._add(where, f"{member.use!r} is already a member of pool {pname!r}")
+                seen.add(member.use)
+                prov, _, model = member.use.partition("/")
+                ok = self._check_target(where, prov, model) and ok
+            enabled = any(m.use.partition("/")[0] not in dropped for m in pool.members)
+            usable[pname] = enabled if ok else None
+        return usable
+
     def _check_routes(self, dropped: set[str]) -> None:
+        pools = self._check_pools(dropped)
         for rname, route in self.routes.items():
             raw = self.doc.data["routes"][rname]["fallback"]
             usable = False
@@ -1882,29 +2038,23 @@ class _Loader:
                 where: tuple[Any, ...] = ("routes", rname, "fallback", i)
                 if isinstance(raw[i], dict):
                     where = (*where, "model")
+                pool = step.pool
+                if pool is not None:
+                    known = pools.get(pool)
+                    if known is None:
+                        bad = True
+                        if pool not in self.pools:
+                            self._add(
+                                where, f"unknown pool {pool!r}" + did_you_mean(pool, self.pools)
+                            )
+                    usable = usable or bool(known)
+                    continue
                 prov = step.provider_name
-                if prov not in self.provider_names:
+                if not self._check_target(where, prov, step.model_name):
                     bad = True
-                    self._add(
-                        where,
-                        f"unknown provider {prov!r}" + did_you_mean(prov, self.provider_names),
-                    )
-                    continue
-                p = self.providers.get(prov)
-                if p is None:  # declared but invalid: reported already
-                    bad = True
-                    continue
-                if step.model_name not in p.models:
-                    bad = True
-                    self._add(
-                        where,
-                        f"model {step.model_name!r} is not declared under "
-                        f"{format_path(('providers', prov, 'models'))}"
-                        + did_you_mean(step.model_name, p.models),
-                    )
                     continue
                 if route.server_tools is not None or route.max_tool_calls is not None:
-                    self._check_route_step_tools(rname, route, where, p, step)
+                    self._check_route_step_tools(rname, route, where, self.providers[prov], step)
                 if prov not in dropped:
                     usable = True
             if route.prompt_cache.system and route.system is None:
@@ -1915,8 +2065,10 @@ class _Loader:
             if not usable and not bad:
                 names = ", ".join(
                     f"{s.provider_name} ({self.disabled_because[s.provider_name]} not set)"
+                    if s.pool is None
+                    else f"pool {s.pool} (every member's provider)"
                     for s in route.fallback
-                    if s.provider_name in dropped
+                    if s.pool is not None or s.provider_name in dropped
                 )
                 self._add(
                     ("routes", rname, "fallback"),

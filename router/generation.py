@@ -18,7 +18,9 @@ from types import MappingProxyType
 from typing import Any
 
 from router.call import Provider, Route, Runtime, Step, request_params, step_tools
+from router.hedge import hedged_walk
 from router.plan import Plan, ProviderPlan, RoutePlan, StepPlan
+from router.pool import PoolPicker
 from router.providers import build_adapter
 from router.providers.mock import MockUpstream
 from router.state import State
@@ -61,22 +63,47 @@ def _frozen(defaults: tuple[dict[str, Any], int]) -> tuple[Mapping[str, Any], in
     return MappingProxyType(params), max_tokens
 
 
-def _step(plan: RoutePlan, s: StepPlan, provider: Provider) -> Step:
+def _step(
+    plan: RoutePlan,
+    s: StepPlan,
+    providers: Mapping[str, Provider],
+    pickers: dict[str, PoolPicker] | None = None,
+) -> Step:
     """A step bound to its provider's runtime, with the request params of a call that
-    overrides none of the route's, and the route's tools in the provider's wire form."""
+    overrides none of the route's, and the route's tools in the provider's wire form;
+    a pool step with its members, each bound likewise."""
+    provider = providers[s.provider]
     tools = None if plan.tools is None else step_tools(s, provider.adapter, plan.tools)
     fields = None if isinstance(tools, Skip) else tools
     # Read-only: shared by every call that overrides none of the route's params.
     defaults = _frozen(request_params(s, plan.max_tokens, plan.temperature, None, fields))
-    return Step(provider, s, defaults, tools)
+    if not s.members or s.pool is None:
+        return Step(provider, s, defaults, tools)
+    members = tuple(_step(plan, m, providers) for m in s.members)
+    key = f"{s.pool}:{s.strategy}:" + ",".join(
+        f"{m.provider}/{m.model}*{m.weight}" for m in s.members
+    )
+    if pickers is None:
+        pickers = {}
+    picker = pickers.get(key)
+    if picker is None:  # one per pool (as enabled) in a generation, shared by its routes
+        picker = pickers[key] = PoolPicker(s.pool, s.strategy, [m.weight for m in s.members])
+    return Step(provider, s, defaults, tools, members, picker)
 
 
-def compile_route(plan: RoutePlan, providers: dict[str, Provider]) -> Route:
-    """A route's runtime: its planned steps bound to the providers' runtimes."""
+def compile_route(
+    plan: RoutePlan,
+    providers: dict[str, Provider],
+    pickers: dict[str, PoolPicker] | None = None,
+) -> Route:
+    """A route's runtime: its planned steps bound to the providers' runtimes. A route
+    that hedges or has a pool step walks its chain with router.hedge."""
+    steps = [_step(plan, s, providers, pickers) for s in plan.steps]
+    general = any(s.plan.hedge is not None or s.members for s in steps)
     return Route(
         name=plan.name,
         templates=plan.templates,
-        steps=[_step(plan, s, providers[s.provider]) for s in plan.steps],
+        steps=steps,
         deadline_s=plan.deadline_s,
         max_tokens=plan.max_tokens,
         temperature=plan.temperature,
@@ -85,6 +112,7 @@ def compile_route(plan: RoutePlan, providers: dict[str, Provider]) -> Route:
         tools=plan.tools,
         output=plan.output,
         accept_truncated=plan.accept_truncated,
+        walker=hedged_walk if general else None,
     )
 
 

@@ -176,6 +176,10 @@ class LogEvents:
             "ttft_ms": None if attempt.ttft_s is None else _ms(attempt.ttft_s),
             "deadline_left_ms": None if left is None else _ms(left),
         }
+        if attempt.hedged or attempt.won is not None:  # a hedge race (docs/latency.md)
+            fields["hedged"] = attempt.hedged
+            fields["won"] = attempt.won
+            fields["cost_usd"] = usd(attempt.cost_usd)
         self._log.emit(level, "llm_attempt", fields)
 
     def on_call(self, record: CallRecord) -> None:

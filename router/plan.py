@@ -25,7 +25,7 @@ from __future__ import annotations
 import difflib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
@@ -42,10 +42,13 @@ from router.config import (
     BudgetConfig,
     Config,
     Cooldown,
+    HedgeBudget,
+    HedgeConfig,
     LedgerPlan,
     Limits,
     Loaded,
     MockSettings,
+    PoolConfig,
     Price,
     PromptCache,
     ProviderConfig,
@@ -53,6 +56,7 @@ from router.config import (
     ServerTool,
     Settings,
     StateSettings,
+    StepConfig,
     default_base_url,
     read_config,
 )
@@ -127,6 +131,8 @@ class ProviderPlan:
     proxy: Proxy | None = None
     # kind azure_openai only: api-version, auth and each model's deployment.
     azure: AzureSettings | None = None
+    # How many hedges slow attempts on this provider may start (providers.<p>.hedge_budget).
+    hedge_budget: HedgeBudget = field(default_factory=HedgeBudget)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +171,20 @@ class StepPlan:
     # What the reservation adds for them: max_tool_calls at the dearest per-call
     # price among the step's server tools (docs/money.md).
     tool_calls_reserve_usd: Decimal = Decimal(0)
+    # Hedged requests for this step (the step's, else the route's); None: no hedging.
+    hedge: HedgeConfig | None = None
+    # A ``pool:NAME`` step: the pool's name, strategy and enabled members (each a
+    # StepPlan of its own, with its weight); the step's own provider and model are
+    # its first member's. Empty ``members``: a plain provider/model step.
+    pool: str | None = None
+    strategy: str = "least_latency"
+    members: tuple[StepPlan, ...] = ()
+    weight: int = 1
+
+    @property
+    def targets(self) -> tuple[StepPlan, ...]:
+        """The deployments the step may send to: its pool's members, else itself."""
+        return self.members or (self,)
 
 
 def server_tools_plan(
@@ -438,6 +458,7 @@ def resolve(loaded: Loaded) -> Plan:
             s,
             loaded.tools.get(name, ()),
             loaded.outputs.get(name),
+            config.pools,
         )
         for name, r in config.routes.items()
     }
@@ -517,6 +538,54 @@ def _provider(
         mock=(p.mock or MockSettings()) if p.kind == "mock" else None,
         proxy=proxy,
         azure=_azure(p),
+        hedge_budget=p.hedge_budget,
+    )
+
+
+def _target(
+    r: RouteConfig,
+    step: StepConfig,
+    use: str,
+    providers: Mapping[str, ProviderPlan],
+    s: Settings,
+    hedge: HedgeConfig | None,
+    weight: int = 1,
+) -> StepPlan | None:
+    """The plan of one step (or pool member) ``use`` (provider/model) with the step's
+    settings; None when its provider is disabled."""
+    provider, _, model = use.partition("/")
+    p = providers.get(provider)
+    if p is None:
+        return None
+    m = p.models[model]
+    server, names, max_calls, reserve = server_tools_plan(
+        m.server_tools if r.server_tools is None else r.server_tools,
+        _first(r.max_tool_calls, m.max_tool_calls),
+        m.price,
+    )
+    return StepPlan(
+        provider=p.name,
+        model=model,
+        params=_frozen({**p.extra, **m.extra, **step.params, **server}),
+        retries=_first(step.retries, r.retries, s.retries),
+        timeout_s=p.timeout_s if step.timeout_s is None else min(p.timeout_s, step.timeout_s),
+        price=m.price,
+        context_window=m.context_window,
+        max_output_tokens=m.max_output_tokens,
+        first_token_timeout_s=_first(
+            r.first_token_timeout_s, p.first_token_timeout_s, s.first_token_timeout_s
+        ),
+        idle_timeout_s=_first(r.idle_timeout_s, p.idle_timeout_s, s.idle_timeout_s),
+        input_overhead=p.input_overhead,
+        window_room=None if m.context_window is None else m.context_window - p.input_overhead,
+        tools=m.tools,
+        structured_output=m.structured_output,
+        image_tokens=m.image_tokens,
+        server_tools=names,
+        max_tool_calls=max_calls,
+        tool_calls_reserve_usd=reserve,
+        hedge=hedge,
+        weight=weight,
     )
 
 
@@ -528,46 +597,26 @@ def _route(
     s: Settings,
     tools: tuple[Tool, ...] = (),
     output: OutputSpec | None = None,
+    pools: Mapping[str, PoolConfig] = MappingProxyType({}),
 ) -> RoutePlan:
     steps = []
     for step in r.fallback:
-        p = providers.get(step.provider_name)
-        if p is None:  # disabled: its key is not set
+        hedge = step.hedge or r.hedge
+        if step.pool is None:
+            one = _target(r, step, step.model, providers, s, hedge)
+            if one is not None:  # else disabled: its key is not set
+                steps.append(one)
             continue
-        m = p.models[step.model_name]
-        server, names, max_calls, reserve = server_tools_plan(
-            m.server_tools if r.server_tools is None else r.server_tools,
-            _first(r.max_tool_calls, m.max_tool_calls),
-            m.price,
-        )
-        steps.append(
-            StepPlan(
-                provider=p.name,
-                model=step.model_name,
-                params=_frozen({**p.extra, **m.extra, **step.params, **server}),
-                retries=_first(step.retries, r.retries, s.retries),
-                timeout_s=p.timeout_s
-                if step.timeout_s is None
-                else min(p.timeout_s, step.timeout_s),
-                price=m.price,
-                context_window=m.context_window,
-                max_output_tokens=m.max_output_tokens,
-                first_token_timeout_s=_first(
-                    r.first_token_timeout_s, p.first_token_timeout_s, s.first_token_timeout_s
-                ),
-                idle_timeout_s=_first(r.idle_timeout_s, p.idle_timeout_s, s.idle_timeout_s),
-                input_overhead=p.input_overhead,
-                window_room=None
-                if m.context_window is None
-                else m.context_window - p.input_overhead,
-                tools=m.tools,
-                structured_output=m.structured_output,
-                image_tokens=m.image_tokens,
-                server_tools=names,
-                max_tool_calls=max_calls,
-                tool_calls_reserve_usd=reserve,
+        pool = pools[step.pool]
+        members = [
+            m
+            for member in pool.members
+            if (m := _target(r, step, member.use, providers, s, hedge, member.weight)) is not None
+        ]
+        if members:  # else every member's provider is disabled
+            steps.append(
+                replace(members[0], pool=step.pool, strategy=pool.strategy, members=tuple(members))
             )
-        )
     fallback_on = r.fallback_on if r.fallback_on is not None else s.fallback_on
     return RoutePlan(
         name=name,
@@ -636,7 +685,10 @@ def compare(old: Plan, new: Plan) -> ReloadReport:
             n
             for n, r in new.routes.items()
             if n in old.routes
-            and (old.routes[n] != r or any(s.provider in changed_providers for s in r.steps))
+            and (
+                old.routes[n] != r
+                or any(t.provider in changed_providers for s in r.steps for t in s.targets)
+            )
         ],
         budgets_changed=dict(new.budgets) != dict(old.budgets),
         budgets_removed=[b for b in old.budgets if b not in new.budgets],

@@ -45,6 +45,7 @@ from router.metrics.stats import Stats
 from router.observe import AttemptHook, CallHook, CallRecord, Events, Hooks, Observer
 from router.output import OutputSpec, call_output
 from router.plan import ChainStep, Plan, ReloadReport, StepFit, compare, load_config
+from router.pool import PoolPicker
 from router.state import State, open_state
 from router.streaming import RouteStream, StreamCall
 from router.tools import Tool, call_tools
@@ -185,7 +186,8 @@ class Router:
             retry_after_max_s=plan.retry_after_max_s,
             on_attempt=self._events.attempt,  # straight to the channel (hot path)
         )
-        routes = {name: compile_route(r, providers) for name, r in plan.routes.items()}
+        pickers: dict[str, PoolPicker] = {}
+        routes = {name: compile_route(r, providers, pickers) for name, r in plan.routes.items()}
         return Generation(plan, providers, routes, rt)
 
     @property
@@ -318,6 +320,23 @@ class Router:
         timeout, or the route's deadline if shorter (the deadline share may cut it further).
         """
         return self._gen.plan.chain(route)
+
+    def pool_order(self, route: str) -> list[list[str] | None]:
+        """Per step of ``route``: None, or for a pool step (``pool:NAME``) its members as
+        ``provider/model`` in the order the next call would try them now — by the
+        pool's strategy on the live latencies, load and health (docs/latency.md). Only
+        looks: the weighted and round-robin turn is not taken."""
+        r = self._route(self._gen, route)
+        out: list[list[str] | None] = []
+        for step in r.steps:
+            if step.picker is None:
+                out.append(None)
+                continue
+            idx = step.picker.order(step.members, self._state, stream=False, advance=False)
+            out.append(
+                [f"{m.provider.name}/{m.plan.model}" for m in (step.members[i] for i in idx)]
+            )
+        return out
 
     def fit(
         self,

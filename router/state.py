@@ -38,8 +38,10 @@ from router.budget import (
     Reservation,
     worst_case_usd,
 )
+from router.config import HedgeBudget
 from router.deadline import Clock
 from router.errors import ProviderError
+from router.latency import LatencyBook, Observed
 from router.ledger import open_ledger
 from router.limits import ProviderGate
 from router.plan import Plan, ProviderPlan
@@ -203,6 +205,51 @@ class State(ABC):
     def reserved_usd(self) -> Decimal:
         """Money reserved by attempts in flight (0 when idle)."""
 
+    # -- hedging and pools (router.hedge, router.pool) -----------------------------------
+    # Concrete, in-process by default. The walk only writes through observe(),
+    # started(), ended(), note_attempt() and take_hedge(), and reads observed(): a
+    # shared backend overrides these to share latencies, pool health, load and hedge
+    # budgets across processes (observed() then returns its merged view).
+
+    _latency: LatencyBook | None = None
+
+    def observed(self, handle: ProviderHandle) -> Observed:
+        """What calls that hedge or use a pool have seen of the provider lately: recent
+        latencies and failures, attempts in flight (router.latency). Read it only."""
+        book = self._latency
+        if book is None:
+            book = self._latency = LatencyBook(time.monotonic)
+        return book.get(handle.name)
+
+    def observe(
+        self, handle: ProviderHandle, latency_s: float, ttft_s: float | None, ok: bool
+    ) -> None:
+        """An attempt of a call that hedges or uses a pool ended with a verdict: its
+        latency (and time to first token) and whether it succeeded."""
+        self.observed(handle).add(latency_s, ttft_s, ok)
+
+    def started(self, handle: ProviderHandle) -> None:
+        """An attempt of a call that hedges or uses a pool is in flight (least_busy)."""
+        self.observed(handle).in_flight += 1
+
+    def ended(self, handle: ProviderHandle) -> None:
+        """That attempt is over, however it ended."""
+        self.observed(handle).in_flight -= 1
+
+    def note_attempt(self, handle: ProviderHandle, budget: HedgeBudget) -> None:
+        """An attempt of a hedging call was sent to the provider: the base its
+        ``hedge_budget`` ratio is counted against."""
+        self.observed(handle).note_attempt(self._hedge_now(), budget)
+
+    def take_hedge(self, handle: ProviderHandle, budget: HedgeBudget) -> bool:
+        """Whether a slow attempt on the provider may start a hedge now, within its
+        ``hedge_budget``; True counts the hedge."""
+        return self.observed(handle).take_hedge(self._hedge_now(), budget)
+
+    def _hedge_now(self) -> float:
+        book = self._latency
+        return book.clock() if book is not None else time.monotonic()
+
 
 class LocalTicket(Ticket):
     """:class:`LocalState`'s ticket: a gate slot and a BudgetBook reservation."""
@@ -305,6 +352,7 @@ class LocalState(State):
         self, plan: Plan, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep
     ) -> None:
         self.book = BudgetBook(plan.budgets, open_ledger(plan.ledger))
+        self._latency = LatencyBook(clock)
         self._clock = clock
         self._sleep = sleep
 

@@ -414,6 +414,13 @@ class StreamCall(Call[LiveStream]):
 
     __slots__ = ()
 
+    async def discard(self, result: LiveStream) -> None:
+        """A stream that lost a hedge race after its first text delta: closed, billed
+        what it generated (router.billing, as a cut-off stream), recorded ``cancelled``."""
+        usage, cost = await result._settle()
+        self.record_lost(result.step, result.t0, usage, cost, result.ttft_s)
+        await result.held.aclose()  # gives back what the lease still holds
+
     stream = True
     keeps_ticket = True  # the open stream releases it (LiveStream.held)
 

@@ -16,7 +16,8 @@ from typing import Any, Literal
 from router.errors import RouterError, short_error
 
 Role = Literal["system", "user", "assistant", "tool"]
-Outcome = Literal["ok", "error", "skipped"]
+# cancelled: a hedged attempt that lost the race (docs/latency.md): billed as sent.
+Outcome = Literal["ok", "error", "skipped", "cancelled"]
 
 
 class SkipKind(StrEnum):
@@ -251,6 +252,11 @@ class Attempt:
     skip: SkipKind | None = None
     # Seconds left on the call's deadline when the attempt was recorded.
     deadline_left_s: float | None = None
+    # Started as a hedge: while an earlier attempt of the call was still running.
+    hedged: bool = False
+    # When attempts of the call ran at once: True for the one whose answer was
+    # returned, False for the others (cancelled, or answered later); else None.
+    won: bool | None = None
 
     def __repr__(self) -> str:
         extra = f" status={self.status}" if self.status is not None else ""
@@ -258,6 +264,10 @@ class Attempt:
             extra += f" reason={self.reason!r}"
         if self.error is not None:
             extra += f" error={short_error(self.error)!r}"
+        if self.hedged:
+            extra += " hedged"
+        if self.won is not None:
+            extra += " won" if self.won else " lost"
         return (
             f"<Attempt {self.provider}/{self.model} {self.outcome}{extra}"
             f" latency={self.latency_s * 1000:.1f}ms>"

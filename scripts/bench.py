@@ -6,6 +6,7 @@ Run from the repository root (not a test; takes a few minutes)::
     .venv/bin/python scripts/bench.py --quick    # a smaller, faster run
     .venv/bin/python scripts/bench.py --profile  # also profile router.complete at C=32
     .venv/bin/python scripts/bench.py --redis    # only the shared-state (Redis) section
+    .venv/bin/python scripts/bench.py --tail     # only tail latency, hedging on and off
 
 What it does (details and results: docs/performance.md):
 
@@ -50,6 +51,7 @@ SCRIPTS = ROOT / "scripts"
 VENV = ROOT / ".bench-venv"
 RESULTS = ROOT / "bench-results"
 CHART = ROOT / "docs" / "performance.png"
+TAIL_CHART = ROOT / "docs" / "performance-tail.png"  # --tail: latency with and without hedging
 # What the bench venv holds besides the project itself (never project dependencies).
 BENCH_REQUIREMENTS = ["litellm", "matplotlib", "pyinstrument", "uvloop", "httpx-aiohttp"]
 
@@ -368,6 +370,28 @@ def chart(cells: list[dict[str, Any]], path: Path, title: str) -> None:
 # -------------------------------------------------------------------------- main
 
 
+def tail(n: int, chart: bool = True) -> None:
+    """The tail-latency section: N calls at concurrency 32 on heavy-tailed upstreams,
+    without hedging and with hedge.after_s 0.2; a table, JSON, and TAIL_CHART."""
+    import asyncio
+
+    import bench_tail  # this folder is on sys.path when run as a script
+
+    rows = [
+        asyncio.run(bench_tail.run_tail(n, 32, None)),
+        asyncio.run(bench_tail.run_tail(n, 32, 0.2)),
+    ]
+    print(bench_tail.tail_table(rows), flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"tail-{stamp}.json"
+    out.write_text(json.dumps({"machine": machine(), "runs": rows}, indent=1))
+    print(f"wrote {out.relative_to(ROOT)}", flush=True)
+    if chart:
+        bench_tail.tail_chart(rows, TAIL_CHART)
+        print(f"wrote {TAIL_CHART.relative_to(ROOT)}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer calls (N=1000, LiteLLM 400)")
@@ -385,6 +409,12 @@ def main() -> None:
         help="only the Redis state section (scripts/bench_redis.py), in this interpreter",
     )
     parser.add_argument("--redis-c", type=int, default=32, help="its concurrency (default 32)")
+    parser.add_argument(
+        "--tail",
+        action="store_true",
+        help="only the tail-latency table: hedging on heavy-tailed upstreams (bench_tail.py)",
+    )
+    parser.add_argument("--tail-n", type=int, default=2000, help="calls per tail run")
     args = parser.parse_args()
     if args.redis:
         sys.path[:0] = [str(ROOT), str(SCRIPTS)]  # this checkout's router, then the section
@@ -396,6 +426,9 @@ def main() -> None:
         return
     if not args.no_venv:
         ensure_venv(sys.argv[1:])
+    if args.tail:
+        tail(args.tail_n, chart=not args.no_chart)
+        return
     n = args.n or (1000 if args.quick else 3000)
     litellm_n = args.litellm_n or (400 if args.quick else 1000)
     grid = [int(c) for c in args.grid.split(",")]

@@ -843,6 +843,8 @@ def test_render_json(mock_only: Path) -> None:
             "url": "mock://local/chat/completions",
             "settings": {"max_tokens": 1024},
         },
+        "pool": None,  # a pool:NAME step: its members and order (docs/latency.md)
+        "hedge": None,
     }
     assert doc["disabled"] == []
 

@@ -17,7 +17,13 @@ from router.config import Config
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "config.md"
 # How a mapping of named entries is written in a documented key path.
-PLACEHOLDERS = {"providers": "<name>", "models": "<model>", "budgets": "<name>", "routes": "<name>"}
+PLACEHOLDERS = {
+    "providers": "<name>",
+    "models": "<model>",
+    "budgets": "<name>",
+    "routes": "<name>",
+    "pools": "<name>",
+}
 ROW = re.compile(r"^\|\s*`([^`]+)`\s*\|[^|]*\|\s*([^|]+?)\s*\|")
 
 

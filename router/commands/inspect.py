@@ -10,10 +10,12 @@ import sys
 from typing import Any
 
 from router.call import request_params
+from router.config import HedgeConfig
 from router.conversation import shown
 from router.errors import RouterError
 from router.money import dollars, usd
 from router.plan import Plan, StepFit
+from router.pool import PoolPicker
 from router.providers import build_adapter
 from router.types import Message
 
@@ -41,11 +43,94 @@ def disabled_reason(plan: Plan, provider: str) -> str | None:
 
 
 def _steps(plan: Plan, route: str) -> list[tuple[str, str, str | None]]:
-    """Every step of ``route`` as written: provider, model, why it is disabled (or None)."""
-    return [
-        (s.provider_name, s.model_name, disabled_reason(plan, s.provider_name))
-        for s in plan.config.routes[route].fallback
-    ]
+    """Every step of ``route`` as written (a pool's members each): provider, model, why
+    it is disabled (or None)."""
+    out = []
+    for s in plan.config.routes[route].fallback:
+        uses = [s.model] if s.pool is None else [m.use for m in plan.config.pools[s.pool].members]
+        for use in uses:
+            provider, _, model = use.partition("/")
+            out.append((provider, model, disabled_reason(plan, provider)))
+    return out
+
+
+def _route_steps(plan: Plan, route: str) -> list[dict[str, Any]]:
+    """The steps of ``route`` as written, for ``router routes``: provider/model steps,
+    and pool steps with their members (each enabled or why not) and current order."""
+    out: list[dict[str, Any]] = []
+    enabled_pools = {s.pool: s for s in plan.route(route).steps if s.pool is not None}
+    for s in plan.config.routes[route].fallback:
+        if s.pool is None:
+            why = disabled_reason(plan, s.provider_name)
+            out.append(
+                {
+                    "provider": s.provider_name,
+                    "model": s.model_name,
+                    "enabled": why is None,
+                    "disabled": why,
+                }
+            )
+            continue
+        pool = plan.config.pools[s.pool]
+        members = []
+        for m in pool.members:
+            provider, _, model = m.use.partition("/")
+            why = disabled_reason(plan, provider)
+            members.append(
+                {
+                    "provider": provider,
+                    "model": model,
+                    "weight": m.weight,
+                    "enabled": why is None,
+                    "disabled": why,
+                }
+            )
+        live = enabled_pools.get(s.pool)
+        order: list[str] = []
+        if live is not None:
+            picker = PoolPicker(s.pool, live.strategy, [m.weight for m in live.members])
+            order = [
+                f"{live.members[i].provider}/{live.members[i].model}" for i in picker.preview()
+            ]
+        out.append({"pool": s.pool, "strategy": pool.strategy, "members": members, "order": order})
+    return out
+
+
+def pool_doc(plan: Plan, route: str) -> list[dict[str, Any] | None]:
+    """Per enabled step of ``route``: None, or its pool (name, strategy, members with
+    their weights, and the order a freshly started router's next call tries them)."""
+    docs: list[dict[str, Any] | None] = []
+    for s in plan.route(route).steps:
+        if s.pool is None:
+            docs.append(None)
+            continue
+        picker = PoolPicker(s.pool, s.strategy, [m.weight for m in s.members])
+        docs.append(
+            {
+                "pool": s.pool,
+                "strategy": s.strategy,
+                "members": [
+                    {"provider": m.provider, "model": m.model, "weight": m.weight}
+                    for m in s.members
+                ],
+                "order": [
+                    f"{s.members[i].provider}/{s.members[i].model}" for i in picker.preview()
+                ],
+            }
+        )
+    return docs
+
+
+def _pool_text(pool: dict[str, Any] | None, indent: str) -> str:
+    if pool is None:
+        return ""
+    members = ", ".join(
+        f"{m['provider']}/{m['model']} (weight {m['weight']})" for m in pool["members"]
+    )
+    return (
+        f"{indent}pool {pool['pool']} ({pool['strategy']}): {members}\n"
+        f"{indent}order now: {' > '.join(pool['order'])}\n"
+    )
 
 
 # ------------------------------------------------------------------ render
@@ -66,6 +151,8 @@ def render(args: argparse.Namespace, output: Output) -> int:
     chain = plan.chain(args.route)
     steps = route.steps  # the same steps as the chain, with their server tools
     fits = plan.fit(args.route, variables)
+    pools = pool_doc(plan, args.route)
+    hedges = [_hedge(s.hedge) for s in route.steps]
     disabled = [(p, m, why) for p, m, why in _steps(plan, args.route) if why is not None]
     requests = _requests(plan, args.route, messages)
     if output.json:
@@ -95,8 +182,12 @@ def render(args: argparse.Namespace, output: Output) -> int:
                         "tool_calls_reserve_usd": usd(p.tool_calls_reserve_usd),
                         "wire": plan.wire(s.provider, s.model),
                         "request": request,
+                        "pool": pool,
+                        "hedge": hedge,
                     }
-                    for s, f, p, request in zip(chain, fits, steps, requests, strict=True)
+                    for s, f, p, request, pool, hedge in zip(
+                        chain, fits, steps, requests, pools, hedges, strict=True
+                    )
                 ],
                 "disabled": [{"provider": p, "model": m, "reason": why} for p, m, why in disabled],
             }
@@ -110,7 +201,9 @@ def render(args: argparse.Namespace, output: Output) -> int:
         for i, (s, request) in enumerate(zip(chain, requests, strict=True), 1):
             output.text(f"  {i}. {s.provider}/{s.model}: {_request_text(request)}\n")
     output.text("--- chain (dry run: nothing sent) ---\n")
-    for i, (s, f, p) in enumerate(zip(chain, fits, steps, strict=True), 1):
+    for i, (s, f, p, pool, hedge) in enumerate(
+        zip(chain, fits, steps, pools, hedges, strict=True), 1
+    ):
         output.text(
             f"  {i}. {s.provider}/{s.model}: ${usd(s.price.input_per_mtok)}/M in,"
             f" ${usd(s.price.output_per_mtok)}/M out, retries={s.retries}, {_window(f)},"
@@ -124,6 +217,9 @@ def render(args: argparse.Namespace, output: Output) -> int:
         wire = plan.wire(s.provider, s.model)
         if wire is not None:
             output.text(f"     {wire}\n")
+        output.text(_pool_text(pool, "     "))
+        if hedge is not None:
+            output.text(f"     hedge: {_hedge_text(hedge)}\n")
     if not chain:
         output.text("  (no step is enabled in this environment)\n")
     if disabled:
@@ -191,6 +287,19 @@ def _window(f: StepFit) -> str:
     return f"{need} do NOT fit its context window of {f.context_window}: a call skips this step"
 
 
+def _hedge(h: HedgeConfig | None) -> dict[str, Any] | None:
+    return None if h is None else h.model_dump()
+
+
+def _hedge_text(h: dict[str, Any]) -> str:
+    after = (
+        f"after {h['after_s']:g}s"
+        if h["after_s"] is not None
+        else f"after {h['after']} of its latency ({h['min_s']:g}s-{h['max_s']:g}s)"
+    )
+    return f"{after}, at most {h['max_hedges']} per call"
+
+
 # ------------------------------------------------------------------ routes
 
 
@@ -210,10 +319,8 @@ def routes(args: argparse.Namespace, output: Output) -> int:
                 "max_tokens": r.max_tokens,
                 "temperature": r.temperature,
                 "max_cost_usd": usd(r.max_cost_usd) if r.max_cost_usd is not None else None,
-                "steps": [
-                    {"provider": p, "model": m, "enabled": why is None, "disabled": why}
-                    for p, m, why in _steps(plan, name)
-                ],
+                "steps": _route_steps(plan, name),
+                "hedge": _hedge(r.source.hedge),
             }
         )
     if output.json:
@@ -240,10 +347,22 @@ def _route_text(doc: dict[str, Any]) -> str:
     lines.append(f"  limits: {limits}")
     lines.append("  chain:")
     for i, step in enumerate(doc["steps"], 1):
+        if "pool" in step:
+            lines.append(f"    {i}. pool {step['pool']} ({step['strategy']})")
+            for m in step["members"]:
+                line = f"         {m['provider']}/{m['model']} (weight {m['weight']})"
+                if m["disabled"] is not None:
+                    line += f"  [disabled: {m['disabled']}]"
+                lines.append(line)
+            if step["order"]:
+                lines.append(f"         order now: {' > '.join(step['order'])}")
+            continue
         line = f"    {i}. {step['provider']}/{step['model']}"
         if step["disabled"] is not None:
             line += f"  [disabled: {step['disabled']}]"
         lines.append(line)
+    if doc["hedge"] is not None:
+        lines.append(f"  hedge:  {_hedge_text(doc['hedge'])}")
     return "\n".join(lines) + "\n"
 
 

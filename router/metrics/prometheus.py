@@ -162,6 +162,14 @@ _R = ("route",)
 _RPM = ("route", "provider", "model")
 
 
+def _usd_counter(name: str, doc: str, values: dict[Labels, Decimal]) -> Metric:
+    """A counter of exact USD per route, provider and model (a float when scraped)."""
+    family = CounterMetricFamily(name, doc, labels=_RPM)
+    for labels, usd in values.copy().items():
+        family.add_metric(list(labels), float(usd))
+    return family
+
+
 class PrometheusMetrics:
     """A Router observer and a Prometheus collector in one; made by :func:`register`."""
 
@@ -176,6 +184,10 @@ class PrometheusMetrics:
         self._retries: dict[Labels, float] = {}  # route, provider, model
         self._fallbacks: dict[Labels, float] = {}  # route, provider, model
         self._tokens: dict[Labels, float] = {}  # route, provider, model, direction
+        self._hedges: dict[Labels, float] = {}  # route, provider, model
+        self._hedge_wins: dict[Labels, float] = {}  # route, provider, model
+        # route, provider, model -> USD of attempts that lost a hedge race.
+        self._hedge_wasted: dict[Labels, Decimal] = {}
         # route, provider, model -> USD, kept exact and turned into a float when scraped.
         self._cost: dict[Labels, Decimal] = {}
         self._call_duration = _Histograms(ATTEMPT_BUCKETS)  # route, outcome
@@ -206,6 +218,13 @@ class PrometheusMetrics:
         if attempt.cost_usd:
             key = (route, provider, model)
             self._cost[key] = self._cost.get(key, Decimal(0)) + attempt.cost_usd
+        if attempt.hedged:
+            _bump(self._hedges, (route, provider, model))
+            if attempt.won:
+                _bump(self._hedge_wins, (route, provider, model))
+        if attempt.won is False:
+            key = (route, provider, model)
+            self._hedge_wasted[key] = self._hedge_wasted.get(key, Decimal(0)) + attempt.cost_usd
 
     def on_call(self, record: CallRecord) -> None:
         route = record.route
@@ -283,12 +302,23 @@ class PrometheusMetrics:
             (*_RPM, "direction"),
             self._tokens,
         )
-        cost = CounterMetricFamily(
-            "llm_cost_usd", "Money spent, from reported usage and YAML prices.", labels=_RPM
+        yield _counter(
+            "llm_hedges",
+            "Attempts started as hedges beside a slow one (docs/latency.md).",
+            _RPM,
+            self._hedges,
         )
-        for labels, usd in self._cost.copy().items():
-            cost.add_metric(list(labels), float(usd))
-        yield cost
+        yield _counter(
+            "llm_hedge_wins", "Hedges whose answer was the call's.", _RPM, self._hedge_wins
+        )
+        yield _usd_counter(
+            "llm_cost_usd", "Money spent, from reported usage and YAML prices.", self._cost
+        )
+        yield _usd_counter(
+            "llm_hedge_wasted_usd",
+            "Money spent on attempts that lost a hedge race (part of llm_cost_usd).",
+            self._hedge_wasted,
+        )
         yield from self._gauges(live)
 
     def _gauges(self, live: bool) -> Iterator[Metric]:

@@ -271,6 +271,9 @@ class _RouteStats:
         "calls",
         "errors",
         "fallbacks",
+        "hedge_wasted",
+        "hedge_wins",
+        "hedges",
         "latency",
         "ok",
         "ok_after_fallback",
@@ -291,6 +294,9 @@ class _RouteStats:
         self.retries = 0
         self.fallbacks = 0  # moves from one step to the next
         self.ok_after_fallback = 0  # ok calls answered by a step other than their first
+        self.hedges = 0  # attempts sent as hedges (docs/latency.md)
+        self.hedge_wins = 0  # hedges whose answer was returned
+        self.hedge_wasted = Decimal(0)  # cost of attempts that lost a hedge race
         self.usage = _Usage()
         self.latency = Window()  # whole-call latency (ok and error)
         self.ttft = Window()  # streams: the answering attempt's time to first token
@@ -378,8 +384,14 @@ class Stats:
         t.attempts += 1
         if outcome == "ok":
             t.ok += 1
-        else:
+        elif outcome == "error":
             _bump(t.errors, error_type(attempt.error))
+        if attempt.won is not None or attempt.hedged:
+            if attempt.hedged:
+                r.hedges += 1
+                r.hedge_wins += attempt.won is True
+            if attempt.won is False:
+                r.hedge_wasted += attempt.cost_usd
         t.latency.add(attempt.latency_s)
         if attempt.ttft_s is not None:
             t.ttft.add(attempt.ttft_s)
@@ -442,6 +454,9 @@ class Stats:
                 "retries": r.retries,
                 "fallbacks": r.fallbacks,
                 "ok_after_fallback": r.ok_after_fallback,
+                "hedges": r.hedges,
+                "hedge_wins": r.hedge_wins,
+                "hedge_wasted_usd": usd(r.hedge_wasted),
                 "skips": dict(sorted(r.skips.items())),
                 "tokens": r.usage.tokens(),
                 "cost_usd": usd(r.usage.cost),
