@@ -607,3 +607,41 @@ async def test_a_retry_after_seen_by_one_process_holds_back_the_others(
     assert second.provider == "free"
     assert second.attempts[0].skip is SkipKind.RETRY_AFTER
     assert len(upstream.requests) == 1  # b never called it
+
+
+# ------------------------------------------------------------------ hedging on shared state
+
+
+async def test_a_hedged_call_holds_and_settles_both_reservations_in_redis(
+    tmp_path: Path, redis_env: RedisServer, upstream_factory: Any
+) -> None:
+    """A hedge on Redis state: the slow primary and its hedge each hold a reservation
+    in Redis while they race; the winner settles its cost, the cancelled loser its
+    input estimate (input is free here), and nothing stays reserved."""
+    slow, fast = await upstream_factory(), await upstream_factory()
+    slow.handler = lambda request: answer(2.0)
+    fast.handler = lambda request: answer(0.3)
+    config = write_config(tmp_path, slow.url)
+    text = config.read_text().replace(
+        "  free: {kind: mock",
+        "  fast: {kind: openai, base_url: '"
+        + fast.url
+        + "/v1', models: {m: {price: {input_per_mtok: 0, output_per_mtok: 1}}}}\n"
+        "  free: {kind: mock",
+    )
+    text += (
+        "  hedged: {prompt: hi, max_tokens: 10, hedge: {after_s: 0.1},"
+        " fallback: [paid/m, fast/m]}\n"
+    )
+    config.write_text(text)
+    async with Router.from_yaml(config) as router:
+        call = asyncio.create_task(router.complete("hedged"))
+        await asyncio.sleep(0.25)  # both attempts in flight: both reservations in Redis
+        held = int(redis_env.command("HGET", "{t}:reserved", "all"))
+        done = await call
+    assert done.provider == "fast"
+    assert held >= 2 * int(COST * 10**9)  # two worst cases, in nano-dollars
+    spent, reserved = await read_spend(config)
+    assert reserved == 0
+    assert spent == sum(a.cost_usd for a in done.attempts) == COST
+    assert sorted(a.outcome for a in done.attempts) == ["cancelled", "ok"]
