@@ -304,7 +304,9 @@ async def test_redis_down_closed_refuses_paid_steps_fast_and_recovers(
                 await router.complete("paid_only")
             second = time.monotonic() - t0
             free = await router.complete("with_free")
-        assert first < 1.0 and second < 0.05  # within the deadline; then at once
+        # Within timeout_ms (500 ms) and the deadline; then at once, without waiting on
+        # Redis again (the bound leaves room for a loaded machine's scheduling).
+        assert first < 1.0 and second < 0.25
         assert caught.value.attempts[0].skip is SkipKind.STATE
         assert free.provider == "free"
         assert free.attempts[0].skip is SkipKind.STATE
