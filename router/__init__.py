@@ -80,6 +80,7 @@ from router.state import LocalState, ProviderHandle, State, Ticket
 from router.streaming import RouteStream
 from router.templates import RouteTemplates
 from router.tools import Tool, ToolSet
+from router.transcript import dump_messages, load_messages
 from router.types import (
     Attempt,
     Citation,
@@ -186,5 +187,7 @@ __all__ = [
     "Usage",
     "WebSearchTool",
     "XSearchTool",
+    "dump_messages",
     "load_config",
+    "load_messages",
 ]

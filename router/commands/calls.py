@@ -7,12 +7,14 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
-from router.types import Completion
+from router.transcript import load_messages
+from router.types import Completion, Message
 
 from . import report
-from .common import Exit, Output, load_plan, positive_float
+from .common import Exit, Output, UsageError, load_plan, positive_float
 from .vars import add_var_argument, parse_vars
 
 __all__ = ["add_arguments", "run"]
@@ -63,6 +65,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="sampling temperature, 0-2 (default: the route's, else the provider's)",
     )
     parser.add_argument(
+        "--messages",
+        default=None,
+        metavar="FILE",
+        help="a conversation's history, as JSON (docs/conversations.md, 'Keeping a"
+        " conversation'): it goes between the route's system and prompt templates",
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="attempt trail with start offsets, time to first token and tokens",
@@ -84,6 +93,7 @@ async def _call(args: argparse.Namespace, output: Output) -> int:
         "deadline_s": args.deadline,
         "max_tokens": args.max_tokens,
         "temperature": args.temperature,
+        "messages": None if args.messages is None else _history(args.messages),
     }
     async with Router(plan) as router:
         if args.command == "complete":
@@ -116,6 +126,19 @@ async def _call(args: argparse.Namespace, output: Output) -> int:
     output.text(f"\n\n{report.summary(done)}{first}\nattempts:\n")
     output.text(report.trail(done.attempts, args.verbose))
     return Exit.OK
+
+
+def _history(path: str) -> list[Message]:
+    """The ``--messages`` file's conversation (a RequestError names a bad message)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"--messages {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--messages {path}: cannot read: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"--messages {path}: not JSON: {exc}") from None
+    return load_messages(data)
 
 
 def _print_completion(c: Completion, output: Output, verbose: bool) -> None:
