@@ -658,8 +658,9 @@ class Call(Generic[R]):
                         # (it raced a timeout): billed and recorded as a loser.
                         await self._settle_lost(step, lease, t0)
                         return None
-                    if lane is not None and timed_out:
-                        # A hedging call bills a request it gave up on as sent (docs/latency.md).
+                    if lane is not None and isinstance(err, ProviderTimeoutError) and err.sent:
+                        # A hedging call bills a request it gave up on as sent (docs/latency.md);
+                        # one whose connection never came (sent False) reached no provider.
                         billed_out = await self._settle_input(step, lease)
                 if billed_out is None:  # before the release: a probe's failure counts
                     self.failed(step, lease, err, t0)

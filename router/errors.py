@@ -377,10 +377,14 @@ class ServerError(ProviderError):
 
 
 class ProviderTimeoutError(ProviderError):
-    """Nothing, or not all of the answer, arrived within the attempt's time."""
+    """Nothing, or not all of the answer, arrived within the attempt's time.
+
+    ``sent`` is False when the request never left: the connection (or a pooled
+    one) was not had in time, so the provider saw nothing and bills nothing."""
 
     kind = "timeout"
     retryable_default = True
+    sent = True
 
 
 class ProviderConnectionError(ProviderError):

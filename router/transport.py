@@ -154,6 +154,9 @@ class _Rule:
     message: str
 
 
+# Timeouts before a connection was had: nothing was sent (ProviderTimeoutError.sent).
+_NOT_SENT = (httpx.ConnectTimeout, httpx.PoolTimeout)
+
 # Most specific first: the first rule whose class matches wins.
 # fmt: off
 _RULES: Final[tuple[_Rule, ...]] = (
@@ -281,6 +284,8 @@ def map_httpx_error(
                 status=keep_status,
                 retryable=rule.retryable,
             )
+            if isinstance(error, ProviderTimeoutError) and isinstance(exc, _NOT_SENT):
+                error.sent = False  # no connection: the request never left
             return sever_foreign(error, exc, secrets)
     # Not an httpx exception at all: a bug in the caller of this function.
     raise TypeError(f"not an httpx exception: {type(exc).__name__}") from exc
@@ -920,9 +925,11 @@ class Transport:
         """
         client = self._client if self._client is not None else self._ensure_client(model)
         if timeout_s <= 0:
-            raise ProviderTimeoutError(
+            unsent = ProviderTimeoutError(
                 "no time left to send the request", provider=self.name, model=model
             )
+            unsent.sent = False
+            raise unsent
         timeout = httpx.Timeout(timeout_s, connect=min(self._connect_timeout_s, timeout_s))
         response: httpx.Response | None = None
         # The error to raise, built inside the except blocks and raised after them, so

@@ -835,6 +835,12 @@ def test_connect_failures_are_told_apart() -> None:
     )
     assert str(refused) == "p/m: cannot connect to api.example.com:443: [Errno 111] refused"
     assert str(slow) == "p/m: connect to api.example.com:443 timed out after 0.5s"
+    # A connect (or pool) timeout sent nothing; a read timeout came after the request.
+    read = map_httpx_error(httpx.ReadTimeout("", request=request), timeout_s=2, **kw)
+    pool = map_httpx_error(httpx.PoolTimeout("", request=request), timeout_s=2, **kw)
+    assert isinstance(slow, ProviderTimeoutError) and isinstance(read, ProviderTimeoutError)
+    assert isinstance(pool, ProviderTimeoutError)
+    assert (slow.sent, pool.sent, read.sent) == (False, False, True)
 
 
 def test_mapping_refuses_foreign_exceptions() -> None:
