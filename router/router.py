@@ -114,6 +114,9 @@ class Router:
         # provider rate, tokens, concurrency, cooldown and Retry-After.
         self._state = state if state is not None else open_state(plan, clock=clock, sleep=sleep)
         providers = {name: build_provider(p, self._state) for name, p in plan.providers.items()}
+        # Pool pickers (the weighted and round-robin cursors) by pool as configured: a
+        # reload that leaves a pool as it was keeps its turn.
+        self._pickers: dict[str, PoolPicker] = {}
         self._gen = self._generation(plan, providers)
         # Generations replaced by reloads that still have calls running.
         self._retired: list[Generation] = []
@@ -186,8 +189,11 @@ class Router:
             retry_after_max_s=plan.retry_after_max_s,
             on_attempt=self._events.attempt,  # straight to the channel (hot path)
         )
-        pickers: dict[str, PoolPicker] = {}
+        pickers = self._pickers
         routes = {name: compile_route(r, providers, pickers) for name, r in plan.routes.items()}
+        used = {s.picker for route in routes.values() for s in route.steps if s.picker}
+        for key in [k for k, p in pickers.items() if p not in used]:
+            del pickers[key]  # a pool that changed or went: its old cursor is not needed
         return Generation(plan, providers, routes, rt)
 
     @property

@@ -209,3 +209,26 @@ def test_dry_run_shows_pools_and_their_order(
     assert "pool p (weighted): m0/x (weight 1), m1/x (weight 3)" in out
     assert "order now: m1/x > m0/x" in out
     assert "hedge: after p90 of its latency" in out
+
+
+async def test_a_reload_that_keeps_a_pool_keeps_its_turn(tmp_path: Path) -> None:
+    """The weighted cursor survives a reload that leaves the pool as it was (another
+    route added): the order goes on where it was; a pool whose weights change starts
+    over."""
+    text = mock_pool("weighted", [3, 1, 1])
+    path = write_config(tmp_path, text)
+    async with Router.from_yaml(path) as router:
+        straight = [(await router.complete("r")).provider for _ in range(10)]
+    async with Router.from_yaml(path) as router:
+        around = [(await router.complete("r")).provider for _ in range(4)]
+        other = "routes:\n  other:\n    prompt: hi\n    fallback: [m0/x]\n"
+        path.write_text(path.read_text().replace("routes:\n", other))
+        report = await router.reload()
+        assert report.routes_added == ["other"]
+        around += [(await router.complete("r")).provider for _ in range(6)]
+        path.write_text(path.read_text().replace("weight: 3", "weight: 2"))
+        await router.reload()
+        fresh = [(await router.complete("r")).provider for _ in range(4)]
+    assert around == straight
+    async with Router.from_yaml(path) as router:
+        assert fresh == [(await router.complete("r")).provider for _ in range(4)]
