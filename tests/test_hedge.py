@@ -444,3 +444,32 @@ async def test_stats_and_prometheus_count_hedges_wins_and_waste(
         f'llm_hedge_wasted_usd_total{{model="m",provider="s1",route="r"}} {float(wasted)}' in text
     )
     assert 'outcome="cancelled"' in text
+
+
+async def test_two_streams_delivering_at_the_same_moment_give_one_whole_answer(
+    tmp_path: Path, upstream_factory: Factory
+) -> None:
+    """The hedge is timed to deliver its first text when the slow stream does (0.3 s):
+    whichever wins, the caller reads one stream's whole text (never a mix), the other
+    is cancelled and billed as a loser, the ledger adds up and nothing stays open."""
+    first = _sse("first", " answer")
+    second = _sse("second", " answer")
+    ups = await servers(
+        upstream_factory,
+        stream(first, [0.3] + [0.0] * (len(first) - 1)),
+        stream(second, [0.2] + [0.0] * (len(second) - 1)),
+    )
+    path = write_config(tmp_path, chain([u.url for u in ups], "{after_s: 0.1}"))
+    async with Router.from_yaml(path) as router:
+        for _ in range(5):
+            async with router.stream("r", {"ticker": "X"}) as s:
+                text = "".join([d async for d in s])
+            done = s.completion
+            assert done is not None and text in ("first answer", "second answer")
+            assert text.startswith("first" if done.provider == "s1" else "second")
+            outcomes = sorted((a.outcome, a.won) for a in done.attempts)
+            assert outcomes == [("cancelled", False), ("ok", True)]
+        await router.state.flush()
+        assert router.state.reserved_usd == 0
+    await ups[0].wait_until(lambda: ups[0].open_connections == 0)
+    await ups[1].wait_until(lambda: ups[1].open_connections == 0)
