@@ -223,6 +223,9 @@ async def run_tail(
         "ledger_usd": str(spent),
         "attempts_usd": str(settled),
         "upstream_billed_usd": str(billed),
+        "request_usd": str(  # what one answered request bills
+            (prompt * IN_PER_MTOK + COMPLETION_TOKENS * OUT_PER_MTOK) / 1_000_000
+        ),
         "extra_cost": float((spent - baseline_cost) / baseline_cost),
         "open_connections_after": open_after,
         "wall_s": wall,
