@@ -532,7 +532,7 @@ class Call(Generic[R]):
         if (
             self.output is not None
             and step.plan.structured_output == "tool"
-            and TOOL_NAME in tools.names
+            and tools.offers(TOOL_NAME)
         ):
             return Skip(
                 SkipKind.TOOLS_UNSUPPORTED,

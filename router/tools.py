@@ -136,10 +136,9 @@ class ToolSet:
                 raise RequestError(f"tools: {type(t).__name__} is not a Tool")
         return cls(tuple(tools), choice or "auto")
 
-    @property
-    def names(self) -> frozenset[str]:
-        """The offered tools' names."""
-        return frozenset(self._validators)
+    def offers(self, name: str) -> bool:
+        """Whether a tool of this name is offered."""
+        return name in self._validators
 
     @property
     def sent(self) -> bool:

@@ -152,10 +152,10 @@ class _Rule:
     retryable: bool | None
     # Placeholders: {host} {phase} {timeout} {connect} {why}.
     message: str
+    # False: it failed before a connection was had, so the request never left
+    # (ProviderTimeoutError.sent: nothing to bill).
+    sent: bool = True
 
-
-# Timeouts before a connection was had: nothing was sent (ProviderTimeoutError.sent).
-_NOT_SENT = (httpx.ConnectTimeout, httpx.PoolTimeout)
 
 # Most specific first: the first rule whose class matches wins.
 # fmt: off
@@ -164,9 +164,9 @@ _RULES: Final[tuple[_Rule, ...]] = (
     _Rule(SSEError, InvalidResponseError, False,
           "not an event stream: {why}"),
     _Rule(httpx.ConnectTimeout, ProviderTimeoutError, None,
-          "connect to {host} timed out after {connect}"),
+          "connect to {host} timed out after {connect}", sent=False),
     _Rule(httpx.PoolTimeout, ProviderTimeoutError, None,
-          "no free pooled connection to {host} within {timeout}"),
+          "no free pooled connection to {host} within {timeout}", sent=False),
     _Rule(httpx.WriteTimeout, ProviderTimeoutError, None,
           "sending the request to {host} stalled for {timeout}"),
     _Rule(httpx.ReadTimeout, ProviderTimeoutError, None,
@@ -284,8 +284,8 @@ def map_httpx_error(
                 status=keep_status,
                 retryable=rule.retryable,
             )
-            if isinstance(error, ProviderTimeoutError) and isinstance(exc, _NOT_SENT):
-                error.sent = False  # no connection: the request never left
+            if not rule.sent and isinstance(error, ProviderTimeoutError):
+                error.sent = False
             return sever_foreign(error, exc, secrets)
     # Not an httpx exception at all: a bug in the caller of this function.
     raise TypeError(f"not an httpx exception: {type(exc).__name__}") from exc
