@@ -345,13 +345,6 @@ class Plan:
             for s in r.steps
         ]
 
-    def wire(self, provider: str, model: str) -> str | None:
-        """What a dry run shows of the request a step sends, for provider kinds whose
-        settings decide where it goes (azure_openai: the URL path with the deployment
-        and api-version, and the auth header); None for the other kinds."""
-        azure = self.providers[provider].azure
-        return None if azure is None else azure.describe(model)
-
     def fit(
         self,
         route: str,

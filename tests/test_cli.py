@@ -835,7 +835,6 @@ def test_render_json(mock_only: Path) -> None:
         "server_tools": [],
         "max_tool_calls": 0,
         "tool_calls_reserve_usd": "0",
-        "wire": None,  # only azure_openai steps show their request's target
         "request": {
             "key_env": None,
             "key_header": None,

@@ -180,7 +180,6 @@ def render(args: argparse.Namespace, output: Output) -> int:
                         "server_tools": list(p.server_tools),
                         "max_tool_calls": p.max_tool_calls,
                         "tool_calls_reserve_usd": usd(p.tool_calls_reserve_usd),
-                        "wire": plan.wire(s.provider, s.model),
                         "request": request,
                         "pool": pool,
                         "hedge": hedge,
@@ -214,9 +213,6 @@ def render(args: argparse.Namespace, output: Output) -> int:
                 f"     server tools: {', '.join(p.server_tools)} (max_tool_calls"
                 f" {p.max_tool_calls}, reserved ${usd(p.tool_calls_reserve_usd)})\n"
             )
-        wire = plan.wire(s.provider, s.model)
-        if wire is not None:
-            output.text(f"     {wire}\n")
         output.text(_pool_text(pool, "     "))
         if hedge is not None:
             output.text(f"     hedge: {_hedge_text(hedge)}\n")
@@ -255,7 +251,8 @@ def _requests(plan: Plan, route: str, messages: list[Message]) -> list[dict[str,
         except RouterError as exc:
             out.append({**doc, "error": str(exc)})
             continue
-        path = req.path.lstrip("/").partition("?")[0]
+        # base_url takes no query: one here is the adapter's (Azure's api-version).
+        path = req.path.lstrip("/")
         settings = {k: v for k, v in (req.json or {}).items() if k not in _CONVERSATION}
         out.append(
             {**doc, "method": req.method, "url": f"{p.base_url}/{path}", "settings": settings}

@@ -128,15 +128,6 @@ class AzureSettings:
         v = self.api_version
         return v in (V1, "preview") or v[:10] >= _STREAM_USAGE_SINCE
 
-    def describe(self, model: str) -> str:
-        """The dry run's line for ``model``: path, deployment, API version and auth."""
-        auth = "api-key header" if self.auth == "api_key_header" else "Authorization: Bearer"
-        version = "v1 API" if self.api_version == V1 else f"api-version {self.api_version}"
-        return (
-            f"POST /{self.chat_path(model)} (deployment {self.deployment(model)!r},"
-            f" {version}, auth {auth})"
-        )
-
 
 class AzureOpenAIAdapter(OpenAIAdapter):
     """Azure OpenAI Chat Completions (see the module docstring)."""
