@@ -485,7 +485,11 @@ class Call(Generic[R]):
                 self.messages,
                 params,
                 stream=self.stream,
-                output=OutputRequest(self.output, step.plan.structured_output),
+                output=OutputRequest(
+                    self.output,
+                    step.plan.structured_output,
+                    None if self.tools is None else self.tools.choice,
+                ),
             )
         return request, max_tokens, worst
 

@@ -242,10 +242,23 @@ def _name(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class OutputRequest:
-    """What an adapter needs to ask for structured output: the spec and the mode."""
+    """What an adapter needs to ask for structured output: the spec, the mode, and
+    the call's own ``tool_choice`` (None: the call offers no tools of its own)."""
 
     spec: OutputSpec
     mode: Mode
+    tool_choice: str | None = None
+
+    @property
+    def answer_choice(self) -> Literal["answer", "any", "keep"]:
+        """How mode ``tool`` sets the request's tool choice: ``answer`` forces the
+        answer tool (no tools of the call's own, or tool_choice none); ``any`` asks
+        for some tool call, the call's own or the answer (auto, required); ``keep``
+        leaves the call's own named tool forced (that turn is a tool turn)."""
+        choice = self.tool_choice
+        if choice is None or choice == "none":
+            return "answer"
+        return "any" if choice in ("auto", "required") else "keep"
 
     def answer(self, reply: Reply) -> str:
         """The answer's JSON text: in mode ``tool`` the forced tool call's arguments

@@ -542,7 +542,8 @@ def _with_tools(adapter: Any, choice: str) -> dict[str, Any]:
 
     tools = ToolSet((Tool(**QUOTE_TOOL),), choice)
     params = adapter.tool_fields(tools)
-    body = adapter.chat_request("m", MESSAGES, params, output=_request("tool")).json
+    ask = OutputRequest(output_spec(SIGNAL_SCHEMA, "signal"), "tool", tools.choice)
+    body = adapter.chat_request("m", MESSAGES, params, output=ask).json
     assert body is not None
     return body
 
@@ -567,6 +568,27 @@ def test_anthropic_tool_mode_with_the_calls_own_tools_asks_for_any_tool() -> Non
     assert _with_tools(adapter, "required")["tool_choice"] == {"type": "any"}
     assert _with_tools(adapter, "quote")["tool_choice"] == {"type": "tool", "name": "quote"}
     assert _with_tools(adapter, "none")["tool_choice"] == {"type": "tool", "name": "respond"}
+
+
+def test_responses_and_gemini_tool_mode_with_the_calls_own_tools() -> None:
+    """The same rule in the Responses API's and Gemini's own forms."""
+    from router.providers.gemini import GeminiAdapter
+    from router.providers.openai_responses import OpenAIResponsesAdapter
+
+    responses = OpenAIResponsesAdapter("r", "k")
+    body = _with_tools(responses, "auto")
+    assert [t["name"] for t in body["tools"]] == ["quote", "respond"]
+    assert body["tool_choice"] == "required"
+    assert _with_tools(responses, "none")["tool_choice"] == {"type": "function", "name": "respond"}
+    gemini = GeminiAdapter("g", "k")
+    body = _with_tools(gemini, "auto")
+    declared = [f["name"] for t in body["tools"] for f in t["functionDeclarations"]]
+    assert declared == ["quote", "respond"]
+    assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY"}}
+    answer = {"mode": "ANY", "allowedFunctionNames": ["respond"]}
+    assert _with_tools(gemini, "none")["toolConfig"] == {"functionCallingConfig": answer}
+    named = _with_tools(gemini, "quote")["toolConfig"]["functionCallingConfig"]
+    assert named["allowedFunctionNames"] == ["quote"]  # the call's own forced tool stays
 
 
 def test_a_tool_turn_has_no_output_and_is_not_checked() -> None:

@@ -280,13 +280,11 @@ def _ask_output(body: dict[str, Any], output: OutputRequest) -> None:
             "description": TOOL_DESCRIPTION,
             "input_schema": dict(spec.schema),
         }
-        offered = body.get("tools")
-        body["tools"] = [*(offered or ()), tool]
-        kind = (body.get("tool_choice") or {}).get("type") if offered else None
-        if kind in ("auto", "any"):
-            # The call's own tools too: a tool call either way, theirs or the answer.
+        body["tools"] = [*body.get("tools", ()), tool]
+        choice = output.answer_choice
+        if choice == "any":
             body["tool_choice"] = {"type": "any"}
-        elif kind != "tool":  # a call's own forced tool stays: this turn is a tool turn
+        elif choice == "answer":
             body["tool_choice"] = {"type": "tool", "name": TOOL_NAME}
     elif output.mode == "json_schema":
         body["output_config"] = {"format": {"type": "json_schema", "schema": dict(spec.schema)}}

@@ -434,9 +434,13 @@ def _ask_output(body: dict[str, Any], config: dict[str, Any], output: OutputRequ
             "parametersJsonSchema": dict(output.spec.schema),
         }
         body["tools"] = [*body.get("tools", ()), {"functionDeclarations": [tool]}]
-        body["toolConfig"] = {
-            "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [TOOL_NAME]}
-        }
+        choice = output.answer_choice
+        if choice == "any":
+            body["toolConfig"] = {"functionCallingConfig": {"mode": "ANY"}}
+        elif choice == "answer":
+            body["toolConfig"] = {
+                "functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [TOOL_NAME]}
+            }
 
 
 # -- reply ------------------------------------------------------------------------

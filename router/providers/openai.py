@@ -341,13 +341,11 @@ def _ask_output(body: dict[str, Any], output: OutputRequest) -> None:
                 "parameters": dict(spec.schema),
             },
         }
-        offered = body.get("tools")
-        body["tools"] = [*(offered or ()), tool]
-        choice = body.get("tool_choice", "auto") if offered else None
-        if choice in ("auto", "required"):
-            # The call's own tools too: a tool call either way, theirs or the answer.
+        body["tools"] = [*body.get("tools", ()), tool]
+        choice = output.answer_choice
+        if choice == "any":
             body["tool_choice"] = "required"
-        elif not isinstance(choice, dict):  # a call's own forced tool stays (a tool turn)
+        elif choice == "answer":
             body["tool_choice"] = {"type": "function", "function": {"name": TOOL_NAME}}
 
 

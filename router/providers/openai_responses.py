@@ -415,7 +415,11 @@ def _ask_output(body: dict[str, Any], output: OutputRequest) -> None:
             "parameters": dict(spec.schema),
         }
         body["tools"] = [*body.get("tools", ()), tool]
-        body["tool_choice"] = {"type": "function", "name": TOOL_NAME}
+        choice = output.answer_choice
+        if choice == "any":
+            body["tool_choice"] = "required"
+        elif choice == "answer":
+            body["tool_choice"] = {"type": "function", "name": TOOL_NAME}
     if fmt is not None:
         body["text"] = {**(text if isinstance(text, Mapping) else {}), "format": fmt}
 
